@@ -1,0 +1,39 @@
+//! `vm`: vmrun's loader, bytecode translator, interpreter and host functions.
+//!
+//! (The full design comment arrives with the interpreter; this is the public surface that the CLI,
+//! the spec-test runner and the JIT are written against.)
+//!
+//! The embedding model follows wasmtime's in miniature: one [`Store`] owns every runtime entity
+//! (functions, memories, tables, globals, instances, the GC heap); handles such as [`Func`] or
+//! [`InstanceId`] are plain indices into it. A [`Source`] is loaded bytes (from `.wat` text or `.wasm`),
+//! [`Store::load_module`] decodes, validates and translates it, [`Store::instantiate`] links it against a
+//! [`Linker`], and [`Store::call`] runs an export.
+
+pub mod loader;
+mod store;
+mod trap;
+mod values;
+pub mod wasi;
+
+pub use loader::{Source, SourceLoc};
+pub use store::{Caller, Config, Extern, HostFn, InstanceId, Linker, ModuleId, Store};
+pub use trap::{Trap, TrapKind, WasmFrame};
+pub use values::{Func, FuncType, Global, Memory, Ref, Table, Val, ValType};
+
+/// Errors before a program runs (load, validation, link) or a trap during instantiation.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Text syntax error or binary decode error. The message already names `file:line:col`
+    /// (text) or `file: offset 0x..` (binary).
+    #[error("{0}")]
+    Load(String),
+    /// Validation error, with the source location as for `Load`.
+    #[error("{0}")]
+    Invalid(String),
+    /// Link error: an unknown import ("unknown import: `env`.`f` ...") or an incompatible import type.
+    #[error("{0}")]
+    Link(String),
+    /// The start function (or an active segment) trapped during instantiation.
+    #[error("{0}")]
+    Trap(Trap),
+}

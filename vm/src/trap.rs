@@ -1,0 +1,101 @@
+//! Traps and wasm backtraces.
+
+use std::fmt;
+
+/// Why execution stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TrapKind {
+    Unreachable,
+    IntegerDivideByZero,
+    IntegerOverflow,
+    InvalidConversionToInteger,
+    MemoryOutOfBounds,
+    TableOutOfBounds,
+    UndefinedElement,
+    UninitializedElement,
+    IndirectCallTypeMismatch,
+    NullReference,
+    CastFailure,
+    ArrayOutOfBounds,
+    CallStackExhausted,
+    OutOfMemory { limit_bytes: u64 },
+    /// `proc_exit` from WASI: not an error; the CLI exits with this code.
+    Exit(i32),
+    /// A host function failed.
+    Host(String),
+}
+
+impl fmt::Display for TrapKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrapKind::Unreachable => f.write_str("unreachable"),
+            TrapKind::IntegerDivideByZero => f.write_str("integer divide by zero"),
+            TrapKind::IntegerOverflow => f.write_str("integer overflow"),
+            TrapKind::InvalidConversionToInteger => f.write_str("invalid conversion to integer"),
+            TrapKind::MemoryOutOfBounds => f.write_str("out of bounds memory access"),
+            TrapKind::TableOutOfBounds => f.write_str("out of bounds table access"),
+            TrapKind::UndefinedElement => f.write_str("undefined element"),
+            TrapKind::UninitializedElement => f.write_str("uninitialized element"),
+            TrapKind::IndirectCallTypeMismatch => f.write_str("indirect call type mismatch"),
+            TrapKind::NullReference => f.write_str("null reference"),
+            TrapKind::CastFailure => f.write_str("cast failure"),
+            TrapKind::ArrayOutOfBounds => f.write_str("out of bounds array access"),
+            TrapKind::CallStackExhausted => f.write_str("call stack exhausted"),
+            TrapKind::OutOfMemory { limit_bytes } => {
+                write!(f, "out of memory: heap limit {} reached", human_bytes(*limit_bytes))
+            }
+            TrapKind::Exit(code) => write!(f, "exit with code {code}"),
+            TrapKind::Host(msg) => f.write_str(msg),
+        }
+    }
+}
+
+fn human_bytes(n: u64) -> String {
+    const MIB: u64 = 1 << 20;
+    const KIB: u64 = 1 << 10;
+    if n % (1 << 30) == 0 && n > 0 {
+        format!("{} GiB", n >> 30)
+    } else if n % MIB == 0 && n > 0 {
+        format!("{} MiB", n / MIB)
+    } else if n % KIB == 0 && n > 0 {
+        format!("{} KiB", n / KIB)
+    } else {
+        format!("{n} bytes")
+    }
+}
+
+/// One frame of a wasm backtrace, innermost first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WasmFrame {
+    /// Name of the module (from its name section or file name), if known.
+    pub module: Option<String>,
+    /// Function index in its module's function index space.
+    pub func_index: u32,
+    /// Function name from the name section, if any.
+    pub func_name: Option<String>,
+    /// Byte offset of the instruction in the module binary.
+    pub offset: u32,
+    /// `file:line:col` when the module came from text with a line table.
+    pub source: Option<crate::SourceLoc>,
+}
+
+/// A trap with the wasm backtrace captured when it happened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Trap {
+    pub kind: TrapKind,
+    pub backtrace: Vec<WasmFrame>,
+}
+
+impl Trap {
+    pub fn new(kind: TrapKind) -> Trap {
+        Trap { kind, backtrace: Vec::new() }
+    }
+}
+
+impl fmt::Display for Trap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.kind)
+    }
+}
+
+impl std::error::Error for Trap {}
