@@ -9,8 +9,15 @@
 //! [`Store::load_module`] decodes, validates and translates it, [`Store::instantiate`] links it against a
 //! [`Linker`], and [`Store::call`] runs an export.
 
+pub mod bytecode;
+mod gcglue;
+mod interp;
 pub mod loader;
+mod module;
+mod numeric;
 mod store;
+mod translate;
+pub mod types;
 mod trap;
 mod values;
 pub mod wasi;
@@ -37,3 +44,5 @@ pub enum Error {
     #[error("{0}")]
     Trap(Trap),
 }
+#[cfg(test)]
+mod tests;

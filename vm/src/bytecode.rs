@@ -1,0 +1,384 @@
+//! The bytecode: one definition that the translator writes and the interpreter (and later the JIT)
+//! reads.
+//!
+//! # Design
+//!
+//! Register-based, like wasmi's and WAMR's fast interpreter, not a byte-stream stack machine. Every
+//! function has a frame of 8-byte *slots*: first its parameters, then its declared locals, then one
+//! slot per operand-stack position (the translator knows the maximum depth). An instruction names
+//! the slots it reads and writes (`Slot` = index from the frame base), so `local.get`/`local.set` and
+//! most constants disappear at translation time, and a wasm expression like `(i32.add (local.get 0)
+//! (i32.const 1))` followed by `local.set 0` becomes one instruction.
+//!
+//! Why register-based: the dispatch count, not the work per instruction, dominates an interpreter on
+//! integer code. `BENCHMARKS.md` records the measurement behind the choice.
+//!
+//! Control flow is resolved at translation: a branch carries a relative offset in instructions
+//! (`target = pc + offset`), so there is no label search at run time. Values that a branch carries
+//! are copied into the target's slots by explicit `Copy` instructions emitted before the branch.
+//!
+//! Calls are zero-copy: the arguments sit in consecutive slots of the caller's frame starting at
+//! `base`, and that position becomes the callee's frame base; the callee leaves its results at its
+//! own frame base, which is exactly where the caller expects them.
+//!
+//! Every slot's type is known at every instruction (the translator tracks it with wasmparser's
+//! validator). For each instruction at which a collection can start (calls and allocations) the
+//! translator records the set of slots holding references: see [`StackMap`].
+
+/// Index of a slot relative to the frame base.
+pub type Slot = u16;
+
+/// Relative branch offset in instructions: the target is `pc + offset`.
+pub type BranchOffset = i32;
+
+macro_rules! define_instrs {
+    (
+        binary { $($bin:ident),* $(,)? }
+        unary { $($un:ident),* $(,)? }
+        load { $($ld:ident),* $(,)? }
+        store { $($st:ident),* $(,)? }
+        cmp_branch { $($cb:ident),* $(,)? }
+    ) => {
+        /// One bytecode instruction. See the module comment for the model.
+        #[derive(Clone, Copy, Debug, PartialEq)]
+        pub enum Instr {
+            $(
+                #[doc = concat!("`", stringify!($bin), "`: `dst = a op b`.")]
+                $bin { dst: Slot, a: Slot, b: Slot },
+            )*
+            $(
+                #[doc = concat!("`", stringify!($un), "`: `dst = op src`.")]
+                $un { dst: Slot, src: Slot },
+            )*
+            $(
+                #[doc = concat!("`", stringify!($ld), "` from memory 0: `dst = mem[addr + offset]`.")]
+                $ld { dst: Slot, addr: Slot, offset: u32 },
+            )*
+            $(
+                #[doc = concat!("`", stringify!($st), "` to memory 0: `mem[addr + offset] = value`.")]
+                $st { addr: Slot, value: Slot, offset: u32 },
+            )*
+            $(
+                #[doc = concat!("Branch by `offset` if the i32 comparison `", stringify!($cb), "` of `a`, `b` holds.")]
+                $cb { a: Slot, b: Slot, offset: BranchOffset },
+            )*
+
+            // ---- constants and moves ----
+            /// `dst = value` (zero-extended i32 or f32 bits).
+            Const32 { dst: Slot, value: u32 },
+            /// `dst = consts[index]` (64-bit constant from the function's constant pool).
+            Const64 { dst: Slot, index: u32 },
+            /// `dst = src`.
+            Copy { dst: Slot, src: Slot },
+            /// `dst = cond != 0 ? a : b`, where `a`/`dst` share the slot `dst_a`.
+            Select { dst: Slot, cond: Slot, a: Slot, b: Slot },
+
+            // ---- immediates fused into common i32/i64 ops ----
+            I32AddImm { dst: Slot, a: Slot, imm: i16 },
+            I32SubImm { dst: Slot, a: Slot, imm: i16 },
+            I32AndImm { dst: Slot, a: Slot, imm: i16 },
+            I32ShlImm { dst: Slot, a: Slot, imm: i16 },
+            I32ShrSImm { dst: Slot, a: Slot, imm: i16 },
+            I32ShrUImm { dst: Slot, a: Slot, imm: i16 },
+            I32EqImm { dst: Slot, a: Slot, imm: i16 },
+            I32NeImm { dst: Slot, a: Slot, imm: i16 },
+            I32LtSImm { dst: Slot, a: Slot, imm: i16 },
+            I32LtUImm { dst: Slot, a: Slot, imm: i16 },
+            I32GtSImm { dst: Slot, a: Slot, imm: i16 },
+            I32GtUImm { dst: Slot, a: Slot, imm: i16 },
+            I32LeSImm { dst: Slot, a: Slot, imm: i16 },
+            I32GeSImm { dst: Slot, a: Slot, imm: i16 },
+            I64AddImm { dst: Slot, a: Slot, imm: i16 },
+            I64SubImm { dst: Slot, a: Slot, imm: i16 },
+
+            // ---- control ----
+            Unreachable,
+            /// Unconditional branch.
+            Br { offset: BranchOffset },
+            /// Branch if the i32 in `cond` is zero.
+            BrIfEqz { cond: Slot, offset: BranchOffset },
+            /// Branch if the i32 in `cond` is non-zero.
+            BrIfNez { cond: Slot, offset: BranchOffset },
+            /// Branch if i32 `a` < `imm` (signed); the common loop-exit test.
+            BrI32LtSImm { a: Slot, imm: i16, offset: BranchOffset },
+            BrI32GeSImm { a: Slot, imm: i16, offset: BranchOffset },
+            BrI32EqImm { a: Slot, imm: i16, offset: BranchOffset },
+            BrI32NeImm { a: Slot, imm: i16, offset: BranchOffset },
+            /// `br_table`: the next `len + 1` instructions are `Br` (or a branch trampoline's `Br`),
+            /// one per label, the default last. Jumps to entry `min(index, len)`.
+            BrTable { index: Slot, len: u32 },
+            /// Return with no results.
+            Return,
+            /// Return one result found in `src`.
+            Return1 { src: Slot },
+            /// Return `len` results found in consecutive slots starting at `src`.
+            ReturnN { src: Slot, len: u16 },
+
+            // ---- calls ----
+            /// Call a function defined in the same module (index into its defined functions).
+            CallLocal { func: u32, base: Slot },
+            /// Call through the instance's function index space (imports, other instances, host).
+            CallImport { func: u32, base: Slot },
+            /// `call_indirect`: element `index` of `table`, checked against canonical type `type_id`.
+            CallIndirect { table: u32, type_id: u32, index: Slot, base: Slot },
+            /// `call_ref`: the function reference in `func`.
+            CallRef { func: Slot, base: Slot },
+            ReturnCallLocal { func: u32, base: Slot },
+            ReturnCallImport { func: u32, base: Slot },
+            ReturnCallIndirect { table: u32, type_id: u32, index: Slot, base: Slot },
+            ReturnCallRef { func: Slot, base: Slot },
+
+            // ---- variables ----
+            GlobalGet { dst: Slot, global: u32 },
+            GlobalSet { global: u32, src: Slot },
+
+            // ---- memory (any memory index) ----
+            /// Generic load from memory `mem`; `kind` is a [`MemOp`].
+            Load { kind: MemOp, mem: u16, dst: Slot, addr: Slot, offset: u32 },
+            /// Generic store to memory `mem`.
+            Store { kind: MemOp, mem: u16, addr: Slot, value: Slot, offset: u32 },
+            MemorySize { mem: u32, dst: Slot },
+            MemoryGrow { mem: u32, dst: Slot, delta: Slot },
+            /// `memory.fill mem` with operands `dst`, `val`, `len` in slots `args..args+3`.
+            MemoryFill { mem: u32, args: Slot },
+            /// `memory.copy` with operands in slots `args..args+3`.
+            MemoryCopy { dst_mem: u16, src_mem: u16, args: Slot },
+            /// `memory.init` with operands in slots `args..args+3`.
+            MemoryInit { mem: u16, data: u32, args: Slot },
+            DataDrop { data: u32 },
+
+            // ---- tables and references ----
+            TableGet { table: u32, dst: Slot, index: Slot },
+            TableSet { table: u32, index: Slot, value: Slot },
+            TableSize { table: u32, dst: Slot },
+            /// `table.grow`: `dst = grow(init in dst, delta)`.
+            TableGrow { table: u32, dst: Slot, delta: Slot },
+            /// `table.fill` with operands `i`, `val`, `n` in `args..args+3`.
+            TableFill { table: u32, args: Slot },
+            TableCopy { dst_table: u32, src_table: u32, args: Slot },
+            TableInit { table: u32, elem: u32, args: Slot },
+            ElemDrop { elem: u32 },
+            /// `dst = funcref` of the instance's function `func`.
+            RefFunc { dst: Slot, func: u32 },
+            RefIsNull { dst: Slot, src: Slot },
+            /// Trap with `null reference` if `src` is null, else `dst = src`.
+            RefAsNonNull { dst: Slot, src: Slot },
+            BrOnNull { src: Slot, offset: BranchOffset },
+            BrOnNonNull { src: Slot, offset: BranchOffset },
+            RefEq { dst: Slot, a: Slot, b: Slot },
+            RefI31 { dst: Slot, src: Slot },
+            I31GetS { dst: Slot, src: Slot },
+            I31GetU { dst: Slot, src: Slot },
+            /// `dst = (src matches cast target `target`)`; see [`CastTarget`].
+            RefTest { dst: Slot, src: Slot, target: u32 },
+            /// Trap with `cast failure` unless `src` matches, else `dst = src`.
+            RefCast { dst: Slot, src: Slot, target: u32 },
+            /// Branch if `src` matches (`br_on_cast`) or does not match (`br_on_cast_fail`,
+            /// `on_fail = true`) the target.
+            BrOnCast { src: Slot, target: u32, on_fail: bool, offset: BranchOffset },
+
+            // ---- GC objects ----
+            /// Allocate a struct of canonical type `type_id` with fields from `args..`.
+            StructNew { type_id: u32, dst: Slot, args: Slot },
+            StructNewDefault { type_id: u32, dst: Slot },
+            /// Read a field: `field` indexes the function's field table (offset and storage kind).
+            StructGet { dst: Slot, obj: Slot, field: u32 },
+            StructSet { obj: Slot, value: Slot, field: u32 },
+            /// `array.new $t` with `value`, `len` in `args`, `args+1`.
+            ArrayNew { type_id: u32, dst: Slot, args: Slot },
+            ArrayNewDefault { type_id: u32, dst: Slot, len: Slot },
+            /// `array.new_fixed $t n` with the `len` values in `args..`.
+            ArrayNewFixed { type_id: u32, dst: Slot, args: Slot, len: u32 },
+            /// `array.new_data`/`array.new_elem` with `offset`, `len` in `args`, `args+1`.
+            ArrayNewData { type_id: u32, data: u32, dst: Slot, args: Slot },
+            ArrayNewElem { type_id: u32, elem: u32, dst: Slot, args: Slot },
+            /// `array.get*`: `array_kind` indexes the function's array-access table.
+            ArrayGet { dst: Slot, args: Slot, access: u32 },
+            ArraySet { args: Slot, access: u32 },
+            ArrayLen { dst: Slot, src: Slot },
+            ArrayFill { args: Slot, access: u32 },
+            ArrayCopy { args: Slot, dst_access: u32, src_access: u32 },
+            ArrayInitData { args: Slot, access: u32, data: u32 },
+            ArrayInitElem { args: Slot, access: u32, elem: u32 },
+            /// `extern.convert_any` and `any.convert_extern` are identities on the representation.
+            ConvertRef { dst: Slot, src: Slot },
+        }
+    };
+}
+
+define_instrs! {
+    binary {
+        I32Add, I32Sub, I32Mul, I32DivS, I32DivU, I32RemS, I32RemU, I32And, I32Or, I32Xor,
+        I32Shl, I32ShrS, I32ShrU, I32Rotl, I32Rotr,
+        I32Eq, I32Ne, I32LtS, I32LtU, I32GtS, I32GtU, I32LeS, I32LeU, I32GeS, I32GeU,
+        I64Add, I64Sub, I64Mul, I64DivS, I64DivU, I64RemS, I64RemU, I64And, I64Or, I64Xor,
+        I64Shl, I64ShrS, I64ShrU, I64Rotl, I64Rotr,
+        I64Eq, I64Ne, I64LtS, I64LtU, I64GtS, I64GtU, I64LeS, I64LeU, I64GeS, I64GeU,
+        F32Add, F32Sub, F32Mul, F32Div, F32Min, F32Max, F32Copysign,
+        F32Eq, F32Ne, F32Lt, F32Gt, F32Le, F32Ge,
+        F64Add, F64Sub, F64Mul, F64Div, F64Min, F64Max, F64Copysign,
+        F64Eq, F64Ne, F64Lt, F64Gt, F64Le, F64Ge,
+    }
+    unary {
+        I32Eqz, I32Clz, I32Ctz, I32Popcnt, I32Extend8S, I32Extend16S,
+        I64Eqz, I64Clz, I64Ctz, I64Popcnt, I64Extend8S, I64Extend16S, I64Extend32S,
+        F32Abs, F32Neg, F32Ceil, F32Floor, F32Trunc, F32Nearest, F32Sqrt,
+        F64Abs, F64Neg, F64Ceil, F64Floor, F64Trunc, F64Nearest, F64Sqrt,
+        I32WrapI64, I64ExtendI32S, I64ExtendI32U,
+        I32TruncF32S, I32TruncF32U, I32TruncF64S, I32TruncF64U,
+        I64TruncF32S, I64TruncF32U, I64TruncF64S, I64TruncF64U,
+        I32TruncSatF32S, I32TruncSatF32U, I32TruncSatF64S, I32TruncSatF64U,
+        I64TruncSatF32S, I64TruncSatF32U, I64TruncSatF64S, I64TruncSatF64U,
+        F32ConvertI32S, F32ConvertI32U, F32ConvertI64S, F32ConvertI64U, F32DemoteF64,
+        F64ConvertI32S, F64ConvertI32U, F64ConvertI64S, F64ConvertI64U, F64PromoteF32,
+    }
+    load {
+        I32Load, I64Load, F32Load, F64Load,
+        I32Load8S, I32Load8U, I32Load16S, I32Load16U,
+        I64Load8S, I64Load8U, I64Load16S, I64Load16U, I64Load32S, I64Load32U,
+    }
+    store {
+        I32Store, I64Store, F32Store, F64Store, I32Store8, I32Store16, I64Store8, I64Store16, I64Store32,
+    }
+    cmp_branch {
+        BrI32Eq, BrI32Ne, BrI32LtS, BrI32LtU, BrI32GtS, BrI32GtU, BrI32LeS, BrI32LeU, BrI32GeS, BrI32GeU,
+    }
+}
+
+/// Access kinds for the generic [`Instr::Load`]/[`Instr::Store`] (memories other than 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemOp {
+    I32,
+    I64,
+    F32,
+    F64,
+    I32_8S,
+    I32_8U,
+    I32_16S,
+    I32_16U,
+    I64_8S,
+    I64_8U,
+    I64_16S,
+    I64_16U,
+    I64_32S,
+    I64_32U,
+    Store8,
+    Store16,
+    Store32,
+}
+
+impl MemOp {
+    /// Access width in bytes.
+    pub fn width(self) -> u32 {
+        match self {
+            MemOp::I32_8S | MemOp::I32_8U | MemOp::I64_8S | MemOp::I64_8U | MemOp::Store8 => 1,
+            MemOp::I32_16S | MemOp::I32_16U | MemOp::I64_16S | MemOp::I64_16U | MemOp::Store16 => 2,
+            MemOp::I32 | MemOp::F32 | MemOp::I64_32S | MemOp::I64_32U | MemOp::Store32 => 4,
+            MemOp::I64 | MemOp::F64 => 8,
+        }
+    }
+}
+
+/// What a struct field access reads or writes: byte offset in the object and storage kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FieldAccess {
+    pub offset: u32,
+    pub kind: StorageKind,
+}
+
+/// How a field or element is stored and how it is extended when read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StorageKind {
+    I8S,
+    I8U,
+    I16S,
+    I16U,
+    /// 4 bytes (i32, f32).
+    B32,
+    /// 8 bytes (i64, f64).
+    B64,
+    /// 8-byte reference (traced by the collector).
+    Ref,
+}
+
+impl StorageKind {
+    pub fn size(self) -> u32 {
+        match self {
+            StorageKind::I8S | StorageKind::I8U => 1,
+            StorageKind::I16S | StorageKind::I16U => 2,
+            StorageKind::B32 => 4,
+            StorageKind::B64 | StorageKind::Ref => 8,
+        }
+    }
+}
+
+/// An array access: element storage and the array's canonical type (for `array.new_*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArrayAccess {
+    pub kind: StorageKind,
+}
+
+/// The target of `ref.test`/`ref.cast`/`br_on_cast`, in a function's cast table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CastTarget {
+    pub nullable: bool,
+    pub heap: crate::types::RtHeapType,
+}
+
+/// Slots that hold references at one GC point (a call or an allocation).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StackMap {
+    /// The instruction index of the GC point.
+    pub pc: u32,
+    /// Frame slots holding references live across it, ascending.
+    pub ref_slots: Box<[Slot]>,
+}
+
+/// A translated function.
+#[derive(Debug)]
+pub struct CompiledFunc {
+    /// The instructions.
+    pub code: Box<[Instr]>,
+    /// 64-bit constants referenced by `Const64`.
+    pub consts: Box<[u64]>,
+    /// Struct field accesses referenced by `StructGet`/`StructSet`.
+    pub fields: Box<[FieldAccess]>,
+    /// Array accesses referenced by `Array*`.
+    pub arrays: Box<[ArrayAccess]>,
+    /// Cast targets referenced by `RefTest`/`RefCast`/`BrOnCast`.
+    pub casts: Box<[CastTarget]>,
+    /// Number of parameter slots.
+    pub num_params: u16,
+    /// Number of parameter + local slots (locals beyond the parameters start zeroed).
+    pub num_locals: u16,
+    /// Total frame size in slots (locals + maximum operand depth + call scratch).
+    pub frame_size: u32,
+    /// Number of results.
+    pub num_results: u16,
+    /// Stack maps, sorted by `pc`.
+    pub stack_maps: Box<[StackMap]>,
+    /// For each instruction, the byte offset of the wasm operator it came from (for backtraces).
+    pub wasm_offsets: Box<[u32]>,
+}
+
+impl CompiledFunc {
+    /// The reference slots at GC point `pc`.
+    pub fn stack_map_at(&self, pc: u32) -> Option<&[Slot]> {
+        self.stack_maps
+            .binary_search_by_key(&pc, |m| m.pc)
+            .ok()
+            .map(|i| &*self.stack_maps[i].ref_slots)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instructions_stay_small() {
+        // The interpreter's cache footprint depends on this; a growth past 16 bytes is a design
+        // change, not an accident.
+        assert!(std::mem::size_of::<Instr>() <= 16, "Instr is {} bytes", std::mem::size_of::<Instr>());
+    }
+}

@@ -1,0 +1,327 @@
+//! Canonical runtime types.
+//!
+//! Every module of a [`crate::Store`] is validated by one shared `wasmparser::Validator`, which
+//! hash-conses recursion groups across modules: two modules that define the same (iso-recursive)
+//! type get the same `CoreTypeId`. Its index is our *canonical type id*: the id written in GC
+//! object headers, compared by `call_indirect`, and registered with the heap.
+//!
+//! For each canonical id the [`TypeRegistry`] keeps what execution needs: the kind (func, struct,
+//! array), the field layout, and the chain of supertypes ("display": ancestors from the root down to
+//! the type itself), so a subtype test is one bounds check and one compare.
+
+use crate::bytecode::StorageKind;
+use wasmparser::types::{CoreTypeId, TypeIdentifier, Types};
+use wasmparser::{
+    AbstractHeapType, CompositeInnerType, HeapType, PackedIndex, RefType, StorageType, SubType, UnpackedIndex,
+    ValType,
+};
+
+/// A heap type with module-relative indices replaced by canonical ids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RtHeapType {
+    Any,
+    Eq,
+    I31,
+    Struct,
+    Array,
+    None,
+    Func,
+    NoFunc,
+    Extern,
+    NoExtern,
+    Exn,
+    NoExn,
+    Concrete(u32),
+}
+
+/// A value type with canonical ids (for import matching and host-visible signatures).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RtValType {
+    I32,
+    I64,
+    F32,
+    F64,
+    V128,
+    Ref { nullable: bool, heap: RtHeapType },
+}
+
+/// What a canonical type is.
+#[derive(Clone, Debug)]
+pub enum TypeKind {
+    Func { params: Box<[RtValType]>, results: Box<[RtValType]> },
+    Struct { fields: Box<[FieldLayout]> },
+    Array { elem: StorageKind, mutable: bool },
+}
+
+/// A struct field's place in the object.
+#[derive(Clone, Copy, Debug)]
+pub struct FieldLayout {
+    /// Byte offset from the object start (the 8-byte header comes first).
+    pub offset: u32,
+    pub kind: StorageKind,
+    pub mutable: bool,
+}
+
+/// Size of the object header (type id + array length) in bytes.
+pub const OBJECT_HEADER_BYTES: u32 = 8;
+
+/// Everything known about one canonical type.
+#[derive(Clone, Debug)]
+pub struct TypeInfo {
+    pub kind: TypeKind,
+    /// Ancestors from the root supertype down to this type itself.
+    pub display: Box<[u32]>,
+    /// Payload size for structs (fields only, header excluded).
+    pub struct_size: u32,
+}
+
+/// All canonical types seen by a store, indexed by canonical id.
+#[derive(Default)]
+pub struct TypeRegistry {
+    infos: Vec<Option<TypeInfo>>,
+}
+
+impl TypeRegistry {
+    pub fn get(&self, id: u32) -> &TypeInfo {
+        self.infos[id as usize].as_ref().expect("canonical type registered before use")
+    }
+
+    pub fn contains(&self, id: u32) -> bool {
+        matches!(self.infos.get(id as usize), Some(Some(_)))
+    }
+
+    /// `a <: b` for canonical ids.
+    pub fn is_subtype(&self, a: u32, b: u32) -> bool {
+        if a == b {
+            return true;
+        }
+        let da = &self.get(a).display;
+        let db = &self.get(b).display;
+        db.len() <= da.len() && da[db.len() - 1] == b
+    }
+
+    /// Register every type of a just-validated module; returns module type index → canonical id.
+    /// Newly seen ids get their layout; `on_new` is told about each (to register heap layouts).
+    pub fn register_module(&mut self, types: &Types, mut on_new: impl FnMut(u32, &TypeInfo)) -> Vec<u32> {
+        let types_ref = types.as_ref();
+        let count = types_ref.core_type_count_in_module();
+        let mut ids = Vec::with_capacity(count as usize);
+        for i in 0..count {
+            let id = types_ref.core_type_at_in_module(i);
+            ids.push(id);
+        }
+        // Register in id order so supertypes (always defined earlier or in the same group) exist.
+        let mut pending: Vec<CoreTypeId> = ids.clone();
+        pending.sort_by_key(|id| id.index());
+        pending.dedup();
+        for id in pending {
+            self.ensure(types, id, &mut on_new);
+        }
+        ids.iter().map(|id| id.index() as u32).collect()
+    }
+
+    fn ensure(&mut self, types: &Types, id: CoreTypeId, on_new: &mut impl FnMut(u32, &TypeInfo)) {
+        let idx = id.index();
+        if self.contains(idx as u32) {
+            return;
+        }
+        let types_ref = types.as_ref();
+        let display: Box<[u32]> = match types_ref.supertype_of(id) {
+            Some(sup) => {
+                self.ensure(types, sup, on_new);
+                let mut d = self.get(sup.index() as u32).display.to_vec();
+                d.push(idx as u32);
+                d.into()
+            }
+            None => vec![idx as u32].into(),
+        };
+        let sub: &SubType = &types[id];
+        let canon = |vt: ValType| canonical_val_type(types, vt, Some(id));
+        let (kind, struct_size) = match &sub.composite_type.inner {
+            CompositeInnerType::Func(f) => (
+                TypeKind::Func {
+                    params: f.params().iter().map(|&t| canon(t)).collect(),
+                    results: f.results().iter().map(|&t| canon(t)).collect(),
+                },
+                0,
+            ),
+            CompositeInnerType::Struct(s) => {
+                // Fields in declaration order, each at its natural alignment.
+                let mut offset = OBJECT_HEADER_BYTES;
+                let mut fields = Vec::with_capacity(s.fields.len());
+                for f in s.fields.iter() {
+                    let kind = storage_kind(f.element_type, false);
+                    let size = kind.size();
+                    offset = offset.next_multiple_of(size);
+                    fields.push(FieldLayout { offset, kind, mutable: f.mutable });
+                    offset += size;
+                }
+                let size = offset.next_multiple_of(8) - OBJECT_HEADER_BYTES;
+                (TypeKind::Struct { fields: fields.into() }, size)
+            }
+            CompositeInnerType::Array(a) => (
+                TypeKind::Array { elem: storage_kind(a.0.element_type, false), mutable: a.0.mutable },
+                0,
+            ),
+            CompositeInnerType::Cont(_) => (TypeKind::Struct { fields: Box::new([]) }, 0),
+        };
+        if self.infos.len() <= idx {
+            self.infos.resize(idx + 1, None);
+        }
+        let info = TypeInfo { kind, display, struct_size };
+        on_new(idx as u32, &info);
+        self.infos[idx] = Some(info);
+    }
+}
+
+/// Storage kind of a field; `signed` picks the extension for packed reads.
+pub fn storage_kind(st: StorageType, signed: bool) -> StorageKind {
+    match st {
+        StorageType::I8 => {
+            if signed {
+                StorageKind::I8S
+            } else {
+                StorageKind::I8U
+            }
+        }
+        StorageType::I16 => {
+            if signed {
+                StorageKind::I16S
+            } else {
+                StorageKind::I16U
+            }
+        }
+        StorageType::Val(ValType::I32 | ValType::F32) => StorageKind::B32,
+        StorageType::Val(ValType::I64 | ValType::F64) => StorageKind::B64,
+        StorageType::Val(ValType::V128) => StorageKind::B64,
+        StorageType::Val(ValType::Ref(_)) => StorageKind::Ref,
+    }
+}
+
+/// Canonicalize a value type. `within` is the type whose definition contains it (for rec-group
+/// relative indices); module-relative indices need `module_ids`.
+pub fn canonical_val_type(types: &Types, vt: ValType, within: Option<CoreTypeId>) -> RtValType {
+    match vt {
+        ValType::I32 => RtValType::I32,
+        ValType::I64 => RtValType::I64,
+        ValType::F32 => RtValType::F32,
+        ValType::F64 => RtValType::F64,
+        ValType::V128 => RtValType::V128,
+        ValType::Ref(r) => RtValType::Ref {
+            nullable: r.is_nullable(),
+            heap: canonical_heap_type(types, r.heap_type(), within, &[]),
+        },
+    }
+}
+
+/// Canonicalize a heap type. Module-relative indices are looked up in `module_ids`.
+pub fn canonical_heap_type(
+    types: &Types,
+    ht: HeapType,
+    within: Option<CoreTypeId>,
+    module_ids: &[u32],
+) -> RtHeapType {
+    match ht {
+        HeapType::Abstract { ty, .. } => match ty {
+            AbstractHeapType::Any => RtHeapType::Any,
+            AbstractHeapType::Eq => RtHeapType::Eq,
+            AbstractHeapType::I31 => RtHeapType::I31,
+            AbstractHeapType::Struct => RtHeapType::Struct,
+            AbstractHeapType::Array => RtHeapType::Array,
+            AbstractHeapType::None => RtHeapType::None,
+            AbstractHeapType::Func => RtHeapType::Func,
+            AbstractHeapType::NoFunc => RtHeapType::NoFunc,
+            AbstractHeapType::Extern => RtHeapType::Extern,
+            AbstractHeapType::NoExtern => RtHeapType::NoExtern,
+            AbstractHeapType::Exn => RtHeapType::Exn,
+            AbstractHeapType::NoExn => RtHeapType::NoExn,
+            AbstractHeapType::Cont | AbstractHeapType::NoCont => RtHeapType::None,
+        },
+        HeapType::Concrete(idx) | HeapType::Exact(idx) => {
+            RtHeapType::Concrete(canonical_index(types, idx, within, module_ids))
+        }
+    }
+}
+
+fn canonical_index(types: &Types, idx: UnpackedIndex, within: Option<CoreTypeId>, module_ids: &[u32]) -> u32 {
+    match idx {
+        UnpackedIndex::Module(i) => match module_ids.get(i as usize) {
+            Some(&id) => id,
+            None => types.as_ref().core_type_at_in_module(i).index() as u32,
+        },
+        UnpackedIndex::Id(id) => id.index() as u32,
+        UnpackedIndex::RecGroup(i) => {
+            let within = within.expect("rec-group index outside a type definition");
+            let group = types.as_ref().rec_group_id_of(within);
+            let id = types
+                .as_ref()
+                .rec_group_elements(group)
+                .nth(i as usize)
+                .expect("rec-group index in range");
+            id.index() as u32
+        }
+    }
+}
+
+/// Canonicalize a packed index appearing in a type definition.
+pub fn canonical_packed(types: &Types, idx: PackedIndex, within: CoreTypeId) -> u32 {
+    canonical_index(types, idx.unpack(), Some(within), &[])
+}
+
+/// Canonicalize a module-level reference type.
+pub fn canonical_ref_type(types: &Types, r: RefType, module_ids: &[u32]) -> (bool, RtHeapType) {
+    (r.is_nullable(), canonical_heap_type(types, r.heap_type(), None, module_ids))
+}
+
+impl RtHeapType {
+    /// The top of this type's hierarchy: any, func, extern or exn.
+    pub fn top(self, reg: &TypeRegistry) -> RtHeapType {
+        match self {
+            RtHeapType::Any
+            | RtHeapType::Eq
+            | RtHeapType::I31
+            | RtHeapType::Struct
+            | RtHeapType::Array
+            | RtHeapType::None => RtHeapType::Any,
+            RtHeapType::Func | RtHeapType::NoFunc => RtHeapType::Func,
+            RtHeapType::Extern | RtHeapType::NoExtern => RtHeapType::Extern,
+            RtHeapType::Exn | RtHeapType::NoExn => RtHeapType::Exn,
+            RtHeapType::Concrete(id) => match reg.get(id).kind {
+                TypeKind::Func { .. } => RtHeapType::Func,
+                _ => RtHeapType::Any,
+            },
+        }
+    }
+}
+
+/// `a <: b` for heap types.
+pub fn heap_subtype(reg: &TypeRegistry, a: RtHeapType, b: RtHeapType) -> bool {
+    use RtHeapType::*;
+    if a == b {
+        return true;
+    }
+    match (a, b) {
+        (None, x) => matches!(x.top(reg), Any) && !matches!(x, Func | NoFunc | Extern | NoExtern),
+        (NoFunc, x) => x.top(reg) == Func,
+        (NoExtern, x) => x.top(reg) == Extern,
+        (NoExn, x) => x.top(reg) == Exn,
+        (Eq | I31 | Struct | Array, Any) => true,
+        (I31 | Struct | Array, Eq) => true,
+        (Concrete(id), Any) | (Concrete(id), Eq) => !matches!(reg.get(id).kind, TypeKind::Func { .. }),
+        (Concrete(id), Struct) => matches!(reg.get(id).kind, TypeKind::Struct { .. }),
+        (Concrete(id), Array) => matches!(reg.get(id).kind, TypeKind::Array { .. }),
+        (Concrete(id), Func) => matches!(reg.get(id).kind, TypeKind::Func { .. }),
+        (Concrete(x), Concrete(y)) => reg.is_subtype(x, y),
+        _ => false,
+    }
+}
+
+/// `a <: b` for value types.
+pub fn val_subtype(reg: &TypeRegistry, a: RtValType, b: RtValType) -> bool {
+    match (a, b) {
+        (RtValType::Ref { nullable: na, heap: ha }, RtValType::Ref { nullable: nb, heap: hb }) => {
+            (!na || nb) && heap_subtype(reg, ha, hb)
+        }
+        _ => a == b,
+    }
+}
