@@ -66,8 +66,8 @@ macro_rules! define_instrs {
             // ---- constants and moves ----
             /// `dst = value` (zero-extended i32 or f32 bits).
             Const32 { dst: Slot, value: u32 },
-            /// `dst = consts[index]` (64-bit constant from the function's constant pool).
-            Const64 { dst: Slot, index: u32 },
+            /// `dst = value` (64-bit constant, stored inline).
+            Const64 { dst: Slot, value: u64 },
             /// `dst = src`.
             Copy { dst: Slot, src: Slot },
             /// `dst = cond != 0 ? a : b`, where `a`/`dst` share the slot `dst_a`.
@@ -339,8 +339,6 @@ pub struct StackMap {
 pub struct CompiledFunc {
     /// The instructions.
     pub code: Box<[Instr]>,
-    /// 64-bit constants referenced by `Const64`.
-    pub consts: Box<[u64]>,
     /// Struct field accesses referenced by `StructGet`/`StructSet`.
     pub fields: Box<[FieldAccess]>,
     /// Array accesses referenced by `Array*`.

@@ -21,7 +21,7 @@
 //! [`ExecState::top`]. The translator's stack map for that pc names the slots holding references,
 //! which is how the collector finds every root precisely (see `roots`).
 
-use crate::bytecode::{CompiledFunc, Instr, MemOp, StorageKind};
+use crate::bytecode::{Instr, MemOp, StorageKind};
 use crate::module::ModuleData;
 use crate::numeric as num;
 use crate::store::{FuncKind, PAGE_SIZE, Store, raw_to_val, val_to_raw};
@@ -336,20 +336,17 @@ fn dispatch(
     let max_depth = store.config.max_call_depth;
     let Store { exec, instances, funcs, memories, tables, globals, registry, .. } = store;
     let stack_len = exec.stack.len();
-    let mut cf: &CompiledFunc = &module.code[pos.func as usize];
-    let mut code: &[Instr] = &cf.code;
-    let mut func = pos.func;
+    // Only `pc`, `code` and `frame` live in registers across instructions; the rest of the
+    // position (function, frame pointer) stays in `pos` and is touched by calls and returns only.
+    let mut code: &[Instr] = &module.code[pos.func as usize].code;
     let mut pc = pos.pc;
-    let mut fp = pos.fp;
     let stack: &mut [u64] = &mut exec.stack;
     let frames = &mut exec.frames;
-    let mut frame: &mut [u64] = &mut stack[fp..];
+    let mut frame: &mut [u64] = &mut stack[pos.fp..];
 
     macro_rules! save {
         () => {{
-            pos.func = func;
             pos.pc = pc;
-            pos.fp = fp;
         }};
     }
     macro_rules! trap {
@@ -419,17 +416,18 @@ fn dispatch(
         ($callee:expr, $base:expr) => {{
             let callee: u32 = $callee;
             let next = &module.code[callee as usize];
-            let new_fp = fp + $base as usize;
+            let new_fp = pos.fp + $base as usize;
             if frames.len() >= max_depth || new_fp + next.frame_size as usize > stack_len {
                 trap!(TrapKind::CallStackExhausted);
             }
-            frames.push(Frame { inst: inst_id, func, pc: pc as u32, fp: fp as u32 });
-            fp = new_fp;
-            frame = &mut stack[fp..];
-            frame[next.num_params as usize..next.num_locals as usize].fill(0);
-            cf = next;
-            code = &cf.code;
-            func = callee;
+            frames.push(Frame { inst: inst_id, func: pos.func, pc: pc as u32, fp: pos.fp as u32 });
+            pos.fp = new_fp;
+            frame = &mut stack[new_fp..];
+            if next.num_params < next.num_locals {
+                frame[next.num_params as usize..next.num_locals as usize].fill(0);
+            }
+            code = &next.code;
+            pos.func = callee;
             pc = 0;
             continue;
         }};
@@ -441,14 +439,13 @@ fn dispatch(
             let next = &module.code[callee as usize];
             let np = next.num_params as usize;
             let b = $base as usize;
-            if fp + next.frame_size as usize > stack_len {
+            if pos.fp + next.frame_size as usize > stack_len {
                 trap!(TrapKind::CallStackExhausted);
             }
             frame.copy_within(b..b + np, 0);
             frame[np..next.num_locals as usize].fill(0);
-            cf = next;
-            code = &cf.code;
-            func = callee;
+            code = &next.code;
+            pos.func = callee;
             pc = 0;
             continue;
         }};
@@ -470,7 +467,7 @@ fn dispatch(
                     let (instance, index) = (*instance, *index);
                     let next = &instances[instance as usize].module.code[index as usize];
                     let b = $base as usize;
-                    let new_fp = if $tail { fp } else { fp + b };
+                    let new_fp = if $tail { pos.fp } else { pos.fp + b };
                     if frames.len() >= max_depth || new_fp + next.frame_size as usize > stack_len {
                         trap!(TrapKind::CallStackExhausted);
                     }
@@ -478,7 +475,7 @@ fn dispatch(
                         let np = next.num_params as usize;
                         frame.copy_within(b..b + np, 0);
                     } else {
-                        frames.push(Frame { inst: inst_id, func, pc: pc as u32, fp: fp as u32 });
+                        frames.push(Frame { inst: inst_id, func: pos.func, pc: pc as u32, fp: pos.fp as u32 });
                     }
                     stack[new_fp + next.num_params as usize..new_fp + next.num_locals as usize].fill(0);
                     *pos = Position { inst: instance, func: index, pc: 0, fp: new_fp };
@@ -493,10 +490,10 @@ fn dispatch(
                         };
                         frame.copy_within(b..b + np, 0);
                         save!();
-                        return Exit::Host { func: f, base: fp, tail: true };
+                        return Exit::Host { func: f, base: pos.fp, tail: true };
                     }
                     save!();
-                    return Exit::Host { func: f, base: fp + b, tail: false };
+                    return Exit::Host { func: f, base: pos.fp + b, tail: false };
                 }
             }
         }};
@@ -512,11 +509,10 @@ fn dispatch(
                 *pos = Position { inst: f.inst, func: f.func, pc: f.pc as usize + 1, fp: f.fp as usize };
                 return Exit::Switch;
             }
-            fp = f.fp as usize;
-            frame = &mut stack[fp..];
-            func = f.func;
-            cf = &module.code[func as usize];
-            code = &cf.code;
+            pos.fp = f.fp as usize;
+            pos.func = f.func;
+            frame = &mut stack[pos.fp..];
+            code = &module.code[pos.func as usize].code;
             pc = f.pc as usize + 1;
             continue;
         }};
@@ -777,7 +773,7 @@ fn dispatch(
 
             // ---------------- constants, moves
             I::Const32 { dst, value } => s!(dst) = value as u64,
-            I::Const64 { dst, index } => s!(dst) = cf.consts[index as usize],
+            I::Const64 { dst, value } => s!(dst) = value,
             I::Copy { dst, src } => s!(dst) = s!(src),
             I::Select { dst, cond, a, b } => s!(dst) = if i32_of!(cond) != 0 { s!(a) } else { s!(b) },
 
@@ -1007,12 +1003,12 @@ fn dispatch(
             }
             I::ConvertRef { dst, src } => s!(dst) = s!(src),
             I::RefTest { dst, src, target } => {
-                let t = cf.casts[target as usize];
+                let t = module.code[pos.func as usize].casts[target as usize];
                 let ok = ref_matches(registry, |f| funcs[f as usize].ty, crate::gcglue::object_type, s!(src), t.nullable, t.heap);
                 set_i32!(dst, ok as u32);
             }
             I::RefCast { dst, src, target } => {
-                let t = cf.casts[target as usize];
+                let t = module.code[pos.func as usize].casts[target as usize];
                 let v = s!(src);
                 if !ref_matches(registry, |f| funcs[f as usize].ty, crate::gcglue::object_type, v, t.nullable, t.heap) {
                     trap!(TrapKind::CastFailure);
@@ -1020,7 +1016,7 @@ fn dispatch(
                 s!(dst) = v;
             }
             I::BrOnCast { src, target, on_fail, offset } => {
-                let t = cf.casts[target as usize];
+                let t = module.code[pos.func as usize].casts[target as usize];
                 let ok = ref_matches(registry, |f| funcs[f as usize].ty, crate::gcglue::object_type, s!(src), t.nullable, t.heap);
                 if ok != on_fail {
                     branch!(offset);

@@ -69,3 +69,13 @@ fn traps() {
     assert_eq!(run(wat, "rec", &[]).unwrap_err().kind, TrapKind::CallStackExhausted);
     assert_eq!(run(wat, "oob", &[]).unwrap_err().kind, TrapKind::MemoryOutOfBounds);
 }
+
+#[test]
+fn dump_fib_code() {
+    let wasm = wat::parse_str(FIB).unwrap();
+    let mut store = Store::new(Default::default());
+    let m = store.load_module(Source::from_binary("t", wasm)).unwrap();
+    for (i, ins) in store.modules[m.0 as usize].code[0].code.iter().enumerate() {
+        eprintln!("{i}: {ins:?}");
+    }
+}

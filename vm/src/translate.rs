@@ -106,7 +106,6 @@ pub struct Translator<'a> {
     env: &'a ModuleEnv<'a>,
     code: Vec<Instr>,
     offsets: Vec<u32>,
-    consts: Vec<u64>,
     fields: Vec<FieldAccess>,
     arrays: Vec<ArrayAccess>,
     casts: Vec<CastTarget>,
@@ -157,7 +156,6 @@ impl<'a> Translator<'a> {
             env,
             code: Vec::new(),
             offsets: Vec::new(),
-            consts: Vec::new(),
             fields: Vec::new(),
             arrays: Vec::new(),
             casts: Vec::new(),
@@ -195,7 +193,6 @@ impl<'a> Translator<'a> {
         reader.finish()?;
         let compiled = CompiledFunc {
             code: t.code.into(),
-            consts: t.consts.into(),
             fields: t.fields.into(),
             arrays: t.arrays.into(),
             casts: t.casts.into(),
@@ -271,17 +268,8 @@ impl<'a> Translator<'a> {
         if v <= u32::MAX as u64 {
             self.emit(Instr::Const32 { dst, value: v as u32 });
         } else {
-            let index = self.const_index(v);
-            self.emit(Instr::Const64 { dst, index });
+            self.emit(Instr::Const64 { dst, value: v });
         }
-    }
-
-    fn const_index(&mut self, v: u64) -> u32 {
-        if let Some(i) = self.consts.iter().position(|&c| c == v) {
-            return i as u32;
-        }
-        self.consts.push(v);
-        (self.consts.len() - 1) as u32
     }
 
     /// Make the entry at `pos` a temp (copy its value into its own slot).
