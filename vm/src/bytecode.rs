@@ -362,10 +362,7 @@ pub struct CompiledFunc {
 impl CompiledFunc {
     /// The reference slots at GC point `pc`.
     pub fn stack_map_at(&self, pc: u32) -> Option<&[Slot]> {
-        self.stack_maps
-            .binary_search_by_key(&pc, |m| m.pc)
-            .ok()
-            .map(|i| &*self.stack_maps[i].ref_slots)
+        self.stack_maps.binary_search_by_key(&pc, |m| m.pc).ok().map(|i| &*self.stack_maps[i].ref_slots)
     }
 }
 

@@ -73,7 +73,11 @@ enum Exit {
     Switch,
     /// Call host function `func` with arguments at absolute slot `base`; `tail` for
     /// `return_call` (the current frame returns right after).
-    Host { func: u32, base: usize, tail: bool },
+    Host {
+        func: u32,
+        base: usize,
+        tail: bool,
+    },
     Trap(TrapKind),
 }
 
@@ -275,7 +279,14 @@ fn in_bounds(start: u64, len: u64, size: usize) -> bool {
 }
 
 /// Does the reference `raw` match cast target (`nullable`, `heap`)?
-pub(crate) fn ref_matches(store_types: &crate::types::TypeRegistry, funcs_ty: impl Fn(u32) -> u32, obj_ty: impl Fn(u64) -> u32, raw: u64, nullable: bool, heap: RtHeapType) -> bool {
+pub(crate) fn ref_matches(
+    store_types: &crate::types::TypeRegistry,
+    funcs_ty: impl Fn(u32) -> u32,
+    obj_ty: impl Fn(u64) -> u32,
+    raw: u64,
+    nullable: bool,
+    heap: RtHeapType,
+) -> bool {
     if raw == 0 {
         return nullable;
     }
@@ -457,11 +468,7 @@ fn dispatch(
             match &funcs[f as usize].kind {
                 FuncKind::Wasm { instance, index } if *instance == inst_id => {
                     let index = *index;
-                    if $tail {
-                        tail_call_local!(index, $base)
-                    } else {
-                        call_local!(index, $base)
-                    }
+                    if $tail { tail_call_local!(index, $base) } else { call_local!(index, $base) }
                 }
                 FuncKind::Wasm { instance, index } => {
                     let (instance, index) = (*instance, *index);
@@ -522,13 +529,6 @@ fn dispatch(
             tables[instances[inst_id as usize].tables[$t as usize] as usize]
         };
     }
-    macro_rules! mem_of {
-        ($m:expr, $body:expr) => {{
-            let sm = instances[inst_id as usize].memories[$m as usize];
-            if Some(sm) == mem0_index { $body(&mut *mem) } else { $body(&mut memories[sm as usize].data) }
-        }};
-    }
-
     loop {
         use Instr as I;
         match code[pc] {
@@ -698,9 +698,7 @@ fn dispatch(
             I::F64Div { dst, a, b } => set_f64!(dst, f64_of!(a) / f64_of!(b)),
             I::F64Min { dst, a, b } => set_f64!(dst, num::f64_min(f64_of!(a), f64_of!(b))),
             I::F64Max { dst, a, b } => set_f64!(dst, num::f64_max(f64_of!(a), f64_of!(b))),
-            I::F64Copysign { dst, a, b } => {
-                s!(dst) = (s!(a) & 0x7FFF_FFFF_FFFF_FFFF) | (s!(b) & 0x8000_0000_0000_0000)
-            }
+            I::F64Copysign { dst, a, b } => s!(dst) = (s!(a) & 0x7FFF_FFFF_FFFF_FFFF) | (s!(b) & 0x8000_0000_0000_0000),
             I::F64Eq { dst, a, b } => set_i32!(dst, (f64_of!(a) == f64_of!(b)) as u32),
             I::F64Ne { dst, a, b } => set_i32!(dst, (f64_of!(a) != f64_of!(b)) as u32),
             I::F64Lt { dst, a, b } => set_i32!(dst, (f64_of!(a) < f64_of!(b)) as u32),
@@ -790,7 +788,9 @@ fn dispatch(
                 mem_load!(dst, addr, offset, 2, |b| i16::from_le_bytes(b) as i32 as u32 as u64)
             }
             I::I32Load16U { dst, addr, offset } => mem_load!(dst, addr, offset, 2, |b| u16::from_le_bytes(b) as u64),
-            I::I64Load8S { dst, addr, offset } => mem_load!(dst, addr, offset, 1, |b| i8::from_le_bytes(b) as i64 as u64),
+            I::I64Load8S { dst, addr, offset } => {
+                mem_load!(dst, addr, offset, 1, |b| i8::from_le_bytes(b) as i64 as u64)
+            }
             I::I64Load8U { dst, addr, offset } => mem_load!(dst, addr, offset, 1, |b| u8::from_le_bytes(b) as u64),
             I::I64Load16S { dst, addr, offset } => {
                 mem_load!(dst, addr, offset, 2, |b| i16::from_le_bytes(b) as i64 as u64)
@@ -810,97 +810,6 @@ fn dispatch(
             I::I64Store16 { addr, value, offset } => mem_store!(addr, offset, (s!(value) as u16).to_le_bytes()),
             I::I64Store32 { addr, value, offset } => mem_store!(addr, offset, (s!(value) as u32).to_le_bytes()),
 
-            // ---------------- any memory
-            I::Load { kind, mem: m, dst, addr, offset } => {
-                let at = ea(s!(addr), offset);
-                match mem_of!(m, |d: &mut Vec<u8>| load_kind(d, at, kind)) {
-                    Some(v) => s!(dst) = v,
-                    None => trap!(TrapKind::MemoryOutOfBounds),
-                }
-            }
-            I::Store { kind, mem: m, addr, value, offset } => {
-                let at = ea(s!(addr), offset);
-                let v = s!(value);
-                if !mem_of!(m, |d: &mut Vec<u8>| store_kind(d, at, kind, v)) {
-                    trap!(TrapKind::MemoryOutOfBounds);
-                }
-            }
-            I::MemorySize { mem: m, dst } => {
-                let pages = mem_of!(m, |d: &mut Vec<u8>| d.len() as u64 / PAGE_SIZE);
-                set_i32!(dst, pages as u32);
-            }
-            I::MemoryGrow { mem: m, dst, delta } => {
-                let delta = i32_of!(delta);
-                let sm = instances[inst_id as usize].memories[m as usize];
-                let r = if Some(sm) == mem0_index {
-                    grow_memory(mem, mem0_max, delta)
-                } else {
-                    let e = &mut memories[sm as usize];
-                    grow_memory(&mut e.data, e.max_pages, delta)
-                };
-                set_i32!(dst, r);
-            }
-            I::MemoryFill { mem: m, args } => {
-                let (d, val, n) = (i32_of!(args) as u64, s!(args + 1) as u8, i32_of!(args + 2) as u64);
-                let ok = mem_of!(m, |data: &mut Vec<u8>| {
-                    if !in_bounds(d, n, data.len()) {
-                        return false;
-                    }
-                    data[d as usize..(d + n) as usize].fill(val);
-                    true
-                });
-                if !ok {
-                    trap!(TrapKind::MemoryOutOfBounds);
-                }
-            }
-            I::MemoryCopy { dst_mem, src_mem, args } => {
-                let (d, sidx, n) = (i32_of!(args) as u64, i32_of!(args + 1) as u64, i32_of!(args + 2) as u64);
-                let dm = instances[inst_id as usize].memories[dst_mem as usize];
-                let sm = instances[inst_id as usize].memories[src_mem as usize];
-                let ok = if dm == sm {
-                    mem_of!(dst_mem, |data: &mut Vec<u8>| {
-                        if !in_bounds(d, n, data.len()) || !in_bounds(sidx, n, data.len()) {
-                            return false;
-                        }
-                        data.copy_within(sidx as usize..(sidx + n) as usize, d as usize);
-                        true
-                    })
-                } else {
-                    let src: Vec<u8> = match mem_of!(src_mem, |data: &mut Vec<u8>| {
-                        in_bounds(sidx, n, data.len()).then(|| data[sidx as usize..(sidx + n) as usize].to_vec())
-                    }) {
-                        Some(v) => v,
-                        None => trap!(TrapKind::MemoryOutOfBounds),
-                    };
-                    mem_of!(dst_mem, |data: &mut Vec<u8>| {
-                        if !in_bounds(d, n, data.len()) {
-                            return false;
-                        }
-                        data[d as usize..(d + n) as usize].copy_from_slice(&src);
-                        true
-                    })
-                };
-                if !ok {
-                    trap!(TrapKind::MemoryOutOfBounds);
-                }
-            }
-            I::MemoryInit { mem: m, data, args } => {
-                let (d, sidx, n) = (i32_of!(args) as u64, i32_of!(args + 1) as u64, i32_of!(args + 2) as u64);
-                let seg = instances[inst_id as usize].datas[data as usize].clone();
-                let ok = in_bounds(sidx, n, seg.len())
-                    && mem_of!(m, |dm: &mut Vec<u8>| {
-                        if !in_bounds(d, n, dm.len()) {
-                            return false;
-                        }
-                        dm[d as usize..(d + n) as usize].copy_from_slice(&seg[sidx as usize..(sidx + n) as usize]);
-                        true
-                    });
-                if !ok {
-                    trap!(TrapKind::MemoryOutOfBounds);
-                }
-            }
-            I::DataDrop { data } => instances[inst_id as usize].datas[data as usize] = Rc::from([]),
-
             // ---------------- globals
             I::GlobalGet { dst, global } => {
                 s!(dst) = globals[instances[inst_id as usize].globals[global as usize] as usize].value
@@ -909,72 +818,7 @@ fn dispatch(
                 globals[instances[inst_id as usize].globals[global as usize] as usize].value = s!(src)
             }
 
-            // ---------------- tables and references
-            I::TableGet { table, dst, index } => match table_of!(table).elems.get(i32_of!(index) as usize) {
-                Some(&v) => s!(dst) = v,
-                None => trap!(TrapKind::TableOutOfBounds),
-            },
-            I::TableSet { table, index, value } => {
-                let v = s!(value);
-                match table_of!(table).elems.get_mut(i32_of!(index) as usize) {
-                    Some(e) => *e = v,
-                    None => trap!(TrapKind::TableOutOfBounds),
-                }
-            }
-            I::TableSize { table, dst } => set_i32!(dst, table_of!(table).elems.len() as u32),
-            I::TableGrow { table, dst, delta } => {
-                let init = s!(dst);
-                let delta = i32_of!(delta) as u64;
-                let t = &mut table_of!(table);
-                let old = t.elems.len() as u64;
-                let max = t.desc.max.unwrap_or(u32::MAX as u64).min(u32::MAX as u64);
-                if old + delta > max || t.elems.try_reserve(delta as usize).is_err() {
-                    set_i32!(dst, -1i32);
-                } else {
-                    t.elems.resize((old + delta) as usize, init);
-                    set_i32!(dst, old as u32);
-                }
-            }
-            I::TableFill { table, args } => {
-                let (i, val, n) = (i32_of!(args) as u64, s!(args + 1), i32_of!(args + 2) as u64);
-                let t = &mut table_of!(table);
-                if !in_bounds(i, n, t.elems.len()) {
-                    trap!(TrapKind::TableOutOfBounds);
-                }
-                t.elems[i as usize..(i + n) as usize].fill(val);
-            }
-            I::TableCopy { dst_table, src_table, args } => {
-                let (d, sidx, n) = (i32_of!(args) as u64, i32_of!(args + 1) as u64, i32_of!(args + 2) as u64);
-                let dt = instances[inst_id as usize].tables[dst_table as usize] as usize;
-                let st = instances[inst_id as usize].tables[src_table as usize] as usize;
-                if !in_bounds(d, n, tables[dt].elems.len()) || !in_bounds(sidx, n, tables[st].elems.len()) {
-                    trap!(TrapKind::TableOutOfBounds);
-                }
-                if dt == st {
-                    tables[dt].elems.copy_within(sidx as usize..(sidx + n) as usize, d as usize);
-                } else {
-                    let src: Vec<u64> = tables[st].elems[sidx as usize..(sidx + n) as usize].to_vec();
-                    tables[dt].elems[d as usize..(d + n) as usize].copy_from_slice(&src);
-                }
-            }
-            I::TableInit { table, elem, args } => {
-                let (d, sidx, n) = (i32_of!(args) as u64, i32_of!(args + 1) as u64, i32_of!(args + 2) as u64);
-                let seg = instances[inst_id as usize].elems[elem as usize].clone();
-                let t = &mut table_of!(table);
-                if !in_bounds(sidx, n, seg.len()) || !in_bounds(d, n, t.elems.len()) {
-                    trap!(TrapKind::TableOutOfBounds);
-                }
-                t.elems[d as usize..(d + n) as usize].copy_from_slice(&seg[sidx as usize..(sidx + n) as usize]);
-            }
-            I::ElemDrop { elem } => instances[inst_id as usize].elems[elem as usize] = Rc::from([]),
-            I::RefFunc { dst, func: f } => s!(dst) = func_raw(instances[inst_id as usize].funcs[f as usize]),
-            I::RefIsNull { dst, src } => set_i32!(dst, (s!(src) == 0) as u32),
-            I::RefAsNonNull { dst, src } => {
-                if s!(src) == 0 {
-                    trap!(TrapKind::NullReference);
-                }
-                s!(dst) = s!(src);
-            }
+            // ---------------- references (hot part)
             I::BrOnNull { src, offset } => {
                 if s!(src) == 0 {
                     branch!(offset);
@@ -985,44 +829,20 @@ fn dispatch(
                     branch!(offset);
                 }
             }
-            I::RefEq { dst, a, b } => set_i32!(dst, (s!(a) == s!(b)) as u32),
-            I::RefI31 { dst, src } => s!(dst) = i31_raw(i32_of!(src) as i32),
-            I::I31GetS { dst, src } => {
-                let v = s!(src);
-                if v == 0 {
-                    trap!(TrapKind::NullI31Reference);
-                }
-                set_i32!(dst, i31_get_s(v));
-            }
-            I::I31GetU { dst, src } => {
-                let v = s!(src);
-                if v == 0 {
-                    trap!(TrapKind::NullI31Reference);
-                }
-                set_i32!(dst, i31_get_u(v));
-            }
-            I::ConvertRef { dst, src } => s!(dst) = s!(src),
-            I::RefTest { dst, src, target } => {
-                let t = module.code[pos.func as usize].casts[target as usize];
-                let ok = ref_matches(registry, |f| funcs[f as usize].ty, crate::gcglue::object_type, s!(src), t.nullable, t.heap);
-                set_i32!(dst, ok as u32);
-            }
-            I::RefCast { dst, src, target } => {
-                let t = module.code[pos.func as usize].casts[target as usize];
-                let v = s!(src);
-                if !ref_matches(registry, |f| funcs[f as usize].ty, crate::gcglue::object_type, v, t.nullable, t.heap) {
-                    trap!(TrapKind::CastFailure);
-                }
-                s!(dst) = v;
-            }
             I::BrOnCast { src, target, on_fail, offset } => {
                 let t = module.code[pos.func as usize].casts[target as usize];
-                let ok = ref_matches(registry, |f| funcs[f as usize].ty, crate::gcglue::object_type, s!(src), t.nullable, t.heap);
+                let ok = ref_matches(
+                    registry,
+                    |f| funcs[f as usize].ty,
+                    crate::gcglue::object_type,
+                    s!(src),
+                    t.nullable,
+                    t.heap,
+                );
                 if ok != on_fail {
                     branch!(offset);
                 }
             }
-
             // ---------------- control
             I::Unreachable => trap!(TrapKind::Unreachable),
             I::Br { offset } => branch!(offset),
@@ -1176,29 +996,302 @@ fn dispatch(
                 call_store_func!((raw >> 3) as u32, base, true)
             }
 
-            // ---------------- GC objects
-            I::StructNew { .. }
-            | I::StructNewDefault { .. }
-            | I::StructGet { .. }
-            | I::StructSet { .. }
-            | I::ArrayNew { .. }
-            | I::ArrayNewDefault { .. }
-            | I::ArrayNewFixed { .. }
-            | I::ArrayNewData { .. }
-            | I::ArrayNewElem { .. }
-            | I::ArrayGet { .. }
-            | I::ArraySet { .. }
-            | I::ArrayLen { .. }
-            | I::ArrayFill { .. }
-            | I::ArrayCopy { .. }
-            | I::ArrayInitData { .. }
-            | I::ArrayInitElem { .. } => {
-                let _ = (is_object(0), StorageKind::Ref);
-                trap!(TrapKind::Host("GC objects are not supported yet".into()))
+            // ---------------- everything else: memories other than 0, bulk memory, tables,
+            // references, GC objects (kept out of the hot loop to keep its registers free)
+            other => {
+                let mut ctx = Cold {
+                    module,
+                    func: pos.func,
+                    inst_id,
+                    instances: &mut *instances,
+                    funcs: &*funcs,
+                    memories: &mut *memories,
+                    tables: &mut *tables,
+                    registry: &*registry,
+                    mem: &mut *mem,
+                    mem0_index,
+                    mem0_max,
+                };
+                if let Err(k) = cold_op(&mut ctx, other, frame) {
+                    trap!(k);
+                }
             }
         }
         pc += 1;
     }
+}
+
+/// What the cold instructions need besides the frame.
+struct Cold<'a> {
+    module: &'a ModuleData,
+    func: u32,
+    inst_id: u32,
+    instances: &'a mut Vec<crate::store::Instance>,
+    funcs: &'a Vec<crate::store::FuncEntity>,
+    memories: &'a mut Vec<crate::store::MemoryEntity>,
+    tables: &'a mut Vec<crate::store::TableEntity>,
+    registry: &'a crate::types::TypeRegistry,
+    mem: &'a mut Vec<u8>,
+    mem0_index: Option<u32>,
+    mem0_max: u64,
+}
+
+/// Execute an instruction that is not on the hot path.
+#[inline(never)]
+fn cold_op(ctx: &mut Cold<'_>, instr: Instr, frame: &mut [u64]) -> Result<(), TrapKind> {
+    let Cold { module, func, inst_id, instances, funcs, memories, tables, registry, mem, mem0_index, mem0_max } = ctx;
+    let (module, func, inst_id, mem0_index, mem0_max) = (*module, *func, *inst_id, *mem0_index, *mem0_max);
+    macro_rules! s {
+        ($slot:expr) => {
+            frame[$slot as usize]
+        };
+    }
+    macro_rules! i32_of {
+        ($slot:expr) => {
+            (frame[$slot as usize] as u32)
+        };
+    }
+    macro_rules! set_i32 {
+        ($slot:expr, $v:expr) => {
+            frame[$slot as usize] = ($v) as u32 as u64
+        };
+    }
+    macro_rules! trap {
+        ($k:expr) => {{
+            return Err($k);
+        }};
+    }
+    macro_rules! table_of {
+        ($t:expr) => {
+            tables[instances[inst_id as usize].tables[$t as usize] as usize]
+        };
+    }
+    macro_rules! mem_of {
+        ($m:expr, $body:expr) => {{
+            let sm = instances[inst_id as usize].memories[$m as usize];
+            if Some(sm) == mem0_index { $body(&mut **mem) } else { $body(&mut memories[sm as usize].data) }
+        }};
+    }
+    use Instr as I;
+    match instr {
+        // ---------------- any memory
+        I::Load { kind, mem: m, dst, addr, offset } => {
+            let at = ea(s!(addr), offset);
+            match mem_of!(m, |d: &mut Vec<u8>| load_kind(d, at, kind)) {
+                Some(v) => s!(dst) = v,
+                None => trap!(TrapKind::MemoryOutOfBounds),
+            }
+        }
+        I::Store { kind, mem: m, addr, value, offset } => {
+            let at = ea(s!(addr), offset);
+            let v = s!(value);
+            if !mem_of!(m, |d: &mut Vec<u8>| store_kind(d, at, kind, v)) {
+                trap!(TrapKind::MemoryOutOfBounds);
+            }
+        }
+        I::MemorySize { mem: m, dst } => {
+            let pages = mem_of!(m, |d: &mut Vec<u8>| d.len() as u64 / PAGE_SIZE);
+            set_i32!(dst, pages as u32);
+        }
+        I::MemoryGrow { mem: m, dst, delta } => {
+            let delta = i32_of!(delta);
+            let sm = instances[inst_id as usize].memories[m as usize];
+            let r = if Some(sm) == mem0_index {
+                grow_memory(mem, mem0_max, delta)
+            } else {
+                let e = &mut memories[sm as usize];
+                grow_memory(&mut e.data, e.max_pages, delta)
+            };
+            set_i32!(dst, r);
+        }
+        I::MemoryFill { mem: m, args } => {
+            let (d, val, n) = (i32_of!(args) as u64, s!(args + 1) as u8, i32_of!(args + 2) as u64);
+            let ok = mem_of!(m, |data: &mut Vec<u8>| {
+                if !in_bounds(d, n, data.len()) {
+                    return false;
+                }
+                data[d as usize..(d + n) as usize].fill(val);
+                true
+            });
+            if !ok {
+                trap!(TrapKind::MemoryOutOfBounds);
+            }
+        }
+        I::MemoryCopy { dst_mem, src_mem, args } => {
+            let (d, sidx, n) = (i32_of!(args) as u64, i32_of!(args + 1) as u64, i32_of!(args + 2) as u64);
+            let dm = instances[inst_id as usize].memories[dst_mem as usize];
+            let sm = instances[inst_id as usize].memories[src_mem as usize];
+            let ok = if dm == sm {
+                mem_of!(dst_mem, |data: &mut Vec<u8>| {
+                    if !in_bounds(d, n, data.len()) || !in_bounds(sidx, n, data.len()) {
+                        return false;
+                    }
+                    data.copy_within(sidx as usize..(sidx + n) as usize, d as usize);
+                    true
+                })
+            } else {
+                let src: Vec<u8> = match mem_of!(src_mem, |data: &mut Vec<u8>| {
+                    in_bounds(sidx, n, data.len()).then(|| data[sidx as usize..(sidx + n) as usize].to_vec())
+                }) {
+                    Some(v) => v,
+                    None => trap!(TrapKind::MemoryOutOfBounds),
+                };
+                mem_of!(dst_mem, |data: &mut Vec<u8>| {
+                    if !in_bounds(d, n, data.len()) {
+                        return false;
+                    }
+                    data[d as usize..(d + n) as usize].copy_from_slice(&src);
+                    true
+                })
+            };
+            if !ok {
+                trap!(TrapKind::MemoryOutOfBounds);
+            }
+        }
+        I::MemoryInit { mem: m, data, args } => {
+            let (d, sidx, n) = (i32_of!(args) as u64, i32_of!(args + 1) as u64, i32_of!(args + 2) as u64);
+            let seg = instances[inst_id as usize].datas[data as usize].clone();
+            let ok = in_bounds(sidx, n, seg.len())
+                && mem_of!(m, |dm: &mut Vec<u8>| {
+                    if !in_bounds(d, n, dm.len()) {
+                        return false;
+                    }
+                    dm[d as usize..(d + n) as usize].copy_from_slice(&seg[sidx as usize..(sidx + n) as usize]);
+                    true
+                });
+            if !ok {
+                trap!(TrapKind::MemoryOutOfBounds);
+            }
+        }
+        I::DataDrop { data } => instances[inst_id as usize].datas[data as usize] = Rc::from([]),
+
+        // ---------------- tables and references
+        I::TableGet { table, dst, index } => match table_of!(table).elems.get(i32_of!(index) as usize) {
+            Some(&v) => s!(dst) = v,
+            None => trap!(TrapKind::TableOutOfBounds),
+        },
+        I::TableSet { table, index, value } => {
+            let v = s!(value);
+            match table_of!(table).elems.get_mut(i32_of!(index) as usize) {
+                Some(e) => *e = v,
+                None => trap!(TrapKind::TableOutOfBounds),
+            }
+        }
+        I::TableSize { table, dst } => set_i32!(dst, table_of!(table).elems.len() as u32),
+        I::TableGrow { table, dst, delta } => {
+            let init = s!(dst);
+            let delta = i32_of!(delta) as u64;
+            let t = &mut table_of!(table);
+            let old = t.elems.len() as u64;
+            let max = t.desc.max.unwrap_or(u32::MAX as u64).min(u32::MAX as u64);
+            if old + delta > max || t.elems.try_reserve(delta as usize).is_err() {
+                set_i32!(dst, -1i32);
+            } else {
+                t.elems.resize((old + delta) as usize, init);
+                set_i32!(dst, old as u32);
+            }
+        }
+        I::TableFill { table, args } => {
+            let (i, val, n) = (i32_of!(args) as u64, s!(args + 1), i32_of!(args + 2) as u64);
+            let t = &mut table_of!(table);
+            if !in_bounds(i, n, t.elems.len()) {
+                trap!(TrapKind::TableOutOfBounds);
+            }
+            t.elems[i as usize..(i + n) as usize].fill(val);
+        }
+        I::TableCopy { dst_table, src_table, args } => {
+            let (d, sidx, n) = (i32_of!(args) as u64, i32_of!(args + 1) as u64, i32_of!(args + 2) as u64);
+            let dt = instances[inst_id as usize].tables[dst_table as usize] as usize;
+            let st = instances[inst_id as usize].tables[src_table as usize] as usize;
+            if !in_bounds(d, n, tables[dt].elems.len()) || !in_bounds(sidx, n, tables[st].elems.len()) {
+                trap!(TrapKind::TableOutOfBounds);
+            }
+            if dt == st {
+                tables[dt].elems.copy_within(sidx as usize..(sidx + n) as usize, d as usize);
+            } else {
+                let src: Vec<u64> = tables[st].elems[sidx as usize..(sidx + n) as usize].to_vec();
+                tables[dt].elems[d as usize..(d + n) as usize].copy_from_slice(&src);
+            }
+        }
+        I::TableInit { table, elem, args } => {
+            let (d, sidx, n) = (i32_of!(args) as u64, i32_of!(args + 1) as u64, i32_of!(args + 2) as u64);
+            let seg = instances[inst_id as usize].elems[elem as usize].clone();
+            let t = &mut table_of!(table);
+            if !in_bounds(sidx, n, seg.len()) || !in_bounds(d, n, t.elems.len()) {
+                trap!(TrapKind::TableOutOfBounds);
+            }
+            t.elems[d as usize..(d + n) as usize].copy_from_slice(&seg[sidx as usize..(sidx + n) as usize]);
+        }
+        I::ElemDrop { elem } => instances[inst_id as usize].elems[elem as usize] = Rc::from([]),
+        I::RefFunc { dst, func: f } => s!(dst) = func_raw(instances[inst_id as usize].funcs[f as usize]),
+        I::RefIsNull { dst, src } => set_i32!(dst, (s!(src) == 0) as u32),
+        I::RefAsNonNull { dst, src } => {
+            if s!(src) == 0 {
+                trap!(TrapKind::NullReference);
+            }
+            s!(dst) = s!(src);
+        }
+        I::RefEq { dst, a, b } => set_i32!(dst, (s!(a) == s!(b)) as u32),
+        I::RefI31 { dst, src } => s!(dst) = i31_raw(i32_of!(src) as i32),
+        I::I31GetS { dst, src } => {
+            let v = s!(src);
+            if v == 0 {
+                trap!(TrapKind::NullI31Reference);
+            }
+            set_i32!(dst, i31_get_s(v));
+        }
+        I::I31GetU { dst, src } => {
+            let v = s!(src);
+            if v == 0 {
+                trap!(TrapKind::NullI31Reference);
+            }
+            set_i32!(dst, i31_get_u(v));
+        }
+        I::ConvertRef { dst, src } => s!(dst) = s!(src),
+        I::RefTest { dst, src, target } => {
+            let t = module.code[func as usize].casts[target as usize];
+            let ok = ref_matches(
+                registry,
+                |f| funcs[f as usize].ty,
+                crate::gcglue::object_type,
+                s!(src),
+                t.nullable,
+                t.heap,
+            );
+            set_i32!(dst, ok as u32);
+        }
+        I::RefCast { dst, src, target } => {
+            let t = module.code[func as usize].casts[target as usize];
+            let v = s!(src);
+            if !ref_matches(registry, |f| funcs[f as usize].ty, crate::gcglue::object_type, v, t.nullable, t.heap) {
+                trap!(TrapKind::CastFailure);
+            }
+            s!(dst) = v;
+        }
+
+        // ---------------- GC objects
+        I::StructNew { .. }
+        | I::StructNewDefault { .. }
+        | I::StructGet { .. }
+        | I::StructSet { .. }
+        | I::ArrayNew { .. }
+        | I::ArrayNewDefault { .. }
+        | I::ArrayNewFixed { .. }
+        | I::ArrayNewData { .. }
+        | I::ArrayNewElem { .. }
+        | I::ArrayGet { .. }
+        | I::ArraySet { .. }
+        | I::ArrayLen { .. }
+        | I::ArrayFill { .. }
+        | I::ArrayCopy { .. }
+        | I::ArrayInitData { .. }
+        | I::ArrayInitElem { .. } => {
+            let _ = (is_object(0), StorageKind::Ref);
+            trap!(TrapKind::Host("GC objects are not supported yet".into()))
+        }
+        other => unreachable!("hot instruction {other:?} reached the cold path"),
+    }
+    Ok(())
 }
 
 pub(crate) fn alloc_struct_host(_store: &mut Store, _ty: u32, _fields: Option<&[u64]>) -> Result<u64, Trap> {

@@ -10,8 +10,8 @@ use crate::translate::{CompileError, ModuleEnv, Translator};
 use crate::types::{RtHeapType, RtValType, TypeRegistry, canonical_heap_type, canonical_val_type};
 use crate::{Error, Source};
 use wasmparser::{
-    DataKind, ElementItems, ElementKind, ExternalKind, Operator, Parser, Payload, TableInit, TypeRef,
-    ValidPayload, Validator, WasmFeatures,
+    DataKind, ElementItems, ElementKind, ExternalKind, Operator, Parser, Payload, TableInit, TypeRef, ValidPayload,
+    Validator, WasmFeatures,
 };
 
 /// The features vmrun accepts: WebAssembly 3.0 without SIMD, threads, exceptions and memory64.
@@ -352,10 +352,9 @@ fn load_validated(
         let mode = match e.kind {
             ElementKind::Passive => SegmentMode::Passive,
             ElementKind::Declared => SegmentMode::Declared,
-            ElementKind::Active { table_index, offset_expr } => SegmentMode::Active {
-                index: table_index.unwrap_or(0),
-                offset: const_expr(&offset_expr, &type_ids)?,
-            },
+            ElementKind::Active { table_index, offset_expr } => {
+                SegmentMode::Active { index: table_index.unwrap_or(0), offset: const_expr(&offset_expr, &type_ids)? }
+            }
         };
         let mut items = Vec::new();
         match e.items {
@@ -383,13 +382,7 @@ fn load_validated(
         datas.push(DataSegment { mode, bytes: d.data.into() });
     }
 
-    let env = ModuleEnv {
-        registry,
-        types: &types,
-        type_ids: &type_ids,
-        func_types: &func_types,
-        num_imported_funcs,
-    };
+    let env = ModuleEnv { registry, types: &types, type_ids: &type_ids, func_types: &func_types, num_imported_funcs };
     let mut code = Vec::with_capacity(bodies.len());
     let mut allocs = wasmparser::FuncValidatorAllocations::default();
     for (i, (func, body)) in bodies.into_iter().enumerate() {

@@ -61,7 +61,7 @@ pub fn i64_trunc_s(x: f64) -> Result<i64, TrapKind> {
     if x.is_nan() {
         return Err(TrapKind::InvalidConversionToInteger);
     }
-    if x < -9223372036854775808.0 || x >= 9223372036854775808.0 {
+    if !(-9223372036854775808.0..9223372036854775808.0).contains(&x) {
         return Err(TrapKind::IntegerOverflow);
     }
     Ok(x as i64)

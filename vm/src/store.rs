@@ -94,7 +94,10 @@ impl Linker {
 
 pub(crate) enum FuncKind {
     /// Defined function `index` of instance `instance`.
-    Wasm { instance: u32, index: u32 },
+    Wasm {
+        instance: u32,
+        index: u32,
+    },
     Host(Rc<HostFn>),
 }
 
@@ -199,8 +202,7 @@ impl Store {
             let found = linker.get(&imp.module, &imp.name).ok_or_else(|| {
                 Error::Link(format!("unknown import: `{}`.`{}` is not defined", imp.module, imp.name))
             })?;
-            let incompatible =
-                || Error::Link(format!("incompatible import type for `{}`.`{}`", imp.module, imp.name));
+            let incompatible = || Error::Link(format!("incompatible import type for `{}`.`{}`", imp.module, imp.name));
             match (&imp.desc, found) {
                 (ImportDesc::Func(ty), Extern::Func(f)) => {
                     if !self.registry.is_subtype(self.funcs[f.0 as usize].ty, *ty) {
@@ -242,7 +244,8 @@ impl Store {
                     let have = &self.globals[g.0 as usize].desc;
                     let ok = have.mutable == want.mutable
                         && if want.mutable {
-                            val_subtype(&self.registry, have.ty, want.ty) && val_subtype(&self.registry, want.ty, have.ty)
+                            val_subtype(&self.registry, have.ty, want.ty)
+                                && val_subtype(&self.registry, want.ty, have.ty)
                         } else {
                             val_subtype(&self.registry, have.ty, want.ty)
                         };
@@ -264,11 +267,7 @@ impl Store {
         // The instance must exist for constant expressions (global.get) to resolve.
         self.instances.push(inst);
         let result = self.initialize(inst_id, &m);
-        if let Err(e) = result {
-            // Entities created so far stay (they may be shared already, as in the spec's
-            // partially-initialized-table semantics); the instance is unusable but harmless.
-            return Err(e);
-        }
+        result?;
         Ok(InstanceId(inst_id))
     }
 
@@ -506,11 +505,7 @@ impl Store {
             _ => unreachable!("functions have function types"),
         };
         if args.len() != params.len() {
-            return Err(Trap::new(TrapKind::Host(format!(
-                "expected {} arguments, got {}",
-                params.len(),
-                args.len()
-            ))));
+            return Err(Trap::new(TrapKind::Host(format!("expected {} arguments, got {}", params.len(), args.len()))));
         }
         let mut raw = Vec::with_capacity(args.len());
         for (a, p) in args.iter().zip(params.iter()) {

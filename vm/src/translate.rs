@@ -24,13 +24,8 @@
 //! [`StackMap`].
 
 use crate::bytecode::*;
-use crate::types::{
-    RtHeapType, RtValType, TypeKind, TypeRegistry, canonical_heap_type,
-};
-use wasmparser::{
-    BlockType, FuncValidator, FunctionBody, MemArg, MemArgTarget, Operator, ValType,
-    ValidatorResources,
-};
+use crate::types::{RtHeapType, RtValType, TypeKind, TypeRegistry, canonical_heap_type};
+use wasmparser::{BlockType, FuncValidator, FunctionBody, MemArg, MemArgTarget, Operator, ValType, ValidatorResources};
 
 /// Module-level facts the translator needs.
 pub struct ModuleEnv<'a> {
@@ -437,22 +432,18 @@ impl<'a> Translator<'a> {
                 Instr::I32Eqz { dst, src } if dst == cond_slot => {
                     Some((Instr::BrIfEqz { cond: src, offset: 0 }, Instr::BrIfNez { cond: src, offset: 0 }))
                 }
-                Instr::I32LtSImm { dst, a, imm } if dst == cond_slot => Some((
-                    Instr::BrI32LtSImm { a, imm, offset: 0 },
-                    Instr::BrI32GeSImm { a, imm, offset: 0 },
-                )),
-                Instr::I32GeSImm { dst, a, imm } if dst == cond_slot => Some((
-                    Instr::BrI32GeSImm { a, imm, offset: 0 },
-                    Instr::BrI32LtSImm { a, imm, offset: 0 },
-                )),
-                Instr::I32EqImm { dst, a, imm } if dst == cond_slot => Some((
-                    Instr::BrI32EqImm { a, imm, offset: 0 },
-                    Instr::BrI32NeImm { a, imm, offset: 0 },
-                )),
-                Instr::I32NeImm { dst, a, imm } if dst == cond_slot => Some((
-                    Instr::BrI32NeImm { a, imm, offset: 0 },
-                    Instr::BrI32EqImm { a, imm, offset: 0 },
-                )),
+                Instr::I32LtSImm { dst, a, imm } if dst == cond_slot => {
+                    Some((Instr::BrI32LtSImm { a, imm, offset: 0 }, Instr::BrI32GeSImm { a, imm, offset: 0 }))
+                }
+                Instr::I32GeSImm { dst, a, imm } if dst == cond_slot => {
+                    Some((Instr::BrI32GeSImm { a, imm, offset: 0 }, Instr::BrI32LtSImm { a, imm, offset: 0 }))
+                }
+                Instr::I32EqImm { dst, a, imm } if dst == cond_slot => {
+                    Some((Instr::BrI32EqImm { a, imm, offset: 0 }, Instr::BrI32NeImm { a, imm, offset: 0 }))
+                }
+                Instr::I32NeImm { dst, a, imm } if dst == cond_slot => {
+                    Some((Instr::BrI32NeImm { a, imm, offset: 0 }, Instr::BrI32EqImm { a, imm, offset: 0 }))
+                }
                 Instr::I32Eq { dst, a, b } if dst == cond_slot => {
                     Some((Instr::BrI32Eq { a, b, offset: 0 }, Instr::BrI32Ne { a, b, offset: 0 }))
                 }
@@ -641,15 +632,14 @@ impl<'a> Translator<'a> {
         make_imm: fn(Slot, Slot, i16) -> Instr,
         v: &FuncValidator<ValidatorResources>,
     ) {
-        if let Some(Entry { op: Operand::Const(c), .. }) = self.stack.last().copied() {
-            if let Ok(imm) = i16::try_from(c as i64) {
+        if let Some(Entry { op: Operand::Const(c), .. }) = self.stack.last().copied()
+            && let Ok(imm) = i16::try_from(c as i64) {
                 self.pop();
                 let a = self.pop_slot();
                 let dst = self.push_temp(false);
                 self.emit_result(make_imm(dst, a, imm));
                 return;
             }
-        }
         self.binop(make, v)
     }
 
@@ -665,9 +655,7 @@ impl<'a> Translator<'a> {
         let offset = memarg.offset as u32;
         match memarg.target {
             MemArgTarget::Memory(0) => self.emit_result(fast(dst, addr, offset)),
-            MemArgTarget::Memory(mem) => {
-                self.emit_result(Instr::Load { kind, mem: mem as u16, dst, addr, offset })
-            }
+            MemArgTarget::Memory(mem) => self.emit_result(Instr::Load { kind, mem: mem as u16, dst, addr, offset }),
             MemArgTarget::Array(_) => unreachable!("array memargs are not enabled"),
         }
     }
@@ -689,9 +677,7 @@ impl<'a> Translator<'a> {
 
     fn func_arity(&self, type_id: u32) -> (usize, Vec<bool>) {
         match &self.env.registry.get(type_id).kind {
-            TypeKind::Func { params, results } => {
-                (params.len(), results.iter().map(|t| is_ref_rt(*t)).collect())
-            }
+            TypeKind::Func { params, results } => (params.len(), results.iter().map(|t| is_ref_rt(*t)).collect()),
             _ => unreachable!("call of a non-function type"),
         }
     }
@@ -1043,8 +1029,7 @@ impl<'a> Translator<'a> {
                 let dst = self.push_temp(true);
                 self.emit_result(Instr::StructNewDefault { type_id, dst });
             }
-            O::StructGet { struct_type_index, field_index }
-            | O::StructGetU { struct_type_index, field_index } => {
+            O::StructGet { struct_type_index, field_index } | O::StructGetU { struct_type_index, field_index } => {
                 let field = self.struct_field(struct_type_index, field_index, false);
                 let obj = self.pop_slot();
                 let dst = self.push_temp(Self::result_is_ref(v, 0));
@@ -1149,29 +1134,75 @@ impl<'a> Translator<'a> {
             }
 
             // ---- memory
-            O::I32Load { ref memarg } => self.load(memarg, |dst, addr, offset| Instr::I32Load { dst, addr, offset }, MemOp::I32, false),
-            O::I64Load { ref memarg } => self.load(memarg, |dst, addr, offset| Instr::I64Load { dst, addr, offset }, MemOp::I64, false),
-            O::F32Load { ref memarg } => self.load(memarg, |dst, addr, offset| Instr::F32Load { dst, addr, offset }, MemOp::F32, false),
-            O::F64Load { ref memarg } => self.load(memarg, |dst, addr, offset| Instr::F64Load { dst, addr, offset }, MemOp::F64, false),
-            O::I32Load8S { ref memarg } => self.load(memarg, |dst, addr, offset| Instr::I32Load8S { dst, addr, offset }, MemOp::I32_8S, false),
-            O::I32Load8U { ref memarg } => self.load(memarg, |dst, addr, offset| Instr::I32Load8U { dst, addr, offset }, MemOp::I32_8U, false),
-            O::I32Load16S { ref memarg } => self.load(memarg, |dst, addr, offset| Instr::I32Load16S { dst, addr, offset }, MemOp::I32_16S, false),
-            O::I32Load16U { ref memarg } => self.load(memarg, |dst, addr, offset| Instr::I32Load16U { dst, addr, offset }, MemOp::I32_16U, false),
-            O::I64Load8S { ref memarg } => self.load(memarg, |dst, addr, offset| Instr::I64Load8S { dst, addr, offset }, MemOp::I64_8S, false),
-            O::I64Load8U { ref memarg } => self.load(memarg, |dst, addr, offset| Instr::I64Load8U { dst, addr, offset }, MemOp::I64_8U, false),
-            O::I64Load16S { ref memarg } => self.load(memarg, |dst, addr, offset| Instr::I64Load16S { dst, addr, offset }, MemOp::I64_16S, false),
-            O::I64Load16U { ref memarg } => self.load(memarg, |dst, addr, offset| Instr::I64Load16U { dst, addr, offset }, MemOp::I64_16U, false),
-            O::I64Load32S { ref memarg } => self.load(memarg, |dst, addr, offset| Instr::I64Load32S { dst, addr, offset }, MemOp::I64_32S, false),
-            O::I64Load32U { ref memarg } => self.load(memarg, |dst, addr, offset| Instr::I64Load32U { dst, addr, offset }, MemOp::I64_32U, false),
-            O::I32Store { ref memarg } => self.store(memarg, |addr, value, offset| Instr::I32Store { addr, value, offset }, MemOp::Store32),
-            O::I64Store { ref memarg } => self.store(memarg, |addr, value, offset| Instr::I64Store { addr, value, offset }, MemOp::I64),
-            O::F32Store { ref memarg } => self.store(memarg, |addr, value, offset| Instr::F32Store { addr, value, offset }, MemOp::Store32),
-            O::F64Store { ref memarg } => self.store(memarg, |addr, value, offset| Instr::F64Store { addr, value, offset }, MemOp::I64),
-            O::I32Store8 { ref memarg } => self.store(memarg, |addr, value, offset| Instr::I32Store8 { addr, value, offset }, MemOp::Store8),
-            O::I32Store16 { ref memarg } => self.store(memarg, |addr, value, offset| Instr::I32Store16 { addr, value, offset }, MemOp::Store16),
-            O::I64Store8 { ref memarg } => self.store(memarg, |addr, value, offset| Instr::I64Store8 { addr, value, offset }, MemOp::Store8),
-            O::I64Store16 { ref memarg } => self.store(memarg, |addr, value, offset| Instr::I64Store16 { addr, value, offset }, MemOp::Store16),
-            O::I64Store32 { ref memarg } => self.store(memarg, |addr, value, offset| Instr::I64Store32 { addr, value, offset }, MemOp::Store32),
+            O::I32Load { ref memarg } => {
+                self.load(memarg, |dst, addr, offset| Instr::I32Load { dst, addr, offset }, MemOp::I32, false)
+            }
+            O::I64Load { ref memarg } => {
+                self.load(memarg, |dst, addr, offset| Instr::I64Load { dst, addr, offset }, MemOp::I64, false)
+            }
+            O::F32Load { ref memarg } => {
+                self.load(memarg, |dst, addr, offset| Instr::F32Load { dst, addr, offset }, MemOp::F32, false)
+            }
+            O::F64Load { ref memarg } => {
+                self.load(memarg, |dst, addr, offset| Instr::F64Load { dst, addr, offset }, MemOp::F64, false)
+            }
+            O::I32Load8S { ref memarg } => {
+                self.load(memarg, |dst, addr, offset| Instr::I32Load8S { dst, addr, offset }, MemOp::I32_8S, false)
+            }
+            O::I32Load8U { ref memarg } => {
+                self.load(memarg, |dst, addr, offset| Instr::I32Load8U { dst, addr, offset }, MemOp::I32_8U, false)
+            }
+            O::I32Load16S { ref memarg } => {
+                self.load(memarg, |dst, addr, offset| Instr::I32Load16S { dst, addr, offset }, MemOp::I32_16S, false)
+            }
+            O::I32Load16U { ref memarg } => {
+                self.load(memarg, |dst, addr, offset| Instr::I32Load16U { dst, addr, offset }, MemOp::I32_16U, false)
+            }
+            O::I64Load8S { ref memarg } => {
+                self.load(memarg, |dst, addr, offset| Instr::I64Load8S { dst, addr, offset }, MemOp::I64_8S, false)
+            }
+            O::I64Load8U { ref memarg } => {
+                self.load(memarg, |dst, addr, offset| Instr::I64Load8U { dst, addr, offset }, MemOp::I64_8U, false)
+            }
+            O::I64Load16S { ref memarg } => {
+                self.load(memarg, |dst, addr, offset| Instr::I64Load16S { dst, addr, offset }, MemOp::I64_16S, false)
+            }
+            O::I64Load16U { ref memarg } => {
+                self.load(memarg, |dst, addr, offset| Instr::I64Load16U { dst, addr, offset }, MemOp::I64_16U, false)
+            }
+            O::I64Load32S { ref memarg } => {
+                self.load(memarg, |dst, addr, offset| Instr::I64Load32S { dst, addr, offset }, MemOp::I64_32S, false)
+            }
+            O::I64Load32U { ref memarg } => {
+                self.load(memarg, |dst, addr, offset| Instr::I64Load32U { dst, addr, offset }, MemOp::I64_32U, false)
+            }
+            O::I32Store { ref memarg } => {
+                self.store(memarg, |addr, value, offset| Instr::I32Store { addr, value, offset }, MemOp::Store32)
+            }
+            O::I64Store { ref memarg } => {
+                self.store(memarg, |addr, value, offset| Instr::I64Store { addr, value, offset }, MemOp::I64)
+            }
+            O::F32Store { ref memarg } => {
+                self.store(memarg, |addr, value, offset| Instr::F32Store { addr, value, offset }, MemOp::Store32)
+            }
+            O::F64Store { ref memarg } => {
+                self.store(memarg, |addr, value, offset| Instr::F64Store { addr, value, offset }, MemOp::I64)
+            }
+            O::I32Store8 { ref memarg } => {
+                self.store(memarg, |addr, value, offset| Instr::I32Store8 { addr, value, offset }, MemOp::Store8)
+            }
+            O::I32Store16 { ref memarg } => {
+                self.store(memarg, |addr, value, offset| Instr::I32Store16 { addr, value, offset }, MemOp::Store16)
+            }
+            O::I64Store8 { ref memarg } => {
+                self.store(memarg, |addr, value, offset| Instr::I64Store8 { addr, value, offset }, MemOp::Store8)
+            }
+            O::I64Store16 { ref memarg } => {
+                self.store(memarg, |addr, value, offset| Instr::I64Store16 { addr, value, offset }, MemOp::Store16)
+            }
+            O::I64Store32 { ref memarg } => {
+                self.store(memarg, |addr, value, offset| Instr::I64Store32 { addr, value, offset }, MemOp::Store32)
+            }
             O::MemorySize { mem } => {
                 let dst = self.push_temp(false);
                 self.emit_result(Instr::MemorySize { mem, dst });
@@ -1243,22 +1274,82 @@ impl<'a> Translator<'a> {
             }
 
             // ---- numeric
-            O::I32Add => self.binop_imm(|dst, a, b| Instr::I32Add { dst, a, b }, |dst, a, imm| Instr::I32AddImm { dst, a, imm }, v),
-            O::I32Sub => self.binop_imm(|dst, a, b| Instr::I32Sub { dst, a, b }, |dst, a, imm| Instr::I32SubImm { dst, a, imm }, v),
-            O::I32And => self.binop_imm(|dst, a, b| Instr::I32And { dst, a, b }, |dst, a, imm| Instr::I32AndImm { dst, a, imm }, v),
-            O::I32Shl => self.binop_imm(|dst, a, b| Instr::I32Shl { dst, a, b }, |dst, a, imm| Instr::I32ShlImm { dst, a, imm }, v),
-            O::I32ShrS => self.binop_imm(|dst, a, b| Instr::I32ShrS { dst, a, b }, |dst, a, imm| Instr::I32ShrSImm { dst, a, imm }, v),
-            O::I32ShrU => self.binop_imm(|dst, a, b| Instr::I32ShrU { dst, a, b }, |dst, a, imm| Instr::I32ShrUImm { dst, a, imm }, v),
-            O::I32Eq => self.binop_imm(|dst, a, b| Instr::I32Eq { dst, a, b }, |dst, a, imm| Instr::I32EqImm { dst, a, imm }, v),
-            O::I32Ne => self.binop_imm(|dst, a, b| Instr::I32Ne { dst, a, b }, |dst, a, imm| Instr::I32NeImm { dst, a, imm }, v),
-            O::I32LtS => self.binop_imm(|dst, a, b| Instr::I32LtS { dst, a, b }, |dst, a, imm| Instr::I32LtSImm { dst, a, imm }, v),
-            O::I32LtU => self.binop_imm(|dst, a, b| Instr::I32LtU { dst, a, b }, |dst, a, imm| Instr::I32LtUImm { dst, a, imm }, v),
-            O::I32GtS => self.binop_imm(|dst, a, b| Instr::I32GtS { dst, a, b }, |dst, a, imm| Instr::I32GtSImm { dst, a, imm }, v),
-            O::I32GtU => self.binop_imm(|dst, a, b| Instr::I32GtU { dst, a, b }, |dst, a, imm| Instr::I32GtUImm { dst, a, imm }, v),
-            O::I32LeS => self.binop_imm(|dst, a, b| Instr::I32LeS { dst, a, b }, |dst, a, imm| Instr::I32LeSImm { dst, a, imm }, v),
-            O::I32GeS => self.binop_imm(|dst, a, b| Instr::I32GeS { dst, a, b }, |dst, a, imm| Instr::I32GeSImm { dst, a, imm }, v),
-            O::I64Add => self.binop_imm64(|dst, a, b| Instr::I64Add { dst, a, b }, |dst, a, imm| Instr::I64AddImm { dst, a, imm }, v),
-            O::I64Sub => self.binop_imm64(|dst, a, b| Instr::I64Sub { dst, a, b }, |dst, a, imm| Instr::I64SubImm { dst, a, imm }, v),
+            O::I32Add => self.binop_imm(
+                |dst, a, b| Instr::I32Add { dst, a, b },
+                |dst, a, imm| Instr::I32AddImm { dst, a, imm },
+                v,
+            ),
+            O::I32Sub => self.binop_imm(
+                |dst, a, b| Instr::I32Sub { dst, a, b },
+                |dst, a, imm| Instr::I32SubImm { dst, a, imm },
+                v,
+            ),
+            O::I32And => self.binop_imm(
+                |dst, a, b| Instr::I32And { dst, a, b },
+                |dst, a, imm| Instr::I32AndImm { dst, a, imm },
+                v,
+            ),
+            O::I32Shl => self.binop_imm(
+                |dst, a, b| Instr::I32Shl { dst, a, b },
+                |dst, a, imm| Instr::I32ShlImm { dst, a, imm },
+                v,
+            ),
+            O::I32ShrS => self.binop_imm(
+                |dst, a, b| Instr::I32ShrS { dst, a, b },
+                |dst, a, imm| Instr::I32ShrSImm { dst, a, imm },
+                v,
+            ),
+            O::I32ShrU => self.binop_imm(
+                |dst, a, b| Instr::I32ShrU { dst, a, b },
+                |dst, a, imm| Instr::I32ShrUImm { dst, a, imm },
+                v,
+            ),
+            O::I32Eq => {
+                self.binop_imm(|dst, a, b| Instr::I32Eq { dst, a, b }, |dst, a, imm| Instr::I32EqImm { dst, a, imm }, v)
+            }
+            O::I32Ne => {
+                self.binop_imm(|dst, a, b| Instr::I32Ne { dst, a, b }, |dst, a, imm| Instr::I32NeImm { dst, a, imm }, v)
+            }
+            O::I32LtS => self.binop_imm(
+                |dst, a, b| Instr::I32LtS { dst, a, b },
+                |dst, a, imm| Instr::I32LtSImm { dst, a, imm },
+                v,
+            ),
+            O::I32LtU => self.binop_imm(
+                |dst, a, b| Instr::I32LtU { dst, a, b },
+                |dst, a, imm| Instr::I32LtUImm { dst, a, imm },
+                v,
+            ),
+            O::I32GtS => self.binop_imm(
+                |dst, a, b| Instr::I32GtS { dst, a, b },
+                |dst, a, imm| Instr::I32GtSImm { dst, a, imm },
+                v,
+            ),
+            O::I32GtU => self.binop_imm(
+                |dst, a, b| Instr::I32GtU { dst, a, b },
+                |dst, a, imm| Instr::I32GtUImm { dst, a, imm },
+                v,
+            ),
+            O::I32LeS => self.binop_imm(
+                |dst, a, b| Instr::I32LeS { dst, a, b },
+                |dst, a, imm| Instr::I32LeSImm { dst, a, imm },
+                v,
+            ),
+            O::I32GeS => self.binop_imm(
+                |dst, a, b| Instr::I32GeS { dst, a, b },
+                |dst, a, imm| Instr::I32GeSImm { dst, a, imm },
+                v,
+            ),
+            O::I64Add => self.binop_imm64(
+                |dst, a, b| Instr::I64Add { dst, a, b },
+                |dst, a, imm| Instr::I64AddImm { dst, a, imm },
+                v,
+            ),
+            O::I64Sub => self.binop_imm64(
+                |dst, a, b| Instr::I64Sub { dst, a, b },
+                |dst, a, imm| Instr::I64SubImm { dst, a, imm },
+                v,
+            ),
             _ => self.simple_numeric(op, v)?,
         }
         Ok(())
@@ -1292,9 +1383,9 @@ impl<'a> Translator<'a> {
         // local's old value.
         if let (Some(at), Operand::Temp) = (self.fusable, self.stack[top].op) {
             let others = self.stack[..top].iter().any(|e| e.op == Operand::Local(local));
-            if !others {
-                if let Some(dst) = dst_mut(&mut self.code[at]) {
-                    if *dst == top_slot {
+            if !others
+                && let Some(dst) = dst_mut(&mut self.code[at])
+                    && *dst == top_slot {
                         *dst = local;
                         self.fusable = None;
                         let e = self.pop();
@@ -1303,8 +1394,6 @@ impl<'a> Translator<'a> {
                         }
                         return;
                     }
-                }
-            }
         }
         self.materialize_local(local);
         let e = self.pop();
@@ -1343,22 +1432,123 @@ impl<'a> Translator<'a> {
             };
         }
         bin!(
-            I32Mul, I32DivS, I32DivU, I32RemS, I32RemU, I32Or, I32Xor, I32Rotl, I32Rotr, I32LeU, I32GeU,
-            I64Mul, I64DivS, I64DivU, I64RemS, I64RemU, I64And, I64Or, I64Xor, I64Shl, I64ShrS, I64ShrU,
-            I64Rotl, I64Rotr, I64Eq, I64Ne, I64LtS, I64LtU, I64GtS, I64GtU, I64LeS, I64LeU, I64GeS, I64GeU,
-            F32Add, F32Sub, F32Mul, F32Div, F32Min, F32Max, F32Copysign, F32Eq, F32Ne, F32Lt, F32Gt, F32Le,
-            F32Ge, F64Add, F64Sub, F64Mul, F64Div, F64Min, F64Max, F64Copysign, F64Eq, F64Ne, F64Lt, F64Gt,
-            F64Le, F64Ge
+            I32Mul,
+            I32DivS,
+            I32DivU,
+            I32RemS,
+            I32RemU,
+            I32Or,
+            I32Xor,
+            I32Rotl,
+            I32Rotr,
+            I32LeU,
+            I32GeU,
+            I64Mul,
+            I64DivS,
+            I64DivU,
+            I64RemS,
+            I64RemU,
+            I64And,
+            I64Or,
+            I64Xor,
+            I64Shl,
+            I64ShrS,
+            I64ShrU,
+            I64Rotl,
+            I64Rotr,
+            I64Eq,
+            I64Ne,
+            I64LtS,
+            I64LtU,
+            I64GtS,
+            I64GtU,
+            I64LeS,
+            I64LeU,
+            I64GeS,
+            I64GeU,
+            F32Add,
+            F32Sub,
+            F32Mul,
+            F32Div,
+            F32Min,
+            F32Max,
+            F32Copysign,
+            F32Eq,
+            F32Ne,
+            F32Lt,
+            F32Gt,
+            F32Le,
+            F32Ge,
+            F64Add,
+            F64Sub,
+            F64Mul,
+            F64Div,
+            F64Min,
+            F64Max,
+            F64Copysign,
+            F64Eq,
+            F64Ne,
+            F64Lt,
+            F64Gt,
+            F64Le,
+            F64Ge
         );
         un!(
-            I32Eqz, I32Clz, I32Ctz, I32Popcnt, I32Extend8S, I32Extend16S, I64Eqz, I64Clz, I64Ctz, I64Popcnt,
-            I64Extend8S, I64Extend16S, I64Extend32S, F32Abs, F32Neg, F32Ceil, F32Floor, F32Trunc,
-            F32Nearest, F32Sqrt, F64Abs, F64Neg, F64Ceil, F64Floor, F64Trunc, F64Nearest, F64Sqrt,
-            I32WrapI64, I64ExtendI32S, I64ExtendI32U, I32TruncF32S, I32TruncF32U, I32TruncF64S,
-            I32TruncF64U, I64TruncF32S, I64TruncF32U, I64TruncF64S, I64TruncF64U, I32TruncSatF32S,
-            I32TruncSatF32U, I32TruncSatF64S, I32TruncSatF64U, I64TruncSatF32S, I64TruncSatF32U,
-            I64TruncSatF64S, I64TruncSatF64U, F32ConvertI32S, F32ConvertI32U, F32ConvertI64S,
-            F32ConvertI64U, F32DemoteF64, F64ConvertI32S, F64ConvertI32U, F64ConvertI64S, F64ConvertI64U,
+            I32Eqz,
+            I32Clz,
+            I32Ctz,
+            I32Popcnt,
+            I32Extend8S,
+            I32Extend16S,
+            I64Eqz,
+            I64Clz,
+            I64Ctz,
+            I64Popcnt,
+            I64Extend8S,
+            I64Extend16S,
+            I64Extend32S,
+            F32Abs,
+            F32Neg,
+            F32Ceil,
+            F32Floor,
+            F32Trunc,
+            F32Nearest,
+            F32Sqrt,
+            F64Abs,
+            F64Neg,
+            F64Ceil,
+            F64Floor,
+            F64Trunc,
+            F64Nearest,
+            F64Sqrt,
+            I32WrapI64,
+            I64ExtendI32S,
+            I64ExtendI32U,
+            I32TruncF32S,
+            I32TruncF32U,
+            I32TruncF64S,
+            I32TruncF64U,
+            I64TruncF32S,
+            I64TruncF32U,
+            I64TruncF64S,
+            I64TruncF64U,
+            I32TruncSatF32S,
+            I32TruncSatF32U,
+            I32TruncSatF64S,
+            I32TruncSatF64U,
+            I64TruncSatF32S,
+            I64TruncSatF32U,
+            I64TruncSatF64S,
+            I64TruncSatF64U,
+            F32ConvertI32S,
+            F32ConvertI32U,
+            F32ConvertI64S,
+            F32ConvertI64U,
+            F32DemoteF64,
+            F64ConvertI32S,
+            F64ConvertI32U,
+            F64ConvertI64S,
+            F64ConvertI64U,
             F64PromoteF32
         );
         match op {
@@ -1386,25 +1576,179 @@ fn dst_mut(i: &mut Instr) -> Option<&mut Slot> {
         };
     }
     all!(
-        I32Add, I32Sub, I32Mul, I32DivS, I32DivU, I32RemS, I32RemU, I32And, I32Or, I32Xor, I32Shl, I32ShrS,
-        I32ShrU, I32Rotl, I32Rotr, I32Eq, I32Ne, I32LtS, I32LtU, I32GtS, I32GtU, I32LeS, I32LeU, I32GeS,
-        I32GeU, I64Add, I64Sub, I64Mul, I64DivS, I64DivU, I64RemS, I64RemU, I64And, I64Or, I64Xor, I64Shl,
-        I64ShrS, I64ShrU, I64Rotl, I64Rotr, I64Eq, I64Ne, I64LtS, I64LtU, I64GtS, I64GtU, I64LeS, I64LeU,
-        I64GeS, I64GeU, F32Add, F32Sub, F32Mul, F32Div, F32Min, F32Max, F32Copysign, F32Eq, F32Ne, F32Lt,
-        F32Gt, F32Le, F32Ge, F64Add, F64Sub, F64Mul, F64Div, F64Min, F64Max, F64Copysign, F64Eq, F64Ne,
-        F64Lt, F64Gt, F64Le, F64Ge, I32Eqz, I32Clz, I32Ctz, I32Popcnt, I32Extend8S, I32Extend16S, I64Eqz,
-        I64Clz, I64Ctz, I64Popcnt, I64Extend8S, I64Extend16S, I64Extend32S, F32Abs, F32Neg, F32Ceil,
-        F32Floor, F32Trunc, F32Nearest, F32Sqrt, F64Abs, F64Neg, F64Ceil, F64Floor, F64Trunc, F64Nearest,
-        F64Sqrt, I32WrapI64, I64ExtendI32S, I64ExtendI32U, I32TruncF32S, I32TruncF32U, I32TruncF64S,
-        I32TruncF64U, I64TruncF32S, I64TruncF32U, I64TruncF64S, I64TruncF64U, I32TruncSatF32S,
-        I32TruncSatF32U, I32TruncSatF64S, I32TruncSatF64U, I64TruncSatF32S, I64TruncSatF32U,
-        I64TruncSatF64S, I64TruncSatF64U, F32ConvertI32S, F32ConvertI32U, F32ConvertI64S, F32ConvertI64U,
-        F32DemoteF64, F64ConvertI32S, F64ConvertI32U, F64ConvertI64S, F64ConvertI64U, F64PromoteF32,
-        I32Load, I64Load, F32Load, F64Load, I32Load8S, I32Load8U, I32Load16S, I32Load16U, I64Load8S,
-        I64Load8U, I64Load16S, I64Load16U, I64Load32S, I64Load32U, Const32, Const64, GlobalGet,
-        I32AddImm, I32SubImm, I32AndImm, I32ShlImm, I32ShrSImm, I32ShrUImm, I32EqImm, I32NeImm, I32LtSImm,
-        I32LtUImm, I32GtSImm, I32GtUImm, I32LeSImm, I32GeSImm, I64AddImm, I64SubImm, Select, StructGet,
-        RefIsNull, RefEq, I31GetS, I31GetU, RefTest, ArrayLen
+        I32Add,
+        I32Sub,
+        I32Mul,
+        I32DivS,
+        I32DivU,
+        I32RemS,
+        I32RemU,
+        I32And,
+        I32Or,
+        I32Xor,
+        I32Shl,
+        I32ShrS,
+        I32ShrU,
+        I32Rotl,
+        I32Rotr,
+        I32Eq,
+        I32Ne,
+        I32LtS,
+        I32LtU,
+        I32GtS,
+        I32GtU,
+        I32LeS,
+        I32LeU,
+        I32GeS,
+        I32GeU,
+        I64Add,
+        I64Sub,
+        I64Mul,
+        I64DivS,
+        I64DivU,
+        I64RemS,
+        I64RemU,
+        I64And,
+        I64Or,
+        I64Xor,
+        I64Shl,
+        I64ShrS,
+        I64ShrU,
+        I64Rotl,
+        I64Rotr,
+        I64Eq,
+        I64Ne,
+        I64LtS,
+        I64LtU,
+        I64GtS,
+        I64GtU,
+        I64LeS,
+        I64LeU,
+        I64GeS,
+        I64GeU,
+        F32Add,
+        F32Sub,
+        F32Mul,
+        F32Div,
+        F32Min,
+        F32Max,
+        F32Copysign,
+        F32Eq,
+        F32Ne,
+        F32Lt,
+        F32Gt,
+        F32Le,
+        F32Ge,
+        F64Add,
+        F64Sub,
+        F64Mul,
+        F64Div,
+        F64Min,
+        F64Max,
+        F64Copysign,
+        F64Eq,
+        F64Ne,
+        F64Lt,
+        F64Gt,
+        F64Le,
+        F64Ge,
+        I32Eqz,
+        I32Clz,
+        I32Ctz,
+        I32Popcnt,
+        I32Extend8S,
+        I32Extend16S,
+        I64Eqz,
+        I64Clz,
+        I64Ctz,
+        I64Popcnt,
+        I64Extend8S,
+        I64Extend16S,
+        I64Extend32S,
+        F32Abs,
+        F32Neg,
+        F32Ceil,
+        F32Floor,
+        F32Trunc,
+        F32Nearest,
+        F32Sqrt,
+        F64Abs,
+        F64Neg,
+        F64Ceil,
+        F64Floor,
+        F64Trunc,
+        F64Nearest,
+        F64Sqrt,
+        I32WrapI64,
+        I64ExtendI32S,
+        I64ExtendI32U,
+        I32TruncF32S,
+        I32TruncF32U,
+        I32TruncF64S,
+        I32TruncF64U,
+        I64TruncF32S,
+        I64TruncF32U,
+        I64TruncF64S,
+        I64TruncF64U,
+        I32TruncSatF32S,
+        I32TruncSatF32U,
+        I32TruncSatF64S,
+        I32TruncSatF64U,
+        I64TruncSatF32S,
+        I64TruncSatF32U,
+        I64TruncSatF64S,
+        I64TruncSatF64U,
+        F32ConvertI32S,
+        F32ConvertI32U,
+        F32ConvertI64S,
+        F32ConvertI64U,
+        F32DemoteF64,
+        F64ConvertI32S,
+        F64ConvertI32U,
+        F64ConvertI64S,
+        F64ConvertI64U,
+        F64PromoteF32,
+        I32Load,
+        I64Load,
+        F32Load,
+        F64Load,
+        I32Load8S,
+        I32Load8U,
+        I32Load16S,
+        I32Load16U,
+        I64Load8S,
+        I64Load8U,
+        I64Load16S,
+        I64Load16U,
+        I64Load32S,
+        I64Load32U,
+        Const32,
+        Const64,
+        GlobalGet,
+        I32AddImm,
+        I32SubImm,
+        I32AndImm,
+        I32ShlImm,
+        I32ShrSImm,
+        I32ShrUImm,
+        I32EqImm,
+        I32NeImm,
+        I32LtSImm,
+        I32LtUImm,
+        I32GtSImm,
+        I32GtUImm,
+        I32LeSImm,
+        I32GeSImm,
+        I64AddImm,
+        I64SubImm,
+        Select,
+        StructGet,
+        RefIsNull,
+        RefEq,
+        I31GetS,
+        I31GetU,
+        RefTest,
+        ArrayLen
     )
 }
 

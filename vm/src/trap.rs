@@ -22,7 +22,9 @@ pub enum TrapKind {
     CastFailure,
     ArrayOutOfBounds,
     CallStackExhausted,
-    OutOfMemory { limit_bytes: u64 },
+    OutOfMemory {
+        limit_bytes: u64,
+    },
     /// `proc_exit` from WASI: not an error; the CLI exits with this code.
     Exit(i32),
     /// A host function failed.
@@ -61,11 +63,11 @@ impl fmt::Display for TrapKind {
 fn human_bytes(n: u64) -> String {
     const MIB: u64 = 1 << 20;
     const KIB: u64 = 1 << 10;
-    if n % (1 << 30) == 0 && n > 0 {
+    if n.is_multiple_of(1 << 30) && n > 0 {
         format!("{} GiB", n >> 30)
-    } else if n % MIB == 0 && n > 0 {
+    } else if n.is_multiple_of(MIB) && n > 0 {
         format!("{} MiB", n / MIB)
-    } else if n % KIB == 0 && n > 0 {
+    } else if n.is_multiple_of(KIB) && n > 0 {
         format!("{} KiB", n / KIB)
     } else {
         format!("{n} bytes")

@@ -12,8 +12,7 @@
 use crate::bytecode::StorageKind;
 use wasmparser::types::{CoreTypeId, TypeIdentifier, Types};
 use wasmparser::{
-    AbstractHeapType, CompositeInnerType, HeapType, PackedIndex, RefType, StorageType, SubType, UnpackedIndex,
-    ValType,
+    AbstractHeapType, CompositeInnerType, HeapType, PackedIndex, RefType, StorageType, SubType, UnpackedIndex, ValType,
 };
 
 /// A heap type with module-relative indices replaced by canonical ids.
@@ -159,10 +158,9 @@ impl TypeRegistry {
                 let size = offset.next_multiple_of(8) - OBJECT_HEADER_BYTES;
                 (TypeKind::Struct { fields: fields.into() }, size)
             }
-            CompositeInnerType::Array(a) => (
-                TypeKind::Array { elem: storage_kind(a.0.element_type, false), mutable: a.0.mutable },
-                0,
-            ),
+            CompositeInnerType::Array(a) => {
+                (TypeKind::Array { elem: storage_kind(a.0.element_type, false), mutable: a.0.mutable }, 0)
+            }
             CompositeInnerType::Cont(_) => (TypeKind::Struct { fields: Box::new([]) }, 0),
         };
         if self.infos.len() <= idx {
@@ -207,20 +205,14 @@ pub fn canonical_val_type(types: &Types, vt: ValType, within: Option<CoreTypeId>
         ValType::F32 => RtValType::F32,
         ValType::F64 => RtValType::F64,
         ValType::V128 => RtValType::V128,
-        ValType::Ref(r) => RtValType::Ref {
-            nullable: r.is_nullable(),
-            heap: canonical_heap_type(types, r.heap_type(), within, &[]),
-        },
+        ValType::Ref(r) => {
+            RtValType::Ref { nullable: r.is_nullable(), heap: canonical_heap_type(types, r.heap_type(), within, &[]) }
+        }
     }
 }
 
 /// Canonicalize a heap type. Module-relative indices are looked up in `module_ids`.
-pub fn canonical_heap_type(
-    types: &Types,
-    ht: HeapType,
-    within: Option<CoreTypeId>,
-    module_ids: &[u32],
-) -> RtHeapType {
+pub fn canonical_heap_type(types: &Types, ht: HeapType, within: Option<CoreTypeId>, module_ids: &[u32]) -> RtHeapType {
     match ht {
         HeapType::Abstract { ty, .. } => match ty {
             AbstractHeapType::Any => RtHeapType::Any,
@@ -253,11 +245,7 @@ fn canonical_index(types: &Types, idx: UnpackedIndex, within: Option<CoreTypeId>
         UnpackedIndex::RecGroup(i) => {
             let within = within.expect("rec-group index outside a type definition");
             let group = types.as_ref().rec_group_id_of(within);
-            let id = types
-                .as_ref()
-                .rec_group_elements(group)
-                .nth(i as usize)
-                .expect("rec-group index in range");
+            let id = types.as_ref().rec_group_elements(group).nth(i as usize).expect("rec-group index in range");
             id.index() as u32
         }
     }
