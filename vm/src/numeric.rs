@@ -36,6 +36,18 @@ macro_rules! float_ops {
 float_ops!(f32, u32, f32_min, f32_max, f32_nearest, 0x7FC0_0000);
 float_ops!(f64, u64, f64_min, f64_max, f64_nearest, 0x7FF8_0000_0000_0000);
 
+/// Rounding functions may return a signalling NaN operand unchanged; Wasm requires a quiet
+/// (arithmetic) NaN result, so set the quiet bit on any NaN result.
+#[inline]
+pub fn quiet_f32(x: f32) -> f32 {
+    if x.is_nan() { f32::from_bits(x.to_bits() | 0x0040_0000) } else { x }
+}
+
+#[inline]
+pub fn quiet_f64(x: f64) -> f64 {
+    if x.is_nan() { f64::from_bits(x.to_bits() | 0x0008_0000_0000_0000) } else { x }
+}
+
 /// Trapping truncation: `lo < x < hi` (exclusive bounds, exact in f64) or a trap.
 #[inline]
 fn trunc_check(x: f64, lo: f64, hi: f64) -> Result<f64, TrapKind> {
