@@ -71,11 +71,83 @@ fn traps() {
 }
 
 #[test]
-fn dump_fib_code() {
+fn fib_translates_to_compact_register_code() {
+    use crate::bytecode::Instr;
     let wasm = wat::parse_str(FIB).unwrap();
     let mut store = Store::new(Default::default());
     let m = store.load_module(Source::from_binary("t", wasm)).unwrap();
-    for (i, ins) in store.modules[m.0 as usize].code[0].code.iter().enumerate() {
-        eprintln!("{i}: {ins:?}");
-    }
+    let code = &store.modules[m.0 as usize].code[0].code;
+    // `local.get`s and constants fold into operands, the comparison fuses into the branch, and the
+    // call arguments are computed directly into the callee's frame base.
+    assert_eq!(code.len(), 9, "{code:#?}");
+    assert!(matches!(code[0], Instr::BrI32GeSImm { a: 0, imm: 2, .. }));
+    assert!(matches!(code[3], Instr::I32SubImm { dst: 1, a: 0, imm: 1 }));
+    assert!(matches!(code[4], Instr::CallLocal { func: 0, base: 1 }));
+    assert!(matches!(code[8], Instr::Return1 { .. }));
+}
+
+#[test]
+fn if_with_params_and_dead_code_after_branches() {
+    let wat = r#"(module (func (export "f") (param i32 i32) (result i32)
+        (local.get 1)
+        (if (param i32) (result i32) (local.get 0)
+          (then (i32.const 100) (i32.add))
+          (else (i32.const 7) (i32.mul)))
+        (block (result i32)
+          (br 0 (i32.const 1))
+          (unreachable)
+          (i32.add))
+        (i32.add)))"#;
+    assert_eq!(run(wat, "f", &[Val::I32(1), Val::I32(5)]).unwrap(), vec![Val::I32(106)]);
+    assert_eq!(run(wat, "f", &[Val::I32(0), Val::I32(5)]).unwrap(), vec![Val::I32(36)]);
+}
+
+#[test]
+fn tail_calls_run_in_constant_frames() {
+    // 1,000,000 tail calls would exhaust the frame limit if they were ordinary calls.
+    let wat = r#"(module
+        (func $count (export "count") (param i64 i64) (result i64)
+          (if (result i64) (i64.eqz (local.get 0)) (then (local.get 1))
+            (else (return_call $count (i64.sub (local.get 0) (i64.const 1)) (i64.add (local.get 1) (i64.const 2)))))))"#;
+    assert_eq!(run(wat, "count", &[Val::I64(1_000_000), Val::I64(0)]).unwrap(), vec![Val::I64(2_000_000)]);
+}
+
+#[test]
+fn call_indirect_checks_signatures() {
+    let wat = r#"(module
+        (type $ii (func (param i32) (result i32)))
+        (type $v (func))
+        (table funcref (elem $double $nothing))
+        (func $double (type $ii) (i32.mul (local.get 0) (i32.const 2)))
+        (func $nothing (type $v))
+        (func (export "call") (param i32 i32) (result i32)
+          (call_indirect (type $ii) (local.get 1) (local.get 0))))"#;
+    assert_eq!(run(wat, "call", &[Val::I32(0), Val::I32(21)]).unwrap(), vec![Val::I32(42)]);
+    assert_eq!(run(wat, "call", &[Val::I32(1), Val::I32(21)]).unwrap_err().kind, TrapKind::IndirectCallTypeMismatch);
+    assert_eq!(run(wat, "call", &[Val::I32(2), Val::I32(21)]).unwrap_err().kind, TrapKind::UndefinedElement);
+}
+
+#[test]
+fn trap_backtrace_lists_frames_innermost_first() {
+    let wat = r#"(module
+        (func $inner (unreachable))
+        (func $middle (call $inner))
+        (func (export "outer") (call $middle)))"#;
+    let t = run(wat, "outer", &[]).unwrap_err();
+    assert_eq!(t.kind, TrapKind::Unreachable);
+    let idx: Vec<u32> = t.backtrace.iter().map(|f| f.func_index).collect();
+    assert_eq!(idx, vec![0, 1, 2]);
+}
+
+#[test]
+fn br_table_with_value_copies_to_outer_labels() {
+    let wat = r#"(module (func (export "f") (param i32) (result i32)
+        (block $outer (result i32)
+          (i32.const 1) (drop)
+          (block $inner (result i32)
+            (i32.const 99) (i32.const 42)
+            (br_table $inner $outer (local.get 0)))
+          (i32.const 1000) (i32.add))))"#;
+    assert_eq!(run(wat, "f", &[Val::I32(0)]).unwrap(), vec![Val::I32(1042)]);
+    assert_eq!(run(wat, "f", &[Val::I32(1)]).unwrap(), vec![Val::I32(42)]);
 }
