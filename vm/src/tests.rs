@@ -81,6 +81,8 @@ fn fib_translates_to_compact_register_code() {
     // call arguments are computed directly into the callee's frame base.
     assert_eq!(code.len(), 9, "{code:#?}");
     assert!(matches!(code[0], Instr::BrI32GeSImm { a: 0, imm: 2, .. }));
+    // The base case returns the parameter directly.
+    assert!(matches!(code[1], Instr::Return1 { src: 0 }));
     assert!(matches!(code[3], Instr::I32SubImm { dst: 1, a: 0, imm: 1 }));
     assert!(matches!(code[4], Instr::CallLocal { func: 0, base: 1 }));
     assert!(matches!(code[8], Instr::Return1 { .. }));

@@ -186,6 +186,7 @@ impl<'a> Translator<'a> {
             }
         }
         reader.finish()?;
+        thread_returns(&mut t.code);
         let compiled = CompiledFunc {
             code: t.code.into(),
             fields: t.fields.into(),
@@ -1559,6 +1560,29 @@ impl<'a> Translator<'a> {
                 Ok(())
             }
             _ => Err(CompileError { message: format!("unsupported operator {op:?}"), offset: self.offset as u64 }),
+        }
+    }
+}
+
+/// Peephole pass over finished code (no instruction moves, so offsets and stack maps stay valid):
+/// - an unconditional `Br` to a return becomes that return (structured code ends every `if` arm
+///   with a branch to the function's single return);
+/// - `Copy { dst: x, src: y }` followed by `Return1 { src: x }` becomes `Return1 { src: y }` (the
+///   following `Return1` stays, now only reachable by branches that target it directly).
+fn thread_returns(code: &mut [Instr]) {
+    for pc in 0..code.len() {
+        if let Instr::Br { offset } = code[pc] {
+            let target = (pc as i64 + offset as i64) as usize;
+            if let Some(r @ (Instr::Return | Instr::Return1 { .. } | Instr::ReturnN { .. })) = code.get(target) {
+                code[pc] = *r;
+            }
+        }
+    }
+    for pc in 0..code.len().saturating_sub(1) {
+        if let (Instr::Copy { dst, src }, Instr::Return1 { src: ret }) = (code[pc], code[pc + 1]) {
+            if ret == dst {
+                code[pc] = Instr::Return1 { src };
+            }
         }
     }
 }
