@@ -197,9 +197,9 @@ fn backtrace(store: &Store, top: Position, depth0: usize) -> Vec<WasmFrame> {
         let offset = cf.wasm_offsets.get(pc).copied().unwrap_or(0);
         let func_index = m.num_imported_funcs + func;
         out.push(WasmFrame {
-            module: None,
+            module: m.source.module_name().map(str::to_string),
             func_index,
-            func_name: None,
+            func_name: m.source.func_name(func_index).map(str::to_string),
             offset,
             source: m.source.location(offset as usize),
         });

@@ -153,3 +153,27 @@ fn br_table_with_value_copies_to_outer_labels() {
     assert_eq!(run(wat, "f", &[Val::I32(0)]).unwrap(), vec![Val::I32(1042)]);
     assert_eq!(run(wat, "f", &[Val::I32(1)]).unwrap(), vec![Val::I32(42)]);
 }
+
+#[test]
+fn validation_errors_name_the_source_line() {
+    let text = "(module\n  (func (result i32)\n    f32.const 1))";
+    let source = Source::from_text("bad.wat", text).expect("parses");
+    let err = Store::new(Default::default()).load_module(source).err().expect("invalid");
+    let msg = err.to_string();
+    assert!(msg.starts_with("bad.wat:3:"), "{msg}");
+    assert!(msg.contains("type mismatch"), "{msg}");
+}
+
+#[test]
+fn backtraces_carry_names_and_lines() {
+    let text = "(module\n  (func $boom (unreachable))\n  (func (export \"go\") (call $boom)))";
+    let mut store = Store::new(Default::default());
+    let m = store.load_module(Source::from_text("t.wat", text).unwrap()).unwrap();
+    let i = store.instantiate(m, &Linker::new()).unwrap();
+    let Some(crate::Extern::Func(f)) = store.get_export(i, "go") else { panic!() };
+    let t = store.call(f, &[]).unwrap_err();
+    assert_eq!(t.backtrace[0].func_name.as_deref(), Some("boom"));
+    let loc = t.backtrace[0].source.clone().expect("line known");
+    assert_eq!((loc.line, loc.column), (2, 16));
+    assert_eq!(t.backtrace[1].source.as_ref().map(|l| l.line), Some(3));
+}

@@ -634,13 +634,14 @@ impl<'a> Translator<'a> {
         v: &FuncValidator<ValidatorResources>,
     ) {
         if let Some(Entry { op: Operand::Const(c), .. }) = self.stack.last().copied()
-            && let Ok(imm) = i16::try_from(c as i64) {
-                self.pop();
-                let a = self.pop_slot();
-                let dst = self.push_temp(false);
-                self.emit_result(make_imm(dst, a, imm));
-                return;
-            }
+            && let Ok(imm) = i16::try_from(c as i64)
+        {
+            self.pop();
+            let a = self.pop_slot();
+            let dst = self.push_temp(false);
+            self.emit_result(make_imm(dst, a, imm));
+            return;
+        }
         self.binop(make, v)
     }
 
@@ -1386,15 +1387,16 @@ impl<'a> Translator<'a> {
             let others = self.stack[..top].iter().any(|e| e.op == Operand::Local(local));
             if !others
                 && let Some(dst) = dst_mut(&mut self.code[at])
-                    && *dst == top_slot {
-                        *dst = local;
-                        self.fusable = None;
-                        let e = self.pop();
-                        if tee {
-                            self.push(Operand::Local(local), e.is_ref);
-                        }
-                        return;
-                    }
+                && *dst == top_slot
+            {
+                *dst = local;
+                self.fusable = None;
+                let e = self.pop();
+                if tee {
+                    self.push(Operand::Local(local), e.is_ref);
+                }
+                return;
+            }
         }
         self.materialize_local(local);
         let e = self.pop();
