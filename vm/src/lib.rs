@@ -23,6 +23,8 @@ mod values;
 pub mod wasi;
 
 pub use loader::{Source, SourceLoc};
+/// The decoder/validator whose types appear in this API (global, table and memory types).
+pub use wasmparser;
 pub use store::{Caller, Config, Extern, HostFn, InstanceId, Linker, ModuleId, Store};
 pub use trap::{Trap, TrapKind, WasmFrame};
 pub use values::{Func, FuncType, Global, Memory, Ref, Table, Val, ValType};

@@ -135,11 +135,10 @@ impl Source {
         let code_start = self.code_range.as_ref()?.start;
         let mut sections: HashMap<&str, &[u8]> = HashMap::new();
         for payload in wasmparser::Parser::new(0).parse_all(&self.wasm) {
-            if let Ok(wasmparser::Payload::CustomSection(c)) = payload {
-                if c.name().starts_with(".debug_") {
+            if let Ok(wasmparser::Payload::CustomSection(c)) = payload
+                && c.name().starts_with(".debug_") {
                     sections.insert(c.name(), c.data());
                 }
-            }
         }
         let load = |id: gimli::SectionId| -> Result<gimli::EndianSlice<'_, gimli::LittleEndian>, gimli::Error> {
             Ok(gimli::EndianSlice::new(sections.get(id.name()).copied().unwrap_or(&[]), gimli::LittleEndian))

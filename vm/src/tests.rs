@@ -158,7 +158,7 @@ fn br_table_with_value_copies_to_outer_labels() {
 fn validation_errors_name_the_source_line() {
     let text = "(module\n  (func (result i32)\n    f32.const 1))";
     let source = Source::from_text("bad.wat", text).expect("parses");
-    let err = Store::new(Default::default()).load_module(source).err().expect("invalid");
+    let err = Store::new(Default::default()).load_module(source).expect_err("invalid");
     let msg = err.to_string();
     assert!(msg.starts_with("bad.wat:3:"), "{msg}");
     assert!(msg.contains("type mismatch"), "{msg}");

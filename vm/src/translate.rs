@@ -1581,11 +1581,10 @@ fn thread_returns(code: &mut [Instr]) {
         }
     }
     for pc in 0..code.len().saturating_sub(1) {
-        if let (Instr::Copy { dst, src }, Instr::Return1 { src: ret }) = (code[pc], code[pc + 1]) {
-            if ret == dst {
+        if let (Instr::Copy { dst, src }, Instr::Return1 { src: ret }) = (code[pc], code[pc + 1])
+            && ret == dst {
                 code[pc] = Instr::Return1 { src };
             }
-        }
     }
 }
 
