@@ -1,1 +1,127 @@
-//! `gc`: vmrun's garbage-collected heap. (Being written; see the crate's design comment when it lands.)
+//! `gc`: vmrun's garbage-collected heap: a size-classed, thread-cached allocator in the style of the Go
+//! runtime's (`malloc.go`, `mheap.go`, `mcache.go`, `mcentral.go`), with a non-moving, stop-the-world
+//! mark-sweep collector. It knows type ids and reference maps, nothing about Wasm. Every span, object and
+//! stack event is reported through one observer interface ([`observer`]), which is how Memcheck
+//! annotations, the alloc/free tracer and race hooks will see the heap.
+//!
+//! # Data structures
+//!
+//! - **Arena** (`arena.rs`): a 64 MiB anonymous `memmap2` mapping, 64 MiB-aligned, backed lazily by the
+//!   kernel. Arenas are never unmapped while the heap lives; their free pages are returned to the OS with
+//!   `madvise(MADV_DONTNEED)` instead. A process-wide chunk table maps every 64 MiB of address space to its
+//!   arena, and each arena maps every page to its span, so address → span is four loads without a lock.
+//! - **Page heap** (`arena::PageHeap`, one mutex): per-arena free and scavenged bitmaps of 8 KiB pages.
+//!   Hands out runs of pages, first fit from the lowest address, and owns the registry of in-use spans.
+//! - **Span** (`span.rs`): a run of pages holding the objects of one size class (or one large object),
+//!   with out-of-line allocation and mark bitmaps. Free slots are found in the bitmap (Go's
+//!   `allocBits`/`freeindex`/`allocCache`), never through links written into object memory, so a freed slot
+//!   is not touched again until reused (Memcheck can make it inaccessible).
+//! - **Size class** ([`size_class`]): 80 slot sizes from 8 bytes to 32 KiB; < 12.5 % waste per slot and
+//!   ≤ 12.5 % per span tail, checked by tests.
+//! - **Central list** (`Shared::central`, one mutex per class): spans with free slots that no thread holds.
+//! - **Thread cache** ([`ThreadCache`]): per mutator thread, the current span of every class. Owned by one
+//!   thread, so allocating from it takes no lock.
+//! - **Mark bits**: one bit per slot per span, set by the marker; after the sweep they become the alloc bits.
+//!
+//! # Objects and references
+//!
+//! An object is an 8-byte header (`type_id: u32`, then `len: u32`, the array length, 0 for structs)
+//! followed by its payload ([`ObjRef`]). The VM registers a [`Layout`] per type id (struct: payload size and
+//! the offsets of its reference fields; array: element size, whether elements are references), which makes
+//! marking precise. A reference is a `u64` ([`value`]): null, an unboxed i31, a host or function reference
+//! (tagged in the low bits), or an object's address (low 3 bits clear). Memory handed to the VM is always
+//! zeroed with the header written.
+//!
+//! # Allocating a small object ([`Heap::alloc_struct`], [`Heap::alloc_array`])
+//!
+//! 1. If observers or stress mode are active (one relaxed load, one predictable branch), take the
+//!    instrumented path instead: the same steps plus the stress countdown and the `object_alloc` event.
+//! 2. Look up the type's packed allocation entry (two loads in a lock-free table) → size class.
+//! 3. Fast path: in the cache's span for that class, `trailing_zeros` of the 64-bit `alloc_cache` gives the
+//!    next free slot; advance `freeindex`, shift the cache, count it. Zero the slot if the span may hold stale
+//!    bytes, write the header. No lock, no atomic read-modify-write.
+//! 4. Cache word empty → `refill`: look for the next free slot further in the span's bitmap.
+//! 5. Span full → hand it back (it becomes `Full`), ask the pacer (if the caller may collect and the heap
+//!    would pass its goal, return [`AllocError::CollectionNeeded`]), then pop a span with free slots from the
+//!    class's central list (lock), or else carve a new span from the page heap (lock), mapping a new arena
+//!    if needed. The heap limit is enforced here.
+//!
+//! **Large objects** (> 32 KiB) skip the cache: each gets a span of its own straight from the page heap.
+//!
+//! # A collection ([`Heap::collect`]; details in `collect.rs`)
+//!
+//! The VM stops its mutators first (stop the world by contract: no thread may use the heap while one thread
+//! collects), then calls `collect` with its roots ([`RootSet`]).
+//! 1. `gc_begin`; lock the collector state and the page heap.
+//! 2. Mark from the roots with an explicit, heap-allocated mark stack (graph depth never touches the native
+//!    stack), following each object's reference map.
+//! 3. With `verify`: re-walk the graph independently and check every reachable object is marked and sane.
+//! 4. Sweep **eagerly**, every span: report each allocated but unmarked object (`object_free`), turn mark
+//!    bits into alloc bits, return empty spans to the page heap, rebuild the central lists. Spans held by
+//!    thread caches are swept in place and stay with their cache.
+//! 5. With `verify`: check no reachable object was freed.
+//! 6. Pace: next goal = max(`min_heap_bytes`, live × (1 + `gc_percent`/100)).
+//! 7. Scavenge: release free pages (highest addresses first) until in-use plus free-but-resident memory is
+//!    within 110 % of max(goal, in use).
+//! 8. Update statistics, `gc_end`.
+//!
+//! # Invariants
+//!
+//! - A span is owned by exactly one of: one thread cache (`InCache`), a central list (`Central`), nobody
+//!   (`Full`); only its owner touches its allocation state, and only the collector (world stopped) touches
+//!   mark bits. Only the sweeper frees spans, and never a cached one.
+//! - A slot is allocated iff `index < freeindex` or its alloc bit is set; alloc bits change only in the sweep.
+//! - Every allocated slot holds an initialised object: zeroed payload, header written before the VM sees it.
+//! - Every reference field of a live object holds a valid encoding; object references point at headers of
+//!   allocated objects (checked by `verify`).
+//! - Lock order: collector state → page heap → central lists; a mutator never holds a central lock and the
+//!   page-heap lock at once.
+//!
+//! # Why these choices
+//!
+//! - **Non-moving mark-sweep** keeps a reference's bits stable (they are the object's address), needs no
+//!   second semispace (peak memory), collects cycles (wasmtime's DRC cannot), and lets Memcheck see each
+//!   object as a malloc-like block.
+//! - **Eager sweep** makes every `object_free` happen inside the collection that found the object dead, in
+//!   a deterministic order, which the tracer and the Valgrind bridge want; sweeping is a bitmap pass per
+//!   span (it reads an object only to report it to an observer), so it is cheap next to marking.
+//! - **Bitmaps, not free lists**, because freed memory must stay untouched (and Memcheck-inaccessible).
+//! - **Thread caches** make allocation lock-free for the common case and keep mutator threads apart.
+//! - **Lazy zeroing**: fresh or scavenged pages are known zero and are not zeroed again.
+//! - **Scavenging with `MADV_DONTNEED`** returns memory after a spike without unmapping, so no address →
+//!   arena lookup can ever see a dangling arena.
+//!
+//! # Hooks for the Valgrind bridge
+//!
+//! `arena_map` (create a metapool, mark the arena no-access), `span_alloc`/`span_free` (mempool chunks),
+//! `object_alloc` before the slot is written (malloc-like block), `object_free` in the sweep (free-like
+//! block), and `stack_alloc`/`stack_free`. Span metadata and bitmaps live outside the arenas.
+
+mod arena;
+mod cache;
+mod collect;
+mod heap;
+mod object;
+pub mod observer;
+mod os;
+pub mod size_class;
+mod span;
+mod types;
+pub mod value;
+
+#[cfg(test)]
+mod tests;
+
+pub use arena::ARENA_SIZE;
+pub use cache::ThreadCache;
+pub use heap::{AllocError, GcStats, Heap, HeapConfig, MAX_OBJECT_BYTES, RootSet, human_bytes};
+pub use object::ObjRef;
+pub use observer::{HeapObserver, ObserverCtx};
+pub use os::{peak_resident_bytes, resident_bytes};
+pub use types::{Layout, MAX_TYPE_ID};
+
+/// Bytes per page: the unit spans are made of.
+pub const PAGE_SIZE: usize = 8192;
+
+/// Bytes of the object header (`type_id: u32`, `len: u32`).
+pub const HEADER_SIZE: usize = 8;

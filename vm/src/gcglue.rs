@@ -1,6 +1,180 @@
-//! Glue between the interpreter and the `gc` crate's heap.
+//! Glue between the interpreter and the `gc` crate's heap: object layouts, field access by storage
+//! kind, allocation with collection, and the root set.
+//!
+//! This is the only module of `vm` that turns a slot value into a heap object (`ObjRef`). It relies
+//! on one invariant, established by validation and the translator: a slot typed as a reference to a
+//! struct or array holds either null or the address of a live object of (a subtype of) that type,
+//! because only the allocator produces such values and the collector keeps every object reachable
+//! from a stack map, a global, a table or a segment alive.
+
+use crate::Trap;
+use crate::TrapKind;
+use crate::bytecode::StorageKind;
+use crate::store::Store;
+use crate::types::{TypeInfo, TypeKind};
+use crate::values::is_object;
+
+/// The heap layout of a canonical type (structs and arrays; functions have none).
+pub(crate) fn layout_of(info: &TypeInfo) -> Option<gc::Layout> {
+    match &info.kind {
+        TypeKind::Struct { fields } => Some(gc::Layout::Struct {
+            size: info.struct_size,
+            ref_offsets: fields.iter().filter(|f| f.kind == StorageKind::Ref).map(|f| f.offset).collect(),
+        }),
+        TypeKind::Array { elem, .. } => {
+            Some(gc::Layout::Array { elem_size: elem.size(), elem_is_ref: *elem == StorageKind::Ref })
+        }
+        TypeKind::Func { .. } => None,
+    }
+}
+
+/// The object behind a non-null reference slot value.
+#[inline]
+pub(crate) fn obj(raw: u64) -> gc::ObjRef {
+    debug_assert!(is_object(raw), "{raw:#x} is not an object reference");
+    // SAFETY: `raw` comes from a struct- or array-typed reference slot and is not null (callers
+    // check); by the module invariant it is the address of a live object header.
+    unsafe { gc::ObjRef::from_raw(raw) }
+}
 
 /// The canonical type id in the header of the object at `raw`.
-pub(crate) fn object_type(_raw: u64) -> u32 {
-    0
+pub(crate) fn object_type(raw: u64) -> u32 {
+    obj(raw).type_id()
+}
+
+/// Read a field or element at byte `offset`, extended to a slot value.
+#[inline]
+pub(crate) fn read(o: gc::ObjRef, offset: usize, kind: StorageKind) -> u64 {
+    match kind {
+        StorageKind::I8S => o.load_u8(offset) as i8 as i32 as u32 as u64,
+        StorageKind::I8U => o.load_u8(offset) as u64,
+        StorageKind::I16S => o.load_u16(offset) as i16 as i32 as u32 as u64,
+        StorageKind::I16U => o.load_u16(offset) as u64,
+        StorageKind::B32 => o.load_u32(offset) as u64,
+        StorageKind::B64 | StorageKind::Ref => o.load_u64(offset),
+    }
+}
+
+/// Write a slot value into a field or element at byte `offset`, truncated to its storage.
+#[inline]
+pub(crate) fn write(o: gc::ObjRef, offset: usize, kind: StorageKind, v: u64) {
+    match kind {
+        StorageKind::I8S | StorageKind::I8U => o.store_u8(offset, v as u8),
+        StorageKind::I16S | StorageKind::I16U => o.store_u16(offset, v as u16),
+        StorageKind::B32 => o.store_u32(offset, v as u32),
+        StorageKind::B64 | StorageKind::Ref => o.store_u64(offset, v),
+    }
+}
+
+/// Byte offset of array element `index`.
+#[inline]
+pub(crate) fn elem_offset(index: u32, kind: StorageKind) -> usize {
+    crate::types::OBJECT_HEADER_BYTES as usize + index as usize * kind.size() as usize
+}
+
+/// Read `n` little-endian elements of `kind` from `bytes` (for `array.new_data`/`init_data`).
+pub(crate) fn elem_from_bytes(bytes: &[u8], kind: StorageKind) -> u64 {
+    let mut buf = [0u8; 8];
+    buf[..bytes.len()].copy_from_slice(bytes);
+    let v = u64::from_le_bytes(buf);
+    match kind {
+        StorageKind::I8S | StorageKind::I8U => v & 0xFF,
+        StorageKind::I16S | StorageKind::I16U => v & 0xFFFF,
+        StorageKind::B32 => v & 0xFFFF_FFFF,
+        StorageKind::B64 | StorageKind::Ref => v,
+    }
+}
+
+/// Every root of a store: the reference slots of every wasm frame (found through the stack maps),
+/// reference globals, tables, element segments and values the host holds.
+struct StoreRoots<'a> {
+    exec: &'a crate::interp::ExecState,
+    instances: &'a [crate::store::Instance],
+    globals: &'a [crate::store::GlobalEntity],
+    tables: &'a [crate::store::TableEntity],
+    registry: &'a crate::types::TypeRegistry,
+    host_roots: &'a [u64],
+}
+
+impl gc::RootSet for StoreRoots<'_> {
+    fn visit_roots(&mut self, visit: &mut dyn FnMut(u64)) {
+        let exec = self.exec;
+        let instances = self.instances;
+        let mut frame = |inst: u32, func: u32, pc: usize, fp: usize| {
+            let cf = &instances[inst as usize].module.code[func as usize];
+            match cf.stack_map_at(pc as u32) {
+                Some(slots) => {
+                    for &s in slots {
+                        visit(exec.stack[fp + s as usize]);
+                    }
+                }
+                None => debug_assert!(false, "no stack map at pc {pc} of function {func}: not a GC point"),
+            }
+        };
+        for f in &exec.frames {
+            frame(f.inst, f.func, f.pc as usize, f.fp as usize);
+        }
+        if let Some(top) = exec.top {
+            frame(top.inst, top.func, top.pc, top.fp);
+        }
+        for g in self.globals {
+            if matches!(g.desc.ty, crate::types::RtValType::Ref { .. }) {
+                visit(g.value);
+            }
+        }
+        for t in self.tables {
+            if t.desc.heap.top(self.registry) != crate::types::RtHeapType::Func {
+                for &v in &t.elems {
+                    visit(v);
+                }
+            }
+        }
+        for inst in instances {
+            for seg in &inst.elems {
+                for &v in seg.iter() {
+                    visit(v);
+                }
+            }
+        }
+        for &v in self.host_roots {
+            visit(v);
+        }
+    }
+}
+
+/// Run a collection with the store's roots.
+pub(crate) fn collect(store: &mut Store) {
+    let Store { exec, instances, globals, tables, registry, host_roots, heap, cache, .. } = store;
+    let mut roots = StoreRoots { exec, instances, globals, tables, registry, host_roots };
+    heap.collect(cache, &mut roots);
+}
+
+/// Allocate from the host side (constant expressions): collect when the heap asks, with `pending`
+/// (values the caller holds) rooted meanwhile.
+pub(crate) fn alloc_host(
+    store: &mut Store,
+    type_id: u32,
+    array_len: Option<u32>,
+    pending: &[u64],
+) -> Result<gc::ObjRef, Trap> {
+    let mut may_collect = true;
+    loop {
+        let r = match array_len {
+            None => store.heap.alloc_struct(&mut store.cache, type_id, may_collect),
+            Some(len) => store.heap.alloc_array(&mut store.cache, type_id, len, may_collect),
+        };
+        match r {
+            Ok(o) => return Ok(o),
+            Err(gc::AllocError::CollectionNeeded) => {
+                let base = store.host_roots.len();
+                store.host_roots.extend_from_slice(pending);
+                collect(store);
+                store.host_roots.truncate(base);
+                may_collect = false;
+            }
+            Err(gc::AllocError::OutOfMemory { limit }) => {
+                return Err(Trap::new(TrapKind::OutOfMemory { limit_bytes: limit as u64 }));
+            }
+        }
+    }
 }

@@ -26,7 +26,8 @@ use crate::module::ModuleData;
 use crate::numeric as num;
 use crate::store::{FuncKind, PAGE_SIZE, Store, raw_to_val, val_to_raw};
 use crate::types::{RtHeapType, TypeKind};
-use crate::values::{TAG_FUNC, TAG_HOST, TAG_I31, func_raw, i31_get_s, i31_get_u, i31_raw, is_object};
+use crate::gcglue;
+use crate::values::{TAG_FUNC, TAG_HOST, TAG_I31, func_raw, i31_get_s, i31_get_u, i31_raw};
 use crate::{Caller, InstanceId, Trap, TrapKind, Val, WasmFrame};
 use std::rc::Rc;
 
@@ -78,6 +79,9 @@ enum Exit {
         base: usize,
         tail: bool,
     },
+    /// An allocation needs a collection first; `pos` is at the allocating instruction, which runs
+    /// again afterwards.
+    Collect,
     Trap(TrapKind),
 }
 
@@ -107,17 +111,19 @@ pub(crate) fn invoke(store: &mut Store, func: u32, args: &[u64]) -> Result<Vec<u
     }
     store.exec.stack[base..base + args.len()].copy_from_slice(args);
     store.exec.stack[base + cf.num_params as usize..base + cf.num_locals as usize].fill(0);
+    // A nested invocation (wasm → host → wasm): the suspended wasm caller becomes a frame, so
+    // backtraces and the collector's root scan see it.
+    if let Some(t) = saved_top {
+        store.exec.frames.push(Frame { inst: t.inst, func: t.func, pc: t.pc as u32, fp: t.fp as u32 });
+    }
+    let depth0 = store.exec.frames.len();
     let pos = Position { inst, func: index, pc: 0, fp: base };
     let result = run(store, pos, depth0);
+    let outer_depth = if saved_top.is_some() { depth0 - 1 } else { depth0 };
+    store.exec.frames.truncate(outer_depth);
     store.exec.top = saved_top;
     store.exec.sp = base;
-    match result {
-        Ok(()) => Ok(store.exec.stack[base..base + cf.num_results as usize].to_vec()),
-        Err(t) => {
-            store.exec.frames.truncate(depth0);
-            Err(t)
-        }
-    }
+    result.map(|()| store.exec.stack[base..base + cf.num_results as usize].to_vec())
 }
 
 fn func_result_count(store: &Store, func: u32) -> usize {
@@ -135,7 +141,8 @@ fn call_host(store: &mut Store, func: u32, base: usize, caller: Option<u32>) -> 
         TypeKind::Func { params, results } => (params.clone(), results.clone()),
         _ => unreachable!("functions have function types"),
     };
-    let args: Vec<Val> = params.iter().enumerate().map(|(i, &t)| raw_to_val(store.exec.stack[base + i], t)).collect();
+    let args: Vec<Val> =
+        params.iter().enumerate().map(|(i, &t)| raw_to_val(&store.registry, store.exec.stack[base + i], t)).collect();
     let mut out: Vec<Val> = results.iter().map(|_| Val::I32(0)).collect();
     let saved_sp = store.exec.sp;
     store.exec.sp = base + params.len().max(results.len());
@@ -179,6 +186,11 @@ fn run(store: &mut Store, mut pos: Position, depth0: usize) -> Result<(), Trap> 
                 } else {
                     pos.pc += 1;
                 }
+            }
+            Exit::Collect => {
+                store.exec.top = Some(pos);
+                gcglue::collect(store);
+                store.gc_retry = true;
             }
             Exit::Trap(kind) => {
                 let bt = backtrace(store, pos, depth0);
@@ -291,11 +303,16 @@ pub(crate) fn ref_matches(
         return nullable;
     }
     use RtHeapType as H;
+    // Casts never cross hierarchies (validation), so the top types match every non-null value:
+    // an `externref` may hold an internalized i31 or object, an `anyref` an externalized host value.
+    if matches!(heap, H::Any | H::Extern) {
+        return true;
+    }
     if raw & 1 == TAG_I31 {
-        return matches!(heap, H::Any | H::Eq | H::I31);
+        return matches!(heap, H::Eq | H::I31);
     }
     match raw & 7 {
-        TAG_HOST => matches!(heap, H::Any | H::Extern),
+        TAG_HOST => false,
         TAG_FUNC => match heap {
             H::Func => true,
             H::Concrete(t) => store_types.is_subtype(funcs_ty((raw >> 3) as u32), t),
@@ -304,7 +321,7 @@ pub(crate) fn ref_matches(
         _ => {
             let t = obj_ty(raw);
             match heap {
-                H::Any | H::Eq | H::Extern => true,
+                H::Eq => true,
                 H::Struct => matches!(store_types.get(t).kind, TypeKind::Struct { .. }),
                 H::Array => matches!(store_types.get(t).kind, TypeKind::Array { .. }),
                 H::Concrete(c) => store_types.is_subtype(t, c),
@@ -345,7 +362,7 @@ fn dispatch(
 ) -> Exit {
     let inst_id = pos.inst;
     let max_depth = store.config.max_call_depth;
-    let Store { exec, instances, funcs, memories, tables, globals, registry, .. } = store;
+    let Store { exec, instances, funcs, memories, tables, globals, registry, heap, cache, gc_retry, .. } = store;
     let stack_len = exec.stack.len();
     // Only `pc`, `code` and `frame` live in registers across instructions; the rest of the
     // position (function, frame pointer) stays in `pos` and is touched by calls and returns only.
@@ -834,7 +851,7 @@ fn dispatch(
                 let ok = ref_matches(
                     registry,
                     |f| funcs[f as usize].ty,
-                    crate::gcglue::object_type,
+                    gcglue::object_type,
                     s!(src),
                     t.nullable,
                     t.heap,
@@ -1011,9 +1028,17 @@ fn dispatch(
                     mem: &mut *mem,
                     mem0_index,
                     mem0_max,
+                    heap: &*heap,
+                    cache: &mut *cache,
+                    gc_retry: &mut *gc_retry,
                 };
-                if let Err(k) = cold_op(&mut ctx, other, frame) {
-                    trap!(k);
+                match cold_op(&mut ctx, other, frame) {
+                    Ok(()) => {}
+                    Err(ColdExit::Trap(k)) => trap!(k),
+                    Err(ColdExit::Collect) => {
+                        save!();
+                        return Exit::Collect;
+                    }
                 }
             }
         }
@@ -1034,12 +1059,44 @@ struct Cold<'a> {
     mem: &'a mut Vec<u8>,
     mem0_index: Option<u32>,
     mem0_max: u64,
+    heap: &'a gc::Heap,
+    cache: &'a mut gc::ThreadCache,
+    gc_retry: &'a mut bool,
+}
+
+/// Why a cold instruction did not complete.
+enum ColdExit {
+    Trap(TrapKind),
+    /// The heap asks for a collection before this allocation.
+    Collect,
+}
+
+fn array_elem(registry: &crate::types::TypeRegistry, type_id: u32) -> StorageKind {
+    match registry.get(type_id).kind {
+        TypeKind::Array { elem, .. } => elem,
+        _ => unreachable!("array instruction on a non-array type"),
+    }
 }
 
 /// Execute an instruction that is not on the hot path.
 #[inline(never)]
-fn cold_op(ctx: &mut Cold<'_>, instr: Instr, frame: &mut [u64]) -> Result<(), TrapKind> {
-    let Cold { module, func, inst_id, instances, funcs, memories, tables, registry, mem, mem0_index, mem0_max } = ctx;
+fn cold_op(ctx: &mut Cold<'_>, instr: Instr, frame: &mut [u64]) -> Result<(), ColdExit> {
+    let Cold {
+        module,
+        func,
+        inst_id,
+        instances,
+        funcs,
+        memories,
+        tables,
+        registry,
+        mem,
+        mem0_index,
+        mem0_max,
+        heap,
+        cache,
+        gc_retry,
+    } = ctx;
     let (module, func, inst_id, mem0_index, mem0_max) = (*module, *func, *inst_id, *mem0_index, *mem0_max);
     macro_rules! s {
         ($slot:expr) => {
@@ -1058,7 +1115,30 @@ fn cold_op(ctx: &mut Cold<'_>, instr: Instr, frame: &mut [u64]) -> Result<(), Tr
     }
     macro_rules! trap {
         ($k:expr) => {{
-            return Err($k);
+            return Err(ColdExit::Trap($k));
+        }};
+    }
+    // Allocate with `$alloc(may_collect)`; when the heap wants a collection first, leave the
+    // dispatch loop (the collection needs the whole store) and re-execute this instruction after.
+    macro_rules! alloc {
+        ($alloc:expr) => {{
+            let may_collect = !std::mem::take(*gc_retry);
+            match $alloc(may_collect) {
+                Ok(o) => o,
+                Err(gc::AllocError::CollectionNeeded) => return Err(ColdExit::Collect),
+                Err(gc::AllocError::OutOfMemory { limit }) => {
+                    trap!(TrapKind::OutOfMemory { limit_bytes: limit as u64 })
+                }
+            }
+        }};
+    }
+    macro_rules! array_ref {
+        ($raw:expr) => {{
+            let raw = $raw;
+            if raw == 0 {
+                trap!(TrapKind::NullArrayReference);
+            }
+            gcglue::obj(raw)
         }};
     }
     macro_rules! table_of {
@@ -1253,7 +1333,7 @@ fn cold_op(ctx: &mut Cold<'_>, instr: Instr, frame: &mut [u64]) -> Result<(), Tr
             let ok = ref_matches(
                 registry,
                 |f| funcs[f as usize].ty,
-                crate::gcglue::object_type,
+                gcglue::object_type,
                 s!(src),
                 t.nullable,
                 t.heap,
@@ -1263,47 +1343,211 @@ fn cold_op(ctx: &mut Cold<'_>, instr: Instr, frame: &mut [u64]) -> Result<(), Tr
         I::RefCast { dst, src, target } => {
             let t = module.code[func as usize].casts[target as usize];
             let v = s!(src);
-            if !ref_matches(registry, |f| funcs[f as usize].ty, crate::gcglue::object_type, v, t.nullable, t.heap) {
+            if !ref_matches(registry, |f| funcs[f as usize].ty, gcglue::object_type, v, t.nullable, t.heap) {
                 trap!(TrapKind::CastFailure);
             }
             s!(dst) = v;
         }
 
         // ---------------- GC objects
-        I::StructNew { .. }
-        | I::StructNewDefault { .. }
-        | I::StructGet { .. }
-        | I::StructSet { .. }
-        | I::ArrayNew { .. }
-        | I::ArrayNewDefault { .. }
-        | I::ArrayNewFixed { .. }
-        | I::ArrayNewData { .. }
-        | I::ArrayNewElem { .. }
-        | I::ArrayGet { .. }
-        | I::ArraySet { .. }
-        | I::ArrayLen { .. }
-        | I::ArrayFill { .. }
-        | I::ArrayCopy { .. }
-        | I::ArrayInitData { .. }
-        | I::ArrayInitElem { .. } => {
-            let _ = (is_object(0), StorageKind::Ref);
-            trap!(TrapKind::Host("GC objects are not supported yet".into()))
+        I::StructNew { type_id, dst, args } => {
+            let o = alloc!(|mc| heap.alloc_struct(cache, type_id, mc));
+            if let TypeKind::Struct { fields } = &registry.get(type_id).kind {
+                for (i, f) in fields.iter().enumerate() {
+                    gcglue::write(o, f.offset as usize, f.kind, s!(args as usize + i));
+                }
+            }
+            s!(dst) = o.raw();
+        }
+        I::StructNewDefault { type_id, dst } => {
+            let o = alloc!(|mc| heap.alloc_struct(cache, type_id, mc));
+            s!(dst) = o.raw();
+        }
+        I::StructGet { dst, obj, field } => {
+            let raw = s!(obj);
+            if raw == 0 {
+                trap!(TrapKind::NullStructReference);
+            }
+            let fa = module.code[func as usize].fields[field as usize];
+            s!(dst) = gcglue::read(gcglue::obj(raw), fa.offset as usize, fa.kind);
+        }
+        I::StructSet { obj, value, field } => {
+            let raw = s!(obj);
+            if raw == 0 {
+                trap!(TrapKind::NullStructReference);
+            }
+            let fa = module.code[func as usize].fields[field as usize];
+            gcglue::write(gcglue::obj(raw), fa.offset as usize, fa.kind, s!(value));
+        }
+        I::ArrayNew { type_id, dst, args } => {
+            let (value, len) = (s!(args), i32_of!(args + 1));
+            let kind = array_elem(registry, type_id);
+            let o = alloc!(|mc| heap.alloc_array(cache, type_id, len, mc));
+            if value != 0 {
+                for i in 0..len {
+                    gcglue::write(o, gcglue::elem_offset(i, kind), kind, value);
+                }
+            }
+            s!(dst) = o.raw();
+        }
+        I::ArrayNewDefault { type_id, dst, len } => {
+            let len = i32_of!(len);
+            let o = alloc!(|mc| heap.alloc_array(cache, type_id, len, mc));
+            s!(dst) = o.raw();
+        }
+        I::ArrayNewFixed { type_id, dst, args, len } => {
+            let kind = array_elem(registry, type_id);
+            let o = alloc!(|mc| heap.alloc_array(cache, type_id, len, mc));
+            for i in 0..len {
+                gcglue::write(o, gcglue::elem_offset(i, kind), kind, s!(args as usize + i as usize));
+            }
+            s!(dst) = o.raw();
+        }
+        I::ArrayNewData { type_id, data, dst, args } => {
+            let (offset, len) = (i32_of!(args) as u64, i32_of!(args + 1));
+            let kind = array_elem(registry, type_id);
+            let size = kind.size() as u64;
+            let seg = instances[inst_id as usize].datas[data as usize].clone();
+            if !in_bounds(offset, len as u64 * size, seg.len()) {
+                trap!(TrapKind::MemoryOutOfBounds);
+            }
+            let o = alloc!(|mc| heap.alloc_array(cache, type_id, len, mc));
+            for i in 0..len {
+                let at = (offset + i as u64 * size) as usize;
+                let v = gcglue::elem_from_bytes(&seg[at..at + size as usize], kind);
+                gcglue::write(o, gcglue::elem_offset(i, kind), kind, v);
+            }
+            s!(dst) = o.raw();
+        }
+        I::ArrayNewElem { type_id, elem, dst, args } => {
+            let (offset, len) = (i32_of!(args) as u64, i32_of!(args + 1));
+            let seg = instances[inst_id as usize].elems[elem as usize].clone();
+            if !in_bounds(offset, len as u64, seg.len()) {
+                trap!(TrapKind::TableOutOfBounds);
+            }
+            let o = alloc!(|mc| heap.alloc_array(cache, type_id, len, mc));
+            for i in 0..len {
+                let v = seg[offset as usize + i as usize];
+                gcglue::write(o, gcglue::elem_offset(i, StorageKind::Ref), StorageKind::Ref, v);
+            }
+            s!(dst) = o.raw();
+        }
+        I::ArrayGet { dst, args, access } => {
+            let o = array_ref!(s!(args));
+            let idx = i32_of!(args + 1);
+            if idx >= o.array_len() {
+                trap!(TrapKind::ArrayOutOfBounds);
+            }
+            let kind = module.code[func as usize].arrays[access as usize].kind;
+            s!(dst) = gcglue::read(o, gcglue::elem_offset(idx, kind), kind);
+        }
+        I::ArraySet { args, access } => {
+            let o = array_ref!(s!(args));
+            let idx = i32_of!(args + 1);
+            if idx >= o.array_len() {
+                trap!(TrapKind::ArrayOutOfBounds);
+            }
+            let kind = module.code[func as usize].arrays[access as usize].kind;
+            gcglue::write(o, gcglue::elem_offset(idx, kind), kind, s!(args + 2));
+        }
+        I::ArrayLen { dst, src } => {
+            let o = array_ref!(s!(src));
+            set_i32!(dst, o.array_len());
+        }
+        I::ArrayFill { args, access } => {
+            let o = array_ref!(s!(args));
+            let (off, value, n) = (i32_of!(args + 1) as u64, s!(args + 2), i32_of!(args + 3) as u64);
+            if !in_bounds(off, n, o.array_len() as usize) {
+                trap!(TrapKind::ArrayOutOfBounds);
+            }
+            let kind = module.code[func as usize].arrays[access as usize].kind;
+            for i in off..off + n {
+                gcglue::write(o, gcglue::elem_offset(i as u32, kind), kind, value);
+            }
+        }
+        I::ArrayCopy { args, dst_access, src_access } => {
+            let d = array_ref!(s!(args));
+            let doff = i32_of!(args + 1) as u64;
+            let src = array_ref!(s!(args + 2));
+            let (soff, n) = (i32_of!(args + 3) as u64, i32_of!(args + 4) as u64);
+            if !in_bounds(doff, n, d.array_len() as usize) || !in_bounds(soff, n, src.array_len() as usize) {
+                trap!(TrapKind::ArrayOutOfBounds);
+            }
+            let dk = module.code[func as usize].arrays[dst_access as usize].kind;
+            let sk = module.code[func as usize].arrays[src_access as usize].kind;
+            // memmove semantics: copy backwards when the ranges overlap with dst after src.
+            let backwards = d.raw() == src.raw() && doff > soff;
+            for k in 0..n {
+                let i = if backwards { n - 1 - k } else { k };
+                let v = gcglue::read(src, gcglue::elem_offset((soff + i) as u32, sk), sk);
+                gcglue::write(d, gcglue::elem_offset((doff + i) as u32, dk), dk, v);
+            }
+        }
+        I::ArrayInitData { args, access, data } => {
+            let o = array_ref!(s!(args));
+            let (d, sidx, n) = (i32_of!(args + 1) as u64, i32_of!(args + 2) as u64, i32_of!(args + 3) as u64);
+            let kind = module.code[func as usize].arrays[access as usize].kind;
+            let size = kind.size() as u64;
+            if !in_bounds(d, n, o.array_len() as usize) {
+                trap!(TrapKind::ArrayOutOfBounds);
+            }
+            let seg = instances[inst_id as usize].datas[data as usize].clone();
+            if !in_bounds(sidx, n * size, seg.len()) {
+                trap!(TrapKind::MemoryOutOfBounds);
+            }
+            for i in 0..n {
+                let at = (sidx + i * size) as usize;
+                let v = gcglue::elem_from_bytes(&seg[at..at + size as usize], kind);
+                gcglue::write(o, gcglue::elem_offset((d + i) as u32, kind), kind, v);
+            }
+        }
+        I::ArrayInitElem { args, access, elem } => {
+            let o = array_ref!(s!(args));
+            let (d, sidx, n) = (i32_of!(args + 1) as u64, i32_of!(args + 2) as u64, i32_of!(args + 3) as u64);
+            let kind = module.code[func as usize].arrays[access as usize].kind;
+            if !in_bounds(d, n, o.array_len() as usize) {
+                trap!(TrapKind::ArrayOutOfBounds);
+            }
+            let seg = instances[inst_id as usize].elems[elem as usize].clone();
+            if !in_bounds(sidx, n, seg.len()) {
+                trap!(TrapKind::TableOutOfBounds);
+            }
+            for i in 0..n {
+                gcglue::write(o, gcglue::elem_offset((d + i) as u32, kind), kind, seg[(sidx + i) as usize]);
+            }
         }
         other => unreachable!("hot instruction {other:?} reached the cold path"),
     }
     Ok(())
 }
 
-pub(crate) fn alloc_struct_host(_store: &mut Store, _ty: u32, _fields: Option<&[u64]>) -> Result<u64, Trap> {
-    Err(Trap::new(TrapKind::Host("GC objects are not supported yet".into())))
+pub(crate) fn alloc_struct_host(store: &mut Store, ty: u32, fields: Option<&[u64]>) -> Result<u64, Trap> {
+    let o = gcglue::alloc_host(store, ty, None, fields.unwrap_or(&[]))?;
+    if let (Some(values), TypeKind::Struct { fields }) = (fields, &store.registry.get(ty).kind) {
+        for (f, &v) in fields.iter().zip(values) {
+            gcglue::write(o, f.offset as usize, f.kind, v);
+        }
+    }
+    Ok(o.raw())
 }
 
 pub(crate) fn alloc_array_host(
-    _store: &mut Store,
-    _ty: u32,
-    _len: u32,
-    _fill: Option<u64>,
-    _values: Option<&[u64]>,
+    store: &mut Store,
+    ty: u32,
+    len: u32,
+    fill: Option<u64>,
+    values: Option<&[u64]>,
 ) -> Result<u64, Trap> {
-    Err(Trap::new(TrapKind::Host("GC objects are not supported yet".into())))
+    let pending: Vec<u64> = values.map(<[u64]>::to_vec).into_iter().flatten().chain(fill).collect();
+    let o = gcglue::alloc_host(store, ty, Some(len), &pending)?;
+    let kind = array_elem(&store.registry, ty);
+    for i in 0..len {
+        let v = match (fill, values) {
+            (Some(v), _) => v,
+            (None, Some(vs)) => vs[i as usize],
+            (None, None) => 0,
+        };
+        gcglue::write(o, gcglue::elem_offset(i, kind), kind, v);
+    }
+    Ok(o.raw())
 }

@@ -22,11 +22,13 @@ pub struct Config {
     pub max_call_depth: usize,
     /// Size of the value stack in 8-byte slots.
     pub value_stack_slots: usize,
+    /// Heap policy and debug modes.
+    pub gc: gc::HeapConfig,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { max_call_depth: 50_000, value_stack_slots: 4 << 20 }
+        Config { max_call_depth: 50_000, value_stack_slots: 4 << 20, gc: gc::HeapConfig::default() }
     }
 }
 
@@ -148,11 +150,20 @@ pub struct Store {
     pub(crate) globals: Vec<GlobalEntity>,
     /// The value stack (8-byte slots) and the frames of wasm calls in progress.
     pub(crate) exec: ExecState,
+    /// The garbage-collected heap and this (only) mutator thread's allocation cache.
+    pub(crate) heap: gc::Heap,
+    pub(crate) cache: gc::ThreadCache,
+    /// Set after a collection so the re-executed allocation does not ask for another.
+    pub(crate) gc_retry: bool,
+    /// References the host holds while it allocates (constant-expression operands).
+    pub(crate) host_roots: Vec<u64>,
 }
 
 impl Store {
     pub fn new(config: Config) -> Store {
         let exec = ExecState::new(config.value_stack_slots);
+        let heap = gc::Heap::new(config.gc.clone());
+        let cache = heap.new_thread_cache();
         Store {
             config,
             validator: wasmparser::Validator::new_with_features(module::features()),
@@ -164,12 +175,31 @@ impl Store {
             tables: Vec::new(),
             globals: Vec::new(),
             exec,
+            heap,
+            cache,
+            gc_retry: false,
+            host_roots: Vec::new(),
         }
+    }
+
+    /// Heap statistics so far.
+    pub fn gc_stats(&self) -> gc::GcStats {
+        self.heap.stats()
+    }
+
+    /// Run a full collection now (for tests and host tools).
+    pub fn collect_garbage(&mut self) {
+        crate::gcglue::collect(self);
     }
 
     /// Decode, validate and translate a module.
     pub fn load_module(&mut self, source: Source) -> Result<ModuleId, Error> {
-        let data = module::load(&mut self.validator, &mut self.registry, source, |_, _| {})?;
+        let heap = &self.heap;
+        let data = module::load(&mut self.validator, &mut self.registry, source, |id, info| {
+            if let Some(layout) = crate::gcglue::layout_of(info) {
+                heap.register_type(id, layout);
+            }
+        })?;
         self.modules.push(Rc::new(data));
         Ok(ModuleId(self.modules.len() as u32 - 1))
     }
@@ -526,7 +556,7 @@ impl Store {
             raw.push(val_to_raw(*a));
         }
         let out = self.invoke_raw(func.0, &raw)?;
-        Ok(out.iter().zip(results.iter()).map(|(&r, &t)| raw_to_val(r, t)).collect())
+        Ok(out.iter().zip(results.iter()).map(|(&r, &t)| raw_to_val(&self.registry, r, t)).collect())
     }
 
     pub fn new_host_func(&mut self, ty: FuncType, f: HostFn) -> Func {
@@ -596,7 +626,7 @@ impl Store {
 
     pub fn global_get(&self, g: Global) -> Val {
         let e = &self.globals[g.0 as usize];
-        raw_to_val(e.value, e.desc.ty)
+        raw_to_val(&self.registry, e.value, e.desc.ty)
     }
 
     /// A table of `ty.initial` null elements.
@@ -680,12 +710,19 @@ pub(crate) fn val_to_raw(v: Val) -> u64 {
 }
 
 /// Slot bits → host value, given the static type.
-pub(crate) fn raw_to_val(raw: u64, t: RtValType) -> Val {
+pub(crate) fn raw_to_val(registry: &TypeRegistry, raw: u64, t: RtValType) -> Val {
     match t {
         RtValType::I32 => Val::I32(raw as u32 as i32),
         RtValType::I64 => Val::I64(raw as i64),
         RtValType::F32 => Val::F32(raw as u32),
         RtValType::F64 | RtValType::V128 => Val::F64(raw),
-        RtValType::Ref { .. } => Val::Ref(ref_from_raw(raw)),
+        RtValType::Ref { .. } => Val::Ref(match ref_from_raw(raw) {
+            Ref::Struct(a) => match registry.get(crate::gcglue::object_type(a)).kind {
+                TypeKind::Array { .. } => Ref::Array(a),
+                _ => Ref::Struct(a),
+            },
+            r => r,
+        }),
     }
 }
+

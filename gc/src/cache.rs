@@ -1,0 +1,101 @@
+//! `ThreadCache`: one per mutator thread, holding the span each size class currently allocates from.
+//!
+//! The fast path ([`ThreadCache::take_fast`]) touches only the cache and its span: no lock, no atomic
+//! read-modify-write. An empty class points at the cache's own sentinel span (no free slots), so the fast
+//! path needs no null check: a dry span and "no span yet" take the same branch into `Shared::refill`.
+//!
+//! A cache keeps its spans across collections: the sweeper rewinds them in place (their `Owner` is
+//! `InCache`, so it does not hand them to anybody else). Dropping a cache gives its spans back to the central
+//! lists, so a thread that exits leaves no span stranded. Dropping a cache counts as using the heap: not
+//! allowed while another thread collects.
+
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+use crate::heap::{Observers, Shared};
+use crate::observer::ObserverCtx;
+use crate::size_class::NUM_CLASSES;
+use crate::span::{Span, SpanPtr};
+
+/// Per-thread allocation state. Create one per mutator thread with [`crate::Heap::new_thread_cache`].
+pub struct ThreadCache {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) ctx: ObserverCtx,
+    /// Current span per size class (index 0 unused); `sentinel` when the class has none.
+    pub(crate) spans: [NonNull<Span>; NUM_CLASSES],
+    sentinel: NonNull<Span>,
+    /// Allocations (with `may_collect`) since the last stress-mode collection request.
+    pub(crate) stress_count: u64,
+    /// Observers as of `observer_gen` (refreshed on the instrumented path when the heap's list changes).
+    pub(crate) observers: Observers,
+    pub(crate) observer_gen: u64,
+}
+
+// SAFETY: the cache owns its spans' allocation state exclusively (ownership protocol in span.rs); moving the
+// cache to another thread moves that ownership with it. It is not `Sync`: it must not be shared.
+unsafe impl Send for ThreadCache {}
+
+impl ThreadCache {
+    pub(crate) fn new(shared: Arc<Shared>, thread_id: u32) -> ThreadCache {
+        // The sentinel is an 8-byte-class span with no free slot; it is never registered or swept.
+        let sentinel = Span::new_large(0, 0, 0, false);
+        let sentinel = NonNull::from(Box::leak(sentinel));
+        let (observers, observer_gen) = shared.observers_snapshot();
+        ThreadCache {
+            shared,
+            ctx: ObserverCtx { thread_id },
+            spans: [sentinel; NUM_CLASSES],
+            sentinel,
+            stress_count: 0,
+            observers,
+            observer_gen,
+        }
+    }
+
+    /// The id the heap gave this thread (reported to observers).
+    pub fn thread_id(&self) -> u32 {
+        self.ctx.thread_id
+    }
+
+    pub(crate) fn is_sentinel(&self, span: NonNull<Span>) -> bool {
+        span == self.sentinel
+    }
+
+    pub(crate) fn sentinel(&self) -> NonNull<Span> {
+        self.sentinel
+    }
+
+    /// Takes a free slot of `class` from the current span without any lock. Returns the slot address and
+    /// whether it must be zeroed, or `None` when the cached word of the span's bitmap is used up.
+    #[inline(always)]
+    pub(crate) fn take_fast(&mut self, class: usize) -> Option<(usize, bool)> {
+        // SAFETY: `spans[class]` is the sentinel or a span owned by this cache (Owner::InCache), so this
+        // thread has exclusive access to its state; both stay alive while the cache holds them.
+        let span = unsafe { self.spans[class].as_ref() };
+        // SAFETY: as above.
+        let st = unsafe { span.state() };
+        let cache = st.alloc_cache;
+        if cache == 0 {
+            return None;
+        }
+        let tz = cache.trailing_zeros();
+        let index = st.freeindex + tz;
+        st.freeindex = index + 1;
+        st.alloc_cache = (cache >> tz) >> 1;
+        st.alloc_count += 1;
+        Some((span.slot_addr(index as usize), st.needzero))
+    }
+}
+
+impl Drop for ThreadCache {
+    fn drop(&mut self) {
+        for class in 1..NUM_CLASSES {
+            let span = self.spans[class];
+            if span != self.sentinel {
+                self.shared.release_cached_span(SpanPtr::from_non_null(span));
+            }
+        }
+        // SAFETY: the sentinel was leaked in `new` and only this cache refers to it.
+        unsafe { SpanPtr::from_non_null(self.sentinel).destroy() };
+    }
+}

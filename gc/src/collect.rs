@@ -1,0 +1,396 @@
+//! The collector: one stop-the-world mark-sweep cycle, and the `verify` debug checks.
+//!
+//! Steps (numbered as in the crate comment):
+//! 1. `gc_begin`; lock the collector state and the page heap (no span can be created or freed meanwhile).
+//! 2. Mark: every object root goes through [`Marker::mark`] (set its mark bit, push it on the mark stack);
+//!    then the stack is drained, each popped object's reference fields (from its type's [`Layout`]) are
+//!    marked in turn. The stack is a heap-allocated `Vec`, so depth of the object graph costs memory, never
+//!    native stack: a 10-million-node list needs a stack of one entry at a time.
+//! 3. Verify (debug): an independent traversal checks that everything reachable is marked and well formed.
+//! 4. Sweep (eager, every span): report each allocated-but-unmarked slot (`object_free`), make the mark
+//!    bits the alloc bits, return empty spans to the page heap (`span_free`), rebuild the central lists.
+//! 5. Verify (debug): nothing reachable was freed.
+//! 6. Pace: next goal = max(floor, live × (1 + gc_percent/100)).
+//! 7. Scavenge: give free pages back to the OS beyond the retained budget.
+//! 8. Statistics and `gc_end`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use crate::arena::{ChunkTable, PageHeap, span_of};
+use crate::cache::ThreadCache;
+use crate::heap::{Observers, RootSet, Shared, lock};
+use crate::observer::{GcBeginInfo, GcEndInfo, ObjectInfo, ObserverCtx};
+use crate::size_class::NUM_CLASSES;
+use crate::span::{Owner, Span, SpanPtr};
+use crate::types::{Layout, TypeInfo, TypeTable};
+use crate::value::is_object;
+use crate::{HEADER_SIZE, PAGE_SIZE, os};
+
+/// Mark stacks beyond this many entries are shrunk after a cycle (so a one-off deep/wide graph does not pin
+/// memory).
+const MARK_STACK_KEEP: usize = 1 << 16;
+
+/// Reads the header (type id, length) of the object at `addr`.
+///
+/// # Safety
+/// `addr` is the start of an allocated object slot (its header was written at allocation).
+#[inline(always)]
+unsafe fn read_header(addr: usize) -> (u32, u32) {
+    // SAFETY: guaranteed by the caller; headers are 8-aligned.
+    let h = u64::from_le(unsafe { (addr as *const u64).read() });
+    (h as u32, (h >> 32) as u32)
+}
+
+/// Reads the reference-sized word at `addr + offset`.
+///
+/// # Safety
+/// `addr` is an allocated object and `offset + 8` lies within it.
+#[inline(always)]
+unsafe fn read_field(addr: usize, offset: usize) -> u64 {
+    // SAFETY: guaranteed by the caller; reference fields are 8-aligned.
+    unsafe { ((addr + offset) as *const u64).read() }
+}
+
+struct Marker<'a> {
+    stack: Vec<usize>,
+    chunks: &'static ChunkTable,
+    types: &'a TypeTable,
+    live_objects: usize,
+    live_bytes: usize,
+}
+
+impl Marker<'_> {
+    /// Marks the object at `addr` and queues it for scanning if it was not marked yet.
+    #[inline]
+    fn mark(&mut self, addr: usize) {
+        let Some(span) = self.chunks.span_of(addr) else {
+            panic!("gc: reference {addr:#x} does not point into the heap (a VM root or field is corrupt)")
+        };
+        // SAFETY: spans in the span table are alive; the world is stopped, so the collector has exclusive
+        // access to every span's state.
+        let span = unsafe { span.as_ref() };
+        let index = span.index_of(addr);
+        // SAFETY: as above.
+        let st = unsafe { span.state() };
+        debug_assert!(span.slot_addr(index) == addr && st.is_allocated(index), "gc: {addr:#x} is not an object");
+        let (w, bit) = (index / 64, 1u64 << (index % 64));
+        if st.mark_bits[w] & bit != 0 {
+            return;
+        }
+        st.mark_bits[w] |= bit;
+        self.live_objects += 1;
+        self.live_bytes += span.elem_size;
+        self.stack.push(addr);
+    }
+
+    /// Scans queued objects until the stack is empty.
+    fn drain(&mut self) {
+        let types = self.types;
+        // Objects of one type tend to come in runs (lists, trees, arrays of structs): remember the last one.
+        let mut last: Option<(u32, &TypeInfo)> = None;
+        while let Some(addr) = self.stack.pop() {
+            // SAFETY: only marked (hence allocated, initialised) objects are pushed.
+            let (type_id, len) = unsafe { read_header(addr) };
+            let info = match last {
+                Some((id, info)) if id == type_id => info,
+                _ => {
+                    let Some(info) = types.info(type_id) else {
+                        panic!("gc: object {addr:#x} has unregistered type id {type_id} (heap corruption or VM bug)")
+                    };
+                    last = Some((type_id, info));
+                    info
+                }
+            };
+            match &info.layout {
+                Layout::Struct { ref_offsets, .. } => {
+                    for &off in ref_offsets.iter() {
+                        // SAFETY: registered reference offsets lie inside the struct (checked at registration).
+                        let v = unsafe { read_field(addr, off as usize) };
+                        if is_object(v) {
+                            self.mark(v as usize);
+                        }
+                    }
+                }
+                Layout::Array { elem_is_ref: true, .. } => {
+                    for i in 0..len as usize {
+                        // SAFETY: elements 0..len of 8 bytes follow the header of an allocated array.
+                        let v = unsafe { read_field(addr, HEADER_SIZE + i * 8) };
+                        if is_object(v) {
+                            self.mark(v as usize);
+                        }
+                    }
+                }
+                Layout::Array { elem_is_ref: false, .. } => {}
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct SweepTotals {
+    freed_objects: usize,
+    freed_bytes: usize,
+    /// Free slot bytes in spans held by thread caches (already counted as allocated by the pacer).
+    cached_free_bytes: usize,
+}
+
+pub(crate) fn collect(shared: &Shared, cache: &mut ThreadCache, roots: &mut dyn RootSet) {
+    let start = Instant::now();
+    let mut gc = lock(&shared.gc);
+    let mut ph = lock(&shared.page_heap);
+    gc.cycles += 1;
+    let cycle = gc.cycles;
+    let ctx = cache.ctx;
+    let observers: Observers =
+        if shared.hooks.load(Ordering::Relaxed) { shared.observers_snapshot().0 } else { Arc::new([]) };
+    for o in observers.iter() {
+        o.gc_begin(&ctx, &GcBeginInfo { cycle, heap_bytes: ph.pages_in_use * PAGE_SIZE });
+    }
+
+    // Mark.
+    let verify = shared.config.verify;
+    // The chunk table exists: it was mapped before the first arena (and without arenas nothing is marked).
+    let Some(chunks) = ChunkTable::global() else { panic!("gc: the chunk table could not be mapped") };
+    let mut marker = Marker {
+        stack: std::mem::take(&mut gc.mark_stack),
+        chunks,
+        types: &shared.types,
+        live_objects: 0,
+        live_bytes: 0,
+    };
+    let mut root_objects = Vec::new();
+    roots.visit_roots(&mut |raw| {
+        if is_object(raw) {
+            if verify {
+                root_objects.push(raw);
+            }
+            marker.mark(raw as usize);
+        }
+    });
+    marker.drain();
+    let reachable = verify.then(|| verify_after_mark(&shared.types, &root_objects));
+
+    // Sweep.
+    let totals = sweep(shared, &mut ph, &observers, &ctx);
+    if let Some(reachable) = &reachable {
+        verify_after_sweep(reachable);
+    }
+
+    // Pace.
+    let live = marker.live_bytes;
+    let goal = match shared.config.gc_percent {
+        Some(p) => live.saturating_add(live.saturating_mul(p as usize) / 100).max(shared.config.min_heap_bytes),
+        None => usize::MAX,
+    };
+    shared.next_gc.store(goal, Ordering::Relaxed);
+    shared.heap_live.store(live + totals.cached_free_bytes, Ordering::Relaxed);
+
+    // Scavenge: keep in-use + free-resident pages within 110% of what the heap will grow to before the
+    // next collection; the rest goes back to the OS.
+    let in_use = ph.pages_in_use * PAGE_SIZE;
+    let target = if goal == usize::MAX { in_use } else { goal.max(in_use) };
+    let retain_pages = (target + target / 10).div_ceil(PAGE_SIZE);
+    if ph.pages_in_use + ph.free_resident_pages > retain_pages {
+        // The kernel's VmHWM is not always raised before MADV_DONTNEED drops pages, so sample the
+        // resident size while it is still at its peak.
+        if let Some(rss) = os::resident_bytes() {
+            gc.peak_resident_sampled = gc.peak_resident_sampled.max(rss);
+        }
+        ph.scavenge(retain_pages);
+    }
+
+    // Statistics.
+    let mut stack = marker.stack;
+    if stack.capacity() > MARK_STACK_KEEP {
+        stack.shrink_to(MARK_STACK_KEEP);
+    }
+    gc.mark_stack = stack;
+    let pause = start.elapsed();
+    gc.total_pause += pause;
+    gc.max_pause = gc.max_pause.max(pause);
+    gc.bytes_freed += totals.freed_bytes as u64;
+    gc.objects_freed += totals.freed_objects as u64;
+    gc.live_bytes = live;
+    gc.live_objects = marker.live_objects;
+    let end = GcEndInfo {
+        cycle,
+        live_bytes: live,
+        live_objects: marker.live_objects,
+        freed_bytes: totals.freed_bytes,
+        freed_objects: totals.freed_objects,
+        heap_bytes: ph.pages_in_use * PAGE_SIZE,
+        next_gc_bytes: goal,
+        pause,
+    };
+    for o in observers.iter() {
+        o.gc_end(&ctx, &end);
+    }
+}
+
+/// Sweeps every span (eagerly): see step 4.
+fn sweep(shared: &Shared, ph: &mut PageHeap, observers: &Observers, ctx: &ObserverCtx) -> SweepTotals {
+    let mut totals = SweepTotals::default();
+    let mut central: Vec<Vec<SpanPtr>> = vec![Vec::new(); NUM_CLASSES];
+    let spans = std::mem::take(&mut ph.spans);
+    let mut kept = Vec::with_capacity(spans.len());
+    for span in spans {
+        // SAFETY: registered spans are alive; the world is stopped and the page heap is locked, so the
+        // collector has exclusive access to every span's state.
+        let s: &Span = unsafe { span.get() };
+        let freed = sweep_span(shared, s, observers, ctx);
+        totals.freed_objects += freed;
+        totals.freed_bytes += freed * s.elem_size;
+        // SAFETY: as above.
+        let st = unsafe { s.state() };
+        let live = st.alloc_count as usize;
+        let nelems = s.nelems as usize;
+        match st.owner {
+            Owner::InCache => {
+                totals.cached_free_bytes += (nelems - live) * s.elem_size;
+                kept.push(span);
+            }
+            _ if live == 0 => {
+                let info = s.info();
+                for o in observers.iter() {
+                    o.span_free(ctx, &info);
+                }
+                ph.free_span(span);
+            }
+            _ if live < nelems => {
+                st.owner = Owner::Central;
+                central[s.class as usize].push(span);
+                kept.push(span);
+            }
+            _ => {
+                st.owner = Owner::Full;
+                kept.push(span);
+            }
+        }
+    }
+    ph.spans = kept;
+    for (class, list) in central.into_iter().enumerate().skip(1) {
+        *lock(&shared.central[class]) = list;
+    }
+    totals
+}
+
+/// Frees the unmarked objects of one span and resets its bitmaps. Returns the number of objects freed.
+fn sweep_span(shared: &Shared, s: &Span, observers: &Observers, ctx: &ObserverCtx) -> usize {
+    // SAFETY: the collector has exclusive access (see `sweep`).
+    let st = unsafe { s.state() };
+    shared.flush_counts(s, st);
+    let mut freed = 0;
+    for w in 0..st.mark_bits.len() {
+        let dead = st.allocated_word(w, s.nelems) & !st.mark_bits[w];
+        if dead == 0 {
+            continue;
+        }
+        freed += dead.count_ones() as usize;
+        let mut bits = dead;
+        while bits != 0 && !observers.is_empty() {
+            let addr = s.slot_addr(w * 64 + bits.trailing_zeros() as usize);
+            bits &= bits - 1;
+            // SAFETY: the slot is allocated (its header was written); the observers learn of its death
+            // only after this read.
+            let (type_id, len) = unsafe { read_header(addr) };
+            let info = ObjectInfo { addr, size: s.elem_size, type_id, len };
+            for o in observers.iter() {
+                o.object_free(ctx, &info);
+            }
+        }
+    }
+    st.reset_after_sweep(s.nelems);
+    if freed > 0 {
+        st.needzero = true;
+    }
+    freed
+}
+
+/// Step 3: walks the graph again from the roots, independently of the mark bits, and checks every
+/// reachable reference: it points into the heap, at the start of an allocated slot, the object is marked,
+/// its type id is registered, its size fits its slot, and its reference fields hold valid encodings.
+/// Returns the reachable objects with their headers.
+fn verify_after_mark(types: &TypeTable, roots: &[u64]) -> Vec<(usize, u64)> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    // (reference, referring object or 0 for a root, field offset)
+    let mut stack: Vec<(u64, usize, usize)> = roots.iter().map(|&r| (r, 0, 0)).collect();
+    while let Some((raw, parent, offset)) = stack.pop() {
+        let addr = raw as usize;
+        let what = || {
+            if parent == 0 {
+                format!("root {addr:#x}")
+            } else {
+                format!("reference {addr:#x} at offset {offset} of object {parent:#x}")
+            }
+        };
+        let Some(span) = span_of(addr) else { panic!("gc verify: {} does not point into the heap", what()) };
+        // SAFETY: spans in the span table are alive; the world is stopped.
+        let s = unsafe { span.as_ref() };
+        let index = s.index_of(addr);
+        assert!(s.slot_addr(index) == addr, "gc verify: {} points inside slot {index}, not at a header", what());
+        // SAFETY: as above; the collector has exclusive access.
+        let st = unsafe { s.state() };
+        assert!(st.is_allocated(index), "gc verify: {} points at a free slot", what());
+        assert!(st.is_marked(index), "gc verify: {} is reachable but was not marked", what());
+        if !seen.insert(addr) {
+            continue;
+        }
+        // SAFETY: the slot is allocated.
+        let header = u64::from_le(unsafe { (addr as *const u64).read() });
+        let (type_id, len) = (header as u32, (header >> 32) as u32);
+        let Some(info) = types.info(type_id) else {
+            panic!("gc verify: {} has unregistered type id {type_id}", what())
+        };
+        let (size, refs): (usize, Vec<usize>) = match &info.layout {
+            Layout::Struct { size, ref_offsets } => {
+                assert!(len == 0, "gc verify: struct {} has length {len} in its header", what());
+                (HEADER_SIZE + *size as usize, ref_offsets.iter().map(|&o| o as usize).collect())
+            }
+            Layout::Array { elem_size, elem_is_ref } => {
+                let refs = if *elem_is_ref { (0..len as usize).map(|i| HEADER_SIZE + 8 * i).collect() } else { vec![] };
+                (HEADER_SIZE + len as usize * *elem_size as usize, refs)
+            }
+        };
+        assert!(
+            size <= s.elem_size,
+            "gc verify: {} of type {type_id} ({size} bytes) overflows its {}-byte slot",
+            what(),
+            s.elem_size
+        );
+        for off in refs {
+            // SAFETY: `off + 8 <= size <= slot size`, inside the allocated object.
+            let v = unsafe { read_field(addr, off) };
+            assert!(
+                v & 0b111 != 0b110,
+                "gc verify: field at offset {off} of {:#x} holds invalid reference bits {v:#x}",
+                addr
+            );
+            if is_object(v) {
+                stack.push((v, addr, off));
+            }
+        }
+        out.push((addr, header));
+    }
+    out
+}
+
+/// Step 5: every object reachable before the sweep is still allocated, with its header intact.
+fn verify_after_sweep(reachable: &[(usize, u64)]) {
+    for &(addr, header) in reachable {
+        let Some(span) = span_of(addr) else {
+            panic!("gc verify: reachable object {addr:#x} lost its span in the sweep")
+        };
+        // SAFETY: spans in the span table are alive; the world is stopped.
+        let s = unsafe { span.as_ref() };
+        // SAFETY: as above.
+        let st = unsafe { s.state() };
+        assert!(st.is_allocated(s.index_of(addr)), "gc verify: reachable object {addr:#x} was freed by the sweep");
+        // SAFETY: the slot is still allocated (just checked).
+        let now = u64::from_le(unsafe { (addr as *const u64).read() });
+        assert!(now == header, "gc verify: header of reachable object {addr:#x} changed during the sweep");
+    }
+}
