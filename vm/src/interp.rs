@@ -22,12 +22,12 @@
 //! which is how the collector finds every root precisely (see `roots`).
 
 use crate::bytecode::{Instr, MemOp, StorageKind};
+use crate::gcglue;
 use crate::module::ModuleData;
 use crate::numeric as num;
 use crate::store::{FuncKind, PAGE_SIZE, Store, raw_to_val, val_to_raw};
 use crate::types::{RtHeapType, TypeKind};
-use crate::gcglue;
-use crate::values::{TAG_FUNC, TAG_HOST, TAG_I31, func_raw, i31_get_s, i31_get_u, i31_raw};
+use crate::values::{func_raw, i31_get_s, i31_get_u, i31_raw};
 use crate::{Caller, InstanceId, Trap, TrapKind, Val, WasmFrame};
 use std::rc::Rc;
 
@@ -308,26 +308,27 @@ pub(crate) fn ref_matches(
     if matches!(heap, H::Any | H::Extern) {
         return true;
     }
-    if raw & 1 == TAG_I31 {
+    if gc::value::is_i31(raw) {
         return matches!(heap, H::Eq | H::I31);
     }
-    match raw & 7 {
-        TAG_HOST => false,
-        TAG_FUNC => match heap {
+    if gc::value::is_host(raw) {
+        return false;
+    }
+    if gc::value::is_func(raw) {
+        return match heap {
             H::Func => true,
-            H::Concrete(t) => store_types.is_subtype(funcs_ty((raw >> 3) as u32), t),
+            H::Concrete(t) => store_types.is_subtype(funcs_ty(gc::value::func_index(raw)), t),
             _ => false,
-        },
-        _ => {
-            let t = obj_ty(raw);
-            match heap {
-                H::Eq => true,
-                H::Struct => matches!(store_types.get(t).kind, TypeKind::Struct { .. }),
-                H::Array => matches!(store_types.get(t).kind, TypeKind::Array { .. }),
-                H::Concrete(c) => store_types.is_subtype(t, c),
-                _ => false,
-            }
-        }
+        };
+    }
+    // An object: its header names its canonical type.
+    let t = obj_ty(raw);
+    match heap {
+        H::Eq => true,
+        H::Struct => matches!(store_types.get(t).kind, TypeKind::Struct { .. }),
+        H::Array => matches!(store_types.get(t).kind, TypeKind::Array { .. }),
+        H::Concrete(c) => store_types.is_subtype(t, c),
+        _ => false,
     }
 }
 
@@ -848,14 +849,8 @@ fn dispatch(
             }
             I::BrOnCast { src, target, on_fail, offset } => {
                 let t = module.code[pos.func as usize].casts[target as usize];
-                let ok = ref_matches(
-                    registry,
-                    |f| funcs[f as usize].ty,
-                    gcglue::object_type,
-                    s!(src),
-                    t.nullable,
-                    t.heap,
-                );
+                let ok =
+                    ref_matches(registry, |f| funcs[f as usize].ty, gcglue::object_type, s!(src), t.nullable, t.heap);
                 if ok != on_fail {
                     branch!(offset);
                 }
@@ -973,7 +968,7 @@ fn dispatch(
                 if raw == 0 {
                     trap!(TrapKind::UninitializedElement);
                 }
-                let f = (raw >> 3) as u32;
+                let f = gc::value::func_index(raw);
                 if !registry.is_subtype(funcs[f as usize].ty, type_id) {
                     trap!(TrapKind::IndirectCallTypeMismatch);
                 }
@@ -984,7 +979,7 @@ fn dispatch(
                 if raw == 0 {
                     trap!(TrapKind::NullFunctionReference);
                 }
-                call_store_func!((raw >> 3) as u32, base, false)
+                call_store_func!(gc::value::func_index(raw), base, false)
             }
             I::ReturnCallLocal { func: callee, base } => tail_call_local!(callee, base),
             I::ReturnCallImport { func: f, base } => {
@@ -999,7 +994,7 @@ fn dispatch(
                 if raw == 0 {
                     trap!(TrapKind::UninitializedElement);
                 }
-                let f = (raw >> 3) as u32;
+                let f = gc::value::func_index(raw);
                 if !registry.is_subtype(funcs[f as usize].ty, type_id) {
                     trap!(TrapKind::IndirectCallTypeMismatch);
                 }
@@ -1010,7 +1005,7 @@ fn dispatch(
                 if raw == 0 {
                     trap!(TrapKind::NullFunctionReference);
                 }
-                call_store_func!((raw >> 3) as u32, base, true)
+                call_store_func!(gc::value::func_index(raw), base, true)
             }
 
             // ---------------- everything else: memories other than 0, bulk memory, tables,
@@ -1330,14 +1325,7 @@ fn cold_op(ctx: &mut Cold<'_>, instr: Instr, frame: &mut [u64]) -> Result<(), Co
         I::ConvertRef { dst, src } => s!(dst) = s!(src),
         I::RefTest { dst, src, target } => {
             let t = module.code[func as usize].casts[target as usize];
-            let ok = ref_matches(
-                registry,
-                |f| funcs[f as usize].ty,
-                gcglue::object_type,
-                s!(src),
-                t.nullable,
-                t.heap,
-            );
+            let ok = ref_matches(registry, |f| funcs[f as usize].ty, gcglue::object_type, s!(src), t.nullable, t.heap);
             set_i32!(dst, ok as u32);
         }
         I::RefCast { dst, src, target } => {

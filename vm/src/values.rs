@@ -51,46 +51,18 @@ pub enum Val {
 
 // ---- the slot representation of references
 //
-// A reference is a u64 in a slot: 0 is null; low bit 1 is an unboxed i31 (`v << 1 | 1`); low bits
-// `010` a host reference (`n << 3 | 2`); low bits `100` a function reference (store function index
-// `<< 3 | 4`); low bits `000` (non-zero) the address of a GC object header. Every value is
-// self-describing, so the collector traces exactly the values with low bits `000`, and
-// `extern.convert_any`/`any.convert_extern` are identities.
+// A reference in a slot is a self-describing u64 defined by the heap (`gc::value`): 0 is null,
+// low bit 1 an unboxed i31, low bits `010` a host reference, `100` a function reference (here: a
+// store function index), `000` the address of a GC object. `extern.convert_any` and
+// `any.convert_extern` are therefore identities, and the collector traces exactly the objects.
 
-pub(crate) const TAG_I31: u64 = 1;
-pub(crate) const TAG_HOST: u64 = 0b010;
-pub(crate) const TAG_FUNC: u64 = 0b100;
-
-#[inline]
-pub(crate) fn i31_raw(v: i32) -> u64 {
-    (((v as u32) & 0x7FFF_FFFF) as u64) << 1 | TAG_I31
-}
-
-#[inline]
-pub(crate) fn i31_get_s(raw: u64) -> i32 {
-    ((raw as u32) as i32) >> 1
-}
-
-#[inline]
-pub(crate) fn i31_get_u(raw: u64) -> u32 {
-    (raw as u32) >> 1
-}
-
-#[inline]
-pub(crate) fn func_raw(store_index: u32) -> u64 {
-    (store_index as u64) << 3 | TAG_FUNC
-}
-
-#[inline]
-pub(crate) fn is_object(raw: u64) -> bool {
-    raw != 0 && raw & 7 == 0
-}
+pub(crate) use gc::value::{from_func as func_raw, from_i31 as i31_raw, i31_get_s, i31_get_u, is_object};
 
 pub(crate) fn ref_to_raw(r: Ref) -> u64 {
     match r {
-        Ref::Null => 0,
+        Ref::Null => gc::value::NULL,
         Ref::Func(f) => func_raw(f.0),
-        Ref::Host(n) => (n as u64) << 3 | TAG_HOST,
+        Ref::Host(n) => gc::value::from_host(n as u64),
         Ref::I31(v) => i31_raw(v),
         Ref::Struct(a) | Ref::Array(a) => a,
     }
@@ -98,14 +70,15 @@ pub(crate) fn ref_to_raw(r: Ref) -> u64 {
 
 /// Classify a raw reference; objects are reported as structs until the caller refines them.
 pub(crate) fn ref_from_raw(raw: u64) -> Ref {
-    if raw == 0 {
+    use gc::value as v;
+    if v::is_null(raw) {
         Ref::Null
-    } else if raw & 1 == TAG_I31 {
+    } else if v::is_i31(raw) {
         Ref::I31(i31_get_s(raw))
-    } else if raw & 7 == TAG_HOST {
-        Ref::Host((raw >> 3) as u32)
-    } else if raw & 7 == TAG_FUNC {
-        Ref::Func(Func((raw >> 3) as u32))
+    } else if v::is_host(raw) {
+        Ref::Host(v::host_index(raw) as u32)
+    } else if v::is_func(raw) {
+        Ref::Func(Func(v::func_index(raw)))
     } else {
         Ref::Struct(raw)
     }
