@@ -177,3 +177,96 @@ fn backtraces_carry_names_and_lines() {
     assert_eq!((loc.line, loc.column), (2, 16));
     assert_eq!(t.backtrace[1].source.as_ref().map(|l| l.line), Some(3));
 }
+
+/// Run `export` with a collection at every allocation and the heap verifier on: any reference the
+/// translator forgot in a stack map is freed while still in use, and the verifier or the result
+/// catches it.
+fn run_stressed(wat: &str, export: &str, args: &[Val]) -> Result<Vec<Val>, Trap> {
+    let wasm = wat::parse_str(wat).expect("test module parses");
+    let mut config = crate::Config::default();
+    config.gc.stress_every = Some(1);
+    config.gc.verify = true;
+    let mut store = Store::new(config);
+    let m = store.load_module(Source::from_binary("gc.wat", wasm)).expect("loads");
+    let i = store.instantiate(m, &Linker::new()).expect("instantiates");
+    let Some(crate::Extern::Func(f)) = store.get_export(i, export) else { panic!("no export {export}") };
+    let r = store.call(f, args);
+    assert!(store.gc_stats().collections > 0, "stress mode collected");
+    r
+}
+
+const TREES: &str = r#"(module
+  (type $t (struct (field $l (ref null $t)) (field $r (ref null $t)) (field $v i32)))
+  (global $keep (mut (ref null $t)) (ref.null $t))
+  (table $tab 1 (ref null $t))
+  (func $make (param $d i32) (result (ref $t))
+    (if (result (ref $t)) (i32.eqz (local.get $d))
+      (then (struct.new $t (ref.null $t) (ref.null $t) (i32.const 1)))
+      ;; the left subtree lives only in an operand slot while the right one is built
+      (else (struct.new $t (call $make (i32.sub (local.get $d) (i32.const 1)))
+                           (call $make (i32.sub (local.get $d) (i32.const 1)))
+                           (local.get $d)))))
+  (func $sum (param $n (ref null $t)) (result i32)
+    (if (result i32) (ref.is_null (local.get $n)) (then (i32.const 0))
+      (else (i32.add (struct.get $t $v (local.get $n))
+              (i32.add (call $sum (struct.get $t $l (local.get $n)))
+                       (call $sum (struct.get $t $r (local.get $n))))))))
+  (func (export "run") (param $d i32) (result i32)
+    (global.set $keep (call $make (local.get $d)))
+    (table.set $tab (i32.const 0) (call $make (local.get $d)))
+    (drop (call $make (local.get $d)))
+    (i32.add (call $sum (global.get $keep)) (call $sum (table.get $tab (i32.const 0))))))"#;
+
+#[test]
+fn gc_roots_are_precise_under_stress() {
+    // Each tree of depth 5 sums to 1*32 + sum over inner levels d*2^(5-d) = 32+5+8+12+16+16 = 89.
+    assert_eq!(run_stressed(TREES, "run", &[Val::I32(5)]).unwrap(), vec![Val::I32(178)]);
+}
+
+#[test]
+fn gc_arrays_and_casts_under_stress() {
+    let wat = r#"(module
+      (type $b (sub (struct (field i32))))
+      (type $c (sub $b (struct (field i32) (field i64))))
+      (type $a (array (mut (ref null $b))))
+      (func (export "run") (param $n i32) (result i32)
+        (local $arr (ref $a)) (local $i i32) (local $sum i32)
+        (local.set $arr (array.new_default $a (local.get $n)))
+        (block $done (loop $fill
+          (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+          (array.set $a (local.get $arr) (local.get $i)
+            (if (result (ref $b)) (i32.and (local.get $i) (i32.const 1))
+              (then (struct.new $c (local.get $i) (i64.const 7)))
+              (else (struct.new $b (local.get $i)))))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br $fill)))
+        (local.set $i (i32.const 0))
+        (block $done (loop $count
+          (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+          (if (ref.test (ref $c) (array.get $a (local.get $arr) (local.get $i)))
+            (then (local.set $sum (i32.add (local.get $sum)
+              (struct.get $c 0 (ref.cast (ref $c) (array.get $a (local.get $arr) (local.get $i))))))))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br $count)))
+        (local.get $sum)))"#;
+    // Sum of the odd numbers below 40.
+    assert_eq!(run_stressed(wat, "run", &[Val::I32(40)]).unwrap(), vec![Val::I32(400)]);
+}
+
+#[test]
+fn gc_heap_limit_is_a_clean_trap() {
+    let wat = r#"(module (type $a (array (mut i64)))
+      (global $keep (mut (ref null $a)) (ref.null $a))
+      (func (export "grow") (param $n i32)
+        (loop $l (global.set $keep (array.new $a (i64.const 1) (local.get $n))) (br $l))))"#;
+    let wasm = wat::parse_str(wat).unwrap();
+    let mut config = crate::Config::default();
+    config.gc.max_heap_bytes = Some(8 << 20);
+    let mut store = Store::new(config);
+    let m = store.load_module(Source::from_binary("oom.wat", wasm)).unwrap();
+    let i = store.instantiate(m, &Linker::new()).unwrap();
+    let Some(crate::Extern::Func(f)) = store.get_export(i, "grow") else { panic!() };
+    // Each array is 16 MiB: over the limit on the first allocation.
+    let t = store.call(f, &[Val::I32(2 << 20)]).unwrap_err();
+    assert_eq!(t.to_string(), "out of memory: heap limit 8 MiB reached");
+}
