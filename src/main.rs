@@ -1,52 +1,74 @@
 //! `vmrun`: run a WebAssembly program (`.wat` or `.wasm`), call one of its exports, or run a spec
 //! script.
 //!
-//! Exit codes: 0 success; 1 load, validation, link or usage error; 134 trap (like wasmtime);
-//! `N` when the program calls WASI `proc_exit(N)`; 101 an internal error (a bug in vmrun).
+//! The CLI is a thin layer over `vm`: parse the command line (clap), build a WASI context and a
+//! linker (`--dir`, `--env`, `--preload`), load and instantiate the program, then either run its
+//! `_start` or call the `--invoke` export with arguments parsed by parameter type (`invoke.rs`).
+//!
+//! Every way a run can end maps to one exit code, and every failure is reported as exactly one
+//! `error: ...` line on stderr (a trap adds its wasm backtrace):
+//!
+//! | code | meaning |
+//! |------|---------|
+//! | 0    | success |
+//! | 1    | usage, load, validation or link error; a failing `wast` script |
+//! | 134  | a wasm trap (like wasmtime: 128 + SIGABRT) |
+//! | N    | the program called WASI `proc_exit(N)` (the OS keeps the low 8 bits) |
+//! | 101  | an internal error: a bug in vmrun, reported as `error: internal error: ...` |
+//!
+//! The VM runs on its own thread with a large stack. Guest recursion does not use the host
+//! stack (the interpreter keeps its own frames and traps with `call stack exhausted`), but
+//! parsing and validating deeply nested modules does.
 
+mod invoke;
 mod wast;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use clap::{Parser, Subcommand};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use vm::{Extern, Func, Linker, Ref, Source, Store, Trap, TrapKind, Val, ValType};
+use std::sync::Mutex;
+use vm::{Extern, InstanceId, Linker, Source, Store, Trap, TrapKind, WasmFrame};
 
 #[derive(Parser, Debug)]
-#[command(name = "vmrun", version, about = "A WebAssembly VM whose heap is built to be seen")]
+#[command(name = "vmrun", version, about = "Run WebAssembly programs (.wat or .wasm) with WASI preview1")]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+#[command(after_help = "Exit codes: 0 success; 1 usage, load, validation or link error; \
+    134 wasm trap; N the program's proc_exit(N); 101 internal error.")]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
 
-    /// Call this export with ARGS (parsed by parameter type) and print its results.
+    /// Call this export with ARGS (parsed by parameter type) and print each result on a line.
     #[arg(long, value_name = "NAME")]
     invoke: Option<String>,
 
-    /// Pre-open a host directory for WASI: `HOST` or `HOST::GUEST`.
+    /// Pre-open a host directory for WASI, seen by the guest as GUEST (default: HOST).
+    /// Repeatable. Nothing else of the host file system is reachable.
     #[arg(long = "dir", value_name = "HOST[::GUEST]")]
     dirs: Vec<String>,
 
-    /// Set a WASI environment variable.
-    #[arg(long = "env", value_name = "NAME=VALUE")]
+    /// Set a WASI environment variable; `NAME` alone passes the host's value. Repeatable.
+    #[arg(long = "env", value_name = "NAME[=VALUE]")]
     envs: Vec<String>,
 
-    /// Link another module under an import name before running: `NAME=FILE`.
+    /// Instantiate module FILE first and link its exports under import module NAME. Repeatable.
     #[arg(long = "preload", value_name = "NAME=FILE")]
     preloads: Vec<String>,
 
-    /// The program: WebAssembly text or binary (told apart by content).
+    /// The program: WebAssembly text or binary (told apart by content, not extension).
     #[arg(required = true)]
     file: Option<PathBuf>,
 
-    /// Arguments: for `--invoke`, the function's parameters; otherwise WASI program arguments.
+    /// With --invoke, the function's arguments; otherwise the WASI program's arguments.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     args: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run WebAssembly spec scripts (`.wast`) and print `N passed, N failed`.
+    /// Run WebAssembly spec scripts (.wast) and print `N passed, N failed`.
     Wast {
         /// Script files.
         #[arg(required = true)]
@@ -54,51 +76,19 @@ enum Command {
     },
 }
 
-/// How a run ended, mapped to an exit code by `main`.
+/// How a run ended, short of an error.
 enum Outcome {
-    Ok,
+    Success,
+    /// `proc_exit(code)`, or a failing `wast` run.
     Exit(i32),
 }
 
-fn main() -> ExitCode {
-    // A panic is a bug in vmrun, never a user error: say so in one line, no Rust backtrace.
-    std::panic::set_hook(Box::new(|info| {
-        let msg = info
-            .payload()
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| info.payload().downcast_ref::<&str>().copied())
-            .unwrap_or("panic");
-        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
-        eprintln!("error: internal error: {msg}{at}");
-    }));
-    let cli = Cli::parse();
-    // The interpreter never recurses on the host stack for guest calls, but give the VM thread
-    // a generous stack anyway (deeply nested modules are translated recursively by parsers).
-    let worker = std::thread::Builder::new().stack_size(64 << 20).spawn(move || run(cli));
-    let result = match worker {
-        Ok(handle) => handle.join().unwrap_or_else(|_| Err(Failure::Internal)),
-        Err(e) => Err(Failure::Error(anyhow!("cannot start the VM thread: {e}"))),
-    };
-    match result {
-        Ok(Outcome::Ok) => ExitCode::SUCCESS,
-        Ok(Outcome::Exit(code)) => ExitCode::from(code as u8),
-        Err(Failure::Error(e)) => {
-            eprintln!("error: {}", one_line(&e));
-            ExitCode::from(1)
-        }
-        Err(Failure::Trap(t)) => {
-            print_trap(&t);
-            ExitCode::from(134)
-        }
-        Err(Failure::Internal) => ExitCode::from(101),
-    }
-}
-
+/// How a run failed.
 enum Failure {
+    /// Usage, load, validation or link error: printed as one `error:` line, exit 1.
     Error(anyhow::Error),
+    /// A trap: message plus wasm backtrace, exit 134.
     Trap(Trap),
-    Internal,
 }
 
 impl From<anyhow::Error> for Failure {
@@ -107,27 +97,139 @@ impl From<anyhow::Error> for Failure {
     }
 }
 
-fn one_line(e: &anyhow::Error) -> String {
-    let s = format!("{e:#}");
-    s.lines().next().unwrap_or("").to_string()
+/// Exit code of a trap, as in wasmtime (128 + SIGABRT).
+const TRAP_EXIT: u8 = 134;
+/// Exit code of an internal error (what Rust uses for a panic).
+const INTERNAL_ERROR_EXIT: u8 = 101;
+/// Name of the thread the VM runs on (the panic hook looks at it).
+const VM_THREAD: &str = "vm";
+/// Host stack for the VM thread.
+const VM_THREAD_STACK: usize = 64 << 20;
+
+/// The last panic message on the VM thread, printed by `main` if the thread dies of it. Panics
+/// caught inside the VM thread (the spec runner reports them as failed directives) stay silent.
+static VM_PANIC: Mutex<Option<String>> = Mutex::new(None);
+
+fn main() -> ExitCode {
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("unknown panic");
+        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        let line = format!("error: internal error: {msg}{at}");
+        if std::thread::current().name() == Some(VM_THREAD) {
+            if let Ok(mut slot) = VM_PANIC.lock() {
+                *slot = Some(line);
+            }
+        } else {
+            eprintln!("{line}");
+        }
+    }));
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // `--help` and `--version` go to stdout with 0; a usage error keeps clap's usage hint
+        // (it starts with `error: `) but exits 1 like every other error.
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(1) } else { ExitCode::SUCCESS };
+        }
+    };
+    let worker = std::thread::Builder::new().name(VM_THREAD.into()).stack_size(VM_THREAD_STACK).spawn(move || run(cli));
+    let result = match worker {
+        Ok(handle) => match handle.join() {
+            Ok(result) => result,
+            Err(_) => {
+                let line = VM_PANIC.lock().ok().and_then(|mut s| s.take());
+                eprintln!("{}", line.unwrap_or_else(|| "error: internal error: the VM thread died".into()));
+                return ExitCode::from(INTERNAL_ERROR_EXIT);
+            }
+        },
+        Err(e) => Err(Failure::Error(anyhow!("cannot start the VM thread: {e}"))),
+    };
+    match result {
+        Ok(Outcome::Success) => ExitCode::SUCCESS,
+        Ok(Outcome::Exit(code)) => ExitCode::from(code as u8),
+        Err(Failure::Error(e)) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::from(1)
+        }
+        Err(Failure::Trap(t)) => {
+            eprint!("{}", describe_trap(&t));
+            ExitCode::from(TRAP_EXIT)
+        }
+    }
 }
 
-fn print_trap(t: &Trap) {
-    eprintln!("error: wasm trap: {}", t.kind);
+/// An error chain (`context: cause`) on one line.
+fn one_line(e: &anyhow::Error) -> String {
+    format!("{e:#}").lines().map(str::trim).collect::<Vec<_>>().join(" ")
+}
+
+/// Backtrace lines kept from the innermost and outermost ends of a very deep backtrace.
+const BACKTRACE_HEAD: usize = 20;
+const BACKTRACE_TAIL: usize = 5;
+
+/// `error: wasm trap: <kind>`, then the backtrace, innermost frame first. A run of identical
+/// frames (plain recursion) is shown once with a repeat count, and a backtrace that is still
+/// long (say, mutual recursion that exhausted the stack) keeps only its two ends.
+fn describe_trap(t: &Trap) -> String {
+    let mut out = format!("error: wasm trap: {}\n", t.kind);
     if t.backtrace.is_empty() {
-        return;
+        return out;
     }
-    eprintln!("wasm backtrace:");
+    out.push_str("wasm backtrace:\n");
+    // (index of the first frame, frame, how many identical frames follow it)
+    let mut runs: Vec<(usize, &WasmFrame, usize)> = Vec::new();
     for (i, f) in t.backtrace.iter().enumerate() {
-        let name = match &f.func_name {
-            Some(n) => format!("${n}"),
-            None => format!("<func {}>", f.func_index),
-        };
-        let module = f.module.as_deref().map(|m| format!("{m}!")).unwrap_or_default();
-        match &f.source {
-            Some(loc) => eprintln!("  {i:>3}: {module}{name} at {loc}"),
-            None => eprintln!("  {i:>3}: {module}{name} at offset {:#x}", f.offset),
+        match runs.last_mut() {
+            Some((_, prev, repeats)) if same_place(prev, f) => *repeats += 1,
+            _ => runs.push((i, f, 0)),
         }
+    }
+    let shown = |(i, f, repeats): &(usize, &WasmFrame, usize), out: &mut String| {
+        out.push_str(&format!("  {i:>3}: {}\n", describe_frame(f)));
+        if *repeats > 0 {
+            out.push_str(&format!("       ... the frame above repeated {repeats} more times\n"));
+        }
+    };
+    if runs.len() <= BACKTRACE_HEAD + BACKTRACE_TAIL {
+        runs.iter().for_each(|r| shown(r, &mut out));
+    } else {
+        runs[..BACKTRACE_HEAD].iter().for_each(|r| shown(r, &mut out));
+        let first_tail = runs.len() - BACKTRACE_TAIL;
+        let omitted = runs[first_tail].0 - runs[BACKTRACE_HEAD].0;
+        out.push_str(&format!("       ... {omitted} frames omitted\n"));
+        runs[first_tail..].iter().for_each(|r| shown(r, &mut out));
+    }
+    out
+}
+
+fn same_place(a: &WasmFrame, b: &WasmFrame) -> bool {
+    a.module == b.module && a.func_index == b.func_index && a.offset == b.offset
+}
+
+/// `module!function at file:line:col`, or with `<unknown> (func N)` and a byte offset.
+fn describe_frame(f: &WasmFrame) -> String {
+    let module = f.module.as_deref().map(|m| format!("{m}!")).unwrap_or_default();
+    let func = match &f.func_name {
+        Some(name) => name.clone(),
+        None => format!("<unknown> (func {})", f.func_index),
+    };
+    let at = match &f.source {
+        Some(loc) => loc.to_string(),
+        None => format!("offset {:#x}", f.offset),
+    };
+    format!("{module}{func} at {at}")
+}
+
+/// A trap that is really `proc_exit(n)` ends the run with code n.
+fn trap_outcome(t: Trap) -> Result<Outcome, Failure> {
+    match t.kind {
+        TrapKind::Exit(code) => Ok(Outcome::Exit(code)),
+        _ => Err(Failure::Trap(t)),
     }
 }
 
@@ -138,163 +240,110 @@ fn run(cli: Cli) -> Result<Outcome, Failure> {
     let file = cli.file.as_deref().ok_or_else(|| anyhow!("no program given (see --help)"))?;
     let mut store = Store::new(vm::Config::default());
     let mut linker = Linker::new();
-    let wasi_args: Vec<String> =
-        std::iter::once(file.display().to_string()).chain(cli.args.iter().cloned()).collect();
+    // WASI sees the program's arguments only when they are not the invoked function's.
+    let mut wasi_args = vec![file.display().to_string()];
+    if cli.invoke.is_none() {
+        wasi_args.extend(cli.args.iter().cloned());
+    }
     let mut ctx = vm::wasi::WasiCtx::new(wasi_args);
     for e in &cli.envs {
-        let (k, v) = e.split_once('=').ok_or_else(|| anyhow!("--env expects NAME=VALUE, got `{e}`"))?;
-        ctx.env.push((k.to_string(), v.to_string()));
+        let (name, value) = match e.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (e.clone(), std::env::var(e).map_err(|_| anyhow!("--env {e}: not set in the host environment"))?),
+        };
+        if name.is_empty() {
+            return Err(anyhow!("--env expects NAME=VALUE, got `{e}`").into());
+        }
+        ctx.env.push((name, value));
     }
     for d in &cli.dirs {
-        let (host, guest) = match d.split_once("::") {
-            Some((h, g)) => (h, g),
-            None => (d.as_str(), d.as_str()),
-        };
-        ctx.preopen(Path::new(host), guest).with_context(|| format!("--dir {d}"))?;
+        let (host, guest) = d.split_once("::").unwrap_or((d, d));
+        ctx.preopen(Path::new(host), guest).with_context(|| format!("--dir {d}: cannot open `{host}`"))?;
     }
     vm::wasi::add_to_linker(&mut store, &mut linker, ctx);
     for p in &cli.preloads {
         let (name, path) = p.split_once('=').ok_or_else(|| anyhow!("--preload expects NAME=FILE, got `{p}`"))?;
-        let inst = load_and_instantiate(&mut store, &linker, Path::new(path))?;
-        linker.define_instance(&store, name, inst);
+        let instance = match load_and_instantiate(&mut store, &linker, Path::new(path))? {
+            Loaded::Instance(i) => i,
+            Loaded::Exited(code) => return Ok(Outcome::Exit(code)),
+        };
+        linker.define_instance(&store, name, instance);
     }
-    let inst = load_and_instantiate(&mut store, &linker, file)?;
+    let instance = match load_and_instantiate(&mut store, &linker, file)? {
+        Loaded::Instance(i) => i,
+        Loaded::Exited(code) => return Ok(Outcome::Exit(code)),
+    };
     match &cli.invoke {
-        Some(name) => {
-            let func = match store.get_export(inst, name) {
-                Some(Extern::Func(f)) => f,
-                Some(_) => return Err(anyhow!("export `{name}` is not a function").into()),
-                None => return Err(anyhow!("no export named `{name}`; {}", list_exports(&store, inst)).into()),
-            };
-            let args = parse_args(&store, func, name, &cli.args)?;
-            let results = store.call(func, &args).map_err(trap_or_exit)?;
-            for v in results {
-                println!("{}", format_val(v));
-            }
-            Ok(Outcome::Ok)
-        }
+        Some(name) => invoke_export(&mut store, instance, name, &cli.args),
         None => {
-            let Some(Extern::Func(start)) = store.get_export(inst, "_start") else {
-                return Err(anyhow!("no `_start` export to run; use --invoke; {}", list_exports(&store, inst)).into());
+            let Some(Extern::Func(start)) = store.get_export(instance, "_start") else {
+                return Err(anyhow!(
+                    "`{}` has no `_start` export to run; {}",
+                    file.display(),
+                    list_exports(&store, instance)
+                )
+                .into());
             };
             match store.call(start, &[]) {
-                Ok(_) => Ok(Outcome::Ok),
-                Err(Trap { kind: TrapKind::Exit(code), .. }) => Ok(Outcome::Exit(code)),
-                Err(t) => Err(Failure::Trap(t)),
+                Ok(_) => Ok(Outcome::Success),
+                Err(t) => trap_outcome(t),
             }
         }
     }
 }
 
-fn trap_or_exit(t: Trap) -> Failure {
-    Failure::Trap(t)
+fn invoke_export(store: &mut Store, instance: InstanceId, name: &str, args: &[String]) -> Result<Outcome, Failure> {
+    let func = match store.get_export(instance, name) {
+        Some(Extern::Func(f)) => f,
+        Some(_) => return Err(anyhow!("export `{name}` is not a function; {}", list_exports(store, instance)).into()),
+        None => return Err(anyhow!("no export named `{name}`; {}", list_exports(store, instance)).into()),
+    };
+    let ty = store.func_type(func);
+    let vals = invoke::parse_args(name, &ty, args)?;
+    let results = match store.call(func, &vals) {
+        Ok(r) => r,
+        Err(t) => return trap_outcome(t),
+    };
+    // `println!` would panic on a closed pipe (`vmrun ... | head -0`); that is an error, not a bug.
+    let mut stdout = std::io::stdout().lock();
+    for v in results {
+        writeln!(stdout, "{}", invoke::format_val(v)).context("cannot write the results")?;
+    }
+    stdout.flush().context("cannot write the results")?;
+    Ok(Outcome::Success)
 }
 
-fn load_and_instantiate(store: &mut Store, linker: &Linker, path: &Path) -> Result<vm::InstanceId, Failure> {
+/// An instance, or the `proc_exit` code its start function ended the program with.
+enum Loaded {
+    Instance(InstanceId),
+    Exited(i32),
+}
+
+fn load_and_instantiate(store: &mut Store, linker: &Linker, path: &Path) -> Result<Loaded, Failure> {
     let source = Source::from_file(path).map_err(anyhow::Error::from)?;
     let module = store.load_module(source).map_err(anyhow::Error::from)?;
     match store.instantiate(module, linker) {
-        Ok(i) => Ok(i),
-        Err(vm::Error::Trap(t)) => Err(Failure::Trap(t)),
+        Ok(i) => Ok(Loaded::Instance(i)),
+        Err(vm::Error::Trap(t)) => match trap_outcome(t)? {
+            Outcome::Exit(code) => Ok(Loaded::Exited(code)),
+            Outcome::Success => unreachable!("trap_outcome never reports success"),
+        },
         Err(e) => Err(anyhow::Error::from(e).into()),
     }
 }
 
-fn list_exports(store: &Store, inst: vm::InstanceId) -> String {
+/// "exported functions: `a`, `b`", or why there are none.
+fn list_exports(store: &Store, instance: InstanceId) -> String {
     let funcs: Vec<String> = store
-        .exports(inst)
+        .exports(instance)
         .into_iter()
         .filter(|(_, e)| matches!(e, Extern::Func(_)))
         .map(|(n, _)| format!("`{n}`"))
         .collect();
-    if funcs.is_empty() { "the module exports no functions".into() } else { format!("exported functions: {}", funcs.join(", ")) }
-}
-
-fn signature(store: &Store, func: Func) -> String {
-    let ty = store.func_type(func);
-    let list = |ts: &[ValType]| ts.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(" ");
-    format!("(param {}) (result {})", list(&ty.params), list(&ty.results))
-}
-
-fn parse_args(store: &Store, func: Func, name: &str, args: &[String]) -> Result<Vec<Val>> {
-    let ty = store.func_type(func);
-    if args.len() != ty.params.len() {
-        bail!(
-            "`{name}` takes {} argument(s), {} given; its type is {}",
-            ty.params.len(),
-            args.len(),
-            signature(store, func)
-        );
-    }
-    ty.params
-        .iter()
-        .zip(args)
-        .enumerate()
-        .map(|(i, (t, a))| {
-            parse_val(*t, a).ok_or_else(|| {
-                anyhow!("argument {} of `{name}`: `{a}` is not a valid {t}; its type is {}", i + 1, signature(store, func))
-            })
-        })
-        .collect()
-}
-
-fn parse_int(s: &str) -> Option<i128> {
-    let (neg, digits) = match s.strip_prefix('-') {
-        Some(d) => (true, d),
-        None => (false, s.strip_prefix('+').unwrap_or(s)),
-    };
-    let digits = digits.replace('_', "");
-    let v = match digits.strip_prefix("0x").or_else(|| digits.strip_prefix("0X")) {
-        Some(hex) => i128::from_str_radix(hex, 16).ok()?,
-        None => digits.parse::<i128>().ok()?,
-    };
-    Some(if neg { -v } else { v })
-}
-
-fn parse_val(t: ValType, s: &str) -> Option<Val> {
-    match t {
-        // Accept the signed and the unsigned range, like wasmtime.
-        ValType::I32 => {
-            let v = parse_int(s)?;
-            (i32::MIN as i128..=u32::MAX as i128).contains(&v).then_some(Val::I32(v as i64 as i32))
-        }
-        ValType::I64 => {
-            let v = parse_int(s)?;
-            (i64::MIN as i128..=u64::MAX as i128).contains(&v).then_some(Val::I64(v as i64))
-        }
-        ValType::F32 => s.parse::<f32>().ok().map(|f| Val::F32(f.to_bits())),
-        ValType::F64 => s.parse::<f64>().ok().map(|f| Val::F64(f.to_bits())),
-        ValType::Ref(r) => (s == "null" && r.is_nullable()).then_some(Val::Ref(Ref::Null)),
-        ValType::V128 => None,
-    }
-}
-
-fn format_val(v: Val) -> String {
-    match v {
-        Val::I32(x) => x.to_string(),
-        Val::I64(x) => x.to_string(),
-        Val::F32(b) => format_float(f32::from_bits(b) as f64, f32::from_bits(b).to_string()),
-        Val::F64(b) => format_float(f64::from_bits(b), f64::from_bits(b).to_string()),
-        Val::Ref(r) => match r {
-            Ref::Null => "null".into(),
-            Ref::Func(_) => "ref.func".into(),
-            Ref::Host(n) => format!("ref.extern {n}"),
-            Ref::I31(n) => format!("ref.i31 {n}"),
-            Ref::Struct(_) => "ref.struct".into(),
-            Ref::Array(_) => "ref.array".into(),
-        },
-    }
-}
-
-/// Rust's `Display` for floats is the shortest string that round-trips; spell NaN and the
-/// infinities as wasm text does.
-fn format_float(v: f64, shortest: String) -> String {
-    if v.is_nan() {
-        if v.is_sign_negative() { "-nan".into() } else { "nan".into() }
-    } else if v.is_infinite() {
-        if v < 0.0 { "-inf".into() } else { "inf".into() }
+    if funcs.is_empty() {
+        "the module exports no functions".into()
     } else {
-        shortest
+        format!("exported functions: {}", funcs.join(", "))
     }
 }
 
@@ -309,5 +358,66 @@ fn run_wast(files: &[PathBuf]) -> Result<Outcome, Failure> {
         failed += report.failures.len();
     }
     println!("{passed} passed, {failed} failed");
-    Ok(if failed == 0 { Outcome::Ok } else { Outcome::Exit(1) })
+    Ok(if failed == 0 { Outcome::Success } else { Outcome::Exit(1) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trap_report_names_frames_and_falls_back_to_offsets() {
+        let frame = |name: Option<&str>, source| WasmFrame {
+            module: Some("m".into()),
+            func_index: if name.is_some() { 4 } else { 3 },
+            func_name: name.map(String::from),
+            offset: 0x2f,
+            source,
+        };
+        let loc = vm::SourceLoc { file: "p.wat".into(), line: 4, column: 7 };
+        let trap =
+            Trap { kind: TrapKind::Unreachable, backtrace: vec![frame(None, None), frame(Some("main"), Some(loc))] };
+        assert_eq!(
+            describe_trap(&trap),
+            "error: wasm trap: unreachable\nwasm backtrace:\n    0: m!<unknown> (func 3) at offset 0x2f\n    1: m!main at p.wat:4:7\n"
+        );
+        assert_eq!(describe_trap(&Trap::new(TrapKind::IntegerOverflow)), "error: wasm trap: integer overflow\n");
+    }
+
+    #[test]
+    fn deep_backtraces_are_compressed() {
+        let frame = |func_index| WasmFrame { module: None, func_index, func_name: None, offset: 7, source: None };
+        // Plain recursion: 1000 identical frames under one caller.
+        let mut backtrace = vec![frame(1); 1000];
+        backtrace.push(frame(2));
+        let text = describe_trap(&Trap { kind: TrapKind::CallStackExhausted, backtrace });
+        assert_eq!(
+            text,
+            "error: wasm trap: call stack exhausted\nwasm backtrace:\n    0: <unknown> (func 1) at offset 0x7\n       \
+             ... the frame above repeated 999 more times\n  1000: <unknown> (func 2) at offset 0x7\n"
+        );
+        // Mutual recursion: alternating frames keep 20 + 5 lines.
+        let backtrace: Vec<WasmFrame> = (0..1000).map(|i| frame(i % 2)).collect();
+        let text = describe_trap(&Trap { kind: TrapKind::CallStackExhausted, backtrace });
+        assert_eq!(text.lines().count(), 2 + 20 + 1 + 5);
+        assert!(text.contains("       ... 975 frames omitted\n  995: "), "{text}");
+    }
+
+    #[test]
+    fn error_chains_fit_on_one_line() {
+        let e = anyhow!("no such file").context("--dir x: cannot open `x`");
+        assert_eq!(one_line(&e), "--dir x: cannot open `x`: no such file");
+    }
+
+    #[test]
+    fn a_subcommand_and_a_program_named_on_the_command_line_are_told_apart() {
+        let cli = Cli::try_parse_from(["vmrun", "wast", "a.wast"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Wast { .. })));
+        let cli = Cli::try_parse_from(["vmrun", "--invoke", "f", "p.wat", "-1", "--dir"]).unwrap();
+        assert_eq!(
+            (cli.file.as_deref(), cli.args.as_slice()),
+            (Some(Path::new("p.wat")), &["-1".to_string(), "--dir".into()][..])
+        );
+        assert!(Cli::try_parse_from(["vmrun"]).is_err());
+    }
 }

