@@ -23,7 +23,7 @@
 mod invoke;
 mod wast;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -57,6 +57,9 @@ struct Cli {
     #[arg(long = "preload", value_name = "NAME=FILE")]
     preloads: Vec<String>,
 
+    #[command(flatten)]
+    gc: GcOptions,
+
     /// The program: WebAssembly text or binary (told apart by content, not extension).
     #[arg(required = true)]
     file: Option<PathBuf>,
@@ -64,6 +67,82 @@ struct Cli {
     /// With --invoke, the function's arguments; otherwise the WASI program's arguments.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     args: Vec<String>,
+}
+
+/// Heap policy and debug modes.
+#[derive(clap::Args, Debug)]
+#[command(next_help_heading = "Garbage collector")]
+struct GcOptions {
+    /// Collect when the heap reaches live × (1 + PERCENT/100), like GOGC; `off` collects only at --max-heap.
+    #[arg(long, value_name = "PERCENT", default_value = "100")]
+    gc_percent: String,
+
+    /// Hard heap limit (e.g. `64MiB`, `1G`, `65536`): exceeding it is an out-of-memory trap.
+    #[arg(long, value_name = "SIZE")]
+    max_heap: Option<String>,
+
+    /// Debug: collect before every allocation (`--gc-stress`) or every N (`--gc-stress=N`).
+    #[arg(long, value_name = "N", num_args = 0..=1, require_equals = true, default_missing_value = "1")]
+    gc_stress: Option<u64>,
+
+    /// Debug: verify the heap after marking and after sweeping in every collection.
+    #[arg(long)]
+    gc_verify: bool,
+
+    /// Print collector statistics to stderr at exit.
+    #[arg(long)]
+    gc_stats: bool,
+}
+
+impl GcOptions {
+    fn heap_config(&self) -> Result<gc::HeapConfig> {
+        let gc_percent = match self.gc_percent.as_str() {
+            "off" => None,
+            p => Some(p.parse().map_err(|_| anyhow!("--gc-percent expects a number or `off`, got `{p}`"))?),
+        };
+        if self.gc_stress == Some(0) {
+            bail!("--gc-stress=N needs N >= 1");
+        }
+        Ok(gc::HeapConfig {
+            gc_percent,
+            max_heap_bytes: self.max_heap.as_deref().map(parse_size).transpose()?,
+            stress_every: self.gc_stress,
+            verify: self.gc_verify,
+            ..gc::HeapConfig::default()
+        })
+    }
+}
+
+/// `64MiB`, `64M`, `1G`, `512k`, `65536` (bytes). Units are powers of 1024.
+fn parse_size(s: &str) -> Result<usize> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: usize = digits.parse().map_err(|_| anyhow!("--max-heap: `{s}` is not a size like 64MiB"))?;
+    let shift = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => bail!("--max-heap: unknown unit in `{s}` (use B, KiB, MiB or GiB)"),
+    };
+    n.checked_mul(1 << shift).filter(|&b| b > 0).ok_or_else(|| anyhow!("--max-heap: `{s}` is out of range"))
+}
+
+fn print_gc_stats(stats: &gc::GcStats) {
+    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+    let rss = stats.peak_resident_bytes.map(|b| format!("{:.1} MiB", mib(b as u64))).unwrap_or_else(|| "n/a".into());
+    eprintln!(
+        "gc: {} collections, pause total {:.3} ms max {:.3} ms, allocated {:.1} MiB ({} objects), freed {:.1} MiB ({} objects), peak heap {:.1} MiB, peak resident {rss}",
+        stats.collections,
+        stats.total_pause.as_secs_f64() * 1e3,
+        stats.max_pause.as_secs_f64() * 1e3,
+        mib(stats.bytes_allocated),
+        stats.objects_allocated,
+        mib(stats.bytes_freed),
+        stats.objects_freed,
+        mib(stats.peak_heap_bytes as u64),
+    );
 }
 
 #[derive(Subcommand, Debug)]
@@ -238,7 +317,16 @@ fn run(cli: Cli) -> Result<Outcome, Failure> {
         return run_wast(files);
     }
     let file = cli.file.as_deref().ok_or_else(|| anyhow!("no program given (see --help)"))?;
-    let mut store = Store::new(vm::Config::default());
+    let config = vm::Config { gc: cli.gc.heap_config()?, ..vm::Config::default() };
+    let mut store = Store::new(config);
+    let outcome = run_program(&cli, file, &mut store);
+    if cli.gc.gc_stats {
+        print_gc_stats(&store.gc_stats());
+    }
+    outcome
+}
+
+fn run_program(cli: &Cli, file: &Path, store: &mut Store) -> Result<Outcome, Failure> {
     let mut linker = Linker::new();
     // WASI sees the program's arguments only when they are not the invoked function's.
     let mut wasi_args = vec![file.display().to_string()];
@@ -260,27 +348,27 @@ fn run(cli: Cli) -> Result<Outcome, Failure> {
         let (host, guest) = d.split_once("::").unwrap_or((d, d));
         ctx.preopen(Path::new(host), guest).with_context(|| format!("--dir {d}: cannot open `{host}`"))?;
     }
-    vm::wasi::add_to_linker(&mut store, &mut linker, ctx);
+    vm::wasi::add_to_linker(store, &mut linker, ctx);
     for p in &cli.preloads {
         let (name, path) = p.split_once('=').ok_or_else(|| anyhow!("--preload expects NAME=FILE, got `{p}`"))?;
-        let instance = match load_and_instantiate(&mut store, &linker, Path::new(path))? {
+        let instance = match load_and_instantiate(store, &linker, Path::new(path))? {
             Loaded::Instance(i) => i,
             Loaded::Exited(code) => return Ok(Outcome::Exit(code)),
         };
-        linker.define_instance(&store, name, instance);
+        linker.define_instance(store, name, instance);
     }
-    let instance = match load_and_instantiate(&mut store, &linker, file)? {
+    let instance = match load_and_instantiate(store, &linker, file)? {
         Loaded::Instance(i) => i,
         Loaded::Exited(code) => return Ok(Outcome::Exit(code)),
     };
     match &cli.invoke {
-        Some(name) => invoke_export(&mut store, instance, name, &cli.args),
+        Some(name) => invoke_export(store, instance, name, &cli.args),
         None => {
             let Some(Extern::Func(start)) = store.get_export(instance, "_start") else {
                 return Err(anyhow!(
                     "`{}` has no `_start` export to run; {}",
                     file.display(),
-                    list_exports(&store, instance)
+                    list_exports(store, instance)
                 )
                 .into());
             };

@@ -1,0 +1,93 @@
+//! The garbage collector through the real binary: every GC program under a collection at every
+//! allocation with heap verification, the heap limit trap, `--gc-stats`, and bounded memory for a
+//! program that makes and drops cyclic garbage.
+
+use std::process::{Command, Output};
+
+fn vmrun(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vmrun")).args(args).output().expect("vmrun starts")
+}
+
+fn ok_stdout(args: &[&str]) -> String {
+    let out = vmrun(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "vmrun {args:?}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// (program, argument, expected result) — small sizes, so stress mode stays fast.
+const GC_PROGRAMS: &[(&str, &str, &str)] = &[
+    ("programs/binary_trees.wat", "6", "4398"),
+    ("programs/gc_cycles.wat", "2000", "2001000"),
+    ("programs/gc_arrays.wat", "1000", "249967000"),
+    ("programs/gc_casts.wat", "30", "27830"),
+];
+
+#[test]
+fn gc_programs_agree_with_and_without_stress_and_verification() {
+    for (program, arg, expected) in GC_PROGRAMS {
+        let normal = ok_stdout(&["--invoke", "run", program, arg]);
+        assert_eq!(normal.trim(), *expected, "{program} {arg}");
+        // A collection before every allocation, and the heap checked after each mark and sweep.
+        let stressed = ok_stdout(&["--gc-stress", "--gc-verify", "--invoke", "run", program, arg]);
+        assert_eq!(stressed.trim(), *expected, "{program} {arg} under --gc-stress --gc-verify");
+        let every_7th = ok_stdout(&["--gc-stress=7", "--gc-verify", "--invoke", "run", program, arg]);
+        assert_eq!(every_7th.trim(), *expected, "{program} {arg} under --gc-stress=7");
+    }
+}
+
+/// Parse `name X MiB` out of the `--gc-stats` line.
+fn stat_mib(stats: &str, name: &str) -> f64 {
+    let at = stats.find(name).unwrap_or_else(|| panic!("`{name}` in {stats}")) + name.len();
+    stats[at..].split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{name} in {stats}"))
+}
+
+#[test]
+fn cyclic_garbage_runs_in_bounded_memory() {
+    // 300,000 two-node cycles with 64-byte payloads: about 60 MiB allocated, two nodes live.
+    let out = vmrun(&["--gc-stats", "--invoke", "run", "programs/gc_cycles.wat", "300000"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let allocated = stat_mib(&stderr, "allocated");
+    let peak_heap = stat_mib(&stderr, "peak heap");
+    let peak_rss = stat_mib(&stderr, "peak resident");
+    assert!(allocated > 40.0, "the program allocates a lot: {stderr}");
+    assert!(peak_heap < 8.0, "the heap stays near the 4 MiB pacing floor: {stderr}");
+    assert!(peak_rss < allocated / 2.0, "resident memory stays well under what was allocated: {stderr}");
+}
+
+#[test]
+fn gc_stats_reports_collections_and_pauses() {
+    let out = vmrun(&["--gc-stats", "--invoke", "run", "programs/binary_trees.wat", "12"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.starts_with("gc: "), "{stderr}");
+    for field in ["collections", "pause total", "max", "allocated", "freed", "peak heap", "peak resident"] {
+        assert!(stderr.contains(field), "`{field}` in {stderr}");
+    }
+}
+
+#[test]
+fn heap_limit_is_a_clean_trap() {
+    let out = vmrun(&["--max-heap", "8MiB", "--invoke", "run", "programs/binary_trees.wat", "20"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(134), "{stderr}");
+    assert!(stderr.starts_with("error: wasm trap: out of memory: heap limit 8 MiB reached\n"), "{stderr}");
+    assert!(stderr.contains("wasm backtrace:"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn gc_flags_are_checked() {
+    for args in [
+        &["--max-heap", "lots", "--invoke", "run", "programs/gc_casts.wat", "1"][..],
+        &["--gc-percent", "fast", "--invoke", "run", "programs/gc_casts.wat", "1"],
+        &["--gc-stress=0", "--invoke", "run", "programs/gc_casts.wat", "1"],
+    ] {
+        let out = vmrun(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.starts_with("error: "), "{stderr}");
+    }
+}
