@@ -349,6 +349,9 @@ pub struct CompiledFunc {
     pub num_params: u16,
     /// Number of parameter + local slots (locals beyond the parameters start zeroed).
     pub num_locals: u16,
+    /// Constants the function reads as operands, placed in the slots right after the locals at
+    /// every entry, so a loop does not re-materialize them on each iteration.
+    pub consts: Box<[u64]>,
     /// Total frame size in slots (locals + maximum operand depth + call scratch).
     pub frame_size: u32,
     /// Number of results.
@@ -360,6 +363,19 @@ pub struct CompiledFunc {
 }
 
 impl CompiledFunc {
+    /// Prepare a new frame whose parameters are already in place: zero the locals, load the
+    /// constants.
+    #[inline(always)]
+    pub fn init_frame(&self, frame: &mut [u64]) {
+        let (np, nl) = (self.num_params as usize, self.num_locals as usize);
+        if np < nl {
+            frame[np..nl].fill(0);
+        }
+        if !self.consts.is_empty() {
+            frame[nl..nl + self.consts.len()].copy_from_slice(&self.consts);
+        }
+    }
+
     /// The reference slots at GC point `pc`.
     pub fn stack_map_at(&self, pc: u32) -> Option<&[Slot]> {
         self.stack_maps.binary_search_by_key(&pc, |m| m.pc).ok().map(|i| &*self.stack_maps[i].ref_slots)

@@ -110,7 +110,7 @@ pub(crate) fn invoke(store: &mut Store, func: u32, args: &[u64]) -> Result<Vec<u
         return Err(Trap::new(TrapKind::CallStackExhausted));
     }
     store.exec.stack[base..base + args.len()].copy_from_slice(args);
-    store.exec.stack[base + cf.num_params as usize..base + cf.num_locals as usize].fill(0);
+    cf.init_frame(&mut store.exec.stack[base..]);
     // A nested invocation (wasm → host → wasm): the suspended wasm caller becomes a frame, so
     // backtraces and the collector's root scan see it.
     if let Some(t) = saved_top {
@@ -452,9 +452,7 @@ fn dispatch(
             frames.push(Frame { inst: inst_id, func: pos.func, pc: pc as u32, fp: pos.fp as u32 });
             pos.fp = new_fp;
             frame = &mut stack[new_fp..];
-            if next.num_params < next.num_locals {
-                frame[next.num_params as usize..next.num_locals as usize].fill(0);
-            }
+            next.init_frame(frame);
             code = &next.code;
             pos.func = callee;
             pc = 0;
@@ -472,7 +470,7 @@ fn dispatch(
                 trap!(TrapKind::CallStackExhausted);
             }
             frame.copy_within(b..b + np, 0);
-            frame[np..next.num_locals as usize].fill(0);
+            next.init_frame(frame);
             code = &next.code;
             pos.func = callee;
             pc = 0;
@@ -502,7 +500,7 @@ fn dispatch(
                     } else {
                         frames.push(Frame { inst: inst_id, func: pos.func, pc: pc as u32, fp: pos.fp as u32 });
                     }
-                    stack[new_fp + next.num_params as usize..new_fp + next.num_locals as usize].fill(0);
+                    next.init_frame(&mut stack[new_fp..]);
                     *pos = Position { inst: instance, func: index, pc: 0, fp: new_fp };
                     return Exit::Switch;
                 }

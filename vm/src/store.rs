@@ -725,3 +725,4 @@ pub(crate) fn raw_to_val(registry: &TypeRegistry, raw: u64, t: RtValType) -> Val
         }),
     }
 }
+

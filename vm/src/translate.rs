@@ -110,6 +110,11 @@ pub struct Translator<'a> {
     local_refs: Vec<bool>,
     num_params: u16,
     num_locals: u16,
+    /// Slot of operand-stack position 0: after the locals and the constant slots.
+    temp_base: u16,
+    /// Constants living in slots (value → slot), see `CompiledFunc::consts`.
+    const_slots: std::collections::HashMap<u64, Slot>,
+    consts: Vec<u64>,
     max_height: usize,
     /// Index of the last instruction if its `dst` is the slot of the top stack entry and no label
     /// was placed since: `local.set` may then retarget it, and `br_if` may fuse a comparison.
@@ -147,6 +152,8 @@ impl<'a> Translator<'a> {
             local_refs.extend(std::iter::repeat_n(matches!(ty, ValType::Ref(_)), count as usize));
         }
         let num_locals = local_refs.len() as u16;
+        let consts = constant_operands(body)?;
+        let const_slots = consts.iter().enumerate().map(|(i, &v)| (v, num_locals + i as u16)).collect();
         let mut t = Translator {
             env,
             code: Vec::new(),
@@ -160,6 +167,9 @@ impl<'a> Translator<'a> {
             local_refs,
             num_params: params.len() as u16,
             num_locals,
+            temp_base: num_locals + consts.len() as u16,
+            const_slots,
+            consts,
             max_height: results.len(),
             fusable: None,
             reachable: true,
@@ -181,7 +191,7 @@ impl<'a> Translator<'a> {
             validator.op(offset, &op)?;
             t.offset = offset as u32;
             t.op(&op, &validator)?;
-            if t.num_locals as usize + t.max_height >= u16::MAX as usize {
+            if t.temp_base as usize + t.max_height >= u16::MAX as usize {
                 return Err(limit_error("function frame too large", offset));
             }
         }
@@ -194,7 +204,8 @@ impl<'a> Translator<'a> {
             casts: t.casts.into(),
             num_params: t.num_params,
             num_locals: t.num_locals,
-            frame_size: t.num_locals as u32 + t.max_height as u32 + 1,
+            consts: t.consts.into(),
+            frame_size: t.temp_base as u32 + t.max_height as u32 + 1,
             num_results: results.len() as u16,
             stack_maps: t.stack_maps.into(),
             wasm_offsets: t.offsets.into(),
@@ -222,7 +233,7 @@ impl<'a> Translator<'a> {
     }
 
     fn slot(&self, pos: usize) -> Slot {
-        (self.num_locals as usize + pos) as Slot
+        (self.temp_base as usize + pos) as Slot
     }
 
     fn push(&mut self, op: Operand, is_ref: bool) {
@@ -252,11 +263,14 @@ impl<'a> Translator<'a> {
         match e.op {
             Operand::Temp => self.slot(pos),
             Operand::Local(l) => l,
-            Operand::Const(v) => {
-                let dst = self.slot(pos);
-                self.emit_const(dst, v);
-                dst
-            }
+            Operand::Const(v) => match self.const_slots.get(&v) {
+                Some(&slot) => slot,
+                None => {
+                    let dst = self.slot(pos);
+                    self.emit_const(dst, v);
+                    dst
+                }
+            },
         }
     }
 
@@ -1566,6 +1580,54 @@ impl<'a> Translator<'a> {
     }
 }
 
+/// The constants worth a slot: every constant operand except those that will become an immediate
+/// (an i32 or i64 constant directly consumed by an operation with an immediate form). At most 64,
+/// first come first served.
+fn constant_operands(body: &FunctionBody<'_>) -> Result<Vec<u64>> {
+    use Operator as O;
+    let mut out: Vec<u64> = Vec::new();
+    let mut reader = body.get_operators_reader()?;
+    let mut pending: Option<(u64, Option<i64>, bool)> = None; // (bits, as i16-able int, is i64)
+    while !reader.eof() {
+        let op = reader.read()?;
+        if let Some((bits, small, is_i64)) = pending.take() {
+            let imm_consumer = small.is_some()
+                && if is_i64 {
+                    matches!(op, O::I64Add | O::I64Sub)
+                } else {
+                    matches!(
+                        op,
+                        O::I32Add
+                            | O::I32Sub
+                            | O::I32And
+                            | O::I32Shl
+                            | O::I32ShrS
+                            | O::I32ShrU
+                            | O::I32Eq
+                            | O::I32Ne
+                            | O::I32LtS
+                            | O::I32LtU
+                            | O::I32GtS
+                            | O::I32GtU
+                            | O::I32LeS
+                            | O::I32GeS
+                    )
+                };
+            if !imm_consumer && !out.contains(&bits) && out.len() < 64 {
+                out.push(bits);
+            }
+        }
+        pending = match op {
+            O::I32Const { value } => Some((value as u32 as u64, i16::try_from(value).ok().map(i64::from), false)),
+            O::I64Const { value } => Some((value as u64, i16::try_from(value).ok().map(i64::from), true)),
+            O::F32Const { value } => Some((value.bits() as u64, None, false)),
+            O::F64Const { value } => Some((value.bits(), None, false)),
+            _ => None,
+        };
+    }
+    Ok(out)
+}
+
 /// Peephole pass over finished code (no instruction moves, so offsets and stack maps stay valid):
 /// - an unconditional `Br` to a return becomes that return (structured code ends every `if` arm
 ///   with a branch to the function's single return);
@@ -1582,9 +1644,10 @@ fn thread_returns(code: &mut [Instr]) {
     }
     for pc in 0..code.len().saturating_sub(1) {
         if let (Instr::Copy { dst, src }, Instr::Return1 { src: ret }) = (code[pc], code[pc + 1])
-            && ret == dst {
-                code[pc] = Instr::Return1 { src };
-            }
+            && ret == dst
+        {
+            code[pc] = Instr::Return1 { src };
+        }
     }
 }
 
