@@ -5,8 +5,8 @@
 //! Logical events carry absolute addresses; ids exist only on the wire.
 
 use crate::format::{
-    AllocShape, BATCH_CAP, EventType, MAX_ARGS, MAX_EVENT_LEN, Predictor, RECORD_HEADER_LEN, RecordKind,
-    get_uvarint, obj_addr, obj_id, put_uvarint, span_addr, span_id, stack_addr, stack_id, unzigzag, zigzag,
+    AllocShape, BATCH_CAP, EventType, MAX_ARGS, MAX_EVENT_LEN, Predictor, RECORD_HEADER_LEN, RecordKind, get_uvarint,
+    obj_addr, obj_id, put_uvarint, span_addr, span_id, stack_addr, stack_id, unzigzag, zigzag,
 };
 
 /// A span as events describe it.
@@ -40,17 +40,43 @@ pub enum EventKind {
     ThreadStart,
     ThreadEnd,
     /// Snapshot: `thread` had started and not ended when the generation began.
-    ThreadExists { thread: u32 },
+    ThreadExists {
+        thread: u32,
+    },
     SpanAlloc(Span),
-    SpanFree { base: u64 },
+    SpanFree {
+        base: u64,
+    },
     SpanExists(Span),
-    ObjAlloc { addr: u64, size: u64, type_id: u32, site: u32 },
-    ObjFree { addr: u64 },
-    ObjExists { addr: u64, size: u64, type_id: u32 },
-    StackAlloc { base: u64, size: u64 },
-    StackFree { base: u64 },
-    StackExists { base: u64, size: u64 },
-    GcBegin { cycle: u64, heap_bytes: u64 },
+    ObjAlloc {
+        addr: u64,
+        size: u64,
+        type_id: u32,
+        site: u32,
+    },
+    ObjFree {
+        addr: u64,
+    },
+    ObjExists {
+        addr: u64,
+        size: u64,
+        type_id: u32,
+    },
+    StackAlloc {
+        base: u64,
+        size: u64,
+    },
+    StackFree {
+        base: u64,
+    },
+    StackExists {
+        base: u64,
+        size: u64,
+    },
+    GcBegin {
+        cycle: u64,
+        heap_bytes: u64,
+    },
     GcEnd(GcEnd),
 }
 
@@ -86,7 +112,10 @@ impl EventKind {
 
     /// Whether this is part of a generation's snapshot.
     pub fn is_snapshot(&self) -> bool {
-        matches!(self, Self::ThreadExists { .. } | Self::SpanExists(_) | Self::ObjExists { .. } | Self::StackExists { .. })
+        matches!(
+            self,
+            Self::ThreadExists { .. } | Self::SpanExists(_) | Self::ObjExists { .. } | Self::StackExists { .. }
+        )
     }
 }
 
@@ -336,7 +365,8 @@ pub fn batch_header(payload: &[u8]) -> Result<BatchHeader, DecodeError> {
     let thread = field("thread")?;
     let base_ns = field("base time")?;
     let heap_base = field("heap base")?;
-    let thread = u32::try_from(thread).map_err(|_| DecodeError { at: 0, what: format!("thread id {thread} too large") })?;
+    let thread =
+        u32::try_from(thread).map_err(|_| DecodeError { at: 0, what: format!("thread id {thread} too large") })?;
     Ok(BatchHeader { gen_, thread, base_ns, heap_base, events_at: pos })
 }
 
@@ -433,7 +463,12 @@ impl<'a> BatchCursor<'a> {
                     self.pred.alloc_shape
                 };
                 self.pred.alloc(id, shape);
-                EventKind::ObjAlloc { addr: obj_addr(id, hb), size: shape.size, type_id: shape.type_id, site: shape.site }
+                EventKind::ObjAlloc {
+                    addr: obj_addr(id, hb),
+                    size: shape.size,
+                    type_id: shape.type_id,
+                    site: shape.site,
+                }
             }
             EventType::ObjFree | EventType::ObjFreeNext => {
                 let delta = if ty == EventType::ObjFreeNext { 0 } else { unzigzag(a[0]) };
@@ -565,9 +600,9 @@ mod tests {
         enc.buf.extend_from_slice(&[EventType::Ext as u8, 0, 3, 0xaa, 0xbb, 0xcc]);
         enc.push(9, &EventKind::ThreadEnd);
         let events = decode(&enc.finish(), 8192);
-        assert_eq!(events.iter().map(|e| (e.ts, e.kind)).collect::<Vec<_>>(), [
-            (5, EventKind::ThreadStart),
-            (9, EventKind::ThreadEnd)
-        ]);
+        assert_eq!(
+            events.iter().map(|e| (e.ts, e.kind)).collect::<Vec<_>>(),
+            [(5, EventKind::ThreadStart), (9, EventKind::ThreadEnd)]
+        );
     }
 }

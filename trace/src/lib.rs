@@ -36,7 +36,8 @@
 //!    the slow path: *writing* means re-entry (dropped and counted, or a panic with
 //!    [`TraceConfig::check_reentrancy`]); *held* means a generation switch is flushing (wait); *closed*
 //!    means finished (drop).
-//! 3. Read the clock; if the batch has no room for a worst-case event, take it out; encode the event.
+//! 3. Read the clock (the TSC where it is invariant, see `clock.rs`; sweep frees reuse the thread's last
+//!    time instead); if the batch has no room for a worst-case event, take it out; encode the event.
 //! 4. Store idle. Then, outside the window, push the full batch (if any) to the output queue.
 //!
 //! Nothing between 2 and 4 calls into the heap, the VM, a lock or the sink, so the tracer can be called
@@ -71,6 +72,7 @@
 //!   truncated files stay usable.
 //! - One shared spec table and codec: the format is defined once, so writer and reader cannot drift apart.
 
+mod clock;
 pub mod event;
 pub mod format;
 pub mod reader;

@@ -15,7 +15,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::event::{BatchCursor, BatchHeader, Event, EventKind, Span, batch_header};
-use crate::format::{HEADER_LEN, MAGIC, MAX_RECORD_LEN, OBJ_SHIFT, RECORD_HEADER_LEN, RecordKind, VERSION, get_uvarint};
+use crate::format::{
+    HEADER_LEN, MAGIC, MAX_RECORD_LEN, OBJ_SHIFT, RECORD_HEADER_LEN, RecordKind, VERSION, get_uvarint,
+};
 
 /// A problem in the file, at a byte offset.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -187,7 +189,10 @@ impl Trace {
         let data: Arc<[u8]> = data.into();
         let file_len = data.len() as u64;
         if data.len() < HEADER_LEN {
-            return Err(FormatError { offset: 0, message: format!("not a vmtrace file: {} bytes, shorter than the header", data.len()) });
+            return Err(FormatError {
+                offset: 0,
+                message: format!("not a vmtrace file: {} bytes, shorter than the header", data.len()),
+            });
         }
         if data[..8] != MAGIC {
             return Err(FormatError { offset: 0, message: "not a vmtrace file (bad magic)".into() });
@@ -251,7 +256,10 @@ impl Parser {
         let mut off = HEADER_LEN;
         while off < data.len() {
             if data.len() - off < RECORD_HEADER_LEN {
-                return err(off, format!("truncated record header ({} of {RECORD_HEADER_LEN} bytes)", data.len() - off));
+                return err(
+                    off,
+                    format!("truncated record header ({} of {RECORD_HEADER_LEN} bytes)", data.len() - off),
+                );
             }
             let kind = data[off];
             let len = u32::from_le_bytes([data[off + 1], data[off + 2], data[off + 3], data[off + 4]]) as usize;
@@ -260,7 +268,10 @@ impl Parser {
                 return err(off, format!("record of kind {kind} declares {len} bytes, more than any record has"));
             }
             if len > data.len() - body {
-                return err(off, format!("truncated record: kind {kind} declares {len} bytes, {} remain", data.len() - body));
+                return err(
+                    off,
+                    format!("truncated record: kind {kind} declares {len} bytes, {} remain", data.len() - body),
+                );
             }
             let payload = &data[body..body + len];
             match RecordKind::from_u8(kind) {
@@ -277,13 +288,18 @@ impl Parser {
                             let mut pos = 0;
                             while pos < payload.len() {
                                 let [id, name, size] = fields(payload, &mut pos, body, "type table")?;
-                                open.type_rows.push((narrow(id, body, "type id")?, narrow(name, body, "string id")?, size));
+                                open.type_rows.push((
+                                    narrow(id, body, "type id")?,
+                                    narrow(name, body, "string id")?,
+                                    size,
+                                ));
                             }
                         }
                         RecordKind::Sites => {
                             let mut pos = 0;
                             while pos < payload.len() {
-                                let [id, func, offset, file, line, col] = fields(payload, &mut pos, body, "site table")?;
+                                let [id, func, offset, file, line, col] =
+                                    fields(payload, &mut pos, body, "site table")?;
                                 open.site_rows.push((
                                     narrow(id, body, "site id")?,
                                     narrow(func, body, "string id")?,
@@ -320,7 +336,8 @@ impl Parser {
             return err(off, format!("generation starts before generation {} ended", open.gen_.number));
         }
         let mut pos = 0;
-        let [number, start_ns, wall, heap_base, page_size, obj_shift] = fields(payload, &mut pos, body, "generation start")?;
+        let [number, start_ns, wall, heap_base, page_size, obj_shift] =
+            fields(payload, &mut pos, body, "generation start")?;
         if obj_shift != u64::from(OBJ_SHIFT) {
             return err(body, format!("object granularity 2^{obj_shift} is not supported"));
         }
@@ -388,7 +405,8 @@ impl Parser {
             if len > payload.len() - pos {
                 return err(at, "string runs past its record");
             }
-            let s = std::str::from_utf8(&payload[pos..pos + len]).or_else(|_| err(body + pos, "string is not UTF-8"))?;
+            let s =
+                std::str::from_utf8(&payload[pos..pos + len]).or_else(|_| err(body + pos, "string is not UTF-8"))?;
             pos += len;
             open.strings.insert(narrow(id, at, "string id")?, s.to_owned());
         }
@@ -442,6 +460,39 @@ impl Parser {
 // -------------------------------------------------------------------------------------------------------------
 // Replay.
 
+/// A fast hasher for addresses and small ids (the replay does a map operation per event; SipHash made it
+/// several times slower). Not DoS-resistant, which a trace reader does not need.
+#[derive(Clone, Copy, Default)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+    #[inline]
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+    #[inline]
+    fn finish(&self) -> u64 {
+        // The multiply leaves the low bits of aligned addresses poor; fold the high half in (murmur3's
+        // finaliser), since the table indexes buckets with the low bits.
+        let mut x = self.0;
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^ (x >> 33)
+    }
+}
+
+/// A `HashMap` keyed by addresses or ids.
+pub type IdMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<IdHasher>>;
+
 /// An object the replay believes is allocated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LiveObject {
@@ -462,9 +513,13 @@ pub enum ReplayError {
     DoubleAlloc { ts: u64, addr: u64 },
     #[error("t={ts}: free of object {addr:#x}, which is not allocated (never allocated, or freed twice)")]
     FreeOfUnknown { ts: u64, addr: u64 },
-    #[error("t={ts}: snapshot lists object {addr:#x} as {size} bytes of type {type_id}, the replay has {was_size} bytes of type {was_type}")]
+    #[error(
+        "t={ts}: snapshot lists object {addr:#x} as {size} bytes of type {type_id}, the replay has {was_size} bytes of type {was_type}"
+    )]
     SnapshotMismatch { ts: u64, addr: u64, size: u64, type_id: u32, was_size: u64, was_type: u32 },
-    #[error("t={ts}: generation {gen_}'s snapshot lists object {addr:#x}, which the replay of earlier generations does not have")]
+    #[error(
+        "t={ts}: generation {gen_}'s snapshot lists object {addr:#x}, which the replay of earlier generations does not have"
+    )]
     SnapshotExtra { ts: u64, gen_: u64, addr: u64 },
     #[error("t={ts}: generation {gen_}'s snapshot misses {count} objects the replay has, e.g. {addr:#x}")]
     SnapshotMissing { ts: u64, gen_: u64, addr: u64, count: usize },
@@ -483,14 +538,85 @@ pub enum Applied {
     Freed(LiveObject),
 }
 
+/// Objects by address, in pages of 512 eight-byte-aligned addresses (4 KiB of heap): allocation and the
+/// sweep both walk addresses in order, so consecutive events touch the same page. A hash map of every
+/// object was ten times slower on a heap of a million objects (a cache miss per event).
+#[derive(Clone, Debug, Default)]
+struct ObjectMap {
+    pages: IdMap<u64, Box<[Option<LiveObject>]>>,
+    /// Addresses that are not 8-byte aligned (only a damaged trace has them).
+    odd: IdMap<u64, LiveObject>,
+    len: usize,
+}
+
+const PAGE_SLOTS: u64 = 512;
+
+impl ObjectMap {
+    fn slot(&self, addr: u64) -> Option<&Option<LiveObject>> {
+        let page = self.pages.get(&(addr / 8 / PAGE_SLOTS))?;
+        Some(&page[(addr / 8 % PAGE_SLOTS) as usize])
+    }
+
+    fn slot_mut(&mut self, addr: u64) -> &mut Option<LiveObject> {
+        let page = self.pages.entry(addr / 8 / PAGE_SLOTS).or_insert_with(|| vec![None; PAGE_SLOTS as usize].into());
+        &mut page[(addr / 8 % PAGE_SLOTS) as usize]
+    }
+
+    fn get(&self, addr: u64) -> Option<&LiveObject> {
+        if !addr.is_multiple_of(8) {
+            return self.odd.get(&addr);
+        }
+        self.slot(addr)?.as_ref()
+    }
+
+    /// Inserts unless present; whether it inserted.
+    fn insert(&mut self, addr: u64, obj: LiveObject) -> bool {
+        let inserted = if !addr.is_multiple_of(8) {
+            match self.odd.entry(addr) {
+                std::collections::hash_map::Entry::Occupied(_) => false,
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(obj);
+                    true
+                }
+            }
+        } else {
+            let slot = self.slot_mut(addr);
+            slot.is_none() && slot.replace(obj).is_none()
+        };
+        self.len += usize::from(inserted);
+        inserted
+    }
+
+    fn remove(&mut self, addr: u64) -> Option<LiveObject> {
+        let removed = if !addr.is_multiple_of(8) {
+            self.odd.remove(&addr)
+        } else {
+            let page = self.pages.get_mut(&(addr / 8 / PAGE_SLOTS))?;
+            page[(addr / 8 % PAGE_SLOTS) as usize].take()
+        };
+        self.len -= usize::from(removed.is_some());
+        removed
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (u64, &LiveObject)> {
+        let paged = self.pages.iter().flat_map(|(&page, slots)| {
+            slots
+                .iter()
+                .enumerate()
+                .filter_map(move |(i, o)| o.as_ref().map(|o| ((page * PAGE_SLOTS + i as u64) * 8, o)))
+        });
+        paged.chain(self.odd.iter().map(|(&a, o)| (a, o)))
+    }
+}
+
 /// The live heap as replayed from events: objects by address (`id → (size, type, alloc time)`), spans and
 /// stacks.
 #[derive(Clone, Debug, Default)]
 pub struct LiveSet {
-    objects: HashMap<u64, LiveObject>,
+    objects: ObjectMap,
     bytes: u64,
-    spans: HashMap<u64, Span>,
-    stacks: HashMap<u64, u64>,
+    spans: IdMap<u64, Span>,
+    stacks: IdMap<u64, u64>,
 }
 
 impl LiveSet {
@@ -503,15 +629,16 @@ impl LiveSet {
     }
 
     pub fn objects(&self) -> usize {
-        self.objects.len()
+        self.objects.len
     }
 
     pub fn get(&self, addr: u64) -> Option<&LiveObject> {
-        self.objects.get(&addr)
+        self.objects.get(addr)
     }
 
+    /// The live objects, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (u64, &LiveObject)> {
-        self.objects.iter().map(|(&a, o)| (a, o))
+        self.objects.iter()
     }
 
     pub fn spans(&self) -> impl Iterator<Item = &Span> {
@@ -527,21 +654,20 @@ impl LiveSet {
         let ts = ev.ts;
         match ev.kind {
             EventKind::ObjAlloc { addr, size, type_id, site } => {
-                if self.objects.contains_key(&addr) {
+                if !self.objects.insert(addr, LiveObject { size, type_id, site, alloc_ns: ts, from_snapshot: false }) {
                     return Err(ReplayError::DoubleAlloc { ts, addr });
                 }
-                self.objects.insert(addr, LiveObject { size, type_id, site, alloc_ns: ts, from_snapshot: false });
                 self.bytes += size;
                 Ok(Applied::Allocated)
             }
-            EventKind::ObjFree { addr } => match self.objects.remove(&addr) {
+            EventKind::ObjFree { addr } => match self.objects.remove(addr) {
                 Some(obj) => {
                     self.bytes -= obj.size;
                     Ok(Applied::Freed(obj))
                 }
                 None => Err(ReplayError::FreeOfUnknown { ts, addr }),
             },
-            EventKind::ObjExists { addr, size, type_id } => match self.objects.get(&addr) {
+            EventKind::ObjExists { addr, size, type_id } => match self.objects.get(addr) {
                 Some(o) if o.size == size && o.type_id == type_id => Ok(Applied::Nothing),
                 Some(o) => Err(ReplayError::SnapshotMismatch {
                     ts,

@@ -36,10 +36,11 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, TryLockError};
 use std::thread::{self, ThreadId};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use gc::observer::{ArenaInfo, GcBeginInfo, GcEndInfo, HeapObserver, ObjectInfo, ObserverCtx, SpanInfo};
 
+use crate::clock::Clock;
 use crate::event::{BatchEncoder, GcEnd, Span, begin_record, end_record};
 use crate::format::{HEADER_LEN, MAGIC, OBJ_SHIFT, RecordKind, VERSION, put_uvarint};
 
@@ -122,7 +123,7 @@ impl HeapWalk for EmptyHeap {
 }
 
 /// Counters, from [`Tracer::stats`] and [`Tracer::finish`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TraceStats {
     /// Events encoded (snapshot events included).
     pub events: u64,
@@ -132,6 +133,8 @@ pub struct TraceStats {
     pub generations: u64,
     /// Events dropped: re-entry without `check_reentrancy`, or a thread id ≥ [`MAX_THREADS`].
     pub lost: u64,
+    /// The clock events are timed with: `tsc`, `monotonic` or `manual`.
+    pub clock: &'static str,
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -149,6 +152,20 @@ struct Slot {
 struct SlotBuf {
     enc: Option<BatchEncoder>,
     started: bool,
+    /// Time of the thread's last event: its clock never goes back, and sweep frees reuse it.
+    last_ns: u64,
+}
+
+/// How an event is timed.
+#[derive(Clone, Copy)]
+enum Stamp {
+    /// Read the clock.
+    Now,
+    /// Reuse the thread's last time. Frees come only from the sweep, between the collector's timed
+    /// `gc_begin` and `gc_end` with the world stopped, so the time of the previous event (the `gc_begin` or
+    /// the previous free) orders them correctly against every thread and saves a clock read per freed
+    /// object, half of all events in a collected program.
+    Sweep,
 }
 
 // SAFETY: `buf` is only accessed by whoever moved `state` away from `IDLE` with a successful compare-and-swap
@@ -158,7 +175,12 @@ unsafe impl Sync for Slot {}
 
 impl Slot {
     fn new() -> Self {
-        Slot { state: AtomicU8::new(IDLE), alive: AtomicBool::new(false), site: AtomicU32::new(0), buf: Default::default() }
+        Slot {
+            state: AtomicU8::new(IDLE),
+            alive: AtomicBool::new(false),
+            site: AtomicU32::new(0),
+            buf: Default::default(),
+        }
     }
 }
 
@@ -176,9 +198,11 @@ impl SlotTable {
 
     /// Every slot allocated so far, with its thread id.
     fn existing(&self) -> impl Iterator<Item = (u32, &Slot)> {
-        self.chunks.iter().enumerate().filter_map(|(c, chunk)| chunk.get().map(|s| (c, s))).flat_map(|(c, slots)| {
-            slots.iter().enumerate().map(move |(i, s)| ((c * CHUNK + i) as u32, s))
-        })
+        self.chunks
+            .iter()
+            .enumerate()
+            .filter_map(|(c, chunk)| chunk.get().map(|s| (c, s)))
+            .flat_map(|(c, slots)| slots.iter().enumerate().map(move |(i, s)| ((c * CHUNK + i) as u32, s)))
     }
 }
 
@@ -256,10 +280,11 @@ impl Output {
                 }
             }
         }
-        if block && sink.error.is_none() {
-            if let Err(e) = sink.out.flush() {
-                sink.error = Some(e);
-            }
+        if block
+            && sink.error.is_none()
+            && let Err(e) = sink.out.flush()
+        {
+            sink.error = Some(e);
         }
     }
 }
@@ -332,7 +357,7 @@ impl Meta {
 /// The alloc/free tracer. Attach it to the heap with `heap.add_observer(tracer.clone())`.
 pub struct Tracer {
     config: TraceConfig,
-    epoch: Instant,
+    clock: Clock,
     heap_base: AtomicU64,
     gen_: AtomicU64,
     gen_start_ns: AtomicU64,
@@ -368,8 +393,8 @@ impl Tracer {
         let tracer = Tracer {
             // Page-aligned, so span ids are exact.
             heap_base: AtomicU64::new(config.heap_base.map_or(0, |b| b & !(PAGE_SIZE - 1))),
+            clock: Clock::new(config.manual_clock.clone()),
             config,
-            epoch: Instant::now(),
             gen_: AtomicU64::new(0),
             gen_start_ns: AtomicU64::new(0),
             gen_batches: AtomicU64::new(0),
@@ -407,10 +432,7 @@ impl Tracer {
     /// Nanoseconds since the trace started.
     #[inline]
     fn now(&self) -> u64 {
-        match &self.config.manual_clock {
-            None => self.epoch.elapsed().as_nanos() as u64,
-            Some(clock) => clock.load(Ordering::Relaxed),
-        }
+        self.clock.now()
     }
 
     /// Remembers the heap base the first time an address is seen (arenas are `ARENA_SIZE`-aligned).
@@ -473,14 +495,18 @@ impl Tracer {
             self.lost.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        self.write_slot(slot, thread, encode);
+        self.write_slot(slot, thread, Stamp::Now, encode);
     }
 
     #[inline]
-    fn write_slot(&self, slot: &Slot, thread: u32, encode: impl FnOnce(&mut BatchEncoder, u64)) {
+    fn write_slot(&self, slot: &Slot, thread: u32, stamp: Stamp, encode: impl FnOnce(&mut BatchEncoder, u64)) {
         let Some(mut guard) = self.enter(slot, thread) else { return };
-        let now = self.now();
         let buf = guard.buf();
+        let now = match stamp {
+            Stamp::Now => self.now().max(buf.last_ns),
+            Stamp::Sweep => buf.last_ns,
+        };
+        buf.last_ns = now;
         let full = if buf.enc.as_ref().is_some_and(|e| !e.has_room()) { buf.enc.take() } else { None };
         let start = !buf.started;
         buf.started = true;
@@ -547,11 +573,12 @@ impl Tracer {
     pub fn thread_end(&self, thread: u32) {
         let Some(slot) = self.slots.get(thread) else { return };
         let Some(mut guard) = self.enter(slot, thread) else { return };
-        let now = self.now();
         let buf = guard.buf();
         if !buf.started {
             return;
         }
+        let now = self.now().max(buf.last_ns);
+        buf.last_ns = now;
         let mut full = None;
         let mut enc = match buf.enc.take() {
             Some(enc) if enc.has_room() => enc,
@@ -655,6 +682,7 @@ impl Tracer {
             batches: self.batches.load(Ordering::Relaxed),
             generations: self.gen_.load(Ordering::Relaxed),
             lost: self.lost.load(Ordering::Relaxed),
+            clock: self.clock.name(),
         }
     }
 
@@ -708,7 +736,8 @@ impl Tracer {
             self.flush_held(&mut held);
             self.push_gen_end();
         }
-        // Open the next generation.
+        // Open the next generation. Nobody reads the clock while every slot is held.
+        self.clock.recalibrate();
         let gen_ = self.gen_.fetch_add(1, Ordering::Relaxed) + 1;
         self.gen_batches.store(0, Ordering::Relaxed);
         self.gen_events.store(0, Ordering::Relaxed);
@@ -808,12 +837,18 @@ impl HeapObserver for Tracer {
             return;
         };
         let site = slot.site.load(Ordering::Relaxed);
-        self.write_slot(slot, ctx.thread_id, |e, t| e.obj_alloc(t, obj.addr as u64, obj.size as u64, obj.type_id, site));
+        self.write_slot(slot, ctx.thread_id, Stamp::Now, |e, t| {
+            e.obj_alloc(t, obj.addr as u64, obj.size as u64, obj.type_id, site)
+        });
     }
 
     #[inline]
     fn object_free(&self, ctx: &ObserverCtx, obj: &ObjectInfo) {
-        self.write(ctx.thread_id, |e, t| e.obj_free(t, obj.addr as u64));
+        let Some(slot) = self.slots.get(ctx.thread_id) else {
+            self.lost.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        self.write_slot(slot, ctx.thread_id, Stamp::Sweep, |e, t| e.obj_free(t, obj.addr as u64));
     }
 
     fn gc_begin(&self, ctx: &ObserverCtx, info: &GcBeginInfo) {

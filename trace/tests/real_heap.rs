@@ -55,7 +55,8 @@ fn check_trace(bytes: Vec<u8>, heap: &Heap) -> Trace {
     assert!(trace.error.is_none(), "{:?}", trace.error);
     let (live, disagreements) = replay_all(&trace, |_, _, _, _| {}).unwrap();
     assert!(disagreements.is_empty(), "{disagreements:?}");
-    let gcs = trace.generations.iter().flat_map(|g| g.events()).filter(|e| matches!(e.kind, EventKind::GcEnd(_))).count();
+    let gcs =
+        trace.generations.iter().flat_map(|g| g.events()).filter(|e| matches!(e.kind, EventKind::GcEnd(_))).count();
     assert_eq!(gcs as u64, heap.stats().collections);
     // Conservation, object by object, and span by span.
     let replayed: BTreeMap<u64, (u64, u32)> = live.iter().map(|(a, o)| (a, (o.size, o.type_id))).collect();
@@ -109,7 +110,12 @@ fn one_thread_binary_trees() {
     assert_eq!(last.type_name(PAIR), "$tree");
     assert_eq!(last.site_name(1), "$make+0x2a bt.wat:12:5");
     // Every allocation carries the site, the stack is in every snapshot after its allocation.
-    let allocs = trace.generations.iter().flat_map(|g| g.events()).filter(|e| matches!(e.kind, EventKind::ObjAlloc { site: 1, .. })).count();
+    let allocs = trace
+        .generations
+        .iter()
+        .flat_map(|g| g.events())
+        .filter(|e| matches!(e.kind, EventKind::ObjAlloc { site: 1, .. }))
+        .count();
     // 8 rounds of a 4095-node tree and an array, then a 63-node tree (the heap's own counter lags its caches).
     assert_eq!(allocs, 8 * (4095 + 1) + 63);
     assert!(last.events().any(|e| e.kind == EventKind::StackExists { base: 0x1000, size: 65536 }));

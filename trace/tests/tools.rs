@@ -15,7 +15,8 @@ use vmtrace::{Trace, TraceConfig};
 /// temporary `$tmp`s (type 2, site 2), then collects (the temporaries die), 4 rounds, one generation
 /// switch after round 2.
 fn temporaries_ops() -> Vec<Op> {
-    let mut ops = vec![Op::DefineType { id: 1 }, Op::DefineType { id: 2 }, Op::DefineSite { id: 1 }, Op::DefineSite { id: 2 }];
+    let mut ops =
+        vec![Op::DefineType { id: 1 }, Op::DefineType { id: 2 }, Op::DefineSite { id: 1 }, Op::DefineSite { id: 2 }];
     for round in 0..4u16 {
         ops.push(Op::SetSite { thread: 0, site: 1 });
         ops.push(Op::Alloc { thread: 0, words: 4, ty: 1, run: 2, at: round * 4 });
@@ -51,7 +52,8 @@ fn golden(name: &str, actual: &str) {
         std::fs::write(&path, actual).unwrap();
         return;
     }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (bless with VMTRACE_BLESS=1)", path.display()));
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (bless with VMTRACE_BLESS=1)", path.display()));
     if expected != actual {
         panic!("{name} differs from the golden file {}:\n--- actual ---\n{actual}", path.display());
     }
@@ -131,7 +133,14 @@ fn plot_svg_has_axes_legend_and_a_marker_per_gc() {
     plot(&path, &out).unwrap();
     let svg = std::fs::read_to_string(&out).unwrap();
     assert!(svg.starts_with("<svg ") && svg.trim_end().ends_with("</svg>"));
-    for label in ["Heap over time: plot.trace", "live bytes (replayed)", "GC goal", "collection", "time since the trace started", "peak "] {
+    for label in [
+        "Heap over time: plot.trace",
+        "live bytes (replayed)",
+        "GC goal",
+        "collection",
+        "time since the trace started",
+        "peak ",
+    ] {
         assert!(svg.contains(label), "missing {label}");
     }
     let p = Profile::build(&Trace::open(&path).unwrap());

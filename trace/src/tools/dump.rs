@@ -82,7 +82,15 @@ pub fn write(trace: &Trace, name: &str, w: &mut dyn Write) -> io::Result<()> {
             event_line(g, &ev, w)?;
             writeln!(w)?;
         }
-        writeln!(w, "{} gen_end gen={} batches={} events={} bytes={}", t(g.end_ns), g.number, g.batches.len(), g.events, g.byte_len())?;
+        writeln!(
+            w,
+            "{} gen_end gen={} batches={} events={} bytes={}",
+            t(g.end_ns),
+            g.number,
+            g.batches.len(),
+            g.events,
+            g.byte_len()
+        )?;
     }
     if let Some(e) = &trace.error {
         writeln!(w, "error: {e}")?;

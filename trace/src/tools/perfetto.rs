@@ -6,14 +6,13 @@
 //! generation starts as global instants. Counters are decimated to about [`COUNTER_POINTS`] points, plus
 //! exact values at every GC begin and end and at the end of the trace.
 
-use std::collections::HashMap;
 use std::io::{self, Write};
 
 use serde_json::{Map, Value, json};
 
 use super::profile::Profile;
 use crate::event::EventKind;
-use crate::reader::{Applied, LiveSet, Trace};
+use crate::reader::{Applied, IdMap, LiveSet, Trace};
 
 /// Target number of counter samples over the trace.
 pub const COUNTER_POINTS: u64 = 20_000;
@@ -54,7 +53,7 @@ pub fn write(trace: &Trace, p: &Profile, name: &str, w: &mut dyn Write) -> io::R
 
     let top: Vec<(u32, String)> =
         p.top_types(TOP_TYPES, |c| c.alloc_bytes).into_iter().map(|(id, _)| (id, p.type_name(id))).collect();
-    let is_top: HashMap<u32, usize> = top.iter().enumerate().map(|(i, (id, _))| (*id, i)).collect();
+    let is_top: IdMap<u32, usize> = top.iter().enumerate().map(|(i, (id, _))| (*id, i)).collect();
     let mut type_bytes = vec![0u64; top.len() + 1]; // last: other
     let interval = (p.duration_ns() / COUNTER_POINTS).max(1_000);
     let mut last_emit: Option<u64> = None;
@@ -84,7 +83,10 @@ pub fn write(trace: &Trace, p: &Profile, name: &str, w: &mut dyn Write) -> io::R
             last_ts = ev.ts;
             let slot = |type_id: u32| is_top.get(&type_id).copied().unwrap_or(top.len());
             match (ev.kind, applied) {
-                (EventKind::ObjAlloc { size, type_id, .. } | EventKind::ObjExists { size, type_id, .. }, Applied::Allocated) => {
+                (
+                    EventKind::ObjAlloc { size, type_id, .. } | EventKind::ObjExists { size, type_id, .. },
+                    Applied::Allocated,
+                ) => {
                     type_bytes[slot(type_id)] += size;
                 }
                 (_, Applied::Freed(obj)) => type_bytes[slot(obj.type_id)] -= obj.size,

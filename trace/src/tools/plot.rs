@@ -93,7 +93,11 @@ pub fn render(p: &Profile, name: &str) -> String {
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="Helvetica, Arial, sans-serif" font-size="12">"#
     );
     let _ = writeln!(w, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
-    let _ = writeln!(w, r#"<text x="{LEFT}" y="26" font-size="17" font-weight="bold">Heap over time: {}</text>"#, esc(name));
+    let _ = writeln!(
+        w,
+        r#"<text x="{LEFT}" y="26" font-size="17" font-weight="bold">Heap over time: {}</text>"#,
+        esc(name)
+    );
     let _ = writeln!(
         w,
         r##"<text x="{LEFT}" y="46" fill="#444">peak {} live at {} · {} collections · {} allocations ({}) · {} live at end</text>"##,
@@ -113,12 +117,18 @@ pub fn render(p: &Profile, name: &str) -> String {
     }
     for (v, label) in time_ticks(span) {
         let xx = LEFT + v / span as f64 * (RIGHT - LEFT);
-        let _ = writeln!(w, r##"<line x1="{xx:.1}" y1="{BOTTOM}" x2="{xx:.1}" y2="{:.1}" stroke="#444"/>"##, BOTTOM + 5.0);
+        let _ =
+            writeln!(w, r##"<line x1="{xx:.1}" y1="{BOTTOM}" x2="{xx:.1}" y2="{:.1}" stroke="#444"/>"##, BOTTOM + 5.0);
         let _ = writeln!(w, r#"<text x="{xx:.1}" y="{:.1}" text-anchor="middle">{label}</text>"#, BOTTOM + 19.0);
     }
     let _ = writeln!(w, r##"<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{BOTTOM}" stroke="#444"/>"##);
     let _ = writeln!(w, r##"<line x1="{LEFT}" y1="{BOTTOM}" x2="{RIGHT}" y2="{BOTTOM}" stroke="#444"/>"##);
-    let _ = writeln!(w, r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">time since the trace started</text>"#, (LEFT + RIGHT) / 2.0, H - 14.0);
+    let _ = writeln!(
+        w,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">time since the trace started</text>"#,
+        (LEFT + RIGHT) / 2.0,
+        H - 14.0
+    );
     let _ = writeln!(
         w,
         r#"<text transform="translate(20 {:.1}) rotate(-90)" text-anchor="middle">bytes</text>"#,
@@ -130,7 +140,10 @@ pub fn render(p: &Profile, name: &str) -> String {
     for g in &p.gcs {
         let xx = x(g.begin_ns);
         if faint {
-            let _ = writeln!(w, r#"<line x1="{xx:.1}" y1="{TOP}" x2="{xx:.1}" y2="{BOTTOM}" stroke="{GC}" stroke-opacity="0.18"/>"#);
+            let _ = writeln!(
+                w,
+                r#"<line x1="{xx:.1}" y1="{TOP}" x2="{xx:.1}" y2="{BOTTOM}" stroke="{GC}" stroke-opacity="0.18"/>"#
+            );
         }
         let _ = writeln!(
             w,
@@ -223,9 +236,25 @@ pub fn render(p: &Profile, name: &str) -> String {
     ];
     for (label, kind) in items {
         let _ = match kind {
-            "live" => writeln!(w, r#"<rect x="{lx}" y="{:.1}" width="16" height="10" fill="{LIVE}" fill-opacity="0.4" stroke="{LIVE}"/>"#, ly - 9.0),
-            "spans" => writeln!(w, r#"<line x1="{lx}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{SPANS}" stroke-width="2"/>"#, ly - 4.0, lx + 16.0, ly - 4.0),
-            "goal" => writeln!(w, r#"<line x1="{lx}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{GOAL}" stroke-width="2" stroke-dasharray="5 3"/>"#, ly - 4.0, lx + 16.0, ly - 4.0),
+            "live" => writeln!(
+                w,
+                r#"<rect x="{lx}" y="{:.1}" width="16" height="10" fill="{LIVE}" fill-opacity="0.4" stroke="{LIVE}"/>"#,
+                ly - 9.0
+            ),
+            "spans" => writeln!(
+                w,
+                r#"<line x1="{lx}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{SPANS}" stroke-width="2"/>"#,
+                ly - 4.0,
+                lx + 16.0,
+                ly - 4.0
+            ),
+            "goal" => writeln!(
+                w,
+                r#"<line x1="{lx}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{GOAL}" stroke-width="2" stroke-dasharray="5 3"/>"#,
+                ly - 4.0,
+                lx + 16.0,
+                ly - 4.0
+            ),
             _ => writeln!(w, r#"<path d="M{:.1} {:.1} l-5 9 h10 z" fill="{GC}"/>"#, lx + 8.0, ly - 9.0),
         };
         let _ = writeln!(w, r#"<text x="{:.1}" y="{ly}">{label}</text>"#, lx + 22.0);

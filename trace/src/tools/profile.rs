@@ -2,10 +2,10 @@
 //! live set at the end, per-type and per-site counts, GC cycles checked against the replay, object lifetimes,
 //! temporary allocations, and a bucketed timeline of live bytes.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::event::{EventKind, GcEnd};
-use crate::reader::{Applied, LiveSet, ReplayError, SiteDef, Trace};
+use crate::reader::{Applied, IdMap, LiveSet, ReplayError, SiteDef, Trace};
 
 /// Buckets of the live-bytes timeline.
 pub const TIMELINE_BUCKETS: usize = 1000;
@@ -80,8 +80,8 @@ pub struct Profile {
     pub peak_ns: u64,
     pub end_bytes: u64,
     pub end_objects: u64,
-    pub by_type: BTreeMap<u32, Counts>,
-    pub by_site: BTreeMap<u32, Counts>,
+    pub by_type: IdMap<u32, Counts>,
+    pub by_site: IdMap<u32, Counts>,
     pub type_names: BTreeMap<u32, String>,
     pub sites: BTreeMap<u32, SiteDef>,
     pub gcs: Vec<GcCycle>,
@@ -116,9 +116,8 @@ impl Profile {
         let Some(first) = trace.generations.first() else { return p };
         p.start_ns = first.start_ns;
         p.end_ns = trace.generations.iter().map(|g| g.end_ns).max().unwrap_or(p.start_ns);
-        let span = (p.end_ns - p.start_ns).max(1);
+        let bucket_scale = TIMELINE_BUCKETS as f64 / (p.end_ns - p.start_ns).max(1) as f64;
         let mut live = LiveSet::new();
-        let mut live_by_type: HashMap<u32, (u64, u64)> = HashMap::new();
         // (begin time, live bytes, live objects) of the collection in progress.
         let mut open_gc: Option<(u64, u64, u64)> = None;
         let mut reclaimed = (0u64, 0u64);
@@ -153,28 +152,16 @@ impl Profile {
                             c.allocs += 1;
                             c.alloc_bytes += size;
                         }
-                        let t = live_by_type.entry(type_id).or_default();
-                        t.0 += 1;
-                        t.1 += size;
                     }
-                    (EventKind::ObjExists { size, type_id, .. }, Applied::Allocated) => {
-                        if gi == 0 {
-                            p.initial_objects += 1;
-                            p.initial_bytes += size;
-                        }
-                        let t = live_by_type.entry(type_id).or_default();
-                        t.0 += 1;
-                        t.1 += size;
+                    (EventKind::ObjExists { size, .. }, Applied::Allocated) if gi == 0 => {
+                        p.initial_objects += 1;
+                        p.initial_bytes += size;
                     }
                     (EventKind::ObjFree { .. }, Applied::Freed(obj)) => {
                         p.frees += 1;
                         p.free_bytes += obj.size;
                         reclaimed.0 += obj.size;
                         reclaimed.1 += 1;
-                        if let Some(t) = live_by_type.get_mut(&obj.type_id) {
-                            t.0 -= 1;
-                            t.1 -= obj.size;
-                        }
                         if obj.from_snapshot {
                             p.freed_unknown_age += 1;
                         } else {
@@ -185,7 +172,9 @@ impl Profile {
                             if open_gc.is_some() && obj.alloc_ns >= prev_gc_end {
                                 p.temporaries += 1;
                                 p.temporary_bytes += obj.size;
-                                for c in [p.by_type.entry(obj.type_id).or_default(), p.by_site.entry(obj.site).or_default()] {
+                                for c in
+                                    [p.by_type.entry(obj.type_id).or_default(), p.by_site.entry(obj.site).or_default()]
+                                {
                                     c.temporaries += 1;
                                     c.temporary_bytes += obj.size;
                                 }
@@ -227,11 +216,15 @@ impl Profile {
                     p.peak_objects = live.objects() as u64;
                     p.peak_ns = ev.ts;
                 }
-                let bi = (((ev.ts.saturating_sub(p.start_ns)) as u128 * TIMELINE_BUCKETS as u128 / span as u128) as usize)
-                    .min(TIMELINE_BUCKETS - 1);
+                let bi = ((ev.ts.saturating_sub(p.start_ns) as f64 * bucket_scale) as usize).min(TIMELINE_BUCKETS - 1);
                 let b = &mut p.timeline[bi];
                 if !b.seen {
-                    *b = Bucket { seen: true, min_bytes: live.bytes(), max_bytes: live.bytes(), last_bytes: live.bytes() };
+                    *b = Bucket {
+                        seen: true,
+                        min_bytes: live.bytes(),
+                        max_bytes: live.bytes(),
+                        last_bytes: live.bytes(),
+                    };
                 } else {
                     b.min_bytes = b.min_bytes.min(live.bytes());
                     b.max_bytes = b.max_bytes.max(live.bytes());
@@ -275,14 +268,16 @@ impl Profile {
 
     /// Type ids ordered by `key` descending, then id; at most `n`.
     pub fn top_types(&self, n: usize, key: impl Fn(&Counts) -> u64) -> Vec<(u32, Counts)> {
-        let mut v: Vec<(u32, Counts)> = self.by_type.iter().map(|(&k, &c)| (k, c)).filter(|(_, c)| key(c) > 0).collect();
+        let mut v: Vec<(u32, Counts)> =
+            self.by_type.iter().map(|(&k, &c)| (k, c)).filter(|(_, c)| key(c) > 0).collect();
         v.sort_by(|a, b| key(&b.1).cmp(&key(&a.1)).then(a.0.cmp(&b.0)));
         v.truncate(n);
         v
     }
 
     pub fn top_sites(&self, n: usize, key: impl Fn(&Counts) -> u64) -> Vec<(u32, Counts)> {
-        let mut v: Vec<(u32, Counts)> = self.by_site.iter().map(|(&k, &c)| (k, c)).filter(|(_, c)| key(c) > 0).collect();
+        let mut v: Vec<(u32, Counts)> =
+            self.by_site.iter().map(|(&k, &c)| (k, c)).filter(|(_, c)| key(c) > 0).collect();
         v.sort_by(|a, b| key(&b.1).cmp(&key(&a.1)).then(a.0.cmp(&b.0)));
         v.truncate(n);
         v

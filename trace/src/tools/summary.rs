@@ -98,7 +98,10 @@ pub fn render(p: &Profile, name: &str) -> String {
     table(w, "Top types by objects allocated", p.top_types(TOP, |c| c.allocs), &type_label);
     table(w, "Top allocation sites by bytes", p.top_sites(TOP, |c| c.alloc_bytes), &site_label);
 
-    let _ = writeln!(w, "\nCollections (bytes reclaimed per GC; `check` compares the collector's live figures with the replay)");
+    let _ = writeln!(
+        w,
+        "\nCollections (bytes reclaimed per GC; `check` compares the collector's live figures with the replay)"
+    );
     if p.gcs.is_empty() {
         let _ = writeln!(w, "  (none)");
     } else {
@@ -177,7 +180,17 @@ pub fn render(p: &Profile, name: &str) -> String {
         );
     }
     for (id, c) in p.top_sites(3, |c| c.temporaries) {
-        let _ = writeln!(w, "  at {:<29} {:>10} objects {:>10}", p.site_name(id), c.temporaries, human_bytes(c.temporary_bytes));
+        let _ = writeln!(
+            w,
+            "  at {:<29} {:>10} objects {:>10}",
+            p.site_name(id),
+            c.temporaries,
+            human_bytes(c.temporary_bytes)
+        );
     }
-    s
+    s.lines().map(str::trim_end).fold(String::with_capacity(s.len()), |mut out, line| {
+        out.push_str(line);
+        out.push('\n');
+        out
+    })
 }

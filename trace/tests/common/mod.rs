@@ -37,20 +37,53 @@ impl SharedBuf {
 pub enum Op {
     Tick(u32),
     /// `run` objects of `words`×8 bytes from slot `at` on (skipping live slots), on `thread`.
-    Alloc { thread: u8, words: u8, ty: u8, run: u8, at: u16 },
-    SetSite { thread: u8, site: u8 },
+    Alloc {
+        thread: u8,
+        words: u8,
+        ty: u8,
+        run: u8,
+        at: u16,
+    },
+    SetSite {
+        thread: u8,
+        site: u8,
+    },
     /// A collection on `thread` that frees the objects whose address hashes (with `seed`) to 0 mod 3.
-    Gc { thread: u8, seed: u64 },
+    Gc {
+        thread: u8,
+        seed: u64,
+    },
     /// A collection on `thread` that frees every object of type `ty`.
-    GcType { thread: u8, ty: u8 },
-    SpanAlloc { thread: u8, pages: u8 },
-    SpanFree { thread: u8, pick: u16 },
-    StackAlloc { thread: u8, size: u32 },
-    StackFree { thread: u8, pick: u16 },
+    GcType {
+        thread: u8,
+        ty: u8,
+    },
+    SpanAlloc {
+        thread: u8,
+        pages: u8,
+    },
+    SpanFree {
+        thread: u8,
+        pick: u16,
+    },
+    StackAlloc {
+        thread: u8,
+        size: u32,
+    },
+    StackFree {
+        thread: u8,
+        pick: u16,
+    },
     Advance,
-    DefineType { id: u8 },
-    DefineSite { id: u8 },
-    ThreadEnd { thread: u8 },
+    DefineType {
+        id: u8,
+    },
+    DefineSite {
+        id: u8,
+    },
+    ThreadEnd {
+        thread: u8,
+    },
 }
 
 /// Where the fake arena sits; objects go on both sides of it (negative ids).
@@ -81,13 +114,16 @@ impl HeapWalk for Model {
     }
 }
 
+/// Objects by address: (size, type).
+pub type Objects = BTreeMap<u64, (u64, u32)>;
+
 /// What one run produced.
 pub struct Run {
     pub bytes: Vec<u8>,
     /// Per thread, the non-snapshot events the reader must return, in order.
     pub expected: BTreeMap<u32, Vec<(u64, EventKind)>>,
     /// At each generation switch: the alive threads and the model's objects.
-    pub snapshots: Vec<(BTreeSet<u32>, BTreeMap<u64, (u64, u32)>)>,
+    pub snapshots: Vec<(BTreeSet<u32>, Objects)>,
     pub model: Model,
     pub lost: u64,
 }
@@ -111,6 +147,8 @@ pub fn run(ops: &[Op], config: TraceConfig) -> Run {
     tracer.arena_map(&ctx(0), &ArenaInfo { base: ARENA as usize, size: 64 << 20 });
     let mut sites = [0u32; 5];
 
+    // Time of each thread's last event: what the tracer stamps sweep frees with.
+    let mut last_ts: BTreeMap<u32, u64> = BTreeMap::new();
     macro_rules! log {
         ($t:expr, $kind:expr) => {{
             let th: u32 = $t;
@@ -118,7 +156,10 @@ pub fn run(ops: &[Op], config: TraceConfig) -> Run {
             if m.started.insert(th) {
                 expected.entry(th).or_default().push((now, EventKind::ThreadStart));
             }
-            expected.entry(th).or_default().push((now, $kind));
+            let kind = $kind;
+            let now = if matches!(kind, EventKind::ObjFree { .. }) { last_ts[&th] } else { now };
+            last_ts.insert(th, now);
+            expected.entry(th).or_default().push((now, kind));
             // A real clock moves between calls; equal times on different threads would leave the merge
             // order between them open.
             clock.fetch_add(1, Ordering::Relaxed);
@@ -155,7 +196,9 @@ pub fn run(ops: &[Op], config: TraceConfig) -> Run {
             Op::Gc { thread, .. } | Op::GcType { thread, .. } => {
                 let c = ctx(thread);
                 let dead: Vec<u64> = match *op {
-                    Op::Gc { seed, .. } => m.objects.keys().copied().filter(|a| mix(a ^ seed) % 3 == 0).collect(),
+                    Op::Gc { seed, .. } => {
+                        m.objects.keys().copied().filter(|a| mix(a ^ seed).is_multiple_of(3)).collect()
+                    }
                     _ => {
                         let Op::GcType { ty, .. } = *op else { unreachable!() };
                         m.objects.iter().filter(|(_, o)| o.1 == u32::from(ty % 6)).map(|(&a, _)| a).collect()
@@ -185,16 +228,19 @@ pub fn run(ops: &[Op], config: TraceConfig) -> Run {
                     next_gc_bytes: live_bytes * 3 + 4096,
                     pause_ns: 1000,
                 };
-                tracer.gc_end(&c, &GcEndInfo {
-                    cycle: end.cycle,
-                    live_bytes: end.live_bytes as usize,
-                    live_objects: end.live_objects as usize,
-                    freed_bytes: fb as usize,
-                    freed_objects: fo as usize,
-                    heap_bytes: end.heap_bytes as usize,
-                    next_gc_bytes: end.next_gc_bytes as usize,
-                    pause: Duration::from_nanos(1000),
-                });
+                tracer.gc_end(
+                    &c,
+                    &GcEndInfo {
+                        cycle: end.cycle,
+                        live_bytes: end.live_bytes as usize,
+                        live_objects: end.live_objects as usize,
+                        freed_bytes: fb as usize,
+                        freed_objects: fo as usize,
+                        heap_bytes: end.heap_bytes as usize,
+                        next_gc_bytes: end.next_gc_bytes as usize,
+                        pause: Duration::from_nanos(1000),
+                    },
+                );
                 log!(c.thread_id, EventKind::GcEnd(end));
             }
             Op::SpanAlloc { thread, pages } => {
@@ -257,7 +303,10 @@ pub fn run(ops: &[Op], config: TraceConfig) -> Run {
             Op::DefineSite { id } => {
                 let func = format!("$f{}", id % 3);
                 let loc = (id % 2 == 0).then_some(("prog.wat", u32::from(id), 5));
-                tracer.define_site(u32::from(id % 8), &SiteDesc { function: &func, wasm_offset: u64::from(id) * 3, location: loc });
+                tracer.define_site(
+                    u32::from(id % 8),
+                    &SiteDesc { function: &func, wasm_offset: u64::from(id) * 3, location: loc },
+                );
                 m.sites.insert(u32::from(id % 8), func);
             }
             Op::ThreadEnd { thread } => {
