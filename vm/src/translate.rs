@@ -1432,142 +1432,29 @@ impl<'a> Translator<'a> {
 
     fn simple_numeric(&mut self, op: &Operator<'_>, v: &FuncValidator<ValidatorResources>) -> Result<()> {
         use Operator as O;
-        macro_rules! bin {
-            ($($name:ident),*) => {
+        // Binary and unary operators map one to one onto instructions of the same name.
+        macro_rules! simple {
+            (
+                binary { $($bin:ident),* $(,)? }
+                unary { $($un:ident),* $(,)? }
+                load { $($ld:ident),* $(,)? }
+                store { $($st:ident),* $(,)? }
+                cmp_branch { $($cb:ident),* $(,)? }
+            ) => {
                 match op {
-                    $(O::$name => { self.binop(|dst, a, b| Instr::$name { dst, a, b }, v); return Ok(()); })*
+                    $(O::$bin => {
+                        self.binop(|dst, a, b| Instr::$bin { dst, a, b }, v);
+                        return Ok(());
+                    })*
+                    $(O::$un => {
+                        self.unop(|dst, src| Instr::$un { dst, src });
+                        return Ok(());
+                    })*
                     _ => {}
                 }
             };
         }
-        macro_rules! un {
-            ($($name:ident),*) => {
-                match op {
-                    $(O::$name => { self.unop(|dst, src| Instr::$name { dst, src }); return Ok(()); })*
-                    _ => {}
-                }
-            };
-        }
-        bin!(
-            I32Mul,
-            I32DivS,
-            I32DivU,
-            I32RemS,
-            I32RemU,
-            I32Or,
-            I32Xor,
-            I32Rotl,
-            I32Rotr,
-            I32LeU,
-            I32GeU,
-            I64Mul,
-            I64DivS,
-            I64DivU,
-            I64RemS,
-            I64RemU,
-            I64And,
-            I64Or,
-            I64Xor,
-            I64Shl,
-            I64ShrS,
-            I64ShrU,
-            I64Rotl,
-            I64Rotr,
-            I64Eq,
-            I64Ne,
-            I64LtS,
-            I64LtU,
-            I64GtS,
-            I64GtU,
-            I64LeS,
-            I64LeU,
-            I64GeS,
-            I64GeU,
-            F32Add,
-            F32Sub,
-            F32Mul,
-            F32Div,
-            F32Min,
-            F32Max,
-            F32Copysign,
-            F32Eq,
-            F32Ne,
-            F32Lt,
-            F32Gt,
-            F32Le,
-            F32Ge,
-            F64Add,
-            F64Sub,
-            F64Mul,
-            F64Div,
-            F64Min,
-            F64Max,
-            F64Copysign,
-            F64Eq,
-            F64Ne,
-            F64Lt,
-            F64Gt,
-            F64Le,
-            F64Ge
-        );
-        un!(
-            I32Eqz,
-            I32Clz,
-            I32Ctz,
-            I32Popcnt,
-            I32Extend8S,
-            I32Extend16S,
-            I64Eqz,
-            I64Clz,
-            I64Ctz,
-            I64Popcnt,
-            I64Extend8S,
-            I64Extend16S,
-            I64Extend32S,
-            F32Abs,
-            F32Neg,
-            F32Ceil,
-            F32Floor,
-            F32Trunc,
-            F32Nearest,
-            F32Sqrt,
-            F64Abs,
-            F64Neg,
-            F64Ceil,
-            F64Floor,
-            F64Trunc,
-            F64Nearest,
-            F64Sqrt,
-            I32WrapI64,
-            I64ExtendI32S,
-            I64ExtendI32U,
-            I32TruncF32S,
-            I32TruncF32U,
-            I32TruncF64S,
-            I32TruncF64U,
-            I64TruncF32S,
-            I64TruncF32U,
-            I64TruncF64S,
-            I64TruncF64U,
-            I32TruncSatF32S,
-            I32TruncSatF32U,
-            I32TruncSatF64S,
-            I32TruncSatF64U,
-            I64TruncSatF32S,
-            I64TruncSatF32U,
-            I64TruncSatF64S,
-            I64TruncSatF64U,
-            F32ConvertI32S,
-            F32ConvertI32U,
-            F32ConvertI64S,
-            F32ConvertI64U,
-            F32DemoteF64,
-            F64ConvertI32S,
-            F64ConvertI32U,
-            F64ConvertI64S,
-            F64ConvertI64U,
-            F64PromoteF32
-        );
+        crate::with_simple_ops!(simple);
         match op {
             // Reinterpretations are no-ops on 8-byte slots holding raw bits.
             O::I32ReinterpretF32 | O::F32ReinterpretI32 | O::I64ReinterpretF64 | O::F64ReinterpretI64 => {
@@ -1655,189 +1542,50 @@ fn thread_returns(code: &mut [Instr]) {
 /// writing (so retargeting `dst` is safe).
 fn dst_mut(i: &mut Instr) -> Option<&mut Slot> {
     use Instr::*;
-    macro_rules! all {
-        ($($name:ident),*) => {
+    macro_rules! simple {
+        (
+            binary { $($bin:ident),* $(,)? }
+            unary { $($un:ident),* $(,)? }
+            load { $($ld:ident),* $(,)? }
+            store { $($st:ident),* $(,)? }
+            cmp_branch { $($cb:ident),* $(,)? }
+        ) => {
             match i {
-                $($name { dst, .. } => Some(dst),)*
+                $($bin { dst, .. } => Some(dst),)*
+                $($un { dst, .. } => Some(dst),)*
+                $($ld { dst, .. } => Some(dst),)*
+                Const32 { dst, .. }
+                | Const64 { dst, .. }
+                | GlobalGet { dst, .. }
+                | I32AddImm { dst, .. }
+                | I32SubImm { dst, .. }
+                | I32AndImm { dst, .. }
+                | I32ShlImm { dst, .. }
+                | I32ShrSImm { dst, .. }
+                | I32ShrUImm { dst, .. }
+                | I32EqImm { dst, .. }
+                | I32NeImm { dst, .. }
+                | I32LtSImm { dst, .. }
+                | I32LtUImm { dst, .. }
+                | I32GtSImm { dst, .. }
+                | I32GtUImm { dst, .. }
+                | I32LeSImm { dst, .. }
+                | I32GeSImm { dst, .. }
+                | I64AddImm { dst, .. }
+                | I64SubImm { dst, .. }
+                | Select { dst, .. }
+                | StructGet { dst, .. }
+                | RefIsNull { dst, .. }
+                | RefEq { dst, .. }
+                | I31GetS { dst, .. }
+                | I31GetU { dst, .. }
+                | RefTest { dst, .. }
+                | ArrayLen { dst, .. } => Some(dst),
                 _ => None,
             }
         };
     }
-    all!(
-        I32Add,
-        I32Sub,
-        I32Mul,
-        I32DivS,
-        I32DivU,
-        I32RemS,
-        I32RemU,
-        I32And,
-        I32Or,
-        I32Xor,
-        I32Shl,
-        I32ShrS,
-        I32ShrU,
-        I32Rotl,
-        I32Rotr,
-        I32Eq,
-        I32Ne,
-        I32LtS,
-        I32LtU,
-        I32GtS,
-        I32GtU,
-        I32LeS,
-        I32LeU,
-        I32GeS,
-        I32GeU,
-        I64Add,
-        I64Sub,
-        I64Mul,
-        I64DivS,
-        I64DivU,
-        I64RemS,
-        I64RemU,
-        I64And,
-        I64Or,
-        I64Xor,
-        I64Shl,
-        I64ShrS,
-        I64ShrU,
-        I64Rotl,
-        I64Rotr,
-        I64Eq,
-        I64Ne,
-        I64LtS,
-        I64LtU,
-        I64GtS,
-        I64GtU,
-        I64LeS,
-        I64LeU,
-        I64GeS,
-        I64GeU,
-        F32Add,
-        F32Sub,
-        F32Mul,
-        F32Div,
-        F32Min,
-        F32Max,
-        F32Copysign,
-        F32Eq,
-        F32Ne,
-        F32Lt,
-        F32Gt,
-        F32Le,
-        F32Ge,
-        F64Add,
-        F64Sub,
-        F64Mul,
-        F64Div,
-        F64Min,
-        F64Max,
-        F64Copysign,
-        F64Eq,
-        F64Ne,
-        F64Lt,
-        F64Gt,
-        F64Le,
-        F64Ge,
-        I32Eqz,
-        I32Clz,
-        I32Ctz,
-        I32Popcnt,
-        I32Extend8S,
-        I32Extend16S,
-        I64Eqz,
-        I64Clz,
-        I64Ctz,
-        I64Popcnt,
-        I64Extend8S,
-        I64Extend16S,
-        I64Extend32S,
-        F32Abs,
-        F32Neg,
-        F32Ceil,
-        F32Floor,
-        F32Trunc,
-        F32Nearest,
-        F32Sqrt,
-        F64Abs,
-        F64Neg,
-        F64Ceil,
-        F64Floor,
-        F64Trunc,
-        F64Nearest,
-        F64Sqrt,
-        I32WrapI64,
-        I64ExtendI32S,
-        I64ExtendI32U,
-        I32TruncF32S,
-        I32TruncF32U,
-        I32TruncF64S,
-        I32TruncF64U,
-        I64TruncF32S,
-        I64TruncF32U,
-        I64TruncF64S,
-        I64TruncF64U,
-        I32TruncSatF32S,
-        I32TruncSatF32U,
-        I32TruncSatF64S,
-        I32TruncSatF64U,
-        I64TruncSatF32S,
-        I64TruncSatF32U,
-        I64TruncSatF64S,
-        I64TruncSatF64U,
-        F32ConvertI32S,
-        F32ConvertI32U,
-        F32ConvertI64S,
-        F32ConvertI64U,
-        F32DemoteF64,
-        F64ConvertI32S,
-        F64ConvertI32U,
-        F64ConvertI64S,
-        F64ConvertI64U,
-        F64PromoteF32,
-        I32Load,
-        I64Load,
-        F32Load,
-        F64Load,
-        I32Load8S,
-        I32Load8U,
-        I32Load16S,
-        I32Load16U,
-        I64Load8S,
-        I64Load8U,
-        I64Load16S,
-        I64Load16U,
-        I64Load32S,
-        I64Load32U,
-        Const32,
-        Const64,
-        GlobalGet,
-        I32AddImm,
-        I32SubImm,
-        I32AndImm,
-        I32ShlImm,
-        I32ShrSImm,
-        I32ShrUImm,
-        I32EqImm,
-        I32NeImm,
-        I32LtSImm,
-        I32LtUImm,
-        I32GtSImm,
-        I32GtUImm,
-        I32LeSImm,
-        I32GeSImm,
-        I64AddImm,
-        I64SubImm,
-        Select,
-        StructGet,
-        RefIsNull,
-        RefEq,
-        I31GetS,
-        I31GetU,
-        RefTest,
-        ArrayLen
-    )
+    crate::with_simple_ops!(simple)
 }
 
 fn is_ref_rt(t: RtValType) -> bool {
