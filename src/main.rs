@@ -108,6 +108,8 @@ impl GcOptions {
             max_heap_bytes: self.max_heap.as_deref().map(parse_size).transpose()?,
             stress_every: self.gc_stress,
             verify: self.gc_verify,
+            // Negative controls for the Memcheck suite (tests/valgrind.rs); unset in real runs.
+            inject: gc::InjectedBug::from_env().map_err(|e| anyhow!(e))?,
             ..gc::HeapConfig::default()
         })
     }

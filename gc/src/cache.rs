@@ -38,7 +38,7 @@ unsafe impl Send for ThreadCache {}
 impl ThreadCache {
     pub(crate) fn new(shared: Arc<Shared>, thread_id: u32) -> ThreadCache {
         // The sentinel is an 8-byte-class span with no free slot; it is never registered or swept.
-        let sentinel = Span::new_large(0, 0, 0, false);
+        let sentinel = Span::new_large(0, 0, 0, false, false);
         let sentinel = NonNull::from(Box::leak(sentinel));
         let (observers, observer_gen) = shared.observers_snapshot();
         ThreadCache {

@@ -22,6 +22,7 @@ use std::time::Instant;
 use crate::arena::{ChunkTable, PageHeap, span_of};
 use crate::cache::ThreadCache;
 use crate::heap::{Observers, RootSet, Shared, lock};
+use crate::inject::InjectedBug;
 use crate::observer::{GcBeginInfo, GcEndInfo, ObjectInfo, ObserverCtx};
 use crate::size_class::NUM_CLASSES;
 use crate::span::{Owner, Span, SpanPtr};
@@ -60,6 +61,24 @@ struct Marker<'a> {
     types: &'a TypeTable,
     live_objects: usize,
     live_bytes: usize,
+    /// Planted bugs (`InjectedBug`); all false in real runs.
+    bugs: MarkerBugs,
+}
+
+#[derive(Default)]
+struct MarkerBugs {
+    /// `SkipMark` not yet done: the next object reached through a field is skipped.
+    skip_armed: bool,
+    /// The object skipped this cycle (0: none): it stays unmarked however often it is reached.
+    skipped: usize,
+    /// `ReadPastEnd`: read the word after every scanned object.
+    read_past_end: bool,
+}
+
+impl MarkerBugs {
+    fn any(&self) -> bool {
+        self.skip_armed || self.skipped != 0 || self.read_past_end
+    }
 }
 
 impl Marker<'_> {
@@ -86,9 +105,58 @@ impl Marker<'_> {
         self.stack.push(addr);
     }
 
+    /// Marks an object reached through a field of another one.
+    #[inline(always)]
+    fn mark_field(&mut self, addr: usize, bugs: bool) {
+        if bugs && self.skip_for_bug(addr) {
+            return;
+        }
+        self.mark(addr);
+    }
+
+    /// `SkipMark`: whether to leave `addr` unmarked.
+    #[cold]
+    fn skip_for_bug(&mut self, addr: usize) -> bool {
+        if self.bugs.skipped == addr {
+            return true;
+        }
+        if !self.bugs.skip_armed {
+            return false;
+        }
+        let span = self.chunks.span_of(addr);
+        // SAFETY: as in `mark`.
+        let marked = span.is_some_and(|s| unsafe {
+            let s = s.as_ref();
+            s.state().is_marked(s.index_of(addr))
+        });
+        if marked {
+            return false;
+        }
+        self.bugs.skip_armed = false;
+        self.bugs.skipped = addr;
+        true
+    }
+
+    /// `ReadPastEnd`: the off-by-one read of the word after an object (when it is still inside the span).
+    #[cold]
+    fn read_past_end(&self, addr: usize, bytes: usize) -> u64 {
+        let Some(span) = self.chunks.span_of(addr) else { return 0 };
+        // SAFETY: spans in the span table are alive.
+        let s = unsafe { span.as_ref() };
+        let end = addr + bytes;
+        if end + 8 > s.base + s.npages * PAGE_SIZE {
+            return 0;
+        }
+        // SAFETY: (deliberately wrong, for negative controls) `end` lies inside the span's mapped pages, so
+        // the read cannot fault; it is outside the object, which is the bug Memcheck must report.
+        unsafe { (end as *const u64).read_volatile() }
+    }
+
     /// Scans queued objects until the stack is empty.
     fn drain(&mut self) {
         let types = self.types;
+        let bugs = self.bugs.any();
+        let mut past_end = 0u64;
         // Objects of one type tend to come in runs (lists, trees, arrays of structs): remember the last one.
         let mut last: Option<(u32, &TypeInfo)> = None;
         while let Some(addr) = self.stack.pop() {
@@ -110,7 +178,7 @@ impl Marker<'_> {
                         // SAFETY: registered reference offsets lie inside the struct (checked at registration).
                         let v = unsafe { read_field(addr, off as usize) };
                         if is_object(v) {
-                            self.mark(v as usize);
+                            self.mark_field(v as usize, bugs);
                         }
                     }
                 }
@@ -119,13 +187,17 @@ impl Marker<'_> {
                         // SAFETY: elements 0..len of 8 bytes follow the header of an allocated array.
                         let v = unsafe { read_field(addr, HEADER_SIZE + i * 8) };
                         if is_object(v) {
-                            self.mark(v as usize);
+                            self.mark_field(v as usize, bugs);
                         }
                     }
                 }
                 Layout::Array { elem_is_ref: false, .. } => {}
             }
+            if bugs && self.bugs.read_past_end {
+                past_end ^= self.read_past_end(addr, info.layout.object_bytes(len) as usize);
+            }
         }
+        std::hint::black_box(past_end);
     }
 }
 
@@ -135,6 +207,8 @@ struct SweepTotals {
     freed_bytes: usize,
     /// Free slot bytes in spans held by thread caches (already counted as allocated by the pacer).
     cached_free_bytes: usize,
+    /// `UseFreedSpan` did its write.
+    wrote_freed_span: bool,
 }
 
 pub(crate) fn collect(shared: &Shared, cache: &mut ThreadCache, roots: &mut dyn RootSet) {
@@ -160,6 +234,11 @@ pub(crate) fn collect(shared: &Shared, cache: &mut ThreadCache, roots: &mut dyn 
         types: &shared.types,
         live_objects: 0,
         live_bytes: 0,
+        bugs: MarkerBugs {
+            skip_armed: shared.config.inject == Some(InjectedBug::SkipMark) && !gc.skip_mark_done,
+            skipped: 0,
+            read_past_end: shared.config.inject == Some(InjectedBug::ReadPastEnd),
+        },
     };
     let mut root_objects = Vec::new();
     roots.visit_roots(&mut |raw| {
@@ -171,10 +250,15 @@ pub(crate) fn collect(shared: &Shared, cache: &mut ThreadCache, roots: &mut dyn 
         }
     });
     marker.drain();
+    if marker.bugs.skipped != 0 {
+        gc.skip_mark_done = true;
+    }
     let reachable = verify.then(|| verify_after_mark(&shared.types, &root_objects));
 
     // Sweep.
-    let totals = sweep(shared, &mut ph, &observers, &ctx);
+    let write_freed_span = shared.config.inject == Some(InjectedBug::UseFreedSpan) && !gc.freed_span_written;
+    let totals = sweep(shared, &mut ph, &observers, &ctx, write_freed_span);
+    gc.freed_span_written |= totals.wrote_freed_span;
     if let Some(reachable) = &reachable {
         verify_after_sweep(reachable);
     }
@@ -231,7 +315,13 @@ pub(crate) fn collect(shared: &Shared, cache: &mut ThreadCache, roots: &mut dyn 
 }
 
 /// Sweeps every span (eagerly): see step 4.
-fn sweep(shared: &Shared, ph: &mut PageHeap, observers: &Observers, ctx: &ObserverCtx) -> SweepTotals {
+fn sweep(
+    shared: &Shared,
+    ph: &mut PageHeap,
+    observers: &Observers,
+    ctx: &ObserverCtx,
+    write_freed_span: bool,
+) -> SweepTotals {
     let mut totals = SweepTotals::default();
     let mut central: Vec<Vec<SpanPtr>> = vec![Vec::new(); NUM_CLASSES];
     let spans = std::mem::take(&mut ph.spans);
@@ -258,6 +348,13 @@ fn sweep(shared: &Shared, ph: &mut PageHeap, observers: &Observers, ctx: &Observ
                     o.span_free(ctx, &info);
                 }
                 ph.free_span(span);
+                if write_freed_span && !totals.wrote_freed_span {
+                    totals.wrote_freed_span = true;
+                    // SAFETY: (deliberately wrong, for negative controls) the pages are still mapped, and a
+                    // freed span's pages are zeroed before reuse, so the write cannot fault or corrupt an
+                    // object; using memory after giving it back is the bug Memcheck must report.
+                    unsafe { (info.base as *mut u64).write_volatile(0xdead_beef) };
+                }
             }
             _ if live < nelems => {
                 st.owner = Owner::Central;
@@ -283,8 +380,16 @@ fn sweep_span(shared: &Shared, s: &Span, observers: &Observers, ctx: &ObserverCt
     let st = unsafe { s.state() };
     shared.flush_counts(s, st);
     let mut freed = 0;
+    let quarantine = !st.quarantine.is_empty();
     for w in 0..st.mark_bits.len() {
-        let dead = st.allocated_word(w, s.nelems) & !st.mark_bits[w];
+        // Slots quarantined by the last sweep hold no object: they are released now, silently.
+        let held = if quarantine { st.quarantine[w] } else { 0 };
+        let dead = st.allocated_word(w, s.nelems) & !st.mark_bits[w] & !held;
+        if quarantine {
+            // The newly dead stay allocated (so nobody reuses them) until the next sweep.
+            st.quarantine[w] = dead;
+            st.mark_bits[w] |= dead;
+        }
         if dead == 0 {
             continue;
         }
@@ -296,7 +401,8 @@ fn sweep_span(shared: &Shared, s: &Span, observers: &Observers, ctx: &ObserverCt
             // SAFETY: the slot is allocated (its header was written); the observers learn of its death
             // only after this read.
             let (type_id, len) = unsafe { read_header(addr) };
-            let info = ObjectInfo { addr, size: s.elem_size, type_id, len };
+            let bytes = shared.types.object_bytes(type_id, len);
+            let info = ObjectInfo { addr, size: s.elem_size, bytes, type_id, len };
             for o in observers.iter() {
                 o.object_free(ctx, &info);
             }
@@ -335,6 +441,7 @@ fn verify_after_mark(types: &TypeTable, roots: &[u64]) -> Vec<(usize, u64)> {
         // SAFETY: as above; the collector has exclusive access.
         let st = unsafe { s.state() };
         assert!(st.is_allocated(index), "gc verify: {} points at a free slot", what());
+        assert!(!st.is_quarantined(index), "gc verify: {} points at an object freed by the last sweep", what());
         assert!(st.is_marked(index), "gc verify: {} is reachable but was not marked", what());
         if !seen.insert(addr) {
             continue;
@@ -388,7 +495,11 @@ fn verify_after_sweep(reachable: &[(usize, u64)]) {
         let s = unsafe { span.as_ref() };
         // SAFETY: as above.
         let st = unsafe { s.state() };
-        assert!(st.is_allocated(s.index_of(addr)), "gc verify: reachable object {addr:#x} was freed by the sweep");
+        let index = s.index_of(addr);
+        assert!(
+            st.is_allocated(index) && !st.is_quarantined(index),
+            "gc verify: reachable object {addr:#x} was freed by the sweep"
+        );
         // SAFETY: the slot is still allocated (just checked).
         let now = u64::from_le(unsafe { (addr as *const u64).read() });
         assert!(now == header, "gc verify: header of reachable object {addr:#x} changed during the sweep");

@@ -8,12 +8,21 @@ use std::time::Duration;
 
 use crate::arena::{PageAllocError, PageHeap};
 use crate::cache::ThreadCache;
+use crate::inject::InjectedBug;
+use crate::memcheck::MemcheckAnnotator;
 use crate::object::ObjRef;
 use crate::observer::{ArenaInfo, HeapObserver, ObjectInfo, SpanInfo};
 use crate::size_class::{MAX_SMALL_SIZE, NUM_CLASSES, SIZE_CLASSES, class_for_size};
 use crate::span::{Owner, Span, SpanPtr};
 use crate::types::{AllocInfo, Layout, TypeTable};
 use crate::{HEADER_SIZE, PAGE_SIZE, os};
+
+/// Under Memcheck, the bytes left no-access after every object (it takes a larger slot). Memcheck names a
+/// bad address by the nearest *live* block within 16 bytes before it looks at freed ones, so without this
+/// gap a read of a swept object between two live neighbours would be described as "8 bytes before a block
+/// … alloc'd" rather than "inside a block … free'd", and a read past an object's end could land in the next
+/// object unseen.
+const MEMCHECK_SLACK: usize = 32;
 
 /// Objects larger than this are refused with `OutOfMemory` without asking the OS (1 TiB).
 pub const MAX_OBJECT_BYTES: usize = 1 << 40;
@@ -35,6 +44,11 @@ pub struct HeapConfig {
     pub stress_every: Option<u64>,
     /// Debug: check the heap after marking and after sweeping (see `collect.rs`); panics on a violation.
     pub verify: bool,
+    /// Describe the heap to Memcheck when the process runs under Valgrind (see `memcheck.rs`): checked once,
+    /// in [`Heap::new`]; natively it costs nothing. Also turns on the sweep's quarantine. Default `true`.
+    pub valgrind: bool,
+    /// Test only: plant a collector bug (negative controls for the Memcheck suite; see [`InjectedBug`]).
+    pub inject: Option<InjectedBug>,
 }
 
 impl Default for HeapConfig {
@@ -45,6 +59,8 @@ impl Default for HeapConfig {
             max_heap_bytes: None,
             stress_every: None,
             verify: false,
+            valgrind: true,
+            inject: None,
         }
     }
 }
@@ -148,6 +164,10 @@ pub(crate) struct GcState {
     pub live_objects: usize,
     /// Highest `VmRSS` sampled just before scavenging (see `collect.rs`).
     pub peak_resident_sampled: usize,
+    /// `InjectedBug::SkipMark` has skipped its object (it plants one bug, once).
+    pub skip_mark_done: bool,
+    /// `InjectedBug::UseFreedSpan` has written to its span.
+    pub freed_span_written: bool,
 }
 
 /// Everything the heap and its thread caches share.
@@ -161,6 +181,11 @@ pub(crate) struct Shared {
     pub gc: Mutex<GcState>,
     /// True when the instrumented allocation path must run (observers attached or stress mode).
     pub hooks: AtomicBool,
+    /// Set when the process runs under Valgrind: the Memcheck annotations (also in the observer list), so
+    /// the heap's drop can free every span and destroy the pools.
+    pub memcheck: Option<Arc<MemcheckAnnotator>>,
+    /// Swept slots wait one cycle before reuse (`span.rs`); on when `memcheck` is.
+    pub quarantine: bool,
     observers: RwLock<(Observers, u64)>,
     observer_gen: AtomicU64,
     /// Slot bytes allocated or reserved by caches since the last sweep, plus the live bytes it left.
@@ -302,8 +327,9 @@ impl Shared {
             Some(span) => span,
             None => {
                 let mut new_arena = None;
+                let q = self.quarantine;
                 let made = lock(&self.page_heap)
-                    .alloc_span(sc.npages as usize, &mut new_arena, |base, nz| Span::new_small(base, class, nz));
+                    .alloc_span(sc.npages as usize, &mut new_arena, |base, nz| Span::new_small(base, class, nz, q));
                 let span = made.map_err(|e| self.page_error(e, may_collect))?;
                 self.report_new_span(cache, new_arena, span);
                 span
@@ -337,8 +363,9 @@ impl Shared {
         }
         let npages = size.div_ceil(PAGE_SIZE);
         let mut new_arena = None;
+        let q = self.quarantine;
         let made = lock(&self.page_heap)
-            .alloc_span(npages, &mut new_arena, |base, nz| Span::new_large(base, npages, size, nz));
+            .alloc_span(npages, &mut new_arena, |base, nz| Span::new_large(base, npages, size, nz, q));
         let span = made.map_err(|e| self.page_error(e, may_collect))?;
         self.heap_live.fetch_add(size, Ordering::Relaxed);
         self.objects_allocated.fetch_add(1, Ordering::Relaxed);
@@ -418,29 +445,36 @@ impl Shared {
                 return Err(AllocError::CollectionNeeded);
             }
         }
-        let (size, class, len) = match array_len {
+        // The object's own bytes (header + payload).
+        let (bytes, len) = match array_len {
             None => {
-                let info = self.struct_info(type_id);
-                (info.size(), info.class(), 0)
+                self.struct_info(type_id);
+                (self.types.object_bytes(type_id, 0), 0)
             }
             Some(len) => {
                 let info = self.array_info(type_id);
-                let size = array_bytes(info.size(), len).ok_or_else(|| self.oom())?;
-                (size, class_for_size(size), len)
+                (array_bytes(info.size(), len).ok_or_else(|| self.oom())?, len)
             }
         };
+        // Under Memcheck every object gets at least MEMCHECK_SLACK no-access bytes after it (see the constant).
+        let need = if self.memcheck.is_some() { bytes + MEMCHECK_SLACK } else { bytes };
+        let class = class_for_size(need);
+        let size = if class == 0 { need } else { SIZE_CLASSES[class].size as usize };
         // (Class 0 is never served by `take_fast`: its cache entry is always the sentinel.)
         let (addr, needzero, slot) = match cache.take_fast(class) {
             Some((addr, nz)) => (addr, nz, SIZE_CLASSES[class].size as usize),
             None => self.reserve_slow(cache, class, size, may_collect)?,
         };
         self.refresh_observers(cache);
-        let info = ObjectInfo { addr, size: slot, type_id, len };
+        let info = ObjectInfo { addr, size: slot, bytes, type_id, len };
         for o in cache.observers.iter() {
             o.object_alloc(&cache.ctx, &info);
         }
-        // SAFETY: the slot was just reserved for this object.
-        Ok(unsafe { init_object(addr, slot, needzero, type_id, len) })
+        // Only the object's bytes are written: under Memcheck the rest of the slot is no-access, and it
+        // always zeroes, because the block was registered as undefined.
+        let needzero = needzero || self.memcheck.is_some();
+        // SAFETY: the slot was just reserved for this object; `bytes <= slot`.
+        Ok(unsafe { init_object(addr, bytes, needzero, type_id, len) })
     }
 
     #[inline(always)]
@@ -477,8 +511,13 @@ impl Heap {
             Some(_) => config.min_heap_bytes,
             None => usize::MAX,
         };
-        let hooks = config.stress_every.is_some();
-        let empty: Observers = Arc::new([]);
+        let memcheck =
+            if config.valgrind { MemcheckAnnotator::attach_if_running_on_valgrind().map(Arc::new) } else { None };
+        let hooks = config.stress_every.is_some() || memcheck.is_some();
+        let observers: Observers = match &memcheck {
+            Some(m) => Arc::new([m.clone() as Arc<dyn HeapObserver>]),
+            None => Arc::new([]),
+        };
         Heap {
             shared: Arc::new(Shared {
                 types: TypeTable::new(),
@@ -486,7 +525,9 @@ impl Heap {
                 central: (0..NUM_CLASSES).map(|_| Mutex::new(Vec::new())).collect(),
                 gc: Mutex::new(GcState::default()),
                 hooks: AtomicBool::new(hooks),
-                observers: RwLock::new((empty, 0)),
+                quarantine: memcheck.is_some(),
+                memcheck,
+                observers: RwLock::new((observers, 0)),
                 observer_gen: AtomicU64::new(0),
                 heap_live: AtomicUsize::new(0),
                 next_gc: AtomicUsize::new(next_gc),
@@ -658,11 +699,13 @@ impl Heap {
             // SAFETY: the mutators are stopped (contract), so nobody else touches the state.
             let st = unsafe { s.state() };
             for index in 0..s.nelems as usize {
-                if st.is_allocated(index) {
+                if st.is_allocated(index) && !st.is_quarantined(index) {
                     let addr = s.slot_addr(index);
                     // SAFETY: an allocated slot holds an initialised object; its header is readable.
                     let header = u64::from_le(unsafe { (addr as *const u64).read() });
-                    f(&ObjectInfo { addr, size: s.elem_size, type_id: header as u32, len: (header >> 32) as u32 });
+                    let (type_id, len) = (header as u32, (header >> 32) as u32);
+                    let bytes = self.shared.types.object_bytes(type_id, len);
+                    f(&ObjectInfo { addr, size: s.elem_size, bytes, type_id, len });
                 }
             }
         }
@@ -671,6 +714,27 @@ impl Heap {
     /// The slot size of a live object.
     pub fn object_size(&self, obj: ObjRef) -> usize {
         obj.slot_size()
+    }
+}
+
+impl Drop for Shared {
+    /// Under Valgrind, tells Memcheck every object, span and pool is gone before the arenas are unmapped.
+    fn drop(&mut self) {
+        let Some(memcheck) = self.memcheck.take() else { return };
+        let ph = self.page_heap.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let mut objects = Vec::new();
+        for span in &ph.spans {
+            // SAFETY: registered spans are alive until the page heap drops; nobody else holds the heap.
+            let s = unsafe { span.get() };
+            // SAFETY: as above.
+            let st = unsafe { s.state() };
+            objects.extend(
+                (0..s.nelems as usize).filter(|&i| st.is_allocated(i) && !st.is_quarantined(i)).map(|i| s.slot_addr(i)),
+            );
+        }
+        // SAFETY: as above.
+        let mut spans = ph.spans.iter().map(|span| unsafe { span.get() }.info());
+        memcheck.teardown(&mut objects.into_iter(), &mut spans);
     }
 }
 

@@ -63,6 +63,10 @@ pub struct ObjectInfo {
     pub addr: usize,
     /// Slot size in bytes.
     pub size: usize,
+    /// Bytes the object itself occupies (header + payload, rounded up to 8; at most `size`). Only
+    /// `object_alloc` fills it in (Memcheck's block size, so slack at the end of a slot is no-access); the
+    /// sweep and heap walks, which do not look up layouts, report 0.
+    pub bytes: usize,
     pub type_id: u32,
     /// Array length from the header (0 for structs).
     pub len: u32,

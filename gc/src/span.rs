@@ -14,6 +14,12 @@
 //! **Marking** sets bits in `mark_bits`. **Sweeping** (see `collect.rs`) reports every slot that is allocated
 //! but unmarked, then makes the mark bits the new alloc bits, clears the mark bits and rewinds `freeindex`.
 //!
+//! **Quarantine** (heaps annotated for Memcheck only): a slot the sweep frees is kept out of circulation
+//! until the *next* sweep, so a stale reference read in between hits memory Memcheck knows was freed
+//! instead of a new object that happens to reuse the slot. The sweep sets its bit in `quarantine` and keeps
+//! it set in the alloc bits (so the allocator skips it); the next sweep clears both without reporting the
+//! slot again. A quarantined slot holds no object: heap walks and the verifier skip it.
+//!
 //! **Ownership** ([`Owner`]) says who may allocate from the span: exactly one thread cache (`InCache`), or
 //! nobody because it sits in its class's central list (`Central`) or is full (`Full`). Mutable state is in an
 //! `UnsafeCell`; it is touched only by the owning cache's thread, by whoever holds the central list's lock,
@@ -49,6 +55,8 @@ pub(crate) struct SpanState {
     pub owner: Owner,
     pub alloc_bits: Box<[u64]>,
     pub mark_bits: Box<[u64]>,
+    /// Slots freed by the last sweep and held back from reuse; empty when the heap does not quarantine.
+    pub quarantine: Box<[u64]>,
 }
 
 pub(crate) struct Span {
@@ -73,14 +81,23 @@ fn padding(nelems: u32) -> (usize, u64) {
 
 impl Span {
     /// A fresh span of size class `class` (1..NUM_CLASSES) at `base`; every slot free.
-    pub fn new_small(base: usize, class: usize, needzero: bool) -> Box<Span> {
+    pub fn new_small(base: usize, class: usize, needzero: bool, quarantine: bool) -> Box<Span> {
         let sc = SIZE_CLASSES[class];
-        Self::new(base, sc.npages as usize, class as u8, sc.size as usize, sc.nelems, sc.div_magic, needzero)
+        Self::new(
+            base,
+            sc.npages as usize,
+            class as u8,
+            sc.size as usize,
+            sc.nelems,
+            sc.div_magic,
+            needzero,
+            quarantine,
+        )
     }
 
     /// A span holding one object of `size` bytes; the slot is already marked allocated.
-    pub fn new_large(base: usize, npages: usize, size: usize, needzero: bool) -> Box<Span> {
-        let span = Self::new(base, npages, 0, size, 1, 0, needzero);
+    pub fn new_large(base: usize, npages: usize, size: usize, needzero: bool, quarantine: bool) -> Box<Span> {
+        let span = Self::new(base, npages, 0, size, 1, 0, needzero, quarantine);
         // SAFETY: the span was just created; nobody else can see it.
         let st = unsafe { span.state() };
         st.freeindex = 1;
@@ -91,6 +108,7 @@ impl Span {
         span
     }
 
+    #[allow(clippy::too_many_arguments)] // private: the two public constructors fill in the shape
     fn new(
         base: usize,
         npages: usize,
@@ -99,6 +117,7 @@ impl Span {
         nelems: u32,
         div_magic: u32,
         needzero: bool,
+        quarantine: bool,
     ) -> Box<Span> {
         let words = (nelems as usize).div_ceil(64);
         let mut alloc_bits = vec![0u64; words].into_boxed_slice();
@@ -121,6 +140,7 @@ impl Span {
                 owner: Owner::Central,
                 alloc_bits,
                 mark_bits: vec![0u64; words].into_boxed_slice(),
+                quarantine: vec![0u64; if quarantine { words } else { 0 }].into_boxed_slice(),
             }),
         })
     }
@@ -186,6 +206,11 @@ impl SpanState {
     /// Whether slot `index` is allocated.
     pub fn is_allocated(&self, index: usize) -> bool {
         index < self.freeindex as usize || self.alloc_bits[index / 64] >> (index % 64) & 1 != 0
+    }
+
+    /// Whether slot `index` was freed by the last sweep and is held back from reuse (see the module comment).
+    pub fn is_quarantined(&self, index: usize) -> bool {
+        self.quarantine.get(index / 64).is_some_and(|w| w >> (index % 64) & 1 != 0)
     }
 
     pub fn is_marked(&self, index: usize) -> bool {
@@ -276,7 +301,7 @@ mod tests {
     fn bitmap_allocation_walks_every_slot_once() {
         // Class 1 (8-byte slots): 1024 slots, a multiple of 64; class 3 (24 bytes): 341 slots, padded.
         for class in [1usize, 3, 40] {
-            let span = Span::new_small(0x10000, class, false);
+            let span = Span::new_small(0x10000, class, false, false);
             // SAFETY: test-local span.
             let st = unsafe { span.state() };
             let mut seen = Vec::new();

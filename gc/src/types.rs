@@ -27,6 +27,18 @@ pub enum Layout {
     Array { elem_size: u32, elem_is_ref: bool },
 }
 
+impl Layout {
+    /// Bytes an object of this layout occupies: the header plus the payload (for an array, `len` elements),
+    /// rounded up to 8. This is what Memcheck sees as the block; the rest of the slot is slack.
+    pub fn object_bytes(&self, len: u32) -> u64 {
+        let payload = match *self {
+            Layout::Struct { size, .. } => size as u64,
+            Layout::Array { elem_size, .. } => elem_size as u64 * len as u64,
+        };
+        (HEADER_SIZE as u64 + payload).next_multiple_of(8)
+    }
+}
+
 /// What the marker needs per type.
 #[derive(Debug)]
 pub(crate) struct TypeInfo {
@@ -172,6 +184,11 @@ impl TypeTable {
     pub fn alloc_info(&self, type_id: u32) -> Option<AllocInfo> {
         let bits = self.entry(type_id)?.alloc.load(Ordering::Acquire);
         if bits == 0 { None } else { Some(AllocInfo(bits)) }
+    }
+
+    /// [`Layout::object_bytes`] of a registered type (0 if it is not registered).
+    pub fn object_bytes(&self, type_id: u32, len: u32) -> usize {
+        self.info(type_id).map_or(0, |i| i.layout.object_bytes(len) as usize)
     }
 
     /// The layout of `type_id`, or `None` if it is not registered.

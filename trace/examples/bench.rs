@@ -43,7 +43,7 @@ fn feed(tracer: &Tracer, n: u64) -> u64 {
             let (size, type_id) = [(32, 1), (48, 2), (16, 3)][run % 3];
             tracer.set_current_site(1, (run % 5) as u32 + 1);
             for _ in 0..256 {
-                let obj = ObjectInfo { addr: next, size, type_id, len: 0 };
+                let obj = ObjectInfo { addr: next, size, bytes: 0, type_id, len: 0 };
                 tracer.object_alloc(&ctx, &obj);
                 live.push(obj);
                 next += size;
@@ -116,7 +116,10 @@ fn synthetic(millions: u64) {
     let ctx = ObserverCtx { thread_id: 1 };
     let mut x = 0usize;
     for i in 0..events as usize {
-        null.object_alloc(&ctx, &std::hint::black_box(ObjectInfo { addr: i * 8, size: 32, type_id: 1, len: 0 }));
+        null.object_alloc(
+            &ctx,
+            &std::hint::black_box(ObjectInfo { addr: i * 8, size: 32, bytes: 0, type_id: 1, len: 0 }),
+        );
         x = x.wrapping_add(i);
     }
     std::hint::black_box(x);

@@ -900,7 +900,7 @@ mod tests {
     }
 
     fn obj(addr: usize) -> ObjectInfo {
-        ObjectInfo { addr, size: 16, type_id: 1, len: 0 }
+        ObjectInfo { addr, size: 16, bytes: 0, type_id: 1, len: 0 }
     }
 
     fn ctx(thread_id: u32) -> ObserverCtx {

@@ -17,17 +17,17 @@ mod module;
 mod numeric;
 mod store;
 mod translate;
-pub mod types;
 mod trap;
+pub mod types;
 mod values;
 pub mod wasi;
 
 pub use loader::{Source, SourceLoc};
-/// The decoder/validator whose types appear in this API (global, table and memory types).
-pub use wasmparser;
 pub use store::{Caller, Config, Extern, HostFn, InstanceId, Linker, ModuleId, Store};
 pub use trap::{Trap, TrapKind, WasmFrame};
 pub use values::{Func, FuncType, Global, Memory, Ref, Table, Val, ValType};
+/// The decoder/validator whose types appear in this API (global, table and memory types).
+pub use wasmparser;
 
 /// Errors before a program runs (load, validation, link) or a trap during instantiation.
 #[derive(Debug, thiserror::Error)]

@@ -10,8 +10,8 @@ use crate::translate::{CompileError, ModuleEnv, Translator};
 use crate::types::{RtHeapType, RtValType, TypeRegistry, canonical_heap_type, canonical_val_type};
 use crate::{Error, Source};
 use wasmparser::{
-    DataKind, ElementItems, ElementKind, ExternalKind, Operator, Parser, Payload, TableInit, TypeRef, ValidPayload,
-    Validator, WasmFeatures,
+    DataKind, ElementItems, ElementKind, ExternalKind, Operator, Payload, TableInit, TypeRef, ValidPayload, Validator,
+    WasmFeatures,
 };
 
 /// The features vmrun accepts: WebAssembly 3.0 without SIMD, threads, exceptions and memory64.
@@ -194,7 +194,7 @@ pub fn load(
 ) -> Result<ModuleData, Error> {
     // Validate with a throwaway validator first: a failed validation leaves a validator unusable,
     // and the shared one must survive bad modules to keep type ids canonical.
-    if let Err(e) = Validator::new_with_features(features()).validate_all(&source.wasm) {
+    if let Err(e) = crate::loader::validate_all(&mut Validator::new_with_features(features()), &source.wasm) {
         return Err(err(&source, e.into()));
     }
     let result = load_validated(validator, registry, &source, &mut on_new_type);
@@ -229,7 +229,7 @@ fn load_validated(
     let mut start = None;
     let mut bodies = Vec::new();
     let mut types = None;
-    for payload in Parser::new(0).parse_all(wasm) {
+    for payload in crate::loader::parser(*validator.features()).parse_all(wasm) {
         let payload = payload?;
         match validator.payload(&payload)? {
             ValidPayload::Func(f, body) => bodies.push((f, body)),

@@ -725,4 +725,3 @@ pub(crate) fn raw_to_val(registry: &TypeRegistry, raw: u64, t: RtValType) -> Val
         }),
     }
 }
-

@@ -109,7 +109,7 @@ impl HeapWalk for Model {
     }
     fn for_each_object(&self, f: &mut dyn FnMut(&ObjectInfo)) {
         for (&addr, &(size, type_id)) in &self.objects {
-            f(&ObjectInfo { addr: addr as usize, size: size as usize, type_id, len: 0 });
+            f(&ObjectInfo { addr: addr as usize, size: size as usize, bytes: 0, type_id, len: 0 });
         }
     }
 }
@@ -180,7 +180,10 @@ pub fn run(ops: &[Op], config: TraceConfig) -> Run {
                     while m.objects.contains_key(&addr) {
                         addr += 8;
                     }
-                    tracer.object_alloc(&c, &ObjectInfo { addr: addr as usize, size: size as usize, type_id, len: 0 });
+                    tracer.object_alloc(
+                        &c,
+                        &ObjectInfo { addr: addr as usize, size: size as usize, bytes: 0, type_id, len: 0 },
+                    );
                     let site = sites[c.thread_id as usize];
                     log!(c.thread_id, EventKind::ObjAlloc { addr, size, type_id, site });
                     m.objects.insert(addr, (size, type_id));
@@ -211,7 +214,10 @@ pub fn run(ops: &[Op], config: TraceConfig) -> Run {
                 let (mut fb, mut fo) = (0, 0);
                 for addr in dead {
                     let (size, type_id) = m.objects.remove(&addr).unwrap();
-                    tracer.object_free(&c, &ObjectInfo { addr: addr as usize, size: size as usize, type_id, len: 0 });
+                    tracer.object_free(
+                        &c,
+                        &ObjectInfo { addr: addr as usize, size: size as usize, bytes: 0, type_id, len: 0 },
+                    );
                     log!(c.thread_id, EventKind::ObjFree { addr });
                     fb += size;
                     fo += 1;
