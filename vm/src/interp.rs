@@ -25,6 +25,7 @@ use crate::bytecode::{Instr, MemOp, StorageKind};
 use crate::gcglue;
 use crate::module::ModuleData;
 use crate::numeric as num;
+use crate::stack::ValueStack;
 use crate::store::{FuncKind, PAGE_SIZE, Store, raw_to_val, val_to_raw};
 use crate::types::{RtHeapType, TypeKind};
 use crate::values::{func_raw, i31_get_s, i31_get_u, i31_raw};
@@ -52,7 +53,7 @@ pub(crate) struct Position {
 }
 
 pub(crate) struct ExecState {
-    pub stack: Vec<u64>,
+    pub stack: ValueStack,
     pub frames: Vec<Frame>,
     /// First free slot: a nested invocation (host → wasm) starts here.
     pub sp: usize,
@@ -61,8 +62,8 @@ pub(crate) struct ExecState {
 }
 
 impl ExecState {
-    pub fn new(slots: usize) -> ExecState {
-        ExecState { stack: vec![0; slots], frames: Vec::new(), sp: 0, top: None }
+    pub fn new(slots: usize) -> std::io::Result<ExecState> {
+        Ok(ExecState { stack: ValueStack::new(slots)?, frames: Vec::new(), sp: 0, top: None })
     }
 }
 
@@ -82,6 +83,11 @@ enum Exit {
     /// An allocation needs a collection first; `pos` is at the allocating instruction, which runs
     /// again afterwards.
     Collect,
+    /// A call needs `slots` committed value-stack slots; `pos` is at the call, which runs again once the
+    /// stack has grown (or traps if it cannot).
+    GrowStack {
+        slots: usize,
+    },
     Trap(TrapKind),
 }
 
@@ -91,7 +97,7 @@ pub(crate) fn invoke(store: &mut Store, func: u32, args: &[u64]) -> Result<Vec<u
         FuncKind::Host(_) => {
             let base = store.exec.sp;
             let n = args.len().max(func_result_count(store, func));
-            if base + n > store.exec.stack.len() {
+            if !store.exec.stack.grow(base + n) {
                 return Err(Trap::new(TrapKind::CallStackExhausted));
             }
             store.exec.stack[base..base + args.len()].copy_from_slice(args);
@@ -106,7 +112,7 @@ pub(crate) fn invoke(store: &mut Store, func: u32, args: &[u64]) -> Result<Vec<u
     let base = store.exec.sp;
     let depth0 = store.exec.frames.len();
     let saved_top = store.exec.top;
-    if depth0 >= store.config.max_call_depth || base + cf.frame_size as usize > store.exec.stack.len() {
+    if depth0 >= store.config.max_call_depth || !store.exec.stack.grow(base + cf.frame_size as usize) {
         return Err(Trap::new(TrapKind::CallStackExhausted));
     }
     store.exec.stack[base..base + args.len()].copy_from_slice(args);
@@ -152,7 +158,7 @@ fn call_host(store: &mut Store, func: u32, base: usize, caller: Option<u32>) -> 
     };
     store.exec.sp = saved_sp;
     r?;
-    if base + out.len() > store.exec.stack.len() {
+    if !store.exec.stack.grow(base + out.len()) {
         return Err(Trap::new(TrapKind::CallStackExhausted));
     }
     for (i, v) in out.iter().enumerate() {
@@ -191,6 +197,12 @@ fn run(store: &mut Store, mut pos: Position, depth0: usize) -> Result<(), Trap> 
                 store.exec.top = Some(pos);
                 gcglue::collect(store);
                 store.gc_retry = true;
+            }
+            Exit::GrowStack { slots } => {
+                if !store.exec.stack.grow(slots) {
+                    let bt = backtrace(store, pos, depth0);
+                    return Err(Trap { kind: TrapKind::CallStackExhausted, backtrace: bt });
+                }
             }
             Exit::Trap(kind) => {
                 let bt = backtrace(store, pos, depth0);
@@ -384,6 +396,16 @@ fn dispatch(
             return Exit::Trap($k);
         }};
     }
+    // A call needs `$need` stack slots: grow the committed stack outside the dispatch loop if needed.
+    macro_rules! ensure_stack {
+        ($need:expr) => {{
+            let need: usize = $need;
+            if need > stack_len {
+                save!();
+                return Exit::GrowStack { slots: need };
+            }
+        }};
+    }
     macro_rules! s {
         ($slot:expr) => {
             frame[$slot as usize]
@@ -446,9 +468,10 @@ fn dispatch(
             let callee: u32 = $callee;
             let next = &module.code[callee as usize];
             let new_fp = pos.fp + $base as usize;
-            if frames.len() >= max_depth || new_fp + next.frame_size as usize > stack_len {
+            if frames.len() >= max_depth {
                 trap!(TrapKind::CallStackExhausted);
             }
+            ensure_stack!(new_fp + next.frame_size as usize);
             frames.push(Frame { inst: inst_id, func: pos.func, pc: pc as u32, fp: pos.fp as u32 });
             pos.fp = new_fp;
             frame = &mut stack[new_fp..];
@@ -466,9 +489,7 @@ fn dispatch(
             let next = &module.code[callee as usize];
             let np = next.num_params as usize;
             let b = $base as usize;
-            if pos.fp + next.frame_size as usize > stack_len {
-                trap!(TrapKind::CallStackExhausted);
-            }
+            ensure_stack!(pos.fp + next.frame_size as usize);
             frame.copy_within(b..b + np, 0);
             next.init_frame(frame);
             code = &next.code;
@@ -491,9 +512,10 @@ fn dispatch(
                     let next = &instances[instance as usize].module.code[index as usize];
                     let b = $base as usize;
                     let new_fp = if $tail { pos.fp } else { pos.fp + b };
-                    if frames.len() >= max_depth || new_fp + next.frame_size as usize > stack_len {
+                    if frames.len() >= max_depth {
                         trap!(TrapKind::CallStackExhausted);
                     }
+                    ensure_stack!(new_fp + next.frame_size as usize);
                     if $tail {
                         let np = next.num_params as usize;
                         frame.copy_within(b..b + np, 0);

@@ -15,6 +15,7 @@ mod interp;
 pub mod loader;
 mod module;
 mod numeric;
+mod stack;
 mod store;
 mod translate;
 mod trap;

@@ -159,11 +159,23 @@ pub struct Store {
     pub(crate) host_roots: Vec<u64>,
 }
 
+impl Drop for Store {
+    fn drop(&mut self) {
+        let (base, bytes) = self.exec.stack.extent();
+        self.heap.notify_stack_free(&mut self.cache, base, bytes);
+    }
+}
+
 impl Store {
     pub fn new(config: Config) -> Store {
-        let exec = ExecState::new(config.value_stack_slots);
+        // The reservation is address space only (no swap reserved, pages appear when touched); failing to
+        // map it means the process has no address space left, which no program could survive.
+        let exec = ExecState::new(config.value_stack_slots)
+            .unwrap_or_else(|e| panic!("cannot map the value stack ({} slots): {e}", config.value_stack_slots));
         let heap = gc::Heap::new(config.gc.clone());
-        let cache = heap.new_thread_cache();
+        let mut cache = heap.new_thread_cache();
+        let (stack_base, stack_bytes) = exec.stack.extent();
+        heap.notify_stack_alloc(&mut cache, stack_base, stack_bytes);
         Store {
             config,
             validator: wasmparser::Validator::new_with_features(module::features()),
