@@ -91,11 +91,14 @@
 //! - **Scavenging with `MADV_DONTNEED`** returns memory after a spike without unmapping, so no address →
 //!   arena lookup can ever see a dangling arena.
 //!
-//! # Hooks for the Valgrind bridge
+//! # Under Valgrind
 //!
-//! `arena_map` (create a metapool, mark the arena no-access), `span_alloc`/`span_free` (mempool chunks),
-//! `object_alloc` before the slot is written (malloc-like block), `object_free` in the sweep (free-like
-//! block), and `stack_alloc`/`stack_free`. Span metadata and bitmaps live outside the arenas.
+//! `memcheck.rs` is an observer attached by [`Heap::new`] when the process runs under Valgrind: arenas are
+//! metapools, spans no-access superblocks, objects exact-size malloc-like blocks (announced before the slot
+//! is written), swept objects freed blocks, released spans freed from their pools in batches, and the
+//! heap's drop releases everything. The heap adds slack after each object and quarantines swept slots for
+//! a cycle (`span.rs`). Span metadata and bitmaps live outside the arenas, so the collector's own data never
+//! needs annotating. [`InjectedBug`] plants collector bugs for the negative controls.
 
 mod arena;
 mod cache;

@@ -39,7 +39,8 @@ fn example(build: Build) -> &'static Path {
         }
         let out = cmd.output().expect("run cargo");
         assert!(out.status.success(), "building gc_memcheck ({name}): {}", String::from_utf8_lossy(&out.stderr));
-        let bin = target_dir.join("debug").join("examples").join(format!("gc_memcheck{}", std::env::consts::EXE_SUFFIX));
+        let bin =
+            target_dir.join("debug").join("examples").join(format!("gc_memcheck{}", std::env::consts::EXE_SUFFIX));
         assert!(bin.exists(), "{} missing after build", bin.display());
         bin
     })
@@ -65,7 +66,11 @@ fn memcheck(build: Build, bug: Option<&str>) -> (Option<i32>, String, String) {
         cmd.env("VMRUN_GC_DEBUG", bug);
     }
     let out = cmd.output().expect("run valgrind");
-    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// The checksum a correct heap gives (20 rounds × the 100-node list's 5050, plus the kept array's length).
