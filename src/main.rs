@@ -21,6 +21,7 @@
 //! parsing and validating deeply nested modules does.
 
 mod invoke;
+mod trace_cmd;
 mod wast;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -59,6 +60,9 @@ struct Cli {
 
     #[command(flatten)]
     gc: GcOptions,
+
+    #[command(flatten)]
+    trace: trace_cmd::TraceOptions,
 
     /// The program: WebAssembly text or binary (told apart by content, not extension).
     #[arg(required = true)]
@@ -154,6 +158,11 @@ enum Command {
         /// Script files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+    /// Read a trace written by `--trace allocfree`.
+    Trace {
+        #[command(subcommand)]
+        action: trace_cmd::TraceCommand,
     },
 }
 
@@ -315,13 +324,17 @@ fn trap_outcome(t: Trap) -> Result<Outcome, Failure> {
 }
 
 fn run(cli: Cli) -> Result<Outcome, Failure> {
-    if let Some(Command::Wast { files }) = &cli.command {
-        return run_wast(files);
+    match &cli.command {
+        Some(Command::Wast { files }) => return run_wast(files),
+        Some(Command::Trace { action }) => return action.run().map(|()| Outcome::Success).map_err(Failure::Error),
+        None => {}
     }
     let file = cli.file.as_deref().ok_or_else(|| anyhow!("no program given (see --help)"))?;
     let config = vm::Config { gc: cli.gc.heap_config()?, ..vm::Config::default() };
     let mut store = Store::new(config);
+    cli.trace.start(&mut store)?;
     let outcome = run_program(&cli, file, &mut store);
+    cli.trace.finish(&mut store)?;
     if cli.gc.gc_stats {
         print_gc_stats(&store.gc_stats());
     }

@@ -147,6 +147,10 @@ pub(crate) fn collect(store: &mut Store) {
     let Store { exec, instances, globals, tables, registry, host_roots, heap, cache, .. } = store;
     let mut roots = StoreRoots { exec, instances, globals, tables, registry, host_roots };
     heap.collect(cache, &mut roots);
+    // A safe point: the mutator is stopped, so the tracer may snapshot the heap for a new generation.
+    if let Some(t) = &store.tracing {
+        t.tracer.maybe_advance_generation(&store.heap);
+    }
 }
 
 /// Allocate from the host side (constant expressions): collect when the heap asks, with `pending`
@@ -158,6 +162,9 @@ pub(crate) fn alloc_host(
     pending: &[u64],
 ) -> Result<gc::ObjRef, Trap> {
     let mut may_collect = true;
+    if let Some(t) = &store.tracing {
+        t.clear_site();
+    }
     loop {
         let r = match array_len {
             None => store.heap.alloc_struct(&mut store.cache, type_id, may_collect),

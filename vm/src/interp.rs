@@ -375,7 +375,8 @@ fn dispatch(
 ) -> Exit {
     let inst_id = pos.inst;
     let max_depth = store.config.max_call_depth;
-    let Store { exec, instances, funcs, memories, tables, globals, registry, heap, cache, gc_retry, .. } = store;
+    let Store { exec, instances, funcs, memories, tables, globals, registry, heap, cache, gc_retry, tracing, .. } =
+        store;
     let stack_len = exec.stack.len();
     // Only `pc`, `code` and `frame` live in registers across instructions; the rest of the
     // position (function, frame pointer) stays in `pos` and is touched by calls and returns only.
@@ -1046,6 +1047,8 @@ fn dispatch(
                     heap: &*heap,
                     cache: &mut *cache,
                     gc_retry: &mut *gc_retry,
+                    pc,
+                    tracing: &mut *tracing,
                 };
                 match cold_op(&mut ctx, other, frame) {
                     Ok(()) => {}
@@ -1077,6 +1080,9 @@ struct Cold<'a> {
     heap: &'a gc::Heap,
     cache: &'a mut gc::ThreadCache,
     gc_retry: &'a mut bool,
+    /// Where the instruction is (for allocation sites).
+    pc: usize,
+    tracing: &'a mut Option<crate::tracing::AllocTracing>,
 }
 
 /// Why a cold instruction did not complete.
@@ -1111,6 +1117,8 @@ fn cold_op(ctx: &mut Cold<'_>, instr: Instr, frame: &mut [u64]) -> Result<(), Co
         heap,
         cache,
         gc_retry,
+        pc,
+        tracing,
     } = ctx;
     let (module, func, inst_id, mem0_index, mem0_max) = (*module, *func, *inst_id, *mem0_index, *mem0_max);
     macro_rules! s {
@@ -1137,6 +1145,9 @@ fn cold_op(ctx: &mut Cold<'_>, instr: Instr, frame: &mut [u64]) -> Result<(), Co
     // dispatch loop (the collection needs the whole store) and re-execute this instruction after.
     macro_rules! alloc {
         ($alloc:expr) => {{
+            if let Some(t) = tracing.as_mut() {
+                t.set_site(module, func, *pc);
+            }
             let may_collect = !std::mem::take(*gc_retry);
             match $alloc(may_collect) {
                 Ok(o) => o,

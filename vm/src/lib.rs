@@ -17,6 +17,7 @@ mod module;
 mod numeric;
 mod stack;
 mod store;
+mod tracing;
 mod translate;
 mod trap;
 pub mod types;

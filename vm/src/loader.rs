@@ -82,6 +82,7 @@ impl LineTable {
 pub struct NameMap {
     module: Option<String>,
     funcs: HashMap<u32, String>,
+    types: HashMap<u32, String>,
 }
 
 impl NameMap {
@@ -93,6 +94,11 @@ impl NameMap {
     /// A function's name (`$name` in text), by index in the function index space (imports first).
     pub fn func_name(&self, index: u32) -> Option<&str> {
         self.funcs.get(&index).map(String::as_str)
+    }
+
+    /// A type's name (`(type $name ...)` in text), by index in the module's type section.
+    pub fn type_name(&self, index: u32) -> Option<&str> {
+        self.types.get(&index).map(String::as_str)
     }
 }
 
@@ -281,6 +287,11 @@ impl Source {
     pub fn func_name(&self, index: u32) -> Option<&str> {
         self.names.func_name(index)
     }
+
+    /// A type's name from the name section (`$name` in text), by type index.
+    pub fn type_name(&self, index: u32) -> Option<&str> {
+        self.names.type_name(index)
+    }
 }
 
 /// The module and function names of a name section. A malformed subsection ends reading
@@ -293,6 +304,11 @@ fn read_names(reader: wasmparser::NameSectionReader<'_>) -> NameMap {
             Ok(wasmparser::Name::Function(map)) => {
                 for naming in map.into_iter().map_while(Result::ok) {
                     names.funcs.insert(naming.index, naming.name.to_string());
+                }
+            }
+            Ok(wasmparser::Name::Type(map)) => {
+                for naming in map.into_iter().map_while(Result::ok) {
+                    names.types.insert(naming.index, naming.name.to_string());
                 }
             }
             Ok(_) => {}

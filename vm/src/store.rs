@@ -157,6 +157,8 @@ pub struct Store {
     pub(crate) gc_retry: bool,
     /// References the host holds while it allocates (constant-expression operands).
     pub(crate) host_roots: Vec<u64>,
+    /// Set by [`Store::trace_allocations`].
+    pub(crate) tracing: Option<crate::tracing::AllocTracing>,
 }
 
 impl Drop for Store {
@@ -191,7 +193,26 @@ impl Store {
             cache,
             gc_retry: false,
             host_roots: Vec::new(),
+            tracing: None,
         }
+    }
+
+    /// Sends every allocation and free, with sites, type names and heap snapshots, to `tracer` until
+    /// [`Store::finish_trace`]. Attach it before loading modules (types of modules loaded earlier are
+    /// defined too, but their earlier allocations are only in the tracer's snapshots).
+    pub fn trace_allocations(&mut self, tracer: std::sync::Arc<vmtrace::Tracer>) {
+        let tracing = crate::tracing::AllocTracing::attach(tracer, &self.heap, &self.cache, self.exec.stack.extent());
+        for m in &self.modules {
+            tracing.define_types(m, &self.registry);
+        }
+        self.tracing = Some(tracing);
+    }
+
+    /// Closes the trace started by [`Store::trace_allocations`] (a final heap snapshot, then flush); `None`
+    /// if none was started. Later heap events are not traced.
+    pub fn finish_trace(&mut self) -> Option<std::io::Result<vmtrace::TraceStats>> {
+        let tracing = self.tracing.take()?;
+        Some(tracing.finish(&self.heap))
     }
 
     /// Heap statistics so far.
@@ -212,6 +233,9 @@ impl Store {
                 heap.register_type(id, layout);
             }
         })?;
+        if let Some(t) = &self.tracing {
+            t.define_types(&data, &self.registry);
+        }
         self.modules.push(Rc::new(data));
         Ok(ModuleId(self.modules.len() as u32 - 1))
     }

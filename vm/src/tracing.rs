@@ -1,0 +1,121 @@
+//! Alloc/free tracing (`vmrun --trace allocfree`): what the VM adds to the heap's own events.
+//!
+//! The tracer (`vmtrace::Tracer`) is a heap observer: spans, objects, frees found by the sweep and
+//! collections reach it from the heap directly. Only the VM knows the rest, and this module supplies it:
+//!
+//! - **Allocation sites.** Before an allocating instruction asks the heap, the interpreter (only when a
+//!   tracer is attached: one predictable branch in the cold path) names the site: the instruction's module,
+//!   function and wasm offset. Each distinct site gets a small id, defined once to the tracer with the
+//!   function's name and the `file:line:col` the DWARF line table gives the offset.
+//! - **Types**: every struct and array type of every module, under its name from the name section
+//!   (`$tree`), with a size hint (a struct's object bytes; an array's element size).
+//! - **The thread and its value stack**, and **safe points**: after each collection the tracer may start a
+//!   new generation with a snapshot of the heap; at the end a last snapshot (so the trace can be checked
+//!   against a heap walk at exit) before the trace is closed.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
+
+use gc::HeapObserver;
+use vmtrace::{SiteDesc, TraceStats, Tracer};
+
+use crate::module::ModuleData;
+use crate::types::{TypeKind, TypeRegistry};
+
+pub(crate) struct AllocTracing {
+    pub tracer: Arc<Tracer>,
+    /// The heap thread id of the store's (only) mutator.
+    thread: u32,
+    /// (module address, wasm offset of the allocating instruction) → site id (from 1; 0 is "unknown").
+    /// Looked up on every traced allocation, so hashed with one multiply instead of SipHash (the keys are
+    /// our own addresses and offsets, nobody can choose them to collide).
+    sites: HashMap<(usize, u32), u32, BuildHasherDefault<SiteHasher>>,
+}
+
+/// FxHash-style: fold each word in with a rotate, xor and multiply.
+#[derive(Default)]
+struct SiteHasher(u64);
+
+impl Hasher for SiteHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(b as u64);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(n as u64);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl AllocTracing {
+    /// Attaches `tracer` to `heap` for the mutator owning `cache`, whose value stack is `stack`.
+    pub fn attach(tracer: Arc<Tracer>, heap: &gc::Heap, cache: &gc::ThreadCache, stack: (usize, usize)) -> Self {
+        heap.add_observer(tracer.clone());
+        let thread = cache.thread_id();
+        tracer.thread_start(thread);
+        tracer.stack_alloc(&gc::ObserverCtx { thread_id: thread }, stack.0, stack.1);
+        AllocTracing { tracer, thread, sites: HashMap::default() }
+    }
+
+    /// Names the site of the allocation `module`'s function `func` is about to make at `pc`.
+    #[cold]
+    #[inline(never)]
+    pub fn set_site(&mut self, module: &ModuleData, func: u32, pc: usize) {
+        let offset = module.code[func as usize].wasm_offsets.get(pc).copied().unwrap_or(0);
+        let key = (module as *const ModuleData as usize, offset);
+        let next = self.sites.len() as u32 + 1;
+        let tracer = &self.tracer;
+        let site = *self.sites.entry(key).or_insert_with(|| {
+            let func_index = module.num_imported_funcs + func;
+            let function = match module.source.func_name(func_index) {
+                Some(name) => format!("${name}"),
+                None => format!("func {func_index}"),
+            };
+            let loc = module.source.location(offset as usize);
+            let location = loc.as_ref().map(|l| (l.file.as_str(), l.line, l.column));
+            tracer.define_site(next, &SiteDesc { function: &function, wasm_offset: offset as u64, location });
+            next
+        });
+        tracer.set_current_site(self.thread, site);
+    }
+
+    /// Allocations the host makes (constant expressions) have no instruction: site 0.
+    pub fn clear_site(&self) {
+        self.tracer.set_current_site(self.thread, 0);
+    }
+
+    /// Defines every GC type of `module` to the tracer.
+    pub fn define_types(&self, module: &ModuleData, registry: &TypeRegistry) {
+        for (index, &id) in module.type_ids.iter().enumerate() {
+            let info = registry.get(id);
+            let size_hint = match crate::gcglue::layout_of(info) {
+                Some(layout @ gc::Layout::Struct { .. }) => layout.object_bytes(0),
+                Some(gc::Layout::Array { elem_size, .. }) => elem_size as u64,
+                None => continue,
+            };
+            let what = if matches!(info.kind, TypeKind::Array { .. }) { "array" } else { "struct" };
+            let name = match module.source.type_name(index as u32) {
+                Some(name) => format!("${name}"),
+                None => format!("{what} type {index}"),
+            };
+            self.tracer.define_type(id, &name, size_hint);
+        }
+    }
+
+    /// Closes the trace: a last generation whose snapshot is the heap at exit, the thread's end, flush.
+    pub fn finish(&self, heap: &gc::Heap) -> std::io::Result<TraceStats> {
+        self.tracer.advance_generation(heap);
+        self.tracer.thread_end(self.thread);
+        self.tracer.finish()
+    }
+}
