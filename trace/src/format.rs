@@ -1,7 +1,8 @@
 //! The wire format, in one place: file header, record kinds, the event spec table, varints, and the
 //! per-batch predictors that turn addresses into small deltas. The writer ([`crate::writer`]) and the
 //! reader ([`crate::reader`]) both encode and decode through this module, so they cannot disagree about how
-//! many arguments an event has or how an id is predicted. The prose version is `docs/trace-format.md`.
+//! many arguments an event has or how an id is predicted. The prose version is `docs/trace-format.md` at the
+//! repository root.
 //!
 //! # Layout
 //!
@@ -25,12 +26,12 @@
 //! An object id is `(addr − heap_base) / 8`, a span id `(base − heap_base) / PAGE_SIZE`, a stack id
 //! `base − heap_base` (stacks need not be aligned), all signed. Ids are not written as such: each is written
 //! as the zigzag-encoded difference from a *prediction* kept in a [`Predictor`] that starts at zero with
-//! every batch, so a batch decodes alone. Predictions: the next allocation goes to the slot right after the
-//! previous one (`id + size/8`); the next free continues the stride of the last two frees (the sweep walks a
+//! every batch, so a batch decodes alone. Predictions: the next allocation of a *shape* (size, type, site)
+//! goes to the slot right after that shape's previous one (`id + size/8`; the last [`ALLOC_SLOTS`] shapes
+//! are remembered, so interleaved sites keep their own predictions); the next free continues the stride of the last two frees (the sweep walks a
 //! span in address order); the next span follows the previous one; the next stack sits where the last one
-//! was. The common cases then cost no argument bytes at all: [`EventType::ObjAllocNext`] (same size, type
-//! and site as the previous allocation, next slot) and [`EventType::ObjFreeNext`] are a type byte and a
-//! time delta.
+//! was. The common cases then cost no argument bytes at all: [`EventType::ObjAllocNext0`]..`7` (a remembered
+//! shape, in its next slot) and [`EventType::ObjFreeNext`] are a type byte and a time delta.
 
 use std::fmt;
 
@@ -97,8 +98,6 @@ pub enum EventType {
     SpanFree = 5,
     SpanExists = 6,
     ObjAlloc = 7,
-    ObjAllocSame = 8,
-    ObjAllocNext = 9,
     ObjFree = 10,
     ObjFreeNext = 11,
     ObjExists = 12,
@@ -108,6 +107,25 @@ pub enum EventType {
     StackExists = 16,
     GcBegin = 17,
     GcEnd = 18,
+    /// An allocation whose shape is in slot k of the predictor's [`ALLOC_SLOTS`] shape slots, in the slot
+    /// right after that shape's previous allocation: no arguments.
+    ObjAllocNext0 = 32,
+    ObjAllocNext1 = 33,
+    ObjAllocNext2 = 34,
+    ObjAllocNext3 = 35,
+    ObjAllocNext4 = 36,
+    ObjAllocNext5 = 37,
+    ObjAllocNext6 = 38,
+    ObjAllocNext7 = 39,
+    /// An allocation whose shape is in slot k, elsewhere: `objΔ` from that shape's predicted next slot.
+    ObjAllocSame0 = 40,
+    ObjAllocSame1 = 41,
+    ObjAllocSame2 = 42,
+    ObjAllocSame3 = 43,
+    ObjAllocSame4 = 44,
+    ObjAllocSame5 = 45,
+    ObjAllocSame6 = 46,
+    ObjAllocSame7 = 47,
     /// `len` then `len` opaque bytes: lets a later writer add payloads an older reader skips.
     Ext = 127,
 }
@@ -131,8 +149,6 @@ pub const SPECS: &[EventSpec] = &[
     EventSpec { ty: EventType::SpanFree, name: "SpanFree", args: &["spanΔ"] },
     EventSpec { ty: EventType::SpanExists, name: "SpanExists", args: &["spanΔ", "npages", "class", "elem_size"] },
     EventSpec { ty: EventType::ObjAlloc, name: "ObjAlloc", args: &["objΔ", "size", "type", "site"] },
-    EventSpec { ty: EventType::ObjAllocSame, name: "ObjAllocSame", args: &["objΔ"] },
-    EventSpec { ty: EventType::ObjAllocNext, name: "ObjAllocNext", args: &[] },
     EventSpec { ty: EventType::ObjFree, name: "ObjFree", args: &["freeΔ"] },
     EventSpec { ty: EventType::ObjFreeNext, name: "ObjFreeNext", args: &[] },
     EventSpec { ty: EventType::ObjExists, name: "ObjExists", args: &["existsΔ", "size", "type"] },
@@ -155,7 +171,50 @@ pub const SPECS: &[EventSpec] = &[
             "pause_ns",
         ],
     },
+    EventSpec { ty: EventType::ObjAllocNext0, name: "ObjAllocNext0", args: &[] },
+    EventSpec { ty: EventType::ObjAllocNext1, name: "ObjAllocNext1", args: &[] },
+    EventSpec { ty: EventType::ObjAllocNext2, name: "ObjAllocNext2", args: &[] },
+    EventSpec { ty: EventType::ObjAllocNext3, name: "ObjAllocNext3", args: &[] },
+    EventSpec { ty: EventType::ObjAllocNext4, name: "ObjAllocNext4", args: &[] },
+    EventSpec { ty: EventType::ObjAllocNext5, name: "ObjAllocNext5", args: &[] },
+    EventSpec { ty: EventType::ObjAllocNext6, name: "ObjAllocNext6", args: &[] },
+    EventSpec { ty: EventType::ObjAllocNext7, name: "ObjAllocNext7", args: &[] },
+    EventSpec { ty: EventType::ObjAllocSame0, name: "ObjAllocSame0", args: &["objΔ"] },
+    EventSpec { ty: EventType::ObjAllocSame1, name: "ObjAllocSame1", args: &["objΔ"] },
+    EventSpec { ty: EventType::ObjAllocSame2, name: "ObjAllocSame2", args: &["objΔ"] },
+    EventSpec { ty: EventType::ObjAllocSame3, name: "ObjAllocSame3", args: &["objΔ"] },
+    EventSpec { ty: EventType::ObjAllocSame4, name: "ObjAllocSame4", args: &["objΔ"] },
+    EventSpec { ty: EventType::ObjAllocSame5, name: "ObjAllocSame5", args: &["objΔ"] },
+    EventSpec { ty: EventType::ObjAllocSame6, name: "ObjAllocSame6", args: &["objΔ"] },
+    EventSpec { ty: EventType::ObjAllocSame7, name: "ObjAllocSame7", args: &["objΔ"] },
     EventSpec { ty: EventType::Ext, name: "Ext", args: &["len"] },
+];
+
+/// Number of allocation shapes the predictor remembers per batch.
+pub const ALLOC_SLOTS: usize = 8;
+
+/// `ObjAllocNext{k}` by slot.
+pub const ALLOC_NEXT: [EventType; ALLOC_SLOTS] = [
+    EventType::ObjAllocNext0,
+    EventType::ObjAllocNext1,
+    EventType::ObjAllocNext2,
+    EventType::ObjAllocNext3,
+    EventType::ObjAllocNext4,
+    EventType::ObjAllocNext5,
+    EventType::ObjAllocNext6,
+    EventType::ObjAllocNext7,
+];
+
+/// `ObjAllocSame{k}` by slot.
+pub const ALLOC_SAME: [EventType; ALLOC_SLOTS] = [
+    EventType::ObjAllocSame0,
+    EventType::ObjAllocSame1,
+    EventType::ObjAllocSame2,
+    EventType::ObjAllocSame3,
+    EventType::ObjAllocSame4,
+    EventType::ObjAllocSame5,
+    EventType::ObjAllocSame6,
+    EventType::ObjAllocSame7,
 ];
 
 /// Spec lookup by wire byte: a 256-entry table built at compile time from [`SPECS`].
@@ -181,6 +240,16 @@ impl EventType {
     pub fn spec(self) -> &'static EventSpec {
         // Every variant is in SPECS (checked by a test), so the lookup cannot fail.
         Self::spec_of(self as u8).unwrap_or(&SPECS[0])
+    }
+
+    /// For `ObjAllocNext{k}` and `ObjAllocSame{k}`: (k, whether it is the `Next` form).
+    pub fn alloc_slot(self) -> Option<(usize, bool)> {
+        let b = self as u8;
+        match b {
+            32..=39 => Some(((b - 32) as usize, true)),
+            40..=47 => Some(((b - 40) as usize, false)),
+            _ => None,
+        }
     }
 
     /// Number of argument varints after the time delta.
@@ -292,7 +361,8 @@ pub fn stack_addr(id: i64, heap_base: u64) -> u64 {
     heap_base.wrapping_add(id as u64)
 }
 
-/// The shape of an allocation: what [`EventType::ObjAllocSame`] and [`EventType::ObjAllocNext`] repeat.
+/// The shape of an allocation: what a predictor slot remembers, so `ObjAllocSame{k}` and `ObjAllocNext{k}`
+/// need not repeat it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AllocShape {
     pub size: u64,
@@ -304,10 +374,13 @@ pub struct AllocShape {
 /// the same thing on both sides. Reset to `Default` at every batch start.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Predictor {
-    /// Where the next allocation is expected (the slot after the previous one).
+    /// Where the next allocation of a new shape is expected (the slot after the previous allocation).
     pub alloc_next: i64,
-    /// Shape of the previous allocation.
-    pub alloc_shape: AllocShape,
+    /// The last [`ALLOC_SLOTS`] allocation shapes, each with where its next allocation is expected. A new
+    /// shape replaces the slots round-robin, starting at slot 0.
+    pub alloc_slots: [AllocSlot; ALLOC_SLOTS],
+    /// The slot the next new shape goes to.
+    pub alloc_victim: u8,
     /// The previous free and the stride between the last two frees.
     pub free_last: i64,
     pub free_stride: i64,
@@ -321,12 +394,39 @@ pub struct Predictor {
     pub stack_last: i64,
 }
 
+/// One remembered allocation shape and the id its next allocation is predicted at. A slot that was
+/// never filled has size 0, which no object has.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AllocSlot {
+    pub shape: AllocShape,
+    pub next: i64,
+}
+
 impl Predictor {
-    /// Records an allocation at `id` with `shape`.
+    /// The slot remembering `shape`, if any.
     #[inline]
-    pub fn alloc(&mut self, id: i64, shape: AllocShape) {
-        self.alloc_next = id.wrapping_add((shape.size >> OBJ_SHIFT) as i64);
-        self.alloc_shape = shape;
+    pub fn find_shape(&self, shape: &AllocShape) -> Option<usize> {
+        if shape.size == 0 {
+            return None; // never remembered: size 0 marks an empty slot
+        }
+        self.alloc_slots.iter().position(|s| s.shape == *shape)
+    }
+
+    /// Records an allocation at `id` of the shape in slot `k`.
+    #[inline]
+    pub fn alloc_in_slot(&mut self, k: usize, id: i64) {
+        let slot = &mut self.alloc_slots[k];
+        slot.next = id.wrapping_add((slot.shape.size >> OBJ_SHIFT) as i64);
+        self.alloc_next = slot.next;
+    }
+
+    /// Records an allocation at `id` of a shape no slot remembers: it takes the next slot round-robin.
+    #[inline]
+    pub fn alloc_new_shape(&mut self, id: i64, shape: AllocShape) {
+        let k = self.alloc_victim as usize;
+        self.alloc_victim = ((k + 1) % ALLOC_SLOTS) as u8;
+        self.alloc_slots[k].shape = shape;
+        self.alloc_in_slot(k, id);
     }
 
     #[inline]
@@ -367,8 +467,6 @@ mod tests {
             EventType::SpanFree,
             EventType::SpanExists,
             EventType::ObjAlloc,
-            EventType::ObjAllocSame,
-            EventType::ObjAllocNext,
             EventType::ObjFree,
             EventType::ObjFreeNext,
             EventType::ObjExists,
@@ -380,12 +478,19 @@ mod tests {
             EventType::GcEnd,
             EventType::Ext,
         ];
+        let all: Vec<EventType> = all.into_iter().chain(ALLOC_NEXT).chain(ALLOC_SAME).collect();
         assert_eq!(all.len(), SPECS.len());
         for ty in all {
             let spec = EventType::spec_of(ty as u8).expect("in table");
             assert_eq!(spec.ty, ty);
             assert!(spec.args.len() <= MAX_ARGS);
         }
+        for k in 0..ALLOC_SLOTS {
+            assert_eq!(ALLOC_NEXT[k].alloc_slot(), Some((k, true)));
+            assert_eq!(ALLOC_SAME[k].alloc_slot(), Some((k, false)));
+            assert_eq!(ALLOC_SAME[k].nargs(), 1);
+        }
+        assert_eq!(EventType::ObjAlloc.alloc_slot(), None);
         assert!(EventType::spec_of(0).is_none());
         assert!(EventType::spec_of(200).is_none());
     }

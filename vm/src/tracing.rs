@@ -31,6 +31,19 @@ pub(crate) struct AllocTracing {
     /// Looked up on every traced allocation, so hashed with one multiply instead of SipHash (the keys are
     /// our own addresses and offsets, nobody can choose them to collide).
     sites: HashMap<(usize, u32), u32, BuildHasherDefault<SiteHasher>>,
+    /// A direct-mapped cache in front of `sites`, indexed by the offset's low bits: a program allocates
+    /// from a handful of hot sites, and one compare is cheaper than hashing on every allocation.
+    recent: Box<[SiteCacheEntry; SITE_CACHE]>,
+}
+
+const SITE_CACHE: usize = 256;
+
+/// (module address, wasm offset) → site id; module 0 marks an empty entry.
+#[derive(Clone, Copy, Default)]
+struct SiteCacheEntry {
+    module: usize,
+    offset: u32,
+    site: u32,
 }
 
 /// FxHash-style: fold each word in with a rotate, xor and multiply.
@@ -64,18 +77,37 @@ impl AllocTracing {
         let thread = cache.thread_id();
         tracer.thread_start(thread);
         tracer.stack_alloc(&gc::ObserverCtx { thread_id: thread }, stack.0, stack.1);
-        AllocTracing { tracer, thread, sites: HashMap::default() }
+        AllocTracing {
+            tracer,
+            thread,
+            sites: HashMap::default(),
+            recent: Box::new([SiteCacheEntry::default(); SITE_CACHE]),
+        }
     }
 
     /// Names the site of the allocation `module`'s function `func` is about to make at `pc`.
-    #[cold]
     #[inline(never)]
     pub fn set_site(&mut self, module: &ModuleData, func: u32, pc: usize) {
         let offset = module.code[func as usize].wasm_offsets.get(pc).copied().unwrap_or(0);
-        let key = (module as *const ModuleData as usize, offset);
+        let module_addr = module as *const ModuleData as usize;
+        let entry = &mut self.recent[offset as usize % SITE_CACHE];
+        let site = if entry.module == module_addr && entry.offset == offset {
+            entry.site
+        } else {
+            let site = self.site_id(module, func, module_addr, offset);
+            self.recent[offset as usize % SITE_CACHE] = SiteCacheEntry { module: module_addr, offset, site };
+            site
+        };
+        self.tracer.set_current_site(self.thread, site);
+    }
+
+    /// The id of the site at `offset` in `module`, defining it to the tracer the first time.
+    #[cold]
+    fn site_id(&mut self, module: &ModuleData, func: u32, module_addr: usize, offset: u32) -> u32 {
+        let key = (module_addr, offset);
         let next = self.sites.len() as u32 + 1;
         let tracer = &self.tracer;
-        let site = *self.sites.entry(key).or_insert_with(|| {
+        *self.sites.entry(key).or_insert_with(|| {
             let func_index = module.num_imported_funcs + func;
             let function = match module.source.func_name(func_index) {
                 Some(name) => format!("${name}"),
@@ -85,8 +117,7 @@ impl AllocTracing {
             let location = loc.as_ref().map(|l| (l.file.as_str(), l.line, l.column));
             tracer.define_site(next, &SiteDesc { function: &function, wasm_offset: offset as u64, location });
             next
-        });
-        tracer.set_current_site(self.thread, site);
+        })
     }
 
     /// Allocations the host makes (constant expressions) have no instruction: site 0.
