@@ -109,7 +109,7 @@ impl GcOptions {
         }
         Ok(gc::HeapConfig {
             gc_percent,
-            max_heap_bytes: self.max_heap.as_deref().map(parse_size).transpose()?,
+            max_heap_bytes: self.max_heap.as_deref().map(|s| parse_size("--max-heap", s)).transpose()?,
             stress_every: self.gc_stress,
             verify: self.gc_verify,
             // Negative controls for the Memcheck suite (tests/valgrind.rs); unset in real runs.
@@ -119,20 +119,20 @@ impl GcOptions {
     }
 }
 
-/// `64MiB`, `64M`, `1G`, `512k`, `65536` (bytes). Units are powers of 1024.
-fn parse_size(s: &str) -> Result<usize> {
+/// `64MiB`, `64M`, `1G`, `512k`, `65536` (bytes), the value of option `flag`. Units are powers of 1024.
+fn parse_size(flag: &str, s: &str) -> Result<usize> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = t.split_at(split);
-    let n: usize = digits.parse().map_err(|_| anyhow!("--max-heap: `{s}` is not a size like 64MiB"))?;
+    let n: usize = digits.parse().map_err(|_| anyhow!("{flag}: `{s}` is not a size like 64MiB"))?;
     let shift = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 0,
         "k" | "kb" | "kib" => 10,
         "m" | "mb" | "mib" => 20,
         "g" | "gb" | "gib" => 30,
-        _ => bail!("--max-heap: unknown unit in `{s}` (use B, KiB, MiB or GiB)"),
+        _ => bail!("{flag}: unknown unit in `{s}` (use B, KiB, MiB or GiB)"),
     };
-    n.checked_mul(1 << shift).filter(|&b| b > 0).ok_or_else(|| anyhow!("--max-heap: `{s}` is out of range"))
+    n.checked_mul(1 << shift).filter(|&b| b > 0).ok_or_else(|| anyhow!("{flag}: `{s}` is out of range"))
 }
 
 fn print_gc_stats(stats: &gc::GcStats) {

@@ -25,13 +25,22 @@ pub struct TraceOptions {
     /// Where --trace writes.
     #[arg(long, value_name = "FILE", default_value = "vmrun.trace", requires = "trace")]
     pub trace_out: PathBuf,
+
+    /// Start a new generation (tables and a live-heap snapshot, readable alone) after SIZE of trace
+    /// records (e.g. `4MiB`) or one second, whichever comes first.
+    #[arg(long, value_name = "SIZE", default_value = "16MiB", requires = "trace")]
+    pub trace_generation: String,
 }
 
 impl TraceOptions {
     /// Starts tracing into `store` if asked to.
     pub fn start(&self, store: &mut vm::Store) -> Result<()> {
         if self.trace.is_some() {
-            let tracer = vmtrace::Tracer::create(&self.trace_out, vmtrace::TraceConfig::default())
+            let config = vmtrace::TraceConfig {
+                generation_bytes: crate::parse_size("--trace-generation", &self.trace_generation)? as u64,
+                ..vmtrace::TraceConfig::default()
+            };
+            let tracer = vmtrace::Tracer::create(&self.trace_out, config)
                 .with_context(|| format!("--trace-out: cannot create `{}`", self.trace_out.display()))?;
             store.trace_allocations(tracer);
         }
@@ -76,23 +85,51 @@ pub enum TraceCommand {
 }
 
 impl TraceCommand {
+    /// Reads the trace and writes what was asked. A file damaged after some complete generations still gives
+    /// results for those, then the damage is reported as an error (naming its byte offset) and the exit
+    /// status is non-zero, like a decompressor that meets a truncated archive.
     pub fn run(&self) -> Result<()> {
-        let err = |e: vmtrace::TraceError| anyhow!("{e}");
+        let file = match self {
+            TraceCommand::Summary { file }
+            | TraceCommand::Dump { file }
+            | TraceCommand::Perfetto { file, .. }
+            | TraceCommand::Plot { file, .. } => file,
+        };
+        let trace = vmtrace::tools::load(file).map_err(|e| anyhow!("{e}"))?;
+        let name = file.file_name().map_or_else(|| file.display().to_string(), |n| n.to_string_lossy().into_owned());
         match self {
-            TraceCommand::Summary { file } => write_stdout(&vmtrace::summary(file).map_err(err)?),
-            TraceCommand::Dump { file } => {
+            TraceCommand::Summary { .. } => {
+                write_stdout(&vmtrace::tools::summary::render(&vmtrace::tools::Profile::build(&trace), &name))?
+            }
+            TraceCommand::Dump { .. } => {
                 let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-                vmtrace::dump_to(file, &mut out).map_err(err)?;
-                out.flush().context("cannot write the dump")
+                vmtrace::tools::dump::write(&trace, &name, &mut out)
+                    .and_then(|()| out.flush())
+                    .context("cannot write the dump")?;
             }
-            TraceCommand::Perfetto { file, out } => {
-                vmtrace::perfetto(file, out).map_err(err)?;
-                report_written(out)
+            TraceCommand::Perfetto { out, .. } => {
+                let profile = vmtrace::tools::Profile::build(&trace);
+                let mut w = std::io::BufWriter::new(
+                    std::fs::File::create(out).with_context(|| format!("cannot create `{}`", out.display()))?,
+                );
+                vmtrace::tools::perfetto::write(&trace, &profile, &name, &mut w)
+                    .and_then(|()| w.flush())
+                    .with_context(|| format!("cannot write `{}`", out.display()))?;
+                report_written(out);
             }
-            TraceCommand::Plot { file, out } => {
-                vmtrace::plot(file, out).map_err(err)?;
-                report_written(out)
+            TraceCommand::Plot { out, .. } => {
+                let svg = vmtrace::tools::plot::render(&vmtrace::tools::Profile::build(&trace), &name);
+                std::fs::write(out, svg).with_context(|| format!("cannot write `{}`", out.display()))?;
+                report_written(out);
             }
+        }
+        match &trace.error {
+            None => Ok(()),
+            Some(e) => Err(anyhow!(
+                "{}: {e} (read the {} complete generations before it)",
+                file.display(),
+                trace.generations.len()
+            )),
         }
     }
 }
@@ -102,7 +139,6 @@ fn write_stdout(text: &str) -> Result<()> {
     out.write_all(text.as_bytes()).and_then(|()| out.flush()).context("cannot write to stdout")
 }
 
-fn report_written(path: &Path) -> Result<()> {
+fn report_written(path: &Path) {
     eprintln!("vmrun: wrote {}", path.display());
-    Ok(())
 }

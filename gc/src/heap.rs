@@ -651,6 +651,22 @@ impl Heap {
         }
     }
 
+    /// Statistics, with the allocations `cache` made since its spans were last counted included (the
+    /// counters are brought up to date lazily: when a span leaves a cache and at each collection).
+    pub fn stats_for(&self, cache: &mut ThreadCache) -> GcStats {
+        for &span in cache.spans.iter() {
+            if !cache.is_sentinel(span) {
+                // SAFETY: the cache owns its current spans (Owner::InCache), and `&mut` on the cache means
+                // no allocation on it is in progress.
+                let s = unsafe { span.as_ref() };
+                // SAFETY: as above.
+                self.shared.flush_counts(s, unsafe { s.state() });
+            }
+        }
+        self.stats()
+    }
+
+    /// Statistics as of the last time every span was counted; see [`Heap::stats_for`].
     pub fn stats(&self) -> GcStats {
         let shared = &*self.shared;
         let gc = lock(&shared.gc);

@@ -5,8 +5,8 @@
 //! Logical events carry absolute addresses; ids exist only on the wire.
 
 use crate::format::{
-    ALLOC_NEXT, ALLOC_SAME, AllocShape, BATCH_CAP, EventType, MAX_ARGS, MAX_EVENT_LEN, Predictor, RECORD_HEADER_LEN, RecordKind, get_uvarint,
-    obj_addr, obj_id, put_uvarint, span_addr, span_id, stack_addr, stack_id, unzigzag, zigzag,
+    ALLOC_NEXT, ALLOC_SAME, AllocShape, BATCH_CAP, EventType, MAX_ARGS, MAX_EVENT_LEN, Predictor, RECORD_HEADER_LEN,
+    RecordKind, get_uvarint, obj_addr, obj_id, put_uvarint, span_addr, span_id, stack_addr, stack_id, unzigzag, zigzag,
 };
 
 /// A span as events describe it.
@@ -463,7 +463,12 @@ impl<'a> BatchCursor<'a> {
                 let id = self.pred.alloc_next.wrapping_add(unzigzag(a[0]));
                 let shape = AllocShape { size: a[1], type_id: u32_of(a[2], "type")?, site: u32_of(a[3], "site")? };
                 self.pred.alloc_new_shape(id, shape);
-                EventKind::ObjAlloc { addr: obj_addr(id, hb), size: shape.size, type_id: shape.type_id, site: shape.site }
+                EventKind::ObjAlloc {
+                    addr: obj_addr(id, hb),
+                    size: shape.size,
+                    type_id: shape.type_id,
+                    site: shape.site,
+                }
             }
             EventType::ObjAllocNext0
             | EventType::ObjAllocNext1
@@ -610,7 +615,12 @@ mod tests {
         for i in 0..100u64 {
             for (s, size) in [(0u64, 72u64), (1, 24), (2, 72), (3, 24)] {
                 let span = base + s * 8192;
-                kinds.push(EventKind::ObjAlloc { addr: span + i * size, size, type_id: 10 + s as u32 % 2, site: s as u32 });
+                kinds.push(EventKind::ObjAlloc {
+                    addr: span + i * size,
+                    size,
+                    type_id: 10 + s as u32 % 2,
+                    site: s as u32,
+                });
             }
         }
         let bytes = round_trip(&kinds);

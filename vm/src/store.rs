@@ -216,8 +216,8 @@ impl Store {
     }
 
     /// Heap statistics so far.
-    pub fn gc_stats(&self) -> gc::GcStats {
-        self.heap.stats()
+    pub fn gc_stats(&mut self) -> gc::GcStats {
+        self.heap.stats_for(&mut self.cache)
     }
 
     /// Run a full collection now (for tests and host tools).
