@@ -607,20 +607,17 @@ mod tests {
     }
 
     #[test]
-    fn interleaved_allocation_sites_each_keep_their_prediction() {
-        // Four shapes (two types, four sites) allocated in turn, each bumping through its own span, as
-        // `gc_cycles.wat` does: after each shape's first allocation, every event is two bytes.
+    fn interleaved_allocation_sites_keep_their_predictions() {
+        // Four shapes (two types, four sites) allocated in turn, as `gc_cycles.wat` does; the two shapes of
+        // each size share that size class's span, filling it in address order. After each shape's first
+        // allocation, every event is two bytes.
         let base = 0x7000_0000_0000u64;
         let mut kinds = Vec::new();
         for i in 0..100u64 {
             for (s, size) in [(0u64, 72u64), (1, 24), (2, 72), (3, 24)] {
-                let span = base + s * 8192;
-                kinds.push(EventKind::ObjAlloc {
-                    addr: span + i * size,
-                    size,
-                    type_id: 10 + s as u32 % 2,
-                    site: s as u32,
-                });
+                let span = base + (s % 2) * 65536;
+                let addr = span + (2 * i + s / 2) * size;
+                kinds.push(EventKind::ObjAlloc { addr, size, type_id: 10 + s as u32 % 2, site: s as u32 });
             }
         }
         let bytes = round_trip(&kinds);

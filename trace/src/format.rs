@@ -412,12 +412,19 @@ impl Predictor {
         self.alloc_slots.iter().position(|s| s.shape == *shape)
     }
 
-    /// Records an allocation at `id` of the shape in slot `k`.
+    /// Records an allocation at `id` of the shape in slot `k`. Every remembered shape of the same size
+    /// predicts the slot after it: objects of one size come from one size class, whose current span a
+    /// thread fills in address order whichever type or site asks.
     #[inline]
     pub fn alloc_in_slot(&mut self, k: usize, id: i64) {
-        let slot = &mut self.alloc_slots[k];
-        slot.next = id.wrapping_add((slot.shape.size >> OBJ_SHIFT) as i64);
-        self.alloc_next = slot.next;
+        let size = self.alloc_slots[k].shape.size;
+        let next = id.wrapping_add((size >> OBJ_SHIFT) as i64);
+        for slot in self.alloc_slots.iter_mut() {
+            if slot.shape.size == size {
+                slot.next = next;
+            }
+        }
+        self.alloc_next = next;
     }
 
     /// Records an allocation at `id` of a shape no slot remembers: it takes the next slot round-robin.
