@@ -345,3 +345,33 @@ fn golden_summaries_of_small_programs() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_run_that_traps_still_leaves_a_complete_trace() {
+    // Out of memory half-way through: the trap is reported as usual and the trace is closed with the heap
+    // as the trap left it.
+    let dir = scratch("trap");
+    let path = dir.join("oom.trace");
+    let out = vmrun(&[
+        "--trace",
+        "allocfree",
+        "--trace-out",
+        path.to_str().unwrap(),
+        "--max-heap",
+        "2MiB",
+        "--invoke",
+        "run",
+        "programs/binary_trees.wat",
+        "16",
+    ]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(134), "{err}");
+    assert!(err.contains("error: wasm trap: out of memory: heap limit 2 MiB reached"), "{err}");
+    assert!(err.contains("vmrun: trace written to"), "{err}");
+    let trace = Trace::open(&path).unwrap();
+    assert!(trace.error.is_none(), "{:?}", trace.error);
+    let (live, disagreements) = replay_all(&trace, |_, _, _, _| {}).unwrap();
+    assert!(disagreements.is_empty(), "{disagreements:?}");
+    assert!(live.bytes() > 1 << 20 && live.bytes() <= 2 << 20, "live at the trap: {} bytes", live.bytes());
+    let _ = std::fs::remove_dir_all(&dir);
+}

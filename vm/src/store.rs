@@ -163,6 +163,10 @@ pub struct Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
+        // An embedder that never called `finish_trace` still gets a complete file (errors have nowhere to go).
+        if let Some(tracing) = self.tracing.take() {
+            let _ = tracing.finish(&self.heap);
+        }
         let (base, bytes) = self.exec.stack.extent();
         self.heap.notify_stack_free(&mut self.cache, base, bytes);
     }

@@ -270,3 +270,28 @@ fn gc_heap_limit_is_a_clean_trap() {
     let t = store.call(f, &[Val::I32(2 << 20)]).unwrap_err();
     assert_eq!(t.to_string(), "out of memory: heap limit 8 MiB reached");
 }
+
+#[test]
+fn a_store_dropped_while_tracing_still_writes_a_complete_trace() {
+    // The embedder never calls `finish_trace`: dropping the store closes the trace with the exit snapshot.
+    let path = std::env::temp_dir().join(format!("vm-drop-{}.trace", std::process::id()));
+    {
+        let mut store = Store::new(crate::Config::default());
+        store.trace_allocations(vmtrace::Tracer::create(&path, vmtrace::TraceConfig::default()).unwrap());
+        let wasm = wat::parse_str(TREES).expect("test module parses");
+        let m = store.load_module(Source::from_binary("trees.wat", wasm)).expect("loads");
+        let i = store.instantiate(m, &Linker::new()).expect("instantiates");
+        let Some(crate::Extern::Func(f)) = store.get_export(i, "run") else { panic!("no export run") };
+        assert_eq!(store.call(f, &[Val::I32(4)]).unwrap(), vec![Val::I32(84)]);
+    }
+    let trace = vmtrace::Trace::open(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert!(trace.error.is_none(), "{:?}", trace.error);
+    assert_eq!(trace.generations.len(), 2, "the run's generation and the exit snapshot");
+    let (live, disagreements) = vmtrace::replay_all(&trace, |_, _, _, _| {}).unwrap();
+    assert!(disagreements.is_empty());
+    // Three trees of depth 4 (31 nodes each) were made; all are still in the heap (no collection ran).
+    assert_eq!(live.objects(), 93);
+    let types: Vec<&str> = trace.generations[1].types.values().map(|t| t.name.as_str()).collect();
+    assert!(types.contains(&"$t"), "{types:?}");
+}
