@@ -148,7 +148,7 @@ pub(crate) fn collect(store: &mut Store) {
     let mut roots = StoreRoots { exec, instances, globals, tables, registry, host_roots };
     heap.collect(cache, &mut roots);
     // A safe point: the mutator is stopped, so the tracer may snapshot the heap for a new generation.
-    if let Some(t) = &store.tracing {
+    if let Some(t) = &store.alloc.tracing {
         t.tracer.maybe_advance_generation(&store.heap);
     }
 }
@@ -162,7 +162,7 @@ pub(crate) fn alloc_host(
     pending: &[u64],
 ) -> Result<gc::ObjRef, Trap> {
     let mut may_collect = true;
-    if let Some(t) = &store.tracing {
+    if let Some(t) = &store.alloc.tracing {
         t.clear_site();
     }
     loop {

@@ -196,7 +196,7 @@ fn run(store: &mut Store, mut pos: Position, depth0: usize) -> Result<(), Trap> 
             Exit::Collect => {
                 store.exec.top = Some(pos);
                 gcglue::collect(store);
-                store.gc_retry = true;
+                store.alloc.gc_retry = true;
             }
             Exit::GrowStack { slots } => {
                 if !store.exec.stack.grow(slots) {
@@ -375,8 +375,7 @@ fn dispatch(
 ) -> Exit {
     let inst_id = pos.inst;
     let max_depth = store.config.max_call_depth;
-    let Store { exec, instances, funcs, memories, tables, globals, registry, heap, cache, gc_retry, tracing, .. } =
-        store;
+    let Store { exec, instances, funcs, memories, tables, globals, registry, heap, cache, alloc, .. } = store;
     let stack_len = exec.stack.len();
     // Only `pc`, `code` and `frame` live in registers across instructions; the rest of the
     // position (function, frame pointer) stays in `pos` and is touched by calls and returns only.
@@ -1046,9 +1045,8 @@ fn dispatch(
                     mem0_max,
                     heap: &*heap,
                     cache: &mut *cache,
-                    gc_retry: &mut *gc_retry,
+                    alloc: &mut *alloc,
                     pc,
-                    tracing: &mut *tracing,
                 };
                 match cold_op(&mut ctx, other, frame) {
                     Ok(()) => {}
@@ -1079,10 +1077,9 @@ struct Cold<'a> {
     mem0_max: u64,
     heap: &'a gc::Heap,
     cache: &'a mut gc::ThreadCache,
-    gc_retry: &'a mut bool,
+    alloc: &'a mut crate::store::AllocState,
     /// Where the instruction is (for allocation sites).
     pc: usize,
-    tracing: &'a mut Option<crate::tracing::AllocTracing>,
 }
 
 /// Why a cold instruction did not complete.
@@ -1116,9 +1113,8 @@ fn cold_op(ctx: &mut Cold<'_>, instr: Instr, frame: &mut [u64]) -> Result<(), Co
         mem0_max,
         heap,
         cache,
-        gc_retry,
+        alloc,
         pc,
-        tracing,
     } = ctx;
     let (module, func, inst_id, mem0_index, mem0_max) = (*module, *func, *inst_id, *mem0_index, *mem0_max);
     macro_rules! s {
@@ -1145,10 +1141,10 @@ fn cold_op(ctx: &mut Cold<'_>, instr: Instr, frame: &mut [u64]) -> Result<(), Co
     // dispatch loop (the collection needs the whole store) and re-execute this instruction after.
     macro_rules! alloc {
         ($alloc:expr) => {{
-            if let Some(t) = tracing.as_mut() {
+            if let Some(t) = alloc.tracing.as_mut() {
                 t.set_site(module, func, *pc);
             }
-            let may_collect = !std::mem::take(*gc_retry);
+            let may_collect = !std::mem::take(&mut alloc.gc_retry);
             match $alloc(may_collect) {
                 Ok(o) => o,
                 Err(gc::AllocError::CollectionNeeded) => return Err(ColdExit::Collect),

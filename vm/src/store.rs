@@ -153,18 +153,26 @@ pub struct Store {
     /// The garbage-collected heap and this (only) mutator thread's allocation cache.
     pub(crate) heap: gc::Heap,
     pub(crate) cache: gc::ThreadCache,
-    /// Set after a collection so the re-executed allocation does not ask for another.
-    pub(crate) gc_retry: bool,
+    /// What allocating instructions need besides the heap.
+    pub(crate) alloc: AllocState,
     /// References the host holds while it allocates (constant-expression operands).
     pub(crate) host_roots: Vec<u64>,
+}
+
+/// The interpreter's per-store allocation state, in one place so its cold path takes one pointer to it
+/// (each extra pointer the dispatch loop hands to `cold_op` is one more value it keeps alive).
+#[derive(Default)]
+pub(crate) struct AllocState {
+    /// Set after a collection so the re-executed allocation does not ask for another.
+    pub gc_retry: bool,
     /// Set by [`Store::trace_allocations`].
-    pub(crate) tracing: Option<crate::tracing::AllocTracing>,
+    pub tracing: Option<crate::tracing::AllocTracing>,
 }
 
 impl Drop for Store {
     fn drop(&mut self) {
         // An embedder that never called `finish_trace` still gets a complete file (errors have nowhere to go).
-        if let Some(tracing) = self.tracing.take() {
+        if let Some(tracing) = self.alloc.tracing.take() {
             let _ = tracing.finish(&self.heap);
         }
         let (base, bytes) = self.exec.stack.extent();
@@ -195,9 +203,8 @@ impl Store {
             exec,
             heap,
             cache,
-            gc_retry: false,
+            alloc: AllocState::default(),
             host_roots: Vec::new(),
-            tracing: None,
         }
     }
 
@@ -209,13 +216,13 @@ impl Store {
         for m in &self.modules {
             tracing.define_types(m, &self.registry);
         }
-        self.tracing = Some(tracing);
+        self.alloc.tracing = Some(tracing);
     }
 
     /// Closes the trace started by [`Store::trace_allocations`] (a final heap snapshot, then flush); `None`
     /// if none was started. Later heap events are not traced.
     pub fn finish_trace(&mut self) -> Option<std::io::Result<vmtrace::TraceStats>> {
-        let tracing = self.tracing.take()?;
+        let tracing = self.alloc.tracing.take()?;
         Some(tracing.finish(&self.heap))
     }
 
@@ -237,7 +244,7 @@ impl Store {
                 heap.register_type(id, layout);
             }
         })?;
-        if let Some(t) = &self.tracing {
+        if let Some(t) = &self.alloc.tracing {
             t.define_types(&data, &self.registry);
         }
         self.modules.push(Rc::new(data));
