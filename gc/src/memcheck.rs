@@ -13,21 +13,22 @@
 //! | span carved | `MEMPOOL_ALLOC(arena, span)` (a superblock), then the span no-access |
 //! | object allocated | `MALLOCLIKE_BLOCK(obj, exact object bytes, undefined)`, before the heap writes it |
 //! | object found dead by the sweep | `FREELIKE_BLOCK(obj)`: no-access, and later reads say "free'd" |
-//! | span returned to the page heap | queued; `MEMPOOL_FREE(arena, span)` in batches (below) |
+//! | span returned to the page heap | kept as a superblock until a span of another shape overlaps it (below) |
 //! | heap dropped | `MEMPOOL_FREE` of every span, `DESTROY_MEMPOOL` of every arena |
 //!
 //! The block is the object's exact size (header + payload), not its slot, so the slack at the end of a
 //! slot is no-access too. Objects are registered undefined and the heap then zeroes them (it always zeroes
 //! under Valgrind), so Memcheck's idea of "defined" matches what was really written.
 //!
-//! **Why span release is batched.** With auto-free, every `MEMPOOL_FREE` makes Memcheck walk *every* live
+//! **Why span release is lazy.** With auto-free, every `MEMPOOL_FREE` makes Memcheck walk *every* live
 //! malloc-like block in the process (quadratic in practice: freeing 6,400 spans with 400 k live blocks took
-//! 11 s in the notes' experiment). A span the sweep empties has no registered blocks left, and its pages
-//! are usually carved again into a span of the same shape soon after. So released spans wait in a queue: a
-//! new span with exactly the same base and size takes its superblock back with no pool request at all; a
-//! new span that overlaps a queued one, a queue longer than [`RELEASE_BATCH`], or the heap's drop releases
-//! the queue. While queued, a span's memory is already no-access (its objects were freed one by one), so
-//! a write to a released span is still reported.
+//! 11 s in the notes' experiment; freeing each span as it was released tripled the Memcheck time of
+//! binary-trees). A span the sweep empties has no registered blocks left, and its pages are usually carved
+//! again into a span of the same shape soon after. So a released span keeps its superblock: a new span with
+//! exactly the same base and size takes it back with no pool request at all, and only the released
+//! superblocks a new span of another shape overlaps are freed from the pool, just before it is carved. The
+//! heap's drop frees the rest. While released, a span's memory is no-access (its objects were freed one by
+//! one), so a write to a released span is still reported.
 //!
 //! **Stacks** are not here: the VM registers the stacks it allocates itself (`vm/src/stack.rs`), since it
 //! knows where their live top is.
@@ -42,9 +43,6 @@ use valgrind_bridge as vg;
 
 use crate::PAGE_SIZE;
 use crate::observer::{ArenaInfo, HeapObserver, ObjectInfo, ObserverCtx, SpanInfo};
-
-/// Released spans held back before their superblocks are freed from the pool.
-pub(crate) const RELEASE_BATCH: usize = 64;
 
 #[derive(Default)]
 struct PoolState {
@@ -63,16 +61,24 @@ impl PoolState {
         std::ptr::without_provenance(found.map_or(0, |(&base, _)| base))
     }
 
-    /// Frees every queued superblock from its pool.
-    fn release_queued(&mut self) {
+    /// Frees every released superblock from its pool.
+    fn release_all(&mut self) {
         for (base, _) in std::mem::take(&mut self.released) {
             vg::mempool_free(self.pool_of(base), std::ptr::without_provenance(base));
         }
     }
 
-    /// Whether a queued superblock overlaps `[base, base + len)`.
-    fn overlaps_queued(&self, base: usize, len: usize) -> bool {
-        self.released.range(..base + len).next_back().is_some_and(|(&b, &l)| b + l > base)
+    /// Frees the released superblocks that overlap `[base, base + len)` from their pools.
+    fn release_overlapping(&mut self, base: usize, len: usize) {
+        // Released spans do not overlap each other, so those overlapping the range are the run of entries
+        // starting at the last one at or below `base`.
+        let first = self.released.range(..=base).next_back().map_or(base, |(&b, _)| b);
+        let hits: Vec<usize> =
+            self.released.range(first..base + len).filter(|&(&b, &l)| b + l > base).map(|(&b, _)| b).collect();
+        for b in hits {
+            self.released.remove(&b);
+            vg::mempool_free(self.pool_of(b), std::ptr::without_provenance(b));
+        }
     }
 }
 
@@ -99,7 +105,7 @@ impl MemcheckAnnotator {
             vg::freelike_block(std::ptr::without_provenance(addr), 0);
         }
         let mut st = self.state();
-        st.release_queued();
+        st.release_all();
         for span in spans.filter(|s| s.npages * PAGE_SIZE <= u32::MAX as usize) {
             vg::mempool_free(st.pool_of(span.base), std::ptr::without_provenance(span.base));
         }
@@ -128,9 +134,7 @@ impl HeapObserver for MemcheckAnnotator {
             vg::make_mem_noaccess(base, len);
             return;
         }
-        if st.overlaps_queued(span.base, len) {
-            st.release_queued();
-        }
+        st.release_overlapping(span.base, len);
         // Memcheck keeps chunk sizes in 32 bits; a larger span (a single object of 4 GiB or more) stays
         // unannotated rather than being recorded with a truncated size.
         if len <= u32::MAX as usize {
@@ -144,11 +148,7 @@ impl HeapObserver for MemcheckAnnotator {
         if len > u32::MAX as usize {
             return;
         }
-        let mut st = self.state();
-        st.released.insert(span.base, len);
-        if st.released.len() > RELEASE_BATCH {
-            st.release_queued();
-        }
+        self.state().released.insert(span.base, len);
     }
 
     fn object_alloc(&self, _ctx: &ObserverCtx, obj: &ObjectInfo) {
