@@ -95,7 +95,7 @@
 //!
 //! `memcheck.rs` is an observer attached by [`Heap::new`] when the process runs under Valgrind: arenas are
 //! metapools, spans no-access superblocks, objects exact-size malloc-like blocks (announced before the slot
-//! is written), swept objects freed blocks, released spans freed from their pools in batches, and the
+//! is written), swept objects freed blocks, released spans keep their superblocks until a span of another shape overlaps them, and the
 //! heap's drop releases everything. The heap adds slack after each object and quarantines swept slots for
 //! a cycle (`span.rs`). Span metadata and bitmaps live outside the arenas, so the collector's own data never
 //! needs annotating. [`InjectedBug`] plants collector bugs for the negative controls.
