@@ -96,6 +96,11 @@ struct GcOptions {
     /// Print collector statistics to stderr at exit.
     #[arg(long)]
     gc_stats: bool,
+
+    /// Under Valgrind, do not describe the heap to Memcheck (for profiling with callgrind or cachegrind:
+    /// the heap then runs exactly as it does natively).
+    #[arg(long)]
+    no_valgrind_annotations: bool,
 }
 
 impl GcOptions {
@@ -112,6 +117,7 @@ impl GcOptions {
             max_heap_bytes: self.max_heap.as_deref().map(|s| parse_size("--max-heap", s)).transpose()?,
             stress_every: self.gc_stress,
             verify: self.gc_verify,
+            valgrind: !self.no_valgrind_annotations,
             // Negative controls for the Memcheck suite (tests/valgrind.rs); unset in real runs.
             inject: gc::InjectedBug::from_env().map_err(|e| anyhow!(e))?,
             ..gc::HeapConfig::default()

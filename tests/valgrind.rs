@@ -177,6 +177,19 @@ fn read_past_end_is_caught_as_a_read_after_a_block() {
 }
 
 #[test]
+fn without_annotations_the_same_bug_goes_unreported() {
+    if !valgrind_available() {
+        return;
+    }
+    // `--no-valgrind-annotations` leaves the heap as Memcheck sees it natively: one big mapping, all of it
+    // addressable, so the read past an object's end lands in defined memory and nothing is reported. This is
+    // the flag's test, and one more proof that the annotations are what catch the planted bugs.
+    let mut args = vec!["--no-valgrind-annotations"];
+    args.extend_from_slice(&VICTIM);
+    memcheck(&args, Some("read-past-end")).assert_clean("135854", "read-past-end without annotations");
+}
+
+#[test]
 fn use_freed_span_is_caught_as_a_write_to_a_freed_block() {
     if !valgrind_available() {
         return;
