@@ -29,13 +29,8 @@ GC_WORKLOADS=(
   "casts 5e6|programs/gc_casts.wat|run|5000000|21596952541104"
 )
 
-find_tool() {
-  local name=$1
-  if command -v "$name" >/dev/null 2>&1; then command -v "$name"; return; fi
-  for dir in /work/tools/bin "$HOME/.cargo/bin"; do
-    if [[ -x "$dir/$name" ]]; then echo "$dir/$name"; return; fi
-  done
-}
+# shellcheck source=bench/peers.sh
+source bench/peers.sh
 
 build() { # build <target-dir> [cargo flags...]: prints the vmrun path
   local dir=$1

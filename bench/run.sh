@@ -36,13 +36,8 @@ supports() {
   [[ -z $2 || $1 != wasmi ]]
 }
 
-find_tool() {
-  local name=$1
-  if command -v "$name" >/dev/null 2>&1; then command -v "$name"; return; fi
-  for dir in /work/tools/bin "$HOME/.cargo/bin"; do
-    if [[ -x "$dir/$name" ]]; then echo "$dir/$name"; return; fi
-  done
-}
+# shellcheck source=bench/peers.sh
+source bench/peers.sh
 
 if [[ -z ${VMRUN:-} ]]; then
   echo "building vmrun (release)..." >&2
