@@ -14,7 +14,6 @@
 //!   against a heap walk at exit) before the trace is closed.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use gc::HeapObserver;
@@ -28,9 +27,8 @@ pub(crate) struct AllocTracing {
     /// The heap thread id of the store's (only) mutator.
     thread: u32,
     /// (module address, wasm offset of the allocating instruction) → site id (from 1; 0 is "unknown").
-    /// Looked up on every traced allocation, so hashed with one multiply instead of SipHash (the keys are
-    /// our own addresses and offsets, nobody can choose them to collide).
-    sites: HashMap<(usize, u32), u32, BuildHasherDefault<SiteHasher>>,
+    /// Consulted only when `recent` misses.
+    sites: HashMap<(usize, u32), u32>,
     /// A direct-mapped cache in front of `sites`, indexed by the offset's low bits: a program allocates
     /// from a handful of hot sites, and one compare is cheaper than hashing on every allocation.
     recent: Box<[SiteCacheEntry; SITE_CACHE]>,
@@ -46,30 +44,6 @@ struct SiteCacheEntry {
     site: u32,
 }
 
-/// FxHash-style: fold each word in with a rotate, xor and multiply.
-#[derive(Default)]
-struct SiteHasher(u64);
-
-impl Hasher for SiteHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(b as u64);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-    fn write_u32(&mut self, n: u32) {
-        self.write_u64(n as u64);
-    }
-    fn write_usize(&mut self, n: usize) {
-        self.write_u64(n as u64);
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
 impl AllocTracing {
     /// Attaches `tracer` to `heap` for the mutator owning `cache`, whose value stack is `stack`.
     pub fn attach(tracer: Arc<Tracer>, heap: &gc::Heap, cache: &gc::ThreadCache, stack: (usize, usize)) -> Self {
@@ -80,7 +54,7 @@ impl AllocTracing {
         AllocTracing {
             tracer,
             thread,
-            sites: HashMap::default(),
+            sites: HashMap::new(),
             recent: Box::new([SiteCacheEntry::default(); SITE_CACHE]),
         }
     }
