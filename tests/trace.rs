@@ -150,7 +150,7 @@ fn traces_of_the_gc_programs_agree_with_the_collector_and_the_heap() {
         let file = Path::new(program).file_name().unwrap().to_str().unwrap();
         assert!(last.types.values().any(|t| t.name.starts_with('$')), "{program}: {:?}", last.types);
         for site in last.sites.values() {
-            assert!(site.function.starts_with("$run") || site.function.starts_with('$'), "{site}");
+            assert!(site.function.starts_with('$'), "{site}");
             let (f, line, col) = site.location.clone().unwrap_or_else(|| panic!("{program}: no line for {site}"));
             assert!(f.ends_with(file) && line > 0 && col > 0, "{site}");
         }
