@@ -10,7 +10,7 @@
 use crate::Trap;
 use crate::TrapKind;
 use crate::bytecode::StorageKind;
-use crate::store::Store;
+use crate::state::StoreState;
 use crate::types::{TypeInfo, TypeKind};
 use crate::values::is_object;
 
@@ -88,10 +88,10 @@ pub(crate) fn elem_from_bytes(bytes: &[u8], kind: StorageKind) -> u64 {
 /// Every root of a store: the reference slots of every wasm frame (found through the stack maps),
 /// reference globals, tables, element segments and values the host holds.
 struct StoreRoots<'a> {
-    exec: &'a crate::interp::ExecState,
-    instances: &'a [crate::store::Instance],
-    globals: &'a [crate::store::GlobalEntity],
-    tables: &'a [crate::store::TableEntity],
+    exec: &'a crate::mutator::ExecState,
+    instances: &'a [crate::state::Instance],
+    globals: &'a [crate::state::GlobalEntity],
+    tables: &'a [crate::state::TableEntity],
     registry: &'a crate::types::TypeRegistry,
     host_roots: &'a [u64],
 }
@@ -143,40 +143,34 @@ impl gc::RootSet for StoreRoots<'_> {
 }
 
 /// Run a collection with the store's roots.
-pub(crate) fn collect(store: &mut Store) {
-    let Store { exec, instances, globals, tables, registry, host_roots, heap, cache, .. } = store;
-    let mut roots = StoreRoots { exec, instances, globals, tables, registry, host_roots };
-    heap.collect(cache, &mut roots);
+pub(crate) fn collect(store: &mut StoreState) {
+    let StoreState { rt, mutator, instances, globals, tables, .. } = store;
+    let crate::mutator::Mutator { exec, cache, host_roots, alloc, .. } = mutator;
+    let mut roots = StoreRoots { exec, instances, globals, tables, registry: &rt.types, host_roots };
+    rt.heap.collect(cache, &mut roots);
     // A safe point: the mutator is stopped, so the tracer may snapshot the heap for a new generation.
-    if let Some(t) = &store.alloc.tracing {
-        t.tracer.maybe_advance_generation(&store.heap);
+    if let Some(t) = &alloc.tracing {
+        t.tracer.maybe_advance_generation(&rt.heap);
     }
 }
 
-/// Allocate from the host side (constant expressions): collect when the heap asks, with `pending`
-/// (values the caller holds) rooted meanwhile.
-pub(crate) fn alloc_host(
-    store: &mut Store,
-    type_id: u32,
-    array_len: Option<u32>,
-    pending: &[u64],
-) -> Result<gc::ObjRef, Trap> {
+/// Allocate from the host side (constant expressions): collect when the heap asks. The caller has put
+/// every reference it holds in the mutator's host roots.
+pub(crate) fn alloc_host(store: &mut StoreState, type_id: u32, array_len: Option<u32>) -> Result<gc::ObjRef, Trap> {
     let mut may_collect = true;
-    if let Some(t) = &store.alloc.tracing {
+    if let Some(t) = &store.mutator.alloc.tracing {
         t.clear_site();
     }
     loop {
+        let (heap, cache) = (&store.rt.heap, &mut store.mutator.cache);
         let r = match array_len {
-            None => store.heap.alloc_struct(&mut store.cache, type_id, may_collect),
-            Some(len) => store.heap.alloc_array(&mut store.cache, type_id, len, may_collect),
+            None => heap.alloc_struct(cache, type_id, may_collect),
+            Some(len) => heap.alloc_array(cache, type_id, len, may_collect),
         };
         match r {
             Ok(o) => return Ok(o),
             Err(gc::AllocError::CollectionNeeded) => {
-                let base = store.host_roots.len();
-                store.host_roots.extend_from_slice(pending);
                 collect(store);
-                store.host_roots.truncate(base);
                 may_collect = false;
             }
             Err(gc::AllocError::OutOfMemory { limit }) => {

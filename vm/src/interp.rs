@@ -24,48 +24,14 @@
 use crate::bytecode::{Instr, MemOp, StorageKind};
 use crate::gcglue;
 use crate::module::ModuleData;
+use crate::mutator::{Frame, Position};
 use crate::numeric as num;
-use crate::stack::ValueStack;
-use crate::store::{FuncKind, PAGE_SIZE, Store, raw_to_val, val_to_raw};
+use crate::state::{Caller, FuncKind, StoreState, WASM_PAGE_SIZE};
+use crate::store::{raw_to_val, val_to_raw};
 use crate::types::{RtHeapType, TypeKind};
 use crate::values::{func_raw, i31_get_s, i31_get_u, i31_raw};
-use crate::{Caller, InstanceId, Trap, TrapKind, Val, WasmFrame};
-use std::rc::Rc;
-
-/// A suspended caller.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Frame {
-    pub inst: u32,
-    /// Defined-function index within the instance's module.
-    pub func: u32,
-    /// The pc of the call instruction.
-    pub pc: u32,
-    pub fp: u32,
-}
-
-/// Where the running function is.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Position {
-    pub inst: u32,
-    pub func: u32,
-    pub pc: usize,
-    pub fp: usize,
-}
-
-pub(crate) struct ExecState {
-    pub stack: ValueStack,
-    pub frames: Vec<Frame>,
-    /// First free slot: a nested invocation (host → wasm) starts here.
-    pub sp: usize,
-    /// The running function while wasm executes (for root scanning and backtraces).
-    pub top: Option<Position>,
-}
-
-impl ExecState {
-    pub fn new(slots: usize) -> std::io::Result<ExecState> {
-        Ok(ExecState { stack: ValueStack::new(slots)?, frames: Vec::new(), sp: 0, top: None })
-    }
-}
+use crate::{Trap, TrapKind, Val, WasmFrame};
+use std::sync::Arc;
 
 /// Why the dispatch loop stopped.
 enum Exit {
@@ -92,90 +58,93 @@ enum Exit {
 }
 
 /// Call `func` (a store function index) with raw arguments; returns raw results.
-pub(crate) fn invoke(store: &mut Store, func: u32, args: &[u64]) -> Result<Vec<u64>, Trap> {
+pub(crate) fn invoke(store: &mut StoreState, func: u32, args: &[u64]) -> Result<Vec<u64>, Trap> {
     let (inst, index) = match &store.funcs[func as usize].kind {
         FuncKind::Host(_) => {
-            let base = store.exec.sp;
+            let base = store.mutator.exec.sp;
             let n = args.len().max(func_result_count(store, func));
-            if !store.exec.stack.grow(base + n) {
+            if !store.mutator.exec.stack.grow(base + n) {
                 return Err(Trap::new(TrapKind::CallStackExhausted));
             }
-            store.exec.stack[base..base + args.len()].copy_from_slice(args);
+            store.mutator.exec.stack[base..base + args.len()].copy_from_slice(args);
             call_host(store, func, base, None)?;
             let nres = func_result_count(store, func);
-            return Ok(store.exec.stack[base..base + nres].to_vec());
+            return Ok(store.mutator.exec.stack[base..base + nres].to_vec());
         }
         FuncKind::Wasm { instance, index } => (*instance, *index),
     };
     let module = store.instances[inst as usize].module.clone();
     let cf = &module.code[index as usize];
-    let base = store.exec.sp;
-    let depth0 = store.exec.frames.len();
-    let saved_top = store.exec.top;
-    if depth0 >= store.config.max_call_depth || !store.exec.stack.grow(base + cf.frame_size as usize) {
+    let base = store.mutator.exec.sp;
+    let depth0 = store.mutator.exec.frames.len();
+    let saved_top = store.mutator.exec.top;
+    if depth0 >= store.rt.config.max_call_depth || !store.mutator.exec.stack.grow(base + cf.frame_size as usize) {
         return Err(Trap::new(TrapKind::CallStackExhausted));
     }
-    store.exec.stack[base..base + args.len()].copy_from_slice(args);
-    cf.init_frame(&mut store.exec.stack[base..]);
+    store.mutator.exec.stack[base..base + args.len()].copy_from_slice(args);
+    cf.init_frame(&mut store.mutator.exec.stack[base..]);
     // A nested invocation (wasm → host → wasm): the suspended wasm caller becomes a frame, so
     // backtraces and the collector's root scan see it.
     if let Some(t) = saved_top {
-        store.exec.frames.push(Frame { inst: t.inst, func: t.func, pc: t.pc as u32, fp: t.fp as u32 });
+        store.mutator.exec.frames.push(Frame { inst: t.inst, func: t.func, pc: t.pc as u32, fp: t.fp as u32 });
     }
-    let depth0 = store.exec.frames.len();
+    let depth0 = store.mutator.exec.frames.len();
     let pos = Position { inst, func: index, pc: 0, fp: base };
     let result = run(store, pos, depth0);
     let outer_depth = if saved_top.is_some() { depth0 - 1 } else { depth0 };
-    store.exec.frames.truncate(outer_depth);
-    store.exec.top = saved_top;
-    store.exec.sp = base;
-    result.map(|()| store.exec.stack[base..base + cf.num_results as usize].to_vec())
+    store.mutator.exec.frames.truncate(outer_depth);
+    store.mutator.exec.top = saved_top;
+    store.mutator.exec.sp = base;
+    result.map(|()| store.mutator.exec.stack[base..base + cf.num_results as usize].to_vec())
 }
 
-fn func_result_count(store: &Store, func: u32) -> usize {
-    match &store.registry.get(store.funcs[func as usize].ty).kind {
+fn func_result_count(store: &StoreState, func: u32) -> usize {
+    match &store.rt.types.get(store.funcs[func as usize].ty).kind {
         TypeKind::Func { results, .. } => results.len(),
         _ => 0,
     }
 }
 
 /// Call a host function whose arguments are at absolute slot `base`; results go to `base`.
-fn call_host(store: &mut Store, func: u32, base: usize, caller: Option<u32>) -> Result<(), Trap> {
+fn call_host(store: &mut StoreState, func: u32, base: usize, caller: Option<u32>) -> Result<(), Trap> {
     let FuncKind::Host(f) = &store.funcs[func as usize].kind else { unreachable!("host function") };
     let f = f.clone();
-    let (params, results) = match &store.registry.get(store.funcs[func as usize].ty).kind {
+    let (params, results) = match &store.rt.types.get(store.funcs[func as usize].ty).kind {
         TypeKind::Func { params, results } => (params.clone(), results.clone()),
         _ => unreachable!("functions have function types"),
     };
-    let args: Vec<Val> =
-        params.iter().enumerate().map(|(i, &t)| raw_to_val(&store.registry, store.exec.stack[base + i], t)).collect();
+    let args: Vec<Val> = params
+        .iter()
+        .enumerate()
+        .map(|(i, &t)| raw_to_val(&store.rt.types, store.mutator.exec.stack[base + i], t))
+        .collect();
     let mut out: Vec<Val> = results.iter().map(|_| Val::I32(0)).collect();
-    let saved_sp = store.exec.sp;
-    store.exec.sp = base + params.len().max(results.len());
+    let saved_sp = store.mutator.exec.sp;
+    store.mutator.exec.sp = base + params.len().max(results.len());
     let r = {
-        let mut c = Caller { store, instance: caller.map(InstanceId) };
+        let mut c = Caller { state: store, instance: caller };
         f(&mut c, &args, &mut out)
     };
-    store.exec.sp = saved_sp;
+    store.mutator.exec.sp = saved_sp;
     r?;
-    if !store.exec.stack.grow(base + out.len()) {
+    if !store.mutator.exec.stack.grow(base + out.len()) {
         return Err(Trap::new(TrapKind::CallStackExhausted));
     }
     for (i, v) in out.iter().enumerate() {
-        store.exec.stack[base + i] = val_to_raw(*v);
+        store.mutator.exec.stack[base + i] = val_to_raw(*v);
     }
     Ok(())
 }
 
 /// Drive execution from `pos` until the frame stack is back at `depth0`.
-fn run(store: &mut Store, mut pos: Position, depth0: usize) -> Result<(), Trap> {
+fn run(store: &mut StoreState, mut pos: Position, depth0: usize) -> Result<(), Trap> {
     loop {
         let exit = execute(store, &mut pos, depth0);
         match exit {
             Exit::Return => return Ok(()),
             Exit::Switch => {}
             Exit::Host { func, base, tail } => {
-                store.exec.top = Some(pos);
+                store.mutator.exec.top = Some(pos);
                 if let Err(mut t) = call_host(store, func, base, Some(pos.inst)) {
                     if t.backtrace.is_empty() {
                         t.backtrace = backtrace(store, pos, depth0);
@@ -184,22 +153,22 @@ fn run(store: &mut Store, mut pos: Position, depth0: usize) -> Result<(), Trap> 
                 }
                 if tail {
                     // The host results sit at the frame base: finish the `return_call`.
-                    if store.exec.frames.len() == depth0 {
+                    if store.mutator.exec.frames.len() == depth0 {
                         return Ok(());
                     }
-                    let f = store.exec.frames.pop().expect("frame above depth0");
+                    let f = store.mutator.exec.frames.pop().expect("frame above depth0");
                     pos = Position { inst: f.inst, func: f.func, pc: f.pc as usize + 1, fp: f.fp as usize };
                 } else {
                     pos.pc += 1;
                 }
             }
             Exit::Collect => {
-                store.exec.top = Some(pos);
+                store.mutator.exec.top = Some(pos);
                 gcglue::collect(store);
-                store.alloc.gc_retry = true;
+                store.mutator.alloc.gc_retry = true;
             }
             Exit::GrowStack { slots } => {
-                if !store.exec.stack.grow(slots) {
+                if !store.mutator.exec.stack.grow(slots) {
                     let bt = backtrace(store, pos, depth0);
                     return Err(Trap { kind: TrapKind::CallStackExhausted, backtrace: bt });
                 }
@@ -213,7 +182,7 @@ fn run(store: &mut Store, mut pos: Position, depth0: usize) -> Result<(), Trap> 
 }
 
 /// The wasm backtrace, innermost first.
-fn backtrace(store: &Store, top: Position, depth0: usize) -> Vec<WasmFrame> {
+fn backtrace(store: &StoreState, top: Position, depth0: usize) -> Vec<WasmFrame> {
     let mut out = Vec::new();
     let mut push = |inst: u32, func: u32, pc: usize| {
         let m = &store.instances[inst as usize].module;
@@ -229,7 +198,7 @@ fn backtrace(store: &Store, top: Position, depth0: usize) -> Vec<WasmFrame> {
         });
     };
     push(top.inst, top.func, top.pc);
-    for f in store.exec.frames[depth0..].iter().rev() {
+    for f in store.mutator.exec.frames[depth0..].iter().rev() {
         push(f.inst, f.func, f.pc as usize);
     }
     out
@@ -284,15 +253,15 @@ fn store_kind(mem: &mut [u8], at: usize, kind: MemOp, v: u64) -> bool {
 
 /// `memory.grow` on a byte vector; returns the old size in pages or -1.
 fn grow_memory(mem: &mut Vec<u8>, max_pages: u64, delta: u32) -> i32 {
-    let old = mem.len() as u64 / PAGE_SIZE;
+    let old = mem.len() as u64 / WASM_PAGE_SIZE;
     let new = old + delta as u64;
     if new > max_pages || new > 65536 {
         return -1;
     }
-    if mem.try_reserve_exact((delta as u64 * PAGE_SIZE) as usize).is_err() {
+    if mem.try_reserve_exact((delta as u64 * WASM_PAGE_SIZE) as usize).is_err() {
         return -1;
     }
-    mem.resize((new * PAGE_SIZE) as usize, 0);
+    mem.resize((new * WASM_PAGE_SIZE) as usize, 0);
     old as i32
 }
 
@@ -345,9 +314,9 @@ pub(crate) fn ref_matches(
 }
 
 /// The dispatch loop: runs while control stays in `pos.inst`.
-fn execute(store: &mut Store, pos: &mut Position, depth0: usize) -> Exit {
+fn execute(store: &mut StoreState, pos: &mut Position, depth0: usize) -> Exit {
     let inst_id = pos.inst;
-    let module: Rc<ModuleData> = store.instances[inst_id as usize].module.clone();
+    let module: Arc<ModuleData> = store.instances[inst_id as usize].module.clone();
     let mem0_index = store.instances[inst_id as usize].memories.first().copied();
     let (mut mem, mem0_max) = match mem0_index {
         Some(m) => {
@@ -365,7 +334,7 @@ fn execute(store: &mut Store, pos: &mut Position, depth0: usize) -> Exit {
 
 #[allow(clippy::too_many_arguments)]
 fn dispatch(
-    store: &mut Store,
+    store: &mut StoreState,
     module: &ModuleData,
     pos: &mut Position,
     depth0: usize,
@@ -374,8 +343,10 @@ fn dispatch(
     mem0_max: u64,
 ) -> Exit {
     let inst_id = pos.inst;
-    let max_depth = store.config.max_call_depth;
-    let Store { exec, instances, funcs, memories, tables, globals, registry, heap, cache, alloc, .. } = store;
+    let max_depth = store.rt.config.max_call_depth;
+    let StoreState { rt, mutator, instances, funcs, memories, tables, globals } = store;
+    let (registry, heap) = (&rt.types, &rt.heap);
+    let crate::mutator::Mutator { exec, cache, alloc, .. } = mutator;
     let stack_len = exec.stack.len();
     // Only `pc`, `code` and `frame` live in registers across instructions; the rest of the
     // position (function, frame pointer) stays in `pos` and is touched by calls and returns only.
@@ -1067,17 +1038,17 @@ struct Cold<'a> {
     module: &'a ModuleData,
     func: u32,
     inst_id: u32,
-    instances: &'a mut Vec<crate::store::Instance>,
-    funcs: &'a Vec<crate::store::FuncEntity>,
-    memories: &'a mut Vec<crate::store::MemoryEntity>,
-    tables: &'a mut Vec<crate::store::TableEntity>,
+    instances: &'a mut Vec<crate::state::Instance>,
+    funcs: &'a Vec<crate::state::FuncEntity>,
+    memories: &'a mut Vec<crate::state::MemoryEntity>,
+    tables: &'a mut Vec<crate::state::TableEntity>,
     registry: &'a crate::types::TypeRegistry,
     mem: &'a mut Vec<u8>,
     mem0_index: Option<u32>,
     mem0_max: u64,
     heap: &'a gc::Heap,
     cache: &'a mut gc::ThreadCache,
-    alloc: &'a mut crate::store::AllocState,
+    alloc: &'a mut crate::mutator::AllocState,
     /// Where the instruction is (for allocation sites).
     pc: usize,
 }
@@ -1192,7 +1163,7 @@ fn cold_op(ctx: &mut Cold<'_>, instr: Instr, frame: &mut [u64]) -> Result<(), Co
             }
         }
         I::MemorySize { mem: m, dst } => {
-            let pages = mem_of!(m, |d: &mut Vec<u8>| d.len() as u64 / PAGE_SIZE);
+            let pages = mem_of!(m, |d: &mut Vec<u8>| d.len() as u64 / WASM_PAGE_SIZE);
             set_i32!(dst, pages as u32);
         }
         I::MemoryGrow { mem: m, dst, delta } => {
@@ -1265,7 +1236,7 @@ fn cold_op(ctx: &mut Cold<'_>, instr: Instr, frame: &mut [u64]) -> Result<(), Co
                 trap!(TrapKind::MemoryOutOfBounds);
             }
         }
-        I::DataDrop { data } => instances[inst_id as usize].datas[data as usize] = Rc::from([]),
+        I::DataDrop { data } => instances[inst_id as usize].datas[data as usize] = Arc::from([]),
 
         // ---------------- tables and references
         I::TableGet { table, dst, index } => match table_of!(table).elems.get(i32_of!(index) as usize) {
@@ -1324,7 +1295,7 @@ fn cold_op(ctx: &mut Cold<'_>, instr: Instr, frame: &mut [u64]) -> Result<(), Co
             }
             t.elems[d as usize..(d + n) as usize].copy_from_slice(&seg[sidx as usize..(sidx + n) as usize]);
         }
-        I::ElemDrop { elem } => instances[inst_id as usize].elems[elem as usize] = Rc::from([]),
+        I::ElemDrop { elem } => instances[inst_id as usize].elems[elem as usize] = Arc::from([]),
         I::RefFunc { dst, func: f } => s!(dst) = func_raw(instances[inst_id as usize].funcs[f as usize]),
         I::RefIsNull { dst, src } => set_i32!(dst, (s!(src) == 0) as u32),
         I::RefAsNonNull { dst, src } => {
@@ -1534,35 +1505,4 @@ fn cold_op(ctx: &mut Cold<'_>, instr: Instr, frame: &mut [u64]) -> Result<(), Co
         other => unreachable!("hot instruction {other:?} reached the cold path"),
     }
     Ok(())
-}
-
-pub(crate) fn alloc_struct_host(store: &mut Store, ty: u32, fields: Option<&[u64]>) -> Result<u64, Trap> {
-    let o = gcglue::alloc_host(store, ty, None, fields.unwrap_or(&[]))?;
-    if let (Some(values), TypeKind::Struct { fields }) = (fields, &store.registry.get(ty).kind) {
-        for (f, &v) in fields.iter().zip(values) {
-            gcglue::write(o, f.offset as usize, f.kind, v);
-        }
-    }
-    Ok(o.raw())
-}
-
-pub(crate) fn alloc_array_host(
-    store: &mut Store,
-    ty: u32,
-    len: u32,
-    fill: Option<u64>,
-    values: Option<&[u64]>,
-) -> Result<u64, Trap> {
-    let pending: Vec<u64> = values.map(<[u64]>::to_vec).into_iter().flatten().chain(fill).collect();
-    let o = gcglue::alloc_host(store, ty, Some(len), &pending)?;
-    let kind = array_elem(&store.registry, ty);
-    for i in 0..len {
-        let v = match (fill, values) {
-            (Some(v), _) => v,
-            (None, Some(vs)) => vs[i as usize],
-            (None, None) => 0,
-        };
-        gcglue::write(o, gcglue::elem_offset(i, kind), kind, v);
-    }
-    Ok(o.raw())
 }

@@ -11,11 +11,15 @@
 
 pub mod bytecode;
 mod gcglue;
+mod instantiate;
 mod interp;
 pub mod loader;
 mod module;
+mod mutator;
 mod numeric;
+mod runtime;
 mod stack;
+mod state;
 mod store;
 mod tracing;
 mod translate;
@@ -25,7 +29,9 @@ mod values;
 pub mod wasi;
 
 pub use loader::{Source, SourceLoc};
-pub use store::{Caller, Config, Extern, HostFn, InstanceId, Linker, ModuleId, Store};
+pub use runtime::{Config, ModuleId, Runtime};
+pub use state::{Caller, HostFn};
+pub use store::{Extern, InstanceId, Linker, Store};
 pub use trap::{Trap, TrapKind, WasmFrame};
 pub use values::{Func, FuncType, Global, Memory, Ref, Table, Val, ValType};
 /// The decoder/validator whose types appear in this API (global, table and memory types).

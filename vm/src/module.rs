@@ -107,7 +107,7 @@ pub struct ElemSegment {
 #[derive(Clone, Debug)]
 pub struct DataSegment {
     pub mode: SegmentMode,
-    pub bytes: std::rc::Rc<[u8]>,
+    pub bytes: std::sync::Arc<[u8]>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -188,7 +188,7 @@ fn const_expr(expr: &wasmparser::ConstExpr<'_>, type_ids: &[u32]) -> Result<Cons
 /// Decode, validate and translate `source` with the store's shared validator.
 pub fn load(
     validator: &mut Validator,
-    registry: &mut TypeRegistry,
+    registry: &TypeRegistry,
     source: Source,
     mut on_new_type: impl FnMut(u32, &crate::types::TypeInfo),
 ) -> Result<ModuleData, Error> {
@@ -213,7 +213,7 @@ pub fn load(
 
 fn load_validated(
     validator: &mut Validator,
-    registry: &mut TypeRegistry,
+    registry: &TypeRegistry,
     source: &Source,
     on_new_type: &mut impl FnMut(u32, &crate::types::TypeInfo),
 ) -> Result<ModuleData, CompileError> {

@@ -76,7 +76,8 @@ fn fib_translates_to_compact_register_code() {
     let wasm = wat::parse_str(FIB).unwrap();
     let mut store = Store::new(Default::default());
     let m = store.load_module(Source::from_binary("t", wasm)).unwrap();
-    let code = &store.modules[m.0 as usize].code[0].code;
+    let module = store.s.rt.module(m);
+    let code = &module.code[0].code;
     // `local.get`s and constants fold into operands, the comparison fuses into the branch, and the
     // call arguments are computed directly into the callee's frame base.
     assert_eq!(code.len(), 9, "{code:#?}");

@@ -10,6 +10,7 @@
 //! the type itself), so a subtype test is one bounds check and one compare.
 
 use crate::bytecode::StorageKind;
+use std::sync::OnceLock;
 use wasmparser::types::{CoreTypeId, TypeIdentifier, Types};
 use wasmparser::{
     AbstractHeapType, CompositeInnerType, HeapType, PackedIndex, RefType, StorageType, SubType, UnpackedIndex, ValType,
@@ -74,19 +75,44 @@ pub struct TypeInfo {
     pub struct_size: u32,
 }
 
-/// All canonical types seen by a store, indexed by canonical id.
-#[derive(Default)]
+/// All canonical types seen by a runtime, indexed by canonical id.
+///
+/// Shared by every mutator of a [`crate::Runtime`] and read on the interpreter's hot paths (casts,
+/// `call_indirect`), so reads take no lock: the table is two-level (a fixed directory of chunks allocated on
+/// first use), and an entry is written once and never changes. Writers (module loading) are serialized by
+/// the runtime's validator lock, which every registration happens under.
 pub struct TypeRegistry {
-    infos: Vec<Option<TypeInfo>>,
+    chunks: Box<[OnceLock<Box<[OnceLock<TypeInfo>]>>]>,
+}
+
+const CHUNK_BITS: u32 = 10;
+const CHUNK_LEN: usize = 1 << CHUNK_BITS;
+
+impl Default for TypeRegistry {
+    fn default() -> Self {
+        let n = (gc::MAX_TYPE_ID as usize) >> CHUNK_BITS;
+        TypeRegistry { chunks: (0..n).map(|_| OnceLock::new()).collect() }
+    }
 }
 
 impl TypeRegistry {
+    fn entry(&self, id: u32) -> Option<&TypeInfo> {
+        let chunk = self.chunks.get((id >> CHUNK_BITS) as usize)?.get()?;
+        chunk[id as usize & (CHUNK_LEN - 1)].get()
+    }
+
     pub fn get(&self, id: u32) -> &TypeInfo {
-        self.infos[id as usize].as_ref().expect("canonical type registered before use")
+        self.entry(id).expect("canonical type registered before use")
     }
 
     pub fn contains(&self, id: u32) -> bool {
-        matches!(self.infos.get(id as usize), Some(Some(_)))
+        self.entry(id).is_some()
+    }
+
+    fn insert(&self, id: u32, info: TypeInfo) {
+        let chunk =
+            self.chunks[(id >> CHUNK_BITS) as usize].get_or_init(|| (0..CHUNK_LEN).map(|_| OnceLock::new()).collect());
+        let _ = chunk[id as usize & (CHUNK_LEN - 1)].set(info);
     }
 
     /// `a <: b` for canonical ids.
@@ -101,7 +127,7 @@ impl TypeRegistry {
 
     /// Register every type of a just-validated module; returns module type index → canonical id.
     /// Newly seen ids get their layout; `on_new` is told about each (to register heap layouts).
-    pub fn register_module(&mut self, types: &Types, mut on_new: impl FnMut(u32, &TypeInfo)) -> Vec<u32> {
+    pub fn register_module(&self, types: &Types, mut on_new: impl FnMut(u32, &TypeInfo)) -> Vec<u32> {
         let types_ref = types.as_ref();
         let count = types_ref.core_type_count_in_module();
         let mut ids = Vec::with_capacity(count as usize);
@@ -119,7 +145,7 @@ impl TypeRegistry {
         ids.iter().map(|id| id.index() as u32).collect()
     }
 
-    fn ensure(&mut self, types: &Types, id: CoreTypeId, on_new: &mut impl FnMut(u32, &TypeInfo)) {
+    fn ensure(&self, types: &Types, id: CoreTypeId, on_new: &mut impl FnMut(u32, &TypeInfo)) {
         let idx = id.index();
         if self.contains(idx as u32) {
             return;
@@ -163,12 +189,9 @@ impl TypeRegistry {
             }
             CompositeInnerType::Cont(_) => (TypeKind::Struct { fields: Box::new([]) }, 0),
         };
-        if self.infos.len() <= idx {
-            self.infos.resize(idx + 1, None);
-        }
         let info = TypeInfo { kind, display, struct_size };
         on_new(idx as u32, &info);
-        self.infos[idx] = Some(info);
+        self.insert(idx as u32, info);
     }
 }
 

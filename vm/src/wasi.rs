@@ -5,7 +5,7 @@
 //! Structure:
 //! - [`WasiCtx`] is what the embedder configures: arguments, environment, pre-opened directories
 //!   and the three standard streams.
-//! - [`add_to_linker`] turns it into the shared state of all calls (`Rc<RefCell<WasiState>>`,
+//! - [`add_to_linker`] turns it into the shared state of all calls (`Arc<Mutex<WasiState>>`,
 //!   captured by every host closure) and defines **every** preview1 function in the linker, so
 //!   no program fails to link just because it imports a call it never makes.
 //!   Implemented: `args_*`, `environ_*`, `clock_res_get`, `clock_time_get` (realtime, monotonic),
@@ -32,10 +32,10 @@ pub use abi::Errno;
 
 use crate::{Caller, Extern, FuncType, Linker, Store, Trap, TrapKind, Val, ValType};
 use abi::GuestMemory;
-use std::cell::RefCell;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::Mutex;
 use syscalls::{DirFd, FdEntry, Params, WasiState};
 
 /// The import module name of preview1.
@@ -55,9 +55,9 @@ pub struct WasiCtx {
     pub env: Vec<(String, String)>,
     /// Become fds 3, 4, … in this order.
     pub preopens: Vec<Preopen>,
-    pub stdin: Box<dyn Read>,
-    pub stdout: Box<dyn Write>,
-    pub stderr: Box<dyn Write>,
+    pub stdin: Box<dyn Read + Send>,
+    pub stdout: Box<dyn Write + Send>,
+    pub stderr: Box<dyn Write + Send>,
 }
 
 impl WasiCtx {
@@ -90,7 +90,7 @@ impl WasiCtx {
             Some(FdEntry::Output(self.stderr)),
         ];
         for p in self.preopens {
-            let dir = DirFd { root: Rc::new(p.host), components: Vec::new(), preopen_name: Some(p.guest) };
+            let dir = DirFd { root: Arc::new(p.host), components: Vec::new(), preopen_name: Some(p.guest) };
             fds.push(Some(FdEntry::Dir(dir)));
         }
         WasiState {
@@ -172,7 +172,7 @@ const CALLS: &[(&str, &[ValType], Body)] = &[
 
 /// Define all of `wasi_snapshot_preview1` in `linker`, with `ctx` as the state they share.
 pub fn add_to_linker(store: &mut Store, linker: &mut Linker, ctx: WasiCtx) {
-    let state = Rc::new(RefCell::new(ctx.into_state()));
+    let state = Arc::new(Mutex::new(ctx.into_state()));
     for &(name, params, body) in CALLS {
         let state = state.clone();
         let ty = FuncType { params: params.to_vec(), results: vec![I32] };
@@ -182,7 +182,11 @@ pub fn add_to_linker(store: &mut Store, linker: &mut Linker, ctx: WasiCtx) {
                 // A module without memory still gets an answer: every pointer is out of bounds.
                 let mut no_memory: [u8; 0] = [];
                 let mut mem = GuestMemory::new(caller.memory().unwrap_or(&mut no_memory));
-                let errno = match body(&mut state.borrow_mut(), &mut mem, &Params(args)) {
+                let errno = match body(
+                    &mut state.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
+                    &mut mem,
+                    &Params(args),
+                ) {
                     Ok(()) => 0,
                     Err(e) => e as i32,
                 };

@@ -11,22 +11,22 @@ use crate::Val;
 use std::fs::{File, Metadata};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
-use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 /// One open descriptor.
 pub(crate) enum FdEntry {
     /// A host input stream (stdin).
-    Input(Box<dyn Read>),
+    Input(Box<dyn Read + Send>),
     /// A host output stream (stdout, stderr).
-    Output(Box<dyn Write>),
+    Output(Box<dyn Write + Send>),
     Dir(DirFd),
     File(FileFd),
 }
 
 /// A directory inside a preopen: the preopen's root plus the components below it.
 pub(crate) struct DirFd {
-    pub root: Rc<PathBuf>,
+    pub root: Arc<PathBuf>,
     pub components: Vec<String>,
     /// The guest-visible name if this fd is a preopen (what `fd_prestat_dir_name` reports).
     pub preopen_name: Option<String>,
@@ -603,15 +603,15 @@ impl WasiState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::cell::RefCell;
+    use std::sync::Mutex;
 
     /// An output stream the test can read back.
     #[derive(Clone, Default)]
-    struct Captured(Rc<RefCell<Vec<u8>>>);
+    struct Captured(Arc<Mutex<Vec<u8>>>);
 
     impl Write for Captured {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.borrow_mut().extend_from_slice(buf);
+            self.0.lock().unwrap().extend_from_slice(buf);
             Ok(buf.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {
@@ -648,14 +648,14 @@ mod tests {
             mem.write_u32(at, v).unwrap();
         }
         assert_eq!(s.fd_write(&mut mem, 1, 0, 2, 16), Ok(()));
-        assert_eq!(out.0.borrow().as_slice(), b"Hello!\n");
+        assert_eq!(out.0.lock().unwrap().as_slice(), b"Hello!\n");
         assert_eq!(mem.read_u32(16), Ok(7));
         // Bad fd, reading stdin as output, and an iovec out of bounds.
         assert_eq!(s.fd_write(&mut mem, 9, 0, 2, 16), Err(Errno::Badf));
         assert_eq!(s.fd_write(&mut mem, 0, 0, 2, 16), Err(Errno::Badf));
         mem.write_u32(4, 1000).unwrap();
         assert_eq!(s.fd_write(&mut mem, 1, 0, 2, 16), Err(Errno::Fault));
-        assert_eq!(out.0.borrow().len(), 7, "a faulting call writes nothing");
+        assert_eq!(out.0.lock().unwrap().len(), 7, "a faulting call writes nothing");
     }
 
     #[test]
@@ -734,7 +734,7 @@ mod tests {
         std::fs::create_dir_all(dir.join("sub")).unwrap();
         std::fs::write(dir.join("sub/data.txt"), b"0123456789").unwrap();
         let mut s = state(b"", Captured::default());
-        let root = Rc::new(dir.canonicalize().unwrap());
+        let root = Arc::new(dir.canonicalize().unwrap());
         s.fds.push(Some(FdEntry::Dir(DirFd { root, components: vec![], preopen_name: Some("/sandbox".into()) })));
         (s, dir)
     }

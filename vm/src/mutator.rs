@@ -1,0 +1,99 @@
+//! The mutator: everything one thread needs to run wasm on a shared [`crate::Runtime`].
+//!
+//! The Go runtime splits a running goroutine's world into what is shared (the heap, `mheap`) and what a
+//! thread owns while it runs (its `m`/`p`: stack, `mcache`, race context). vmrun does the same:
+//!
+//! - **Value stack and frames** ([`ExecState`]): every wasm frame's slots, the suspended callers and the
+//!   running function's position, which is what the collector scans (`vm/src/roots.rs`).
+//! - **Native stack** (`vm/src/native_stack.rs`): the machine stack the dispatch loop, the host calls it
+//!   makes and (later) JIT code run on, registered with Valgrind and reported to observers.
+//! - **Thread cache**: the heap's per-thread span cache (allocation takes no lock); it also carries the
+//!   per-thread context every heap observer gets (thread id and the race detector's slot).
+//! - **Allocation state** ([`AllocState`]): the collection-retry flag and the alloc/free tracer's sites.
+//! - **Host roots**: references the host holds while it allocates (constant expressions, element items
+//!   being evaluated) and the objects the embedding API has handed out ([`crate::Val`] handles).
+//! - **Safepoint link**: the stop flag polled at function entries and loop back-edges, and the hand-off
+//!   with a collector on another thread (`gc::MutatorLink`).
+//!
+//! A mutator is used by one thread at a time (it is `Send`, not `Sync`).
+
+use crate::stack::ValueStack;
+
+/// A suspended caller.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Frame {
+    pub inst: u32,
+    /// Defined-function index within the instance's module.
+    pub func: u32,
+    /// The pc of the call instruction.
+    pub pc: u32,
+    pub fp: u32,
+}
+
+/// Where the running function is.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Position {
+    pub inst: u32,
+    pub func: u32,
+    pub pc: usize,
+    pub fp: usize,
+}
+
+/// The value stack and the frames of the wasm calls in progress.
+pub(crate) struct ExecState {
+    pub stack: ValueStack,
+    pub frames: Vec<Frame>,
+    /// First free slot: a nested invocation (host → wasm) starts here.
+    pub sp: usize,
+    /// The running function, set whenever the dispatch loop leaves for something that may collect
+    /// (allocation, host call, safepoint), for root scanning and backtraces.
+    pub top: Option<Position>,
+}
+
+impl ExecState {
+    pub fn new(slots: usize) -> std::io::Result<ExecState> {
+        Ok(ExecState { stack: ValueStack::new(slots)?, frames: Vec::new(), sp: 0, top: None })
+    }
+}
+
+/// The interpreter's allocation state, in one place so its cold path takes one pointer to it (each extra
+/// pointer the dispatch loop hands to the cold path is one more value it keeps alive).
+#[derive(Default)]
+pub(crate) struct AllocState {
+    /// Set after a collection so the re-executed allocation does not ask for another.
+    pub gc_retry: bool,
+    /// Set by [`crate::Store::trace_allocations`].
+    pub tracing: Option<crate::tracing::AllocTracing>,
+}
+
+/// One thread's execution state; see the module comment.
+pub(crate) struct Mutator {
+    pub exec: ExecState,
+    pub cache: gc::ThreadCache,
+    pub alloc: AllocState,
+    /// References the host holds while it allocates; roots.
+    pub host_roots: Vec<u64>,
+}
+
+impl Mutator {
+    pub fn new(heap: &gc::Heap, value_stack_slots: usize) -> Mutator {
+        // The reservation is address space only (no swap reserved, pages appear when touched); failing to
+        // map it means the process has no address space left, which no program could survive.
+        let exec = ExecState::new(value_stack_slots)
+            .unwrap_or_else(|e| panic!("cannot map the value stack ({value_stack_slots} slots): {e}"));
+        let mut cache = heap.new_thread_cache();
+        let (stack_base, stack_bytes) = exec.stack.extent();
+        heap.notify_stack_alloc(&mut cache, stack_base, stack_bytes);
+        Mutator { exec, cache, alloc: AllocState::default(), host_roots: Vec::new() }
+    }
+
+    /// Reports the stacks as freed and closes a trace the embedder left open.
+    pub fn retire(&mut self, heap: &gc::Heap) {
+        // An embedder that never called `finish_trace` still gets a complete file (errors have nowhere to go).
+        if let Some(tracing) = self.alloc.tracing.take() {
+            let _ = tracing.finish(heap);
+        }
+        let (base, bytes) = self.exec.stack.extent();
+        heap.notify_stack_free(&mut self.cache, base, bytes);
+    }
+}

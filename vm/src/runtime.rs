@@ -1,0 +1,165 @@
+//! The runtime: what every mutator thread of a program shares.
+//!
+//! A [`Runtime`] (always behind an `Arc`, `Send + Sync`) owns the garbage-collected heap, the canonical
+//! type registry with the validator that hash-conses types across modules, and every loaded module with its
+//! translated code. Each thread that runs wasm has its own [`crate::Store`]: a mutator (value stack,
+//! native stack, thread cache, allocation state, host roots) plus the entities its instances created. Two
+//! stores of one runtime run at the same time on two threads and allocate on the one heap; a collection
+//! started by either stops both at safepoints (`gc::World`, see `vm/src/safepoint.rs`).
+//!
+//! Locks: the validator mutex serializes module loading (and with it every type registration); the module
+//! list is read-mostly (`RwLock`). Neither is taken while wasm runs: the interpreter holds an
+//! `Arc<ModuleData>` per instance and reads types from the lock-free [`TypeRegistry`].
+
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use crate::module::{self, ModuleData};
+use crate::types::TypeRegistry;
+use crate::{Error, FuncType, Source, ValType};
+
+/// Runtime limits and GC policy.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Maximum number of nested wasm calls before `call stack exhausted`.
+    pub max_call_depth: usize,
+    /// Size of the value stack in 8-byte slots.
+    pub value_stack_slots: usize,
+    /// Size of each mutator's native stack in bytes (host calls and host → wasm nesting run on it).
+    pub native_stack_bytes: usize,
+    /// Address space reserved per linear memory (its declared maximum, capped at this).
+    pub memory_reservation_bytes: u64,
+    /// Heap policy and debug modes.
+    pub gc: gc::HeapConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_call_depth: 50_000,
+            value_stack_slots: 4 << 20,
+            native_stack_bytes: 2 << 20,
+            memory_reservation_bytes: 4 << 30,
+            gc: gc::HeapConfig::default(),
+        }
+    }
+}
+
+/// A loaded module: an index into the runtime's module list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ModuleId(pub(crate) u32);
+
+/// The shared part of a program: heap, types, modules. See the module comment.
+pub struct Runtime {
+    pub(crate) config: Config,
+    pub(crate) heap: gc::Heap,
+    pub(crate) types: TypeRegistry,
+    validator: Mutex<wasmparser::Validator>,
+    modules: RwLock<Vec<Arc<ModuleData>>>,
+}
+
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Runtime>();
+};
+
+/// Lock poisoning only records that another thread panicked while holding the lock; the data it guards
+/// (the validator, a list of modules) is still consistent, so go on.
+fn ignore_poison<G>(r: Result<G, PoisonError<G>>) -> G {
+    r.unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Runtime {
+    pub fn new(config: Config) -> Arc<Runtime> {
+        let heap = gc::Heap::new(config.gc.clone());
+        Arc::new(Runtime {
+            config,
+            heap,
+            types: TypeRegistry::default(),
+            validator: Mutex::new(wasmparser::Validator::new_with_features(module::features())),
+            modules: RwLock::new(Vec::new()),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Decode, validate and translate a module; its struct and array types are registered with the heap.
+    pub fn load_module(&self, source: Source) -> Result<ModuleId, Error> {
+        let data = self.load(source)?;
+        let mut modules = ignore_poison(self.modules.write());
+        modules.push(Arc::new(data));
+        Ok(ModuleId(modules.len() as u32 - 1))
+    }
+
+    fn load(&self, source: Source) -> Result<ModuleData, Error> {
+        let heap = &self.heap;
+        let mut validator = ignore_poison(self.validator.lock());
+        module::load(&mut validator, &self.types, source, |id, info| {
+            if let Some(layout) = crate::gcglue::layout_of(info) {
+                heap.register_type(id, layout);
+            }
+        })
+    }
+
+    /// Every module loaded so far.
+    pub(crate) fn modules(&self) -> Vec<Arc<ModuleData>> {
+        ignore_poison(self.modules.read()).clone()
+    }
+
+    pub(crate) fn module(&self, id: ModuleId) -> Arc<ModuleData> {
+        ignore_poison(self.modules.read())[id.0 as usize].clone()
+    }
+
+    /// The canonical id of a function type made of abstract value types, found by validating a one-type
+    /// module with the shared validator.
+    pub(crate) fn intern_func_type(&self, ty: &FuncType) -> u32 {
+        let mut bytes = b"\0asm\x01\0\0\0".to_vec();
+        let mut body = vec![1u8, 0x60];
+        for list in [&ty.params, &ty.results] {
+            body.push(list.len() as u8);
+            for t in list.iter() {
+                encode_val_type(*t, &mut body);
+            }
+        }
+        bytes.push(1);
+        bytes.push(body.len() as u8);
+        bytes.extend_from_slice(&body);
+        let m =
+            self.load(Source::from_binary("<host>", bytes)).expect("host function types use abstract value types only");
+        m.type_ids[0]
+    }
+}
+
+fn encode_val_type(t: ValType, out: &mut Vec<u8>) {
+    use wasmparser::AbstractHeapType as A;
+    match t {
+        ValType::I32 => out.push(0x7F),
+        ValType::I64 => out.push(0x7E),
+        ValType::F32 => out.push(0x7D),
+        ValType::F64 => out.push(0x7C),
+        ValType::V128 => out.push(0x7B),
+        ValType::Ref(r) => {
+            let code = match r.heap_type() {
+                wasmparser::HeapType::Abstract { ty, .. } => match ty {
+                    A::Func => 0x70,
+                    A::Extern => 0x6F,
+                    A::Any => 0x6E,
+                    A::Eq => 0x6D,
+                    A::I31 => 0x6C,
+                    A::Struct => 0x6B,
+                    A::Array => 0x6A,
+                    A::Exn => 0x69,
+                    A::NoFunc => 0x73,
+                    A::NoExtern => 0x72,
+                    A::None => 0x71,
+                    A::NoExn => 0x74,
+                    A::Cont | A::NoCont => 0x71,
+                },
+                _ => 0x6E,
+            };
+            out.push(if r.is_nullable() { 0x63 } else { 0x64 });
+            out.push(code);
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! A store's state: the runtime it runs on, its mutator, and the entities its instances created.
+//!
+//! Entities (functions, memories, tables, globals, instances) live in vectors owned by the store; handles
+//! such as [`crate::Func`] are indices into them. An instance maps its module's index spaces (imports first,
+//! then definitions) to store indices, so a module's code is shared by all its instances (and all stores of
+//! the runtime: it lives in the runtime) and imported entities are the exporter's own objects, not copies.
+//!
+//! This module defines the data only. Instantiation (`instantiate.rs`), execution (`interp.rs`) and the
+//! public facade (`store.rs`) are built on it, so no file below the facade needs the facade.
+
+use std::sync::Arc;
+
+use crate::module::{GlobalDesc, ModuleData, TableDesc};
+use crate::mutator::Mutator;
+use crate::runtime::Runtime;
+use crate::{Extern, Trap, Val};
+
+/// A host function. It reads `params` and writes exactly `results.len()` results. Host functions may
+/// run on any thread of the runtime, hence `Send + Sync`.
+pub type HostFn = Box<dyn Fn(&mut Caller<'_>, &[Val], &mut [Val]) -> Result<(), Trap> + Send + Sync>;
+
+/// What a host function sees: the calling store and instance. Its methods live next to what they use
+/// (`memory` below; `call`, which re-enters wasm, in `interp.rs`).
+pub struct Caller<'a> {
+    pub(crate) state: &'a mut StoreState,
+    pub(crate) instance: Option<u32>,
+}
+
+impl Caller<'_> {
+    /// The calling instance's exported `memory` (or its memory 0), as bytes.
+    pub fn memory(&mut self) -> Option<&mut [u8]> {
+        let inst = &self.state.instances[self.instance? as usize];
+        let mem = match inst.exports.iter().find(|(n, _)| n == "memory") {
+            Some((_, Extern::Memory(m))) => m.0,
+            _ => *inst.memories.first()?,
+        };
+        Some(&mut self.state.memories[mem as usize].data[..])
+    }
+}
+
+pub(crate) enum FuncKind {
+    /// Defined function `index` of instance `instance`.
+    Wasm {
+        instance: u32,
+        index: u32,
+    },
+    Host(Arc<HostFn>),
+}
+
+pub(crate) struct FuncEntity {
+    /// Canonical type id.
+    pub ty: u32,
+    pub kind: FuncKind,
+}
+
+/// Wasm page size.
+pub const WASM_PAGE_SIZE: u64 = 65536;
+
+pub(crate) struct MemoryEntity {
+    pub data: Vec<u8>,
+    pub max_pages: u64,
+}
+
+pub(crate) struct TableEntity {
+    pub elems: Vec<u64>,
+    pub desc: TableDesc,
+}
+
+pub(crate) struct GlobalEntity {
+    pub value: u64,
+    pub desc: GlobalDesc,
+}
+
+pub(crate) struct Instance {
+    pub module: Arc<ModuleData>,
+    pub funcs: Vec<u32>,
+    pub tables: Vec<u32>,
+    pub memories: Vec<u32>,
+    pub globals: Vec<u32>,
+    /// Element segments (emptied by `elem.drop` and after active initialization).
+    pub elems: Vec<Arc<[u64]>>,
+    /// Data segments (emptied by `data.drop` and after active initialization).
+    pub datas: Vec<Arc<[u8]>>,
+    pub exports: Vec<(String, Extern)>,
+}
+
+/// Everything one store owns; the public [`crate::Store`] holds it boxed (the collector reaches it through
+/// a pointer while the store's thread is stopped, so it must not move).
+pub(crate) struct StoreState {
+    pub rt: Arc<Runtime>,
+    pub mutator: Mutator,
+    pub instances: Vec<Instance>,
+    pub funcs: Vec<FuncEntity>,
+    pub memories: Vec<MemoryEntity>,
+    pub tables: Vec<TableEntity>,
+    pub globals: Vec<GlobalEntity>,
+}
+
+impl StoreState {
+    pub fn new(rt: Arc<Runtime>) -> StoreState {
+        let mutator = Mutator::new(&rt.heap, rt.config.value_stack_slots);
+        StoreState {
+            rt,
+            mutator,
+            instances: Vec::new(),
+            funcs: Vec::new(),
+            memories: Vec::new(),
+            tables: Vec::new(),
+            globals: Vec::new(),
+        }
+    }
+}
+
+impl Drop for StoreState {
+    fn drop(&mut self) {
+        self.mutator.retire(&self.rt.heap);
+    }
+}
