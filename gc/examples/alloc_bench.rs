@@ -6,16 +6,17 @@
 //!
 //! Each configuration runs the binary-trees shape (a long-lived tree of `max_depth`, then
 //! `2^(max_depth - d + 4)` short-lived trees of depth d for d = 4, 6, …, max_depth) through the same
-//! allocation protocol the VM uses (`may_collect = true`, collect with the roots, retry), with the tree
-//! under construction rooted in a shadow stack, and a plain churn loop of 20 M unreachable structs (with
-//! the default 4 MiB heap floor, and with a 256 KiB floor that keeps the churn inside the CPU caches).
+//! allocation protocol the VM uses (`may_collect = true`, stop the world, collect with the roots, retry),
+//! with the tree under construction rooted in a shadow stack, and a plain churn loop of 20 M unreachable
+//! structs (with the default 4 MiB heap floor, and with a 256 KiB floor that keeps the churn inside the CPU
+//! caches). Last, the cost of stopping and releasing the world with a single mutator.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use gc::observer::{ObjectInfo, ObserverCtx};
-use gc::{AllocError, Heap, HeapConfig, HeapObserver, Layout, ObjRef, ThreadCache};
+use gc::{AllocError, Heap, HeapConfig, HeapObserver, Layout, MutatorLink, ObjRef, ThreadCache};
 
 /// `struct Node { left: ref, right: ref }`
 const NODE: u32 = 1;
@@ -42,17 +43,24 @@ impl HeapObserver for CountingObserver {
 struct Mutator<'h> {
     heap: &'h Heap,
     cache: ThreadCache,
+    link: MutatorLink,
     /// Shadow stack: every reference the "program" holds.
     roots: Vec<u64>,
 }
 
-impl Mutator<'_> {
+impl<'h> Mutator<'h> {
+    fn new(heap: &'h Heap) -> Self {
+        Mutator { heap, cache: heap.new_thread_cache(), link: heap.register_mutator(), roots: Vec::new() }
+    }
+
     #[inline]
     fn alloc(&mut self) -> ObjRef {
         match self.heap.alloc_struct(&mut self.cache, NODE, true) {
             Ok(o) => o,
             Err(AllocError::CollectionNeeded) => {
-                self.heap.collect(&mut self.cache, &mut self.roots);
+                let world = self.heap.stop_the_world(&self.link, &mut self.roots).expect("the only mutator");
+                self.heap.collect(&world, &mut self.cache, &mut self.roots);
+                drop(world);
                 self.heap.alloc_struct(&mut self.cache, NODE, false).expect("heap exhausted")
             }
             Err(e) => panic!("{e}"),
@@ -86,7 +94,7 @@ fn check(raw: u64) -> u64 {
 
 /// Returns (allocations, seconds, stats).
 fn binary_trees(heap: &Heap, max_depth: u32) -> (u64, f64, gc::GcStats) {
-    let mut m = Mutator { heap, cache: heap.new_thread_cache(), roots: Vec::new() };
+    let mut m = Mutator::new(heap);
     let start = Instant::now();
     let mut nodes = 0;
     let long_lived = m.tree(max_depth);
@@ -110,12 +118,25 @@ fn binary_trees(heap: &Heap, max_depth: u32) -> (u64, f64, gc::GcStats) {
 
 /// Allocates `n` structs that die at once. Returns seconds.
 fn churn(heap: &Heap, n: u64) -> f64 {
-    let mut m = Mutator { heap, cache: heap.new_thread_cache(), roots: Vec::new() };
+    let mut m = Mutator::new(heap);
     let start = Instant::now();
     for _ in 0..n {
         std::hint::black_box(m.alloc());
     }
     start.elapsed().as_secs_f64()
+}
+
+/// Stops and releases the world `n` times with one mutator: what a single-threaded program pays per
+/// collection for the hand-off. Returns ns per stop.
+fn stop_and_release(n: u64) -> f64 {
+    let heap = new_heap();
+    let link = heap.register_mutator();
+    let mut roots = Vec::new();
+    let start = Instant::now();
+    for _ in 0..n {
+        drop(std::hint::black_box(heap.stop_the_world(&link, &mut roots)));
+    }
+    start.elapsed().as_secs_f64() * 1e9 / n as f64
 }
 
 /// Attaches a configuration's observers to a fresh heap.
@@ -170,6 +191,7 @@ fn main() {
             s.peak_heap_bytes >> 20
         );
     }
+    println!("stop the world + release, one mutator: {:.1} ns", stop_and_release(1_000_000));
     if let Some(hwm) = gc::peak_resident_bytes() {
         println!("peak resident memory of the process: {} MiB", hwm >> 20);
     }

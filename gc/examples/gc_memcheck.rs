@@ -5,7 +5,7 @@
 //!
 //! Usage: `gc_memcheck [rounds]` (default 20).
 
-use gc::{AllocError, Heap, HeapConfig, InjectedBug, Layout, ObjRef, ThreadCache};
+use gc::{AllocError, Heap, HeapConfig, InjectedBug, Layout, MutatorLink, ObjRef, ThreadCache};
 
 const NODE: u32 = 1; // struct { next: ref, value: i64 }
 const REFS: u32 = 2; // array of ref
@@ -14,13 +14,15 @@ const BYTES: u32 = 3; // array of i8
 struct Mutator {
     heap: Heap,
     cache: ThreadCache,
+    link: MutatorLink,
     /// The mutator's roots (a shadow stack).
     roots: Vec<u64>,
 }
 
 impl Mutator {
     fn collect(&mut self) {
-        self.heap.collect(&mut self.cache, &mut self.roots);
+        let world = self.heap.stop_the_world(&self.link, &mut self.roots).expect("the only mutator");
+        self.heap.collect(&world, &mut self.cache, &mut self.roots);
     }
 
     fn alloc(&mut self, f: impl Fn(&Heap, &mut ThreadCache, bool) -> Result<ObjRef, AllocError>) -> ObjRef {
@@ -72,7 +74,8 @@ fn main() {
     heap.register_type(REFS, Layout::Array { elem_size: 8, elem_is_ref: true });
     heap.register_type(BYTES, Layout::Array { elem_size: 1, elem_is_ref: false });
     let cache = heap.new_thread_cache();
-    let mut m = Mutator { heap, cache, roots: Vec::new() };
+    let link = heap.register_mutator();
+    let mut m = Mutator { heap, cache, link, roots: Vec::new() };
 
     // A long-lived list, then garbage of many shapes, collecting as we go; the kept list is walked after
     // every collection (a freed node would be read here).

@@ -28,8 +28,8 @@ use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 use memmap2::{MmapMut, MmapOptions, UncheckedAdvice};
 
-use crate::PAGE_SIZE;
 use crate::observer::ArenaInfo;
+use crate::size_class::PAGE_SIZE;
 use crate::span::{Span, SpanPtr};
 
 /// Bytes per arena (and the granularity of the chunk table).

@@ -2,18 +2,22 @@
 //!
 //! The fast path ([`ThreadCache::take_fast`]) touches only the cache and its span: no lock, no atomic
 //! read-modify-write. An empty class points at the cache's own sentinel span (no free slots), so the fast
-//! path needs no null check: a dry span and "no span yet" take the same branch into `Shared::refill`.
+//! path needs no null check: a dry span and "no span yet" take the same branch into `Shared::refill`
+//! (`alloc.rs`).
+//!
+//! The cache also carries the thread's observer context (thread id, race context) and its copy of the
+//! observer list, so the instrumented path reads neither from shared state.
 //!
 //! A cache keeps its spans across collections: the sweeper rewinds them in place (their `Owner` is
 //! `InCache`, so it does not hand them to anybody else). Dropping a cache gives its spans back to the central
-//! lists, so a thread that exits leaves no span stranded. Dropping a cache counts as using the heap: not
-//! allowed while another thread collects.
+//! lists, so a thread that exits leaves no span stranded; it takes the collector's lock to do so, so it may
+//! happen at any time, also while another thread collects.
 
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-use crate::heap::{Observers, Shared};
-use crate::observer::ObserverCtx;
+use crate::observer::{ObserverCtx, Observers};
+use crate::shared::{Shared, lock};
 use crate::size_class::NUM_CLASSES;
 use crate::span::{Span, SpanPtr};
 
@@ -40,10 +44,10 @@ impl ThreadCache {
         // The sentinel is an 8-byte-class span with no free slot; it is never registered or swept.
         let sentinel = Span::new_large(0, 0, 0, false, false);
         let sentinel = NonNull::from(Box::leak(sentinel));
-        let (observers, observer_gen) = shared.observers_snapshot();
+        let (observers, observer_gen) = shared.observers.snapshot();
         ThreadCache {
             shared,
-            ctx: ObserverCtx { thread_id },
+            ctx: ObserverCtx::new(thread_id),
             spans: [sentinel; NUM_CLASSES],
             sentinel,
             stress_count: 0,
@@ -55,6 +59,25 @@ impl ThreadCache {
     /// The id the heap gave this thread (reported to observers).
     pub fn thread_id(&self) -> u32 {
         self.ctx.thread_id
+    }
+
+    /// Sets the race detector's context for this thread (0 = none): an opaque word reported in
+    /// [`ObserverCtx::race_ctx`] with every event made through this cache, including the sweep's when this
+    /// thread collects.
+    pub fn set_race_ctx(&mut self, race_ctx: usize) {
+        self.ctx.race_ctx = race_ctx;
+    }
+
+    pub fn race_ctx(&self) -> usize {
+        self.ctx.race_ctx
+    }
+
+    /// Re-reads the heap's observer list if observers were added since this cache took its copy.
+    #[inline]
+    pub(crate) fn refresh_observers(&mut self) {
+        if self.shared.observers.generation() != self.observer_gen {
+            (self.observers, self.observer_gen) = self.shared.observers.snapshot();
+        }
     }
 
     pub(crate) fn is_sentinel(&self, span: NonNull<Span>) -> bool {
@@ -89,6 +112,8 @@ impl ThreadCache {
 
 impl Drop for ThreadCache {
     fn drop(&mut self) {
+        // The collector state lock: no sweep or heap walk is looking at these spans meanwhile.
+        let _collector = lock(&self.shared.gc);
         for class in 1..NUM_CLASSES {
             let span = self.spans[class];
             if span != self.sentinel {

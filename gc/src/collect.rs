@@ -20,30 +20,20 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use crate::arena::{ChunkTable, PageHeap, span_of};
-use crate::cache::ThreadCache;
-use crate::heap::{Observers, RootSet, Shared, lock};
 use crate::inject::InjectedBug;
-use crate::observer::{GcBeginInfo, GcEndInfo, ObjectInfo, ObserverCtx};
-use crate::size_class::NUM_CLASSES;
+use crate::object::{HEADER_SIZE, read_header};
+use crate::observer::{GcBeginInfo, GcEndInfo, ObjectInfo, ObserverCtx, Observers};
+use crate::os;
+use crate::roots::RootSet;
+use crate::shared::{Shared, lock};
+use crate::size_class::{NUM_CLASSES, PAGE_SIZE};
 use crate::span::{Owner, Span, SpanPtr};
 use crate::types::{Layout, TypeInfo, TypeTable};
 use crate::value::is_object;
-use crate::{HEADER_SIZE, PAGE_SIZE, os};
 
 /// Mark stacks beyond this many entries are shrunk after a cycle (so a one-off deep/wide graph does not pin
 /// memory).
 const MARK_STACK_KEEP: usize = 1 << 16;
-
-/// Reads the header (type id, length) of the object at `addr`.
-///
-/// # Safety
-/// `addr` is the start of an allocated object slot (its header was written at allocation).
-#[inline(always)]
-unsafe fn read_header(addr: usize) -> (u32, u32) {
-    // SAFETY: guaranteed by the caller; headers are 8-aligned.
-    let h = u64::from_le(unsafe { (addr as *const u64).read() });
-    (h as u32, (h >> 32) as u32)
-}
 
 /// Reads the reference-sized word at `addr + offset`.
 ///
@@ -211,15 +201,17 @@ struct SweepTotals {
     wrote_freed_span: bool,
 }
 
-pub(crate) fn collect(shared: &Shared, cache: &mut ThreadCache, roots: &mut dyn RootSet) {
+/// One cycle with the world stopped (the caller holds the `StoppedWorld`): `roots` are all of them, the
+/// collecting mutator's and those the others published; `ctx` is the collecting thread's observer context.
+pub(crate) fn collect(shared: &Shared, ctx: &ObserverCtx, roots: &mut dyn RootSet) {
     let start = Instant::now();
     let mut gc = lock(&shared.gc);
     let mut ph = lock(&shared.page_heap);
     gc.cycles += 1;
     let cycle = gc.cycles;
-    let ctx = cache.ctx;
+    let ctx = *ctx;
     let observers: Observers =
-        if shared.hooks.load(Ordering::Relaxed) { shared.observers_snapshot().0 } else { Arc::new([]) };
+        if shared.hooks.load(Ordering::Relaxed) { shared.observers.snapshot().0 } else { Arc::new([]) };
     for o in observers.iter() {
         o.gc_begin(&ctx, &GcBeginInfo { cycle, heap_bytes: ph.pages_in_use * PAGE_SIZE });
     }
@@ -419,7 +411,7 @@ fn sweep_span(shared: &Shared, s: &Span, observers: &Observers, ctx: &ObserverCt
 /// reachable reference: it points into the heap, at the start of an allocated slot, the object is marked,
 /// its type id is registered, its size fits its slot, and its reference fields hold valid encodings.
 /// Returns the reachable objects with their headers.
-fn verify_after_mark(types: &TypeTable, roots: &[u64]) -> Vec<(usize, u64)> {
+fn verify_after_mark(types: &TypeTable, roots: &[u64]) -> Vec<(usize, (u32, u32))> {
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     // (reference, referring object or 0 for a root, field offset)
@@ -447,8 +439,7 @@ fn verify_after_mark(types: &TypeTable, roots: &[u64]) -> Vec<(usize, u64)> {
             continue;
         }
         // SAFETY: the slot is allocated.
-        let header = u64::from_le(unsafe { (addr as *const u64).read() });
-        let (type_id, len) = (header as u32, (header >> 32) as u32);
+        let (type_id, len) = unsafe { read_header(addr) };
         let Some(info) = types.info(type_id) else {
             panic!("gc verify: {} has unregistered type id {type_id}", what())
         };
@@ -480,13 +471,13 @@ fn verify_after_mark(types: &TypeTable, roots: &[u64]) -> Vec<(usize, u64)> {
                 stack.push((v, addr, off));
             }
         }
-        out.push((addr, header));
+        out.push((addr, (type_id, len)));
     }
     out
 }
 
 /// Step 5: every object reachable before the sweep is still allocated, with its header intact.
-fn verify_after_sweep(reachable: &[(usize, u64)]) {
+fn verify_after_sweep(reachable: &[(usize, (u32, u32))]) {
     for &(addr, header) in reachable {
         let Some(span) = span_of(addr) else {
             panic!("gc verify: reachable object {addr:#x} lost its span in the sweep")
@@ -501,7 +492,7 @@ fn verify_after_sweep(reachable: &[(usize, u64)]) {
             "gc verify: reachable object {addr:#x} was freed by the sweep"
         );
         // SAFETY: the slot is still allocated (just checked).
-        let now = u64::from_le(unsafe { (addr as *const u64).read() });
+        let now = unsafe { read_header(addr) };
         assert!(now == header, "gc verify: header of reachable object {addr:#x} changed during the sweep");
     }
 }

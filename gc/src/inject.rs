@@ -3,7 +3,8 @@
 //! A test suite that runs the VM under Memcheck and sees no errors proves little unless the same suite
 //! fails when the collector is wrong. `VMRUN_GC_DEBUG` plants one real bug of a kind a collector can
 //! have, so the Memcheck tests can show that each is caught (and, with the Valgrind bridge compiled out,
-//! that `skip-mark` is not: the annotations are what catch it). Never set it outside tests.
+//! that `skip-mark` is not: the annotations are what catch it). `skip-stopped-roots` is the negative control
+//! of the multi-threaded collection tests (`tests/world.rs`). Never set it outside tests.
 
 use std::fmt;
 
@@ -18,19 +19,23 @@ pub enum InjectedBug {
     ReadPastEnd,
     /// The first empty span the sweep returns to the page heap is written to afterwards.
     UseFreedSpan,
+    /// The collector marks only from the collecting mutator's roots, not from the root sets the other
+    /// mutators published while parked or native: what they alone keep alive is freed under them.
+    SkipStoppedRoots,
 }
 
 impl InjectedBug {
     /// The environment variable the VM reads the bug from.
     pub const ENV: &'static str = "VMRUN_GC_DEBUG";
 
-    const ALL: [(&'static str, InjectedBug); 3] = [
+    const ALL: [(&'static str, InjectedBug); 4] = [
         ("skip-mark", InjectedBug::SkipMark),
         ("read-past-end", InjectedBug::ReadPastEnd),
         ("use-freed-span", InjectedBug::UseFreedSpan),
+        ("skip-stopped-roots", InjectedBug::SkipStoppedRoots),
     ];
 
-    /// Parses `skip-mark`, `read-past-end` or `use-freed-span`.
+    /// Parses `skip-mark`, `read-past-end`, `use-freed-span` or `skip-stopped-roots`.
     pub fn parse(s: &str) -> Result<InjectedBug, String> {
         Self::ALL.iter().find(|(name, _)| *name == s).map(|&(_, bug)| bug).ok_or_else(|| {
             let names: Vec<&str> = Self::ALL.iter().map(|(n, _)| *n).collect();
@@ -65,6 +70,6 @@ mod tests {
             assert_eq!(bug.to_string(), name);
         }
         let err = InjectedBug::parse("skip").unwrap_err();
-        assert!(err.contains("skip-mark, read-past-end, use-freed-span"), "{err}");
+        assert!(err.contains("skip-mark, read-past-end, use-freed-span, skip-stopped-roots"), "{err}");
     }
 }

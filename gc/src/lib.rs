@@ -1,8 +1,10 @@
 //! `gc`: vmrun's garbage-collected heap: a size-classed, thread-cached allocator in the style of the Go
 //! runtime's (`malloc.go`, `mheap.go`, `mcache.go`, `mcentral.go`), with a non-moving, stop-the-world
-//! mark-sweep collector. It knows type ids and reference maps, nothing about Wasm. Every span, object and
-//! stack event is reported through one observer interface ([`observer`]), which is how Memcheck
-//! annotations, the alloc/free tracer and race hooks will see the heap.
+//! mark-sweep collector, and the stop-the-world hand-off between the mutator threads that share it
+//! (`proc.go`'s `stopTheWorld`). It knows type ids and reference maps, nothing about Wasm. Every span, object
+//! and stack event is reported through one observer interface ([`observer`]), which is how the Memcheck
+//! annotations and the alloc/free tracer see the heap (and a race detector will: each event carries the
+//! thread's race context).
 //!
 //! # Data structures
 //!
@@ -20,7 +22,9 @@
 //!   ≤ 12.5 % per span tail, checked by tests.
 //! - **Central list** (`Shared::central`, one mutex per class): spans with free slots that no thread holds.
 //! - **Thread cache** ([`ThreadCache`]): per mutator thread, the current span of every class. Owned by one
-//!   thread, so allocating from it takes no lock.
+//!   thread, so allocating from it takes no lock. It also carries the thread's observer context.
+//! - **World** (`world.rs`): the registered mutators, each *running*, *parked* (stopped at a safepoint) or
+//!   *native* (outside the heap), with a stop flag per mutator ([`MutatorLink`]); see "A collection".
 //! - **Mark bits**: one bit per slot per span, set by the marker; after the sweep they become the alloc bits.
 //!
 //! # Objects and references
@@ -48,10 +52,21 @@
 //!
 //! **Large objects** (> 32 KiB) skip the cache: each gets a span of its own straight from the page heap.
 //!
-//! # A collection ([`Heap::collect`]; details in `collect.rs`)
+//! # A collection ([`Heap::stop_the_world`], [`Heap::collect`]; details in `world.rs`, `collect.rs`)
 //!
-//! The VM stops its mutators first (stop the world by contract: no thread may use the heap while one thread
-//! collects), then calls `collect` with its roots ([`RootSet`]).
+//! Every thread that uses the heap registers a mutator ([`Heap::register_mutator`]) and polls its stop
+//! flag at safepoints (one relaxed load). A mutator is *running* (it may allocate and touch objects),
+//! *parked* (stopped at a safepoint in [`MutatorLink::park`], its roots published) or *native* (between
+//! [`MutatorLink::enter_native`] and [`MutatorLink::leave_native`]: a host call or idle; it counts as stopped
+//! at any time, its roots published).
+//!
+//! The mutator that got [`AllocError::CollectionNeeded`] first stops the world: under the world's mutex it
+//! becomes the stopper, sets the stop flag of every other running mutator and waits until none is running;
+//! it gets the [`StoppedWorld`] token (or, if another mutator was stopping the world already, it parks like
+//! the others and retries its allocation afterwards). Nobody becomes running while a stop is in progress,
+//! so the token proves that no other thread touches the heap. Then it calls `collect` with the token and
+//! its own roots ([`RootSet`]), to which the collector adds every root set the others published:
+//!
 //! 1. `gc_begin`; lock the collector state and the page heap.
 //! 2. Mark from the roots with an explicit, heap-allocated mark stack (graph depth never touches the native
 //!    stack), following each object's reference map.
@@ -65,17 +80,23 @@
 //!    within 110 % of max(goal, in use).
 //! 8. Update statistics, `gc_end`.
 //!
+//! Dropping the token releases the world: the stop flags are cleared and the parked mutators run again.
+//!
 //! # Invariants
 //!
 //! - A span is owned by exactly one of: one thread cache (`InCache`), a central list (`Central`), nobody
 //!   (`Full`); only its owner touches its allocation state, and only the collector (world stopped) touches
 //!   mark bits. Only the sweeper frees spans, and never a cached one.
+//! - Collections and heap walks run only with the [`StoppedWorld`] token: every other registered mutator is
+//!   parked or native, and a mutator becomes running only while no stop is in progress. A published root
+//!   set stays valid and untouched by its owner until the world is released.
 //! - A slot is allocated iff `index < freeindex` or its alloc bit is set; alloc bits change only in the sweep.
 //! - Every allocated slot holds an initialised object: zeroed payload, header written before the VM sees it.
 //! - Every reference field of a live object holds a valid encoding; object references point at headers of
 //!   allocated objects (checked by `verify`).
 //! - Lock order: collector state → page heap → central lists; a mutator never holds a central lock and the
-//!   page-heap lock at once.
+//!   page-heap lock at once. The world's mutex is taken with no heap lock held, and no heap lock is taken
+//!   under it.
 //!
 //! # Why these choices
 //!
@@ -90,44 +111,53 @@
 //! - **Lazy zeroing**: fresh or scavenged pages are known zero and are not zeroed again.
 //! - **Scavenging with `MADV_DONTNEED`** returns memory after a spike without unmapping, so no address →
 //!   arena lookup can ever see a dangling arena.
+//! - **A stop flag per mutator and a mutex for the rest**: the interpreter's safepoint poll is one relaxed
+//!   load of a word only stops write; every state change (park, native, register, release) is rare next
+//!   to allocation and goes through one mutex and two condition variables, where lost wake-ups cannot
+//!   happen. Native threads count as stopped with their roots published, so a thread blocked in a host call
+//!   never delays a collection (Go's `_Psyscall`).
 //!
 //! # Under Valgrind
 //!
 //! `memcheck.rs` is an observer attached by [`Heap::new`] when the process runs under Valgrind: arenas are
 //! metapools, spans no-access superblocks, objects exact-size malloc-like blocks (announced before the slot
-//! is written), swept objects freed blocks, released spans keep their superblocks until a span of another shape overlaps them, and the
-//! heap's drop releases everything. The heap adds slack after each object and quarantines swept slots for
-//! a cycle (`span.rs`). Span metadata and bitmaps live outside the arenas, so the collector's own data never
-//! needs annotating. [`InjectedBug`] plants collector bugs for the negative controls.
+//! is written), swept objects freed blocks, released spans keep their superblocks until a span of another
+//! shape overlaps them, and the heap's drop releases everything. The heap adds slack after each object and
+//! quarantines swept slots for a cycle (`span.rs`). Span metadata and bitmaps live outside the arenas, so
+//! the collector's own data never needs annotating. [`InjectedBug`] plants collector bugs for the negative
+//! controls.
 
+mod alloc;
 mod arena;
 mod cache;
 mod collect;
+mod config;
 mod heap;
 mod inject;
 mod memcheck;
 mod object;
 pub mod observer;
 mod os;
+mod roots;
+mod shared;
 pub mod size_class;
 mod span;
 mod types;
 pub mod value;
+mod world;
 
 #[cfg(test)]
 mod tests;
 
 pub use arena::ARENA_SIZE;
 pub use cache::ThreadCache;
-pub use heap::{AllocError, GcStats, Heap, HeapConfig, MAX_OBJECT_BYTES, RootSet, human_bytes};
+pub use config::{AllocError, HeapConfig, MAX_OBJECT_BYTES, human_bytes};
+pub use heap::{GcStats, Heap};
 pub use inject::InjectedBug;
-pub use object::ObjRef;
+pub use object::{HEADER_SIZE, ObjRef};
 pub use observer::{HeapObserver, ObserverCtx};
 pub use os::{peak_resident_bytes, resident_bytes};
+pub use roots::RootSet;
+pub use size_class::PAGE_SIZE;
 pub use types::{Layout, MAX_TYPE_ID};
-
-/// Bytes per page: the unit spans are made of.
-pub const PAGE_SIZE: usize = 8192;
-
-/// Bytes of the object header (`type_id: u32`, `len: u32`).
-pub const HEADER_SIZE: usize = 8;
+pub use world::{MutatorLink, StoppedWorld};

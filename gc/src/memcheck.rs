@@ -41,8 +41,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use valgrind_bridge as vg;
 
-use crate::PAGE_SIZE;
 use crate::observer::{ArenaInfo, HeapObserver, ObjectInfo, ObserverCtx, SpanInfo};
+use crate::size_class::PAGE_SIZE;
 
 #[derive(Default)]
 struct PoolState {

@@ -12,8 +12,27 @@
 
 use std::ptr::NonNull;
 
-use crate::HEADER_SIZE;
 use crate::value::is_object;
+
+/// Bytes of the object header (`type_id: u32`, then `len: u32`).
+pub const HEADER_SIZE: usize = 8;
+
+/// The header word of an object of `type_id` with array length `len` (0 for structs), as stored.
+#[inline(always)]
+pub(crate) fn header_word(type_id: u32, len: u32) -> u64 {
+    (type_id as u64 | (len as u64) << 32).to_le()
+}
+
+/// Reads the header (type id, array length) of the object at `addr`.
+///
+/// # Safety
+/// `addr` is the start of an allocated object slot (its header was written at allocation).
+#[inline(always)]
+pub(crate) unsafe fn read_header(addr: usize) -> (u32, u32) {
+    // SAFETY: guaranteed by the caller; headers are 8-aligned.
+    let h = u64::from_le(unsafe { (addr as *const u64).read() });
+    (h as u32, (h >> 32) as u32)
+}
 
 /// A reference to a heap object (the address of its header).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -124,12 +143,6 @@ accessors! {
 }
 
 impl ObjRef {
-    /// Pointer to the first byte after the header.
-    #[inline(always)]
-    pub fn payload_ptr(self) -> *mut u8 {
-        self.ptr(HEADER_SIZE)
-    }
-
     /// Copies `len` bytes from `src` at `src_offset` to this object at `dst_offset` (memmove: the ranges
     /// may overlap, also when `src == self`). Used for `array.copy`.
     #[inline]

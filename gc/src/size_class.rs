@@ -18,7 +18,8 @@
 //! span** (rule 2). Together at least (7/8)² ≈ 76.6 % of a span's bytes hold requested object bytes in the
 //! very worst case; typical waste is far smaller. Both bounds are checked by the tests below.
 
-use crate::PAGE_SIZE;
+/// Bytes per page: the unit spans are made of (and the page heap hands out).
+pub const PAGE_SIZE: usize = 8192;
 
 /// The largest object (header included) served from size classes; larger objects get their own span.
 pub const MAX_SMALL_SIZE: usize = 32 * 1024;

@@ -7,7 +7,7 @@
 
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
-use crate::HEADER_SIZE;
+use crate::object::HEADER_SIZE;
 use crate::size_class::{MAX_SMALL_SIZE, SIZE_CLASSES, class_for_size};
 
 /// Type ids must be below this (4 Mi).

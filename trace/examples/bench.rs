@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use gc::observer::{GcBeginInfo, GcEndInfo, HeapObserver, ObjectInfo, ObserverCtx};
 use gc::{Heap, HeapConfig, Layout, ObjRef, ThreadCache};
-use vmtrace::{EmptyHeap, TraceConfig, Tracer};
+use vmtrace::{EmptyHeap, StoppedHeap, TraceConfig, Tracer};
 
 /// Counts bytes, keeps none.
 struct Count(Arc<std::sync::atomic::AtomicU64>);
@@ -31,7 +31,7 @@ impl Write for Count {
 
 /// Feeds `n` events; returns how many it fed.
 fn feed(tracer: &Tracer, n: u64) -> u64 {
-    let ctx = ObserverCtx { thread_id: 1 };
+    let ctx = ObserverCtx::new(1);
     let base = 0x7f00_0000_0000usize;
     let mut events = 0u64;
     let mut cycle = 0;
@@ -113,7 +113,7 @@ fn synthetic(millions: u64) {
     // Same feed without tracing work: the loop's own cost.
     let null = NullObserver;
     let t = Instant::now();
-    let ctx = ObserverCtx { thread_id: 1 };
+    let ctx = ObserverCtx::new(1);
     let mut x = 0usize;
     for i in 0..events as usize {
         null.object_alloc(
@@ -171,6 +171,7 @@ fn binary_trees(tracer: Option<&Arc<Tracer>>, null: bool) -> (f64, u64) {
         t.define_type(PAIR, "$tree", 32);
     }
     let mut cache = heap.new_thread_cache();
+    let link = heap.register_mutator();
     let long_lived = tree(&heap, &mut cache, 16);
     let mut roots = vec![long_lived.raw()];
     let t = Instant::now();
@@ -181,9 +182,10 @@ fn binary_trees(tracer: Option<&Arc<Tracer>>, null: bool) -> (f64, u64) {
             std::hint::black_box(tree(&heap, &mut cache, depth as u32));
             objects += (1 << depth) - 1;
         }
-        heap.collect(&mut cache, &mut roots);
+        let world = heap.stop_the_world(&link, &mut roots).expect("the only mutator");
+        heap.collect(&world, &mut cache, &mut roots);
         if let Some(t) = tracer {
-            t.maybe_advance_generation(&heap);
+            t.maybe_advance_generation(&StoppedHeap { heap: &heap, world: &world });
         }
     }
     roots.clear();

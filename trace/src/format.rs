@@ -87,7 +87,7 @@ impl RecordKind {
 }
 
 /// The event types on the wire. Several wire types decode to the same logical event
-/// ([`crate::reader::EventKind`]): they differ only in how much the predictor already knows.
+/// ([`crate::event::EventKind`]): they differ only in how much the predictor already knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum EventType {

@@ -14,7 +14,7 @@
 //!
 //! # Data structures
 //!
-//! - **Format** ([`format`]): file header (magic, version), then length-prefixed records: `GenStart`,
+//! - **Format** ([`format`](mod@format)): file header (magic, version), then length-prefixed records: `GenStart`,
 //!   string/type/site tables, per-thread `Batch`es of events, `GenEnd`. An event is a type byte, a varint
 //!   time delta and varint arguments whose count comes from the one spec table [`format::SPECS`].
 //!   Addresses become ids against a heap base (object id = (addr − base)/8, span id = (base − base)/page) and
@@ -48,7 +48,8 @@
 //! [`Tracer::maybe_advance_generation`] (called by the VM at safe points, e.g. after each collection)
 //! starts a new generation about every second or every 16 MiB: hold every slot, flush their batches, write
 //! `GenEnd` (with batch and event counts), then `GenStart`, the full tables, and a snapshot batch with a
-//! `*Exists` event for every live thread, stack, span and object (from a [`HeapWalk`]). Any generation can
+//! `*Exists` event for every live thread, stack, span and object (from a [`HeapWalk`]: for the real heap a
+//! [`StoppedHeap`], the heap with the [`gc::StoppedWorld`] token of the stop it runs in). Any generation can
 //! therefore be read and replayed alone, which also means a truncated file loses at most its last one.
 //!
 //! # Invariants
@@ -85,4 +86,4 @@ pub use reader::{
     TypeDef, replay_all, replay_generation,
 };
 pub use tools::{dump, dump_to, perfetto, plot, summary};
-pub use writer::{EmptyHeap, HeapWalk, MAX_THREADS, SiteDesc, TraceConfig, TraceStats, Tracer};
+pub use writer::{EmptyHeap, HeapWalk, MAX_THREADS, SiteDesc, StoppedHeap, TraceConfig, TraceStats, Tracer};

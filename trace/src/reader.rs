@@ -115,11 +115,6 @@ impl Generation {
         events
     }
 
-    /// The events of one batch, in order.
-    pub fn batch_events(&self, batch: &BatchRef) -> impl Iterator<Item = Event> + '_ {
-        BatchCursor::new(&self.data[batch.payload.clone()], &batch.header, self.page_size).map_while(Result::ok)
-    }
-
     /// `$name` of a type id, or `type#N`.
     pub fn type_name(&self, type_id: u32) -> String {
         match self.types.get(&type_id) {

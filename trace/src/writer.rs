@@ -1,6 +1,6 @@
 //! The write side: [`Tracer`], a [`gc::HeapObserver`] that turns heap events into batches.
 //!
-//! **Slots.** One [`Slot`] per heap thread id (lazily allocated chunks of 256, so ids up to
+//! **Slots.** One `Slot` per heap thread id (lazily allocated chunks of 256, so ids up to
 //! [`MAX_THREADS`]). A slot holds the thread's open batch ([`BatchEncoder`], a 64 KiB `Vec` from the system
 //! allocator), its current allocation site (written by the VM, read by `object_alloc`) and a state byte:
 //!
@@ -23,10 +23,10 @@
 //! busy leaves its record for the current drainer (or the next push, or `finish`). Records therefore reach
 //! the file in push order.
 //!
-//! **Generations** (`Tracer::advance_generation`): at a safe point chosen by the VM (world stopped): hold
-//! every slot, flush their batches, write `GenEnd`, bump the generation, write `GenStart`, the string, type
-//! and site tables, and a snapshot batch (thread 0) with a `*Exists` event for every live thread, stack, span
-//! and object ([`HeapWalk`]), then release the slots.
+//! **Generations** (`Tracer::advance_generation`): at a safe point chosen by the VM (world stopped, which
+//! [`StoppedHeap`] carries the proof of): hold every slot, flush their batches, write `GenEnd`, bump the
+//! generation, write `GenStart`, the string, type and site tables, and a snapshot batch (thread 0) with a
+//! `*Exists` event for every live thread, stack, span and object ([`HeapWalk`]), then release the slots.
 
 use std::cell::UnsafeCell;
 use std::collections::{BTreeMap, HashMap};
@@ -53,9 +53,6 @@ const IDLE: u8 = 0;
 const WRITING: u8 = 1;
 const HELD: u8 = 2;
 const CLOSED: u8 = 3;
-
-/// The page size the tracer encodes span ids with (the heap's).
-const PAGE_SIZE: u64 = gc::PAGE_SIZE as u64;
 
 /// How the tracer behaves.
 #[derive(Clone, Debug)]
@@ -97,20 +94,29 @@ pub struct SiteDesc<'a> {
     pub location: Option<(&'a str, u32, u32)>,
 }
 
-/// What the heap (or the VM) offers for snapshots. Same contract as a collection: the mutators are stopped.
+/// What a snapshot walks: the spans and objects of a heap that does not change meanwhile. For the real
+/// heap that is [`StoppedHeap`] (the world is stopped); tests walk models.
 pub trait HeapWalk {
     fn for_each_span(&self, f: &mut dyn FnMut(&SpanInfo));
     /// Every allocated object (live, or dead and not yet swept).
     fn for_each_object(&self, f: &mut dyn FnMut(&ObjectInfo));
 }
 
-impl HeapWalk for gc::Heap {
+/// A [`gc::Heap`] with its world stopped: the heap's walks need the [`gc::StoppedWorld`] token, and a new
+/// generation's snapshot is taken at such a safe point (e.g. right after a collection, before the token is
+/// dropped).
+pub struct StoppedHeap<'a> {
+    pub heap: &'a gc::Heap,
+    pub world: &'a gc::StoppedWorld<'a>,
+}
+
+impl HeapWalk for StoppedHeap<'_> {
     fn for_each_span(&self, f: &mut dyn FnMut(&SpanInfo)) {
-        gc::Heap::for_each_span(self, f)
+        self.heap.for_each_span(self.world, f)
     }
 
     fn for_each_object(&self, f: &mut dyn FnMut(&ObjectInfo)) {
-        gc::Heap::for_each_object(self, f)
+        self.heap.for_each_object(self.world, f)
     }
 }
 
@@ -392,7 +398,7 @@ impl Tracer {
     pub fn new(out: Box<dyn Write + Send>, config: TraceConfig) -> Arc<Tracer> {
         let tracer = Tracer {
             // Page-aligned, so span ids are exact.
-            heap_base: AtomicU64::new(config.heap_base.map_or(0, |b| b & !(PAGE_SIZE - 1))),
+            heap_base: AtomicU64::new(config.heap_base.map_or(0, |b| b & !(gc::PAGE_SIZE as u64 - 1))),
             clock: Clock::new(config.manual_clock.clone()),
             config,
             gen_: AtomicU64::new(0),
@@ -528,7 +534,7 @@ impl Tracer {
             thread,
             now,
             self.heap_base.load(Ordering::Relaxed),
-            PAGE_SIZE,
+            gc::PAGE_SIZE as u64,
         )
     }
 
@@ -636,8 +642,8 @@ impl Tracer {
     }
 
     /// Starts a new generation if the current one is older than [`TraceConfig::generation_period`] or larger
-    /// than [`TraceConfig::generation_bytes`]. Call it at safe points (mutators stopped, e.g. right after a
-    /// collection); returns whether it advanced.
+    /// than [`TraceConfig::generation_bytes`]. Call it at safe points (the world stopped, e.g. right after a
+    /// collection: see [`StoppedHeap`]); returns whether it advanced.
     pub fn maybe_advance_generation(&self, walk: &dyn HeapWalk) -> bool {
         let age = self.now().saturating_sub(self.gen_start_ns.load(Ordering::Relaxed));
         let bytes = self.out.bytes.load(Ordering::Relaxed) - self.gen_bytes_at_start.load(Ordering::Relaxed);
@@ -649,8 +655,8 @@ impl Tracer {
         }
     }
 
-    /// Ends the current generation and starts the next one with a snapshot of `walk`. Same contract as a
-    /// collection: the mutators are stopped.
+    /// Ends the current generation and starts the next one with a snapshot of `walk`, which must not change
+    /// meanwhile (for the real heap: [`StoppedHeap`]).
     pub fn advance_generation(&self, walk: &dyn HeapWalk) {
         self.switch_generation(walk, true);
     }
@@ -759,7 +765,7 @@ impl Tracer {
         let heap_base = self.heap_base.load(Ordering::Relaxed);
         let mut rec = Vec::new();
         let start = begin_record(&mut rec, RecordKind::GenStart);
-        for v in [gen_, now, wall, heap_base, PAGE_SIZE, u64::from(OBJ_SHIFT)] {
+        for v in [gen_, now, wall, heap_base, gc::PAGE_SIZE as u64, u64::from(OBJ_SHIFT)] {
             put_uvarint(&mut rec, v);
         }
         end_record(&mut rec, start);
@@ -904,7 +910,7 @@ mod tests {
     }
 
     fn ctx(thread_id: u32) -> ObserverCtx {
-        ObserverCtx { thread_id }
+        ObserverCtx::new(thread_id)
     }
 
     #[test]

@@ -1,16 +1,17 @@
-//! The tracer on the real `gc::Heap`: binary trees built and collected by one and by several threads (world
-//! stopped by barriers for each collection), with generation switches at safe points. Checks conservation
+//! The tracer on the real `gc::Heap`: binary trees built and collected by one and by several threads (the
+//! others native, their roots published, while one stops the world and collects), with generation switches
+//! at safe points (the world stopped). Checks conservation
 //! (the replayed live set equals a heap walk at exit, object by object, and so do the spans), GC agreement,
 //! pairing, and that every generation replays alone.
 
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Arc, Barrier};
 
 use common::SharedBuf;
-use gc::{Heap, HeapConfig, Layout, ObjRef, ThreadCache};
-use vmtrace::{EventKind, SiteDesc, Trace, TraceConfig, Tracer, replay_all, replay_generation};
+use gc::{Heap, HeapConfig, Layout, ObjRef, StoppedWorld, ThreadCache};
+use vmtrace::{EventKind, SiteDesc, StoppedHeap, Trace, TraceConfig, Tracer, replay_all, replay_generation};
 
 const PAIR: u32 = 1;
 const LONGS: u32 = 2;
@@ -34,23 +35,24 @@ fn tree(heap: &Heap, cache: &mut ThreadCache, depth: u32) -> ObjRef {
     node
 }
 
-fn heap_objects(heap: &Heap) -> BTreeMap<u64, (u64, u32)> {
+fn heap_objects(heap: &Heap, world: &StoppedWorld<'_>) -> BTreeMap<u64, (u64, u32)> {
     let mut m = BTreeMap::new();
-    heap.for_each_object(&mut |o| {
+    heap.for_each_object(world, &mut |o| {
         m.insert(o.addr as u64, (o.size as u64, o.type_id));
     });
     m
 }
 
-fn heap_spans(heap: &Heap) -> BTreeMap<u64, u64> {
+fn heap_spans(heap: &Heap, world: &StoppedWorld<'_>) -> BTreeMap<u64, u64> {
     let mut m = BTreeMap::new();
-    heap.for_each_span(&mut |s| {
+    heap.for_each_span(world, &mut |s| {
         m.insert(s.base as u64, s.npages as u64);
     });
     m
 }
 
-fn check_trace(bytes: Vec<u8>, heap: &Heap) -> Trace {
+/// Checks the trace against the heap, walked in `world` (stopped by the test's last mutator).
+fn check_trace(bytes: Vec<u8>, heap: &Heap, world: &StoppedWorld<'_>) -> Trace {
     let trace = Trace::parse(bytes).unwrap();
     assert!(trace.error.is_none(), "{:?}", trace.error);
     let (live, disagreements) = replay_all(&trace, |_, _, _, _| {}).unwrap();
@@ -60,9 +62,9 @@ fn check_trace(bytes: Vec<u8>, heap: &Heap) -> Trace {
     assert_eq!(gcs as u64, heap.stats().collections);
     // Conservation, object by object, and span by span.
     let replayed: BTreeMap<u64, (u64, u32)> = live.iter().map(|(a, o)| (a, (o.size, o.type_id))).collect();
-    assert_eq!(replayed, heap_objects(heap));
+    assert_eq!(replayed, heap_objects(heap, world));
     let spans: BTreeMap<u64, u64> = live.spans().map(|s| (s.base, s.npages)).collect();
-    assert_eq!(spans, heap_spans(heap));
+    assert_eq!(spans, heap_spans(heap, world));
     for g in &trace.generations {
         replay_generation(g).unwrap_or_else(|e| panic!("generation {} alone: {e}", g.number));
     }
@@ -79,6 +81,7 @@ fn one_thread_binary_trees() {
     tracer.define_type(LONGS, "$longs", 0);
     tracer.define_site(1, &SiteDesc { function: "$make", wasm_offset: 0x2a, location: Some(("bt.wat", 12, 5)) });
     let mut cache = heap.new_thread_cache();
+    let link = heap.register_mutator();
     let thread = cache.thread_id();
     tracer.set_current_site(thread, 1);
     heap.notify_stack_alloc(&mut cache, 0x1000, 65536);
@@ -92,10 +95,12 @@ fn one_thread_binary_trees() {
         if round == 2 {
             roots.push(big.raw());
         }
-        heap.collect(&mut cache, &mut roots);
+        let world = heap.stop_the_world(&link, &mut roots).expect("the only mutator");
+        heap.collect(&world, &mut cache, &mut roots);
         if round % 2 == 1 {
-            tracer.advance_generation(&heap);
+            tracer.advance_generation(&StoppedHeap { heap: &heap, world: &world });
         }
+        drop(world);
         if round == 5 {
             roots.remove(0);
         }
@@ -104,7 +109,8 @@ fn one_thread_binary_trees() {
     let _ = tree(&heap, &mut cache, 6);
     let stats = tracer.finish().unwrap();
     assert_eq!(stats.lost, 0);
-    let trace = check_trace(buf.bytes(), &heap);
+    let world = heap.stop_the_world(&link, &mut roots).expect("the only mutator");
+    let trace = check_trace(buf.bytes(), &heap, &world);
     assert_eq!(trace.generations.len(), 5);
     let last = trace.generations.last().unwrap();
     assert_eq!(last.type_name(PAIR), "$tree");
@@ -132,11 +138,11 @@ fn threads_with_stopped_world_collections() {
     let tracer = Tracer::new(Box::new(buf.clone()), TraceConfig::default());
     heap.add_observer(tracer.clone());
     let barrier = Arc::new(Barrier::new(THREADS));
-    let roots: Arc<Mutex<Vec<Vec<u64>>>> = Arc::new(Mutex::new(vec![Vec::new(); THREADS]));
     let handles: Vec<_> = (0..THREADS)
         .map(|t| {
-            let (heap, barrier, roots, tracer) = (heap.clone(), barrier.clone(), roots.clone(), tracer.clone());
+            let (heap, barrier, tracer) = (heap.clone(), barrier.clone(), tracer.clone());
             std::thread::spawn(move || {
+                let link = heap.register_mutator();
                 let mut cache = heap.new_thread_cache();
                 tracer.thread_start(cache.thread_id());
                 let mut mine = Vec::new();
@@ -150,17 +156,25 @@ fn threads_with_stopped_world_collections() {
                     if round % 2 == 1 {
                         mine.drain(..mine.len() / 2);
                     }
-                    roots.lock().unwrap()[t] = mine.clone();
-                    barrier.wait();
                     if t == 0 {
-                        let mut all: Vec<u64> = roots.lock().unwrap().concat();
-                        heap.collect(&mut cache, &mut all);
-                        tracer.maybe_advance_generation(&*heap);
+                        // Thread 0 collects with its own roots; the world adds the others' (they are native).
+                        barrier.wait();
+                        let world = heap.stop_the_world(&link, &mut mine).expect("only thread 0 collects");
+                        heap.collect(&world, &mut cache, &mut mine);
+                        let stopped = StoppedHeap { heap: &heap, world: &world };
+                        tracer.maybe_advance_generation(&stopped);
                         if round == 1 {
-                            tracer.advance_generation(&*heap);
+                            tracer.advance_generation(&stopped);
                         }
+                        drop(world);
+                        barrier.wait();
+                    } else {
+                        // SAFETY: `mine` is not touched until `leave_native` returns.
+                        unsafe { link.enter_native(&mut mine) };
+                        barrier.wait();
+                        barrier.wait();
+                        link.leave_native();
                     }
-                    barrier.wait();
                 }
                 // Keep every cache (and its spans) until all threads are done allocating.
                 barrier.wait();
@@ -175,7 +189,9 @@ fn threads_with_stopped_world_collections() {
     }
     let stats = tracer.finish().unwrap();
     assert_eq!(stats.lost, 0);
-    let trace = check_trace(buf.bytes(), &heap);
+    let link = heap.register_mutator();
+    let world = heap.stop_the_world(&link, &mut Vec::new()).expect("the only mutator left");
+    let trace = check_trace(buf.bytes(), &heap, &world);
     let threads: std::collections::BTreeSet<u32> =
         trace.generations.iter().flat_map(|g| g.events()).map(|e| e.thread).filter(|&t| t != 0).collect();
     assert_eq!(threads.len(), THREADS);

@@ -85,75 +85,6 @@ pub(crate) fn elem_from_bytes(bytes: &[u8], kind: StorageKind) -> u64 {
     }
 }
 
-/// Every root of a store: the reference slots of every wasm frame (found through the stack maps),
-/// reference globals, tables, element segments and values the host holds.
-struct StoreRoots<'a> {
-    exec: &'a crate::mutator::ExecState,
-    instances: &'a [crate::state::Instance],
-    globals: &'a [crate::state::GlobalEntity],
-    tables: &'a [crate::state::TableEntity],
-    registry: &'a crate::types::TypeRegistry,
-    host_roots: &'a [u64],
-}
-
-impl gc::RootSet for StoreRoots<'_> {
-    fn visit_roots(&mut self, visit: &mut dyn FnMut(u64)) {
-        let exec = self.exec;
-        let instances = self.instances;
-        let mut frame = |inst: u32, func: u32, pc: usize, fp: usize| {
-            let cf = &instances[inst as usize].module.code[func as usize];
-            match cf.stack_map_at(pc as u32) {
-                Some(slots) => {
-                    for &s in slots {
-                        visit(exec.stack[fp + s as usize]);
-                    }
-                }
-                None => debug_assert!(false, "no stack map at pc {pc} of function {func}: not a GC point"),
-            }
-        };
-        for f in &exec.frames {
-            frame(f.inst, f.func, f.pc as usize, f.fp as usize);
-        }
-        if let Some(top) = exec.top {
-            frame(top.inst, top.func, top.pc, top.fp);
-        }
-        for g in self.globals {
-            if matches!(g.desc.ty, crate::types::RtValType::Ref { .. }) {
-                visit(g.value);
-            }
-        }
-        for t in self.tables {
-            if t.desc.heap.top(self.registry) != crate::types::RtHeapType::Func {
-                for &v in &t.elems {
-                    visit(v);
-                }
-            }
-        }
-        for inst in instances {
-            for seg in &inst.elems {
-                for &v in seg.iter() {
-                    visit(v);
-                }
-            }
-        }
-        for &v in self.host_roots {
-            visit(v);
-        }
-    }
-}
-
-/// Run a collection with the store's roots.
-pub(crate) fn collect(store: &mut StoreState) {
-    let StoreState { rt, mutator, instances, globals, tables, .. } = store;
-    let crate::mutator::Mutator { exec, cache, host_roots, alloc, .. } = mutator;
-    let mut roots = StoreRoots { exec, instances, globals, tables, registry: &rt.types, host_roots };
-    rt.heap.collect(cache, &mut roots);
-    // A safe point: the mutator is stopped, so the tracer may snapshot the heap for a new generation.
-    if let Some(t) = &alloc.tracing {
-        t.tracer.maybe_advance_generation(&rt.heap);
-    }
-}
-
 /// Allocate from the host side (constant expressions): collect when the heap asks. The caller has put
 /// every reference it holds in the mutator's host roots.
 pub(crate) fn alloc_host(store: &mut StoreState, type_id: u32, array_len: Option<u32>) -> Result<gc::ObjRef, Trap> {
@@ -170,7 +101,7 @@ pub(crate) fn alloc_host(store: &mut StoreState, type_id: u32, array_len: Option
         match r {
             Ok(o) => return Ok(o),
             Err(gc::AllocError::CollectionNeeded) => {
-                collect(store);
+                crate::safepoint::collect(store);
                 may_collect = false;
             }
             Err(gc::AllocError::OutOfMemory { limit }) => {

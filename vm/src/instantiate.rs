@@ -9,14 +9,14 @@
 
 use std::sync::Arc;
 
+use crate::memory::LinearMemory;
 use crate::module::{ConstOp, ExportKind, ImportDesc, ModuleData, SegmentMode};
 use crate::runtime::ModuleId;
-use crate::state::WASM_PAGE_SIZE;
-use crate::state::{FuncEntity, FuncKind, GlobalEntity, Instance, MemoryEntity, StoreState, TableEntity};
+use crate::state::{FuncEntity, FuncKind, GlobalEntity, Instance, StoreState, TableEntity};
 use crate::store::Linker;
 use crate::types::{TypeKind, heap_subtype, val_subtype};
-use crate::values::ref_to_raw;
-use crate::{Error, Extern, Func, Global, InstanceId, Memory, Ref, Table, Trap, TrapKind};
+use crate::values::{func_raw, i31_raw};
+use crate::{Error, Extern, Func, Global, InstanceId, Memory, Table, Trap, TrapKind};
 
 impl StoreState {
     /// Link and instantiate; runs active segments and the start function.
@@ -63,9 +63,9 @@ impl StoreState {
                 }
                 (ImportDesc::Memory(want), Extern::Memory(mem)) => {
                     let have = &self.memories[mem.0 as usize];
-                    let pages = have.data.len() as u64 / WASM_PAGE_SIZE;
-                    let have_max = if have.max_pages == u32::MAX as u64 + 1 { None } else { Some(have.max_pages) };
+                    let (pages, have_max) = (have.pages(), have.max_pages());
                     let ok = pages >= want.min
+                        && have.is_shared() == want.shared
                         && match want.max {
                             None => true,
                             Some(wmax) => have_max.is_some_and(|hmax| hmax <= wmax),
@@ -118,10 +118,10 @@ impl StoreState {
         }
         // memories
         for desc in &m.memories {
-            let bytes = desc.min.checked_mul(WASM_PAGE_SIZE).filter(|&b| b <= isize::MAX as u64);
-            let Some(bytes) = bytes else { return Err(trap(TrapKind::Host("memory too large".into()))) };
-            let max_pages = desc.max.unwrap_or(u32::MAX as u64 + 1).min(u32::MAX as u64 + 1);
-            self.memories.push(MemoryEntity { data: vec![0; bytes as usize], max_pages });
+            let reserve = self.rt.config.memory_reservation_bytes;
+            let mem = LinearMemory::new(desc.min, desc.max, desc.shared, reserve)
+                .map_err(|e| Error::Trap(Trap::new(TrapKind::Host(e.to_string()))))?;
+            self.memories.push(Arc::new(mem));
             let id = self.memories.len() as u32 - 1;
             self.instances[inst_id as usize].memories.push(id);
         }
@@ -188,12 +188,9 @@ impl StoreState {
             if let SegmentMode::Active { index, offset } = &seg.mode {
                 let offset = self.eval_const(inst_id, offset).map_err(Error::Trap)? as u32 as u64;
                 let mem = self.instances[inst_id as usize].memories[*index as usize] as usize;
-                let data = &mut self.memories[mem].data;
-                let len = seg.bytes.len() as u64;
-                if offset + len > data.len() as u64 {
+                if self.memories[mem].init(offset, &seg.bytes, 0, seg.bytes.len() as u64).is_err() {
                     return Err(trap(TrapKind::MemoryOutOfBounds));
                 }
-                data[offset as usize..(offset + len) as usize].copy_from_slice(&seg.bytes);
                 self.instances[inst_id as usize].datas[i] = Arc::from([]);
             }
         }
@@ -219,7 +216,7 @@ impl StoreState {
                 ConstOp::RefNull => stack.push((0, true)),
                 ConstOp::RefFunc(f) => {
                     let f = self.instances[inst_id as usize].funcs[f as usize];
-                    stack.push((ref_to_raw(Ref::Func(Func(f))), true));
+                    stack.push((func_raw(f), true));
                 }
                 ConstOp::GlobalGet(g) => {
                     let g = &self.globals[self.instances[inst_id as usize].globals[g as usize] as usize];
@@ -247,7 +244,7 @@ impl StoreState {
                 }
                 ConstOp::RefI31 => {
                     let v = pop(&mut stack) as u32 as i32;
-                    stack.push((ref_to_raw(Ref::I31(v)), true));
+                    stack.push((i31_raw(v), true));
                 }
                 ConstOp::ConvertRef => {}
                 ConstOp::StructNew(ty) | ConstOp::StructNewDefault(ty) => {

@@ -25,13 +25,17 @@ use crate::bytecode::{Instr, MemOp, StorageKind};
 use crate::gcglue;
 use crate::module::ModuleData;
 use crate::mutator::{Frame, Position};
+use crate::native_stack::REENTRY_MARGIN;
 use crate::numeric as num;
-use crate::state::{Caller, FuncKind, StoreState, WASM_PAGE_SIZE};
-use crate::store::{raw_to_val, val_to_raw};
+use crate::safepoint;
+use crate::state::{Caller, FuncKind, StoreState};
+use crate::store::{host_value_fits, raw_to_val, val_to_raw};
 use crate::types::{RtHeapType, TypeKind};
 use crate::values::{func_raw, i31_get_s, i31_get_u, i31_raw};
-use crate::{Trap, TrapKind, Val, WasmFrame};
+use crate::{Ref, Trap, TrapKind, Val, WasmFrame};
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Why the dispatch loop stopped.
 enum Exit {
@@ -49,6 +53,11 @@ enum Exit {
     /// An allocation needs a collection first; `pos` is at the allocating instruction, which runs
     /// again afterwards.
     Collect,
+    /// The stop flag was set at a safepoint; `pos` is there (its stack map describes the frame), and
+    /// execution resumes at `resume` after the mutator has parked.
+    Safepoint {
+        resume: usize,
+    },
     /// A call needs `slots` committed value-stack slots; `pos` is at the call, which runs again once the
     /// stack has grown (or traps if it cannot).
     GrowStack {
@@ -57,8 +66,23 @@ enum Exit {
     Trap(TrapKind),
 }
 
-/// Call `func` (a store function index) with raw arguments; returns raw results.
+/// Call `func` (a store function index) with raw arguments; returns raw results. Runs on the mutator's
+/// native stack: the outermost invocation switches to it, a nested one (host → wasm) is already there and
+/// only checks that enough of it is left (`native_stack.rs`, the margin contract).
 pub(crate) fn invoke(store: &mut StoreState, func: u32, args: &[u64]) -> Result<Vec<u64>, Trap> {
+    let Some(stack) = store.mutator.native.take() else {
+        if store.mutator.native_bounds.remaining() < REENTRY_MARGIN {
+            return Err(Trap::new(TrapKind::CallStackExhausted));
+        }
+        return invoke_here(store, func, args);
+    };
+    let result = catch_unwind(AssertUnwindSafe(|| stack.run(|| invoke_here(store, func, args))));
+    store.mutator.native = Some(stack);
+    result.unwrap_or_else(|panic| resume_unwind(panic))
+}
+
+/// [`invoke`] on the current stack.
+fn invoke_here(store: &mut StoreState, func: u32, args: &[u64]) -> Result<Vec<u64>, Trap> {
     let (inst, index) = match &store.funcs[func as usize].kind {
         FuncKind::Host(_) => {
             let base = store.mutator.exec.sp;
@@ -105,6 +129,17 @@ fn func_result_count(store: &StoreState, func: u32) -> usize {
     }
 }
 
+impl Caller<'_> {
+    /// Call `func` from a host function (host → wasm nesting): the mutator runs again for the call, on the
+    /// same native stack, and is native again when it returns.
+    pub fn call(&mut self, func: crate::Func, args: &[Val]) -> Result<Vec<Val>, Trap> {
+        self.state.mutator.link.leave_native();
+        let result = crate::store::call_checked(self.state, func, args);
+        safepoint::enter_native(self.state);
+        result
+    }
+}
+
 /// Call a host function whose arguments are at absolute slot `base`; results go to `base`.
 fn call_host(store: &mut StoreState, func: u32, base: usize, caller: Option<u32>) -> Result<(), Trap> {
     let FuncKind::Host(f) = &store.funcs[func as usize].kind else { unreachable!("host function") };
@@ -113,26 +148,45 @@ fn call_host(store: &mut StoreState, func: u32, base: usize, caller: Option<u32>
         TypeKind::Func { params, results } => (params.clone(), results.clone()),
         _ => unreachable!("functions have function types"),
     };
+    // Object arguments become handles, rooted for the call (the host may allocate or call back into wasm)
+    // and released when it returns.
+    let StoreState { rt, mutator, .. } = &mut *store;
     let args: Vec<Val> = params
         .iter()
         .enumerate()
-        .map(|(i, &t)| raw_to_val(&store.rt.types, store.mutator.exec.stack[base + i], t))
+        .map(|(i, &t)| raw_to_val(&rt.types, &mut mutator.handles, mutator.exec.stack[base + i], t))
         .collect();
     let mut out: Vec<Val> = results.iter().map(|_| Val::I32(0)).collect();
     let saved_sp = store.mutator.exec.sp;
     store.mutator.exec.sp = base + params.len().max(results.len());
+    // The mutator is native for the call: a collection on another thread need not wait for the host.
+    safepoint::enter_native(store);
     let r = {
         let mut c = Caller { state: store, instance: caller };
         f(&mut c, &args, &mut out)
     };
+    store.mutator.link.leave_native();
     store.mutator.exec.sp = saved_sp;
-    r?;
-    if !store.mutator.exec.stack.grow(base + out.len()) {
+    let results: Result<Vec<u64>, Trap> = r.and_then(|()| {
+        let fits = |(v, &t): (&Val, &crate::types::RtValType)| {
+            let raw = val_to_raw(store, *v)?;
+            if !host_value_fits(store, v, raw, t) {
+                return Err(Trap::new(TrapKind::Host(format!("host function result {v:?} does not match type {t:?}"))));
+            }
+            Ok(raw)
+        };
+        out.iter().zip(results.iter()).map(fits).collect()
+    });
+    for a in &args {
+        if let Val::Ref(Ref::Struct(h) | Ref::Array(h)) = a {
+            store.mutator.handles.remove(*h);
+        }
+    }
+    let results = results?;
+    if !store.mutator.exec.stack.grow(base + results.len()) {
         return Err(Trap::new(TrapKind::CallStackExhausted));
     }
-    for (i, v) in out.iter().enumerate() {
-        store.mutator.exec.stack[base + i] = val_to_raw(*v);
-    }
+    store.mutator.exec.stack[base..base + results.len()].copy_from_slice(&results);
     Ok(())
 }
 
@@ -142,10 +196,26 @@ fn run(store: &mut StoreState, mut pos: Position, depth0: usize) -> Result<(), T
         let exit = execute(store, &mut pos, depth0);
         match exit {
             Exit::Return => return Ok(()),
-            Exit::Switch => {}
+            Exit::Switch => {
+                // A call into another instance enters its callee here: poll as at any function entry.
+                if pos.pc == 0 && store.mutator.link.stop_flag().load(Ordering::Relaxed) {
+                    store.mutator.exec.top = Some(pos);
+                    safepoint::park(store);
+                }
+            }
+            Exit::Safepoint { resume } => {
+                store.mutator.exec.top = Some(pos);
+                safepoint::park(store);
+                pos.pc = resume;
+            }
             Exit::Host { func, base, tail } => {
                 store.mutator.exec.top = Some(pos);
-                if let Err(mut t) = call_host(store, func, base, Some(pos.inst)) {
+                let result = if store.mutator.native_bounds.remaining() < REENTRY_MARGIN {
+                    Err(Trap::new(TrapKind::CallStackExhausted))
+                } else {
+                    call_host(store, func, base, Some(pos.inst))
+                };
+                if let Err(mut t) = result {
                     if t.backtrace.is_empty() {
                         t.backtrace = backtrace(store, pos, depth0);
                     }
@@ -164,7 +234,7 @@ fn run(store: &mut StoreState, mut pos: Position, depth0: usize) -> Result<(), T
             }
             Exit::Collect => {
                 store.mutator.exec.top = Some(pos);
-                gcglue::collect(store);
+                safepoint::collect(store);
                 store.mutator.alloc.gc_retry = true;
             }
             Exit::GrowStack { slots } => {
@@ -251,20 +321,6 @@ fn store_kind(mem: &mut [u8], at: usize, kind: MemOp, v: u64) -> bool {
     }
 }
 
-/// `memory.grow` on a byte vector; returns the old size in pages or -1.
-fn grow_memory(mem: &mut Vec<u8>, max_pages: u64, delta: u32) -> i32 {
-    let old = mem.len() as u64 / WASM_PAGE_SIZE;
-    let new = old + delta as u64;
-    if new > max_pages || new > 65536 {
-        return -1;
-    }
-    if mem.try_reserve_exact((delta as u64 * WASM_PAGE_SIZE) as usize).is_err() {
-        return -1;
-    }
-    mem.resize((new * WASM_PAGE_SIZE) as usize, 0);
-    old as i32
-}
-
 /// Bounds check for bulk operations: `start + len <= size`.
 #[inline]
 fn in_bounds(start: u64, len: u64, size: usize) -> bool {
@@ -318,18 +374,15 @@ fn execute(store: &mut StoreState, pos: &mut Position, depth0: usize) -> Exit {
     let inst_id = pos.inst;
     let module: Arc<ModuleData> = store.instances[inst_id as usize].module.clone();
     let mem0_index = store.instances[inst_id as usize].memories.first().copied();
-    let (mut mem, mem0_max) = match mem0_index {
-        Some(m) => {
-            let e = &mut store.memories[m as usize];
-            (std::mem::take(&mut e.data), e.max_pages)
-        }
-        None => (Vec::new(), 0),
+    let mem0 = mem0_index.map(|m| store.memories[m as usize].clone());
+    // SAFETY: the slice is the only view of memory 0 while the loop runs: host calls (WASI), which take
+    // their own view, run after the loop has exited; `memory.grow` re-derives it (`MemoryGrow`). Memory 0
+    // is this store's and not shared (a shared memory is accessed by the threads issue's atomic paths).
+    let mut mem: &mut [u8] = match &mem0 {
+        Some(m) => unsafe { m.as_mut_slice() },
+        None => &mut [],
     };
-    let exit = dispatch(store, &module, pos, depth0, &mut mem, mem0_index, mem0_max);
-    if let Some(m) = mem0_index {
-        store.memories[m as usize].data = mem;
-    }
-    exit
+    dispatch(store, &module, pos, depth0, &mut mem, mem0_index)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -338,15 +391,15 @@ fn dispatch(
     module: &ModuleData,
     pos: &mut Position,
     depth0: usize,
-    mem: &mut Vec<u8>,
+    mem: &mut &mut [u8],
     mem0_index: Option<u32>,
-    mem0_max: u64,
 ) -> Exit {
     let inst_id = pos.inst;
     let max_depth = store.rt.config.max_call_depth;
     let StoreState { rt, mutator, instances, funcs, memories, tables, globals } = store;
     let (registry, heap) = (&rt.types, &rt.heap);
-    let crate::mutator::Mutator { exec, cache, alloc, .. } = mutator;
+    let crate::mutator::Mutator { exec, cache, alloc, link, .. } = mutator;
+    let stop: &AtomicBool = link.stop_flag();
     let stack_len = exec.stack.len();
     // Only `pc`, `code` and `frame` live in registers across instructions; the rest of the
     // position (function, frame pointer) stays in `pos` and is touched by calls and returns only.
@@ -412,9 +465,26 @@ fn dispatch(
             frame[$slot as usize] = f64::to_bits($v)
         };
     }
+    // A backward branch (a loop back-edge) is a safepoint: the translator recorded a stack map at it.
     macro_rules! branch {
         ($off:expr) => {{
-            pc = (pc as isize + $off as isize) as usize;
+            let off = $off as isize;
+            if off <= 0 && stop.load(Ordering::Relaxed) {
+                save!();
+                return Exit::Safepoint { resume: (pc as isize + off) as usize };
+            }
+            pc = (pc as isize + off) as usize;
+            continue;
+        }};
+    }
+    // Function entry (pc 0, frame set up) is a safepoint too.
+    macro_rules! enter {
+        () => {{
+            pc = 0;
+            if stop.load(Ordering::Relaxed) {
+                save!();
+                return Exit::Safepoint { resume: 0 };
+            }
             continue;
         }};
     }
@@ -449,8 +519,7 @@ fn dispatch(
             next.init_frame(frame);
             code = &next.code;
             pos.func = callee;
-            pc = 0;
-            continue;
+            enter!();
         }};
     }
     // Replace the current frame by a callee of this module whose arguments are at `base`.
@@ -465,8 +534,7 @@ fn dispatch(
             next.init_frame(frame);
             code = &next.code;
             pos.func = callee;
-            pc = 0;
-            continue;
+            enter!();
         }};
     }
     // Call store function `f` with arguments at `base`: same module, other instance or host.
@@ -1008,13 +1076,12 @@ fn dispatch(
                     inst_id,
                     instances: &mut *instances,
                     funcs: &*funcs,
-                    memories: &mut *memories,
+                    memories: &*memories,
                     tables: &mut *tables,
-                    registry: &*registry,
+                    registry,
                     mem: &mut *mem,
                     mem0_index,
-                    mem0_max,
-                    heap: &*heap,
+                    heap,
                     cache: &mut *cache,
                     alloc: &mut *alloc,
                     pc,
@@ -1034,18 +1101,17 @@ fn dispatch(
 }
 
 /// What the cold instructions need besides the frame.
-struct Cold<'a> {
+struct Cold<'a, 'b> {
     module: &'a ModuleData,
     func: u32,
     inst_id: u32,
     instances: &'a mut Vec<crate::state::Instance>,
     funcs: &'a Vec<crate::state::FuncEntity>,
-    memories: &'a mut Vec<crate::state::MemoryEntity>,
+    memories: &'a [std::sync::Arc<crate::memory::LinearMemory>],
     tables: &'a mut Vec<crate::state::TableEntity>,
     registry: &'a crate::types::TypeRegistry,
-    mem: &'a mut Vec<u8>,
+    mem: &'a mut &'b mut [u8],
     mem0_index: Option<u32>,
-    mem0_max: u64,
     heap: &'a gc::Heap,
     cache: &'a mut gc::ThreadCache,
     alloc: &'a mut crate::mutator::AllocState,
@@ -1069,7 +1135,7 @@ fn array_elem(registry: &crate::types::TypeRegistry, type_id: u32) -> StorageKin
 
 /// Execute an instruction that is not on the hot path.
 #[inline(never)]
-fn cold_op(ctx: &mut Cold<'_>, instr: Instr, frame: &mut [u64]) -> Result<(), ColdExit> {
+fn cold_op(ctx: &mut Cold<'_, '_>, instr: Instr, frame: &mut [u64]) -> Result<(), ColdExit> {
     let Cold {
         module,
         func,
@@ -1081,13 +1147,12 @@ fn cold_op(ctx: &mut Cold<'_>, instr: Instr, frame: &mut [u64]) -> Result<(), Co
         registry,
         mem,
         mem0_index,
-        mem0_max,
         heap,
         cache,
         alloc,
         pc,
     } = ctx;
-    let (module, func, inst_id, mem0_index, mem0_max) = (*module, *func, *inst_id, *mem0_index, *mem0_max);
+    let (module, func, inst_id, mem0_index) = (*module, *func, *inst_id, *mem0_index);
     macro_rules! s {
         ($slot:expr) => {
             frame[$slot as usize]
@@ -1142,7 +1207,13 @@ fn cold_op(ctx: &mut Cold<'_>, instr: Instr, frame: &mut [u64]) -> Result<(), Co
     macro_rules! mem_of {
         ($m:expr, $body:expr) => {{
             let sm = instances[inst_id as usize].memories[$m as usize];
-            if Some(sm) == mem0_index { $body(&mut **mem) } else { $body(&mut memories[sm as usize].data) }
+            // SAFETY: memory 0 is reached through the loop's view; another memory gets a view of its own
+            // for this one instruction (see `execute`).
+            if Some(sm) == mem0_index {
+                $body(&mut **mem)
+            } else {
+                $body(unsafe { memories[sm as usize].as_mut_slice() })
+            }
         }};
     }
     use Instr as I;
@@ -1150,7 +1221,7 @@ fn cold_op(ctx: &mut Cold<'_>, instr: Instr, frame: &mut [u64]) -> Result<(), Co
         // ---------------- any memory
         I::Load { kind, mem: m, dst, addr, offset } => {
             let at = ea(s!(addr), offset);
-            match mem_of!(m, |d: &mut Vec<u8>| load_kind(d, at, kind)) {
+            match mem_of!(m, |d: &mut [u8]| load_kind(d, at, kind)) {
                 Some(v) => s!(dst) = v,
                 None => trap!(TrapKind::MemoryOutOfBounds),
             }
@@ -1158,81 +1229,48 @@ fn cold_op(ctx: &mut Cold<'_>, instr: Instr, frame: &mut [u64]) -> Result<(), Co
         I::Store { kind, mem: m, addr, value, offset } => {
             let at = ea(s!(addr), offset);
             let v = s!(value);
-            if !mem_of!(m, |d: &mut Vec<u8>| store_kind(d, at, kind, v)) {
+            if !mem_of!(m, |d: &mut [u8]| store_kind(d, at, kind, v)) {
                 trap!(TrapKind::MemoryOutOfBounds);
             }
         }
         I::MemorySize { mem: m, dst } => {
-            let pages = mem_of!(m, |d: &mut Vec<u8>| d.len() as u64 / WASM_PAGE_SIZE);
+            let pages = memories[instances[inst_id as usize].memories[m as usize] as usize].pages();
             set_i32!(dst, pages as u32);
         }
         I::MemoryGrow { mem: m, dst, delta } => {
             let delta = i32_of!(delta);
             let sm = instances[inst_id as usize].memories[m as usize];
-            let r = if Some(sm) == mem0_index {
-                grow_memory(mem, mem0_max, delta)
-            } else {
-                let e = &mut memories[sm as usize];
-                grow_memory(&mut e.data, e.max_pages, delta)
-            };
+            let r = memories[sm as usize].grow(delta as u64).map_or(-1, |old| old as i32);
+            if Some(sm) == mem0_index {
+                let m0 = &memories[sm as usize];
+                // SAFETY: the base never moves; the loop's view of memory 0 just gets the new length. The
+                // memory outlives the view: `execute` holds an `Arc` of it for the whole loop.
+                **mem = unsafe { std::slice::from_raw_parts_mut(m0.base(), m0.len()) };
+            }
             set_i32!(dst, r);
         }
+        // Bulk operations go through the memories' own accessors (memory 0 too: the loop's view is not
+        // used meanwhile), which check bounds once and copy between memories without a buffer.
         I::MemoryFill { mem: m, args } => {
             let (d, val, n) = (i32_of!(args) as u64, s!(args + 1) as u8, i32_of!(args + 2) as u64);
-            let ok = mem_of!(m, |data: &mut Vec<u8>| {
-                if !in_bounds(d, n, data.len()) {
-                    return false;
-                }
-                data[d as usize..(d + n) as usize].fill(val);
-                true
-            });
-            if !ok {
+            let dst = &memories[instances[inst_id as usize].memories[m as usize] as usize];
+            if dst.fill(d, val, n).is_err() {
                 trap!(TrapKind::MemoryOutOfBounds);
             }
         }
         I::MemoryCopy { dst_mem, src_mem, args } => {
             let (d, sidx, n) = (i32_of!(args) as u64, i32_of!(args + 1) as u64, i32_of!(args + 2) as u64);
-            let dm = instances[inst_id as usize].memories[dst_mem as usize];
-            let sm = instances[inst_id as usize].memories[src_mem as usize];
-            let ok = if dm == sm {
-                mem_of!(dst_mem, |data: &mut Vec<u8>| {
-                    if !in_bounds(d, n, data.len()) || !in_bounds(sidx, n, data.len()) {
-                        return false;
-                    }
-                    data.copy_within(sidx as usize..(sidx + n) as usize, d as usize);
-                    true
-                })
-            } else {
-                let src: Vec<u8> = match mem_of!(src_mem, |data: &mut Vec<u8>| {
-                    in_bounds(sidx, n, data.len()).then(|| data[sidx as usize..(sidx + n) as usize].to_vec())
-                }) {
-                    Some(v) => v,
-                    None => trap!(TrapKind::MemoryOutOfBounds),
-                };
-                mem_of!(dst_mem, |data: &mut Vec<u8>| {
-                    if !in_bounds(d, n, data.len()) {
-                        return false;
-                    }
-                    data[d as usize..(d + n) as usize].copy_from_slice(&src);
-                    true
-                })
-            };
-            if !ok {
+            let dst = &memories[instances[inst_id as usize].memories[dst_mem as usize] as usize];
+            let src = &memories[instances[inst_id as usize].memories[src_mem as usize] as usize];
+            if dst.copy_from(d, src, sidx, n).is_err() {
                 trap!(TrapKind::MemoryOutOfBounds);
             }
         }
         I::MemoryInit { mem: m, data, args } => {
             let (d, sidx, n) = (i32_of!(args) as u64, i32_of!(args + 1) as u64, i32_of!(args + 2) as u64);
-            let seg = instances[inst_id as usize].datas[data as usize].clone();
-            let ok = in_bounds(sidx, n, seg.len())
-                && mem_of!(m, |dm: &mut Vec<u8>| {
-                    if !in_bounds(d, n, dm.len()) {
-                        return false;
-                    }
-                    dm[d as usize..(d + n) as usize].copy_from_slice(&seg[sidx as usize..(sidx + n) as usize]);
-                    true
-                });
-            if !ok {
+            let seg = &instances[inst_id as usize].datas[data as usize];
+            let dst = &memories[instances[inst_id as usize].memories[m as usize] as usize];
+            if dst.init(d, seg, sidx, n).is_err() {
                 trap!(TrapKind::MemoryOutOfBounds);
             }
         }

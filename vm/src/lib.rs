@@ -11,13 +11,17 @@
 
 pub mod bytecode;
 mod gcglue;
+mod handles;
 mod instantiate;
 mod interp;
 pub mod loader;
+mod memory;
 mod module;
 mod mutator;
+mod native_stack;
 mod numeric;
 mod runtime;
+mod safepoint;
 mod stack;
 mod state;
 mod store;
@@ -33,7 +37,7 @@ pub use runtime::{Config, ModuleId, Runtime};
 pub use state::{Caller, HostFn};
 pub use store::{Extern, InstanceId, Linker, Store};
 pub use trap::{Trap, TrapKind, WasmFrame};
-pub use values::{Func, FuncType, Global, Memory, Ref, Table, Val, ValType};
+pub use values::{Func, FuncType, Global, Memory, ObjHandle, Ref, Table, Val, ValType};
 /// The decoder/validator whose types appear in this API (global, table and memory types).
 pub use wasmparser;
 

@@ -67,6 +67,8 @@ pub struct TableDesc {
 pub struct MemoryDesc {
     pub min: u64,
     pub max: Option<u64>,
+    /// Declared `shared` (threads proposal): other threads may use it at the same time.
+    pub shared: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -315,7 +317,7 @@ fn load_validated(
                 ImportDesc::Func(type_ids[t as usize])
             }
             TypeRef::Table(t) => ImportDesc::Table(table_desc(&t)),
-            TypeRef::Memory(m) => ImportDesc::Memory(MemoryDesc { min: m.initial, max: m.maximum }),
+            TypeRef::Memory(m) => ImportDesc::Memory(MemoryDesc { min: m.initial, max: m.maximum, shared: m.shared }),
             TypeRef::Global(g) => ImportDesc::Global(GlobalDesc { ty: val_mod(g.content_type), mutable: g.mutable }),
             TypeRef::Tag(_) => ImportDesc::Tag,
         };
@@ -329,7 +331,8 @@ fn load_validated(
         };
         tables.push((table_desc(&ty), init));
     }
-    let memories = raw_memories.iter().map(|m| MemoryDesc { min: m.initial, max: m.maximum }).collect();
+    let memories =
+        raw_memories.iter().map(|m| MemoryDesc { min: m.initial, max: m.maximum, shared: m.shared }).collect();
     let mut globals = Vec::new();
     for (ty, init) in raw_globals {
         globals.push((GlobalDesc { ty: val_mod(ty.content_type), mutable: ty.mutable }, const_expr(&init, &type_ids)?));

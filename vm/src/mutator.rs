@@ -17,6 +17,7 @@
 //!
 //! A mutator is used by one thread at a time (it is `Send`, not `Sync`).
 
+use crate::native_stack::{NativeStack, StackBounds};
 use crate::stack::ValueStack;
 
 /// A suspended caller.
@@ -73,27 +74,52 @@ pub(crate) struct Mutator {
     pub alloc: AllocState,
     /// References the host holds while it allocates; roots.
     pub host_roots: Vec<u64>,
+    /// Objects the embedding API has handed out as [`crate::Val`]s; roots (`handles.rs`).
+    pub handles: crate::handles::HandleTable,
+    /// The machine stack wasm runs on; taken out (`None`) while in use, see `interp::invoke`.
+    pub native: Option<NativeStack>,
+    /// Its range, for the margin checks while it is taken out.
+    pub native_bounds: StackBounds,
+    /// The stop flag and the hand-off with collectors on other threads (`vm/src/safepoint.rs`).
+    pub link: gc::MutatorLink,
 }
 
 impl Mutator {
-    pub fn new(heap: &gc::Heap, value_stack_slots: usize) -> Mutator {
+    pub fn new(heap: &gc::Heap, value_stack_slots: usize, native_stack_bytes: usize) -> Mutator {
         // The reservation is address space only (no swap reserved, pages appear when touched); failing to
         // map it means the process has no address space left, which no program could survive.
         let exec = ExecState::new(value_stack_slots)
             .unwrap_or_else(|e| panic!("cannot map the value stack ({value_stack_slots} slots): {e}"));
+        let native = NativeStack::new(native_stack_bytes)
+            .unwrap_or_else(|e| panic!("cannot map the native stack ({native_stack_bytes} bytes): {e}"));
+        let link = heap.register_mutator();
         let mut cache = heap.new_thread_cache();
-        let (stack_base, stack_bytes) = exec.stack.extent();
-        heap.notify_stack_alloc(&mut cache, stack_base, stack_bytes);
-        Mutator { exec, cache, alloc: AllocState::default(), host_roots: Vec::new() }
+        for (base, bytes) in [exec.stack.extent(), native.extent()] {
+            heap.notify_stack_alloc(&mut cache, base, bytes);
+        }
+        let native_bounds = native.bounds();
+        Mutator {
+            exec,
+            cache,
+            alloc: AllocState::default(),
+            host_roots: Vec::new(),
+            handles: Default::default(),
+            native: Some(native),
+            native_bounds,
+            link,
+        }
     }
 
-    /// Reports the stacks as freed and closes a trace the embedder left open.
+    /// The stacks this mutator made: (base, bytes) of the value stack and of the native stack.
+    pub fn stacks(&self) -> [(usize, usize); 2] {
+        let native = self.native.as_ref().expect("the native stack is in place between calls");
+        [self.exec.stack.extent(), native.extent()]
+    }
+
+    /// Reports the stacks as freed (the trace, if any, is closed first: `safepoint::finish_trace`).
     pub fn retire(&mut self, heap: &gc::Heap) {
-        // An embedder that never called `finish_trace` still gets a complete file (errors have nowhere to go).
-        if let Some(tracing) = self.alloc.tracing.take() {
-            let _ = tracing.finish(heap);
+        for (base, bytes) in self.stacks() {
+            heap.notify_stack_free(&mut self.cache, base, bytes);
         }
-        let (base, bytes) = self.exec.stack.extent();
-        heap.notify_stack_free(&mut self.cache, base, bytes);
     }
 }

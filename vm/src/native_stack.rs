@@ -58,7 +58,8 @@
 //! interpreter use the value stack, not this one. The contract for host functions (WASI, embedder
 //! functions) is that one call uses less than [`REENTRY_MARGIN`] bytes of native stack *between* checks,
 //! i.e. apart from the wasm it calls back into (which checks again); a host function that recurses deeply on
-//! its own breaks the contract and can reach the guard. JIT code will check its own frames against the same
+//! its own breaks the contract and can reach the guard (so does a signal handler, which runs on whatever
+//! stack was current, within the same margin). JIT code will check its own frames against the same
 //! limit in its prologues (`extent().0 + REENTRY_MARGIN` as Cranelift's stack limit).
 //!
 //! # Integration: where the stack lives while `f` runs
@@ -157,8 +158,9 @@ impl NativeStack {
         self.bounds().is_current()
     }
 
-    /// Bytes left below the caller on this stack; see [`StackBounds::remaining`].
-    #[inline]
+    /// Bytes left below the caller on this stack; see [`StackBounds::remaining`]. (The VM keeps a copy of
+    /// the bounds, since the stack itself is lent out while in use.)
+    #[cfg(test)]
     pub fn remaining(&self) -> usize {
         self.bounds().remaining()
     }

@@ -26,7 +26,8 @@ pub struct Config {
     pub value_stack_slots: usize,
     /// Size of each mutator's native stack in bytes (host calls and host → wasm nesting run on it).
     pub native_stack_bytes: usize,
-    /// Address space reserved per linear memory (its declared maximum, capped at this).
+    /// Address space reserved per linear memory (its declared maximum, capped at this; `memory.grow` past
+    /// it fails). Default: 4 GiB natively, 256 MiB under Valgrind (`memory.rs` says why).
     pub memory_reservation_bytes: u64,
     /// Heap policy and debug modes.
     pub gc: gc::HeapConfig,
@@ -37,8 +38,8 @@ impl Default for Config {
         Config {
             max_call_depth: 50_000,
             value_stack_slots: 4 << 20,
-            native_stack_bytes: 2 << 20,
-            memory_reservation_bytes: 4 << 30,
+            native_stack_bytes: crate::native_stack::DEFAULT_BYTES,
+            memory_reservation_bytes: crate::memory::default_reserve_bytes(),
             gc: gc::HeapConfig::default(),
         }
     }
@@ -82,6 +83,11 @@ impl Runtime {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Heap statistics of every mutator (those of thread caches not yet flushed excepted).
+    pub fn heap_stats(&self) -> gc::GcStats {
+        self.heap.stats()
     }
 
     /// Decode, validate and translate a module; its struct and array types are registered with the heap.

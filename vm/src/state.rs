@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use crate::memory::LinearMemory;
 use crate::module::{GlobalDesc, ModuleData, TableDesc};
 use crate::mutator::Mutator;
 use crate::runtime::Runtime;
@@ -34,7 +35,10 @@ impl Caller<'_> {
             Some((_, Extern::Memory(m))) => m.0,
             _ => *inst.memories.first()?,
         };
-        Some(&mut self.state.memories[mem as usize].data[..])
+        // SAFETY: a host call runs with the dispatch loop exited (it holds no view of the memory), and the
+        // returned slice borrows the caller, so no other view of this store's memory can be made while it
+        // lives. Shared memories (other threads) are not handed out this way by the threads issue's code.
+        Some(unsafe { self.state.memories[mem as usize].as_mut_slice() })
     }
 }
 
@@ -51,14 +55,6 @@ pub(crate) struct FuncEntity {
     /// Canonical type id.
     pub ty: u32,
     pub kind: FuncKind,
-}
-
-/// Wasm page size.
-pub const WASM_PAGE_SIZE: u64 = 65536;
-
-pub(crate) struct MemoryEntity {
-    pub data: Vec<u8>,
-    pub max_pages: u64,
 }
 
 pub(crate) struct TableEntity {
@@ -91,14 +87,15 @@ pub(crate) struct StoreState {
     pub mutator: Mutator,
     pub instances: Vec<Instance>,
     pub funcs: Vec<FuncEntity>,
-    pub memories: Vec<MemoryEntity>,
+    /// Linear memories never move (`memory.rs`); an `Arc` so a shared one can be another store's too.
+    pub memories: Vec<Arc<LinearMemory>>,
     pub tables: Vec<TableEntity>,
     pub globals: Vec<GlobalEntity>,
 }
 
 impl StoreState {
     pub fn new(rt: Arc<Runtime>) -> StoreState {
-        let mutator = Mutator::new(&rt.heap, rt.config.value_stack_slots);
+        let mutator = Mutator::new(&rt.heap, rt.config.value_stack_slots, rt.config.native_stack_bytes);
         StoreState {
             rt,
             mutator,
@@ -113,6 +110,10 @@ impl StoreState {
 
 impl Drop for StoreState {
     fn drop(&mut self) {
+        // Idle stores are native (`Store::with_runtime`); running again to release the heap's resources.
+        self.mutator.link.leave_native();
+        // An embedder that never called `finish_trace` still gets a complete file (errors have nowhere to go).
+        let _ = crate::safepoint::finish_trace(self);
         self.mutator.retire(&self.rt.heap);
     }
 }

@@ -7,11 +7,13 @@
 
 use std::sync::Arc;
 
+use crate::handles::HandleTable;
+use crate::memory::LinearMemory;
 use crate::module::{GlobalDesc, TableDesc};
 use crate::runtime::{Config, ModuleId, Runtime};
-use crate::state::{FuncEntity, FuncKind, GlobalEntity, HostFn, MemoryEntity, StoreState, TableEntity, WASM_PAGE_SIZE};
+use crate::state::{FuncEntity, FuncKind, GlobalEntity, HostFn, StoreState, TableEntity};
 use crate::types::{RtHeapType, RtValType, TypeKind, TypeRegistry};
-use crate::values::{ref_from_raw, ref_to_raw};
+use crate::values::{ref_from_raw, unboxed_ref_to_raw};
 use crate::{Error, Func, FuncType, Global, Memory, Ref, Source, Table, Trap, TrapKind, Val, ValType};
 
 /// An instance: an index into the store.
@@ -65,7 +67,15 @@ impl Store {
 
     /// Another store (a mutator of its own) on `rt`: it shares the heap, the types and the loaded modules.
     pub fn with_runtime(rt: Arc<Runtime>) -> Store {
-        Store { s: Box::new(StoreState::new(rt)) }
+        let mut s = Box::new(StoreState::new(rt));
+        // Idle until a method needs the heap: a collection on another thread does not wait for this store.
+        crate::safepoint::enter_native(&mut s);
+        Store { s }
+    }
+
+    /// The store's state with its mutator running (see `safepoint::Running`).
+    fn running(&mut self) -> crate::safepoint::Running<'_> {
+        crate::safepoint::Running::new(&mut self.s)
     }
 
     pub fn runtime(&self) -> &Arc<Runtime> {
@@ -75,9 +85,10 @@ impl Store {
     /// Sends every allocation and free, with sites, type names and heap snapshots, to `tracer` until
     /// [`Store::finish_trace`]. Types of the modules loaded so far are defined to it at once.
     pub fn trace_allocations(&mut self, tracer: Arc<vmtrace::Tracer>) {
-        let s = &mut *self.s;
+        let mut s = self.running();
+        let s = &mut *s;
         let m = &s.mutator;
-        let tracing = crate::tracing::AllocTracing::attach(tracer, &s.rt.heap, &m.cache, m.exec.stack.extent());
+        let tracing = crate::tracing::AllocTracing::attach(tracer, &s.rt.heap, &m.cache, &m.stacks());
         for module in s.rt.modules() {
             tracing.define_types(&module, &s.rt.types);
         }
@@ -87,25 +98,28 @@ impl Store {
     /// Closes the trace started by [`Store::trace_allocations`] (a final heap snapshot, then flush); `None`
     /// if none was started. Later heap events are not traced.
     pub fn finish_trace(&mut self) -> Option<std::io::Result<vmtrace::TraceStats>> {
-        let tracing = self.s.mutator.alloc.tracing.take()?;
-        Some(tracing.finish(&self.s.rt.heap))
+        crate::safepoint::finish_trace(&mut self.running())
     }
 
     /// Heap statistics so far.
     pub fn gc_stats(&mut self) -> gc::GcStats {
-        self.s.rt.heap.stats_for(&mut self.s.mutator.cache)
+        let mut s = self.running();
+        let StoreState { rt, mutator, .. } = &mut *s;
+        rt.heap.stats_for(&mut mutator.cache)
     }
 
     /// Run a full collection now (for tests and host tools).
     pub fn collect_garbage(&mut self) {
-        crate::gcglue::collect(&mut self.s);
+        let mut s = self.running();
+        crate::safepoint::collect(&mut s);
     }
 
     /// Decode, validate and translate a module (into the runtime: every store of it can instantiate it).
     pub fn load_module(&mut self, source: Source) -> Result<ModuleId, Error> {
-        let id = self.s.rt.load_module(source)?;
-        if let Some(t) = &self.s.mutator.alloc.tracing {
-            t.define_types(&self.s.rt.module(id), &self.s.rt.types);
+        let s = self.running();
+        let id = s.rt.load_module(source)?;
+        if let Some(t) = &s.mutator.alloc.tracing {
+            t.define_types(&s.rt.module(id), &s.rt.types);
         }
         Ok(id)
     }
@@ -117,7 +131,8 @@ impl Store {
 
     /// Link and instantiate; runs active segments and the start function.
     pub fn instantiate(&mut self, module: ModuleId, linker: &Linker) -> Result<InstanceId, Error> {
-        self.s.instantiate(module, linker)
+        let mut s = self.running();
+        s.instantiate(module, linker)
     }
 
     pub fn get_export(&self, instance: InstanceId, name: &str) -> Option<Extern> {
@@ -176,46 +191,35 @@ impl Store {
 
     /// Call a function. Arguments must match its type (checked: a mismatch is a `Host` trap).
     pub fn call(&mut self, func: Func, args: &[Val]) -> Result<Vec<Val>, Trap> {
-        let ty = self.s.funcs[func.0 as usize].ty;
-        let (params, results) = match &self.s.rt.types.get(ty).kind {
-            TypeKind::Func { params, results } => (params.clone(), results.clone()),
-            _ => unreachable!("functions have function types"),
-        };
-        if args.len() != params.len() {
-            return Err(Trap::new(TrapKind::Host(format!("expected {} arguments, got {}", params.len(), args.len()))));
-        }
-        let mut raw = Vec::with_capacity(args.len());
-        for (a, p) in args.iter().zip(params.iter()) {
-            let ok = matches!(
-                (a, p),
-                (Val::I32(_), RtValType::I32)
-                    | (Val::I64(_), RtValType::I64)
-                    | (Val::F32(_), RtValType::F32)
-                    | (Val::F64(_), RtValType::F64)
-                    | (Val::Ref(_), RtValType::Ref { .. })
-            );
-            if !ok {
-                return Err(Trap::new(TrapKind::Host(format!("argument {a:?} does not match parameter type {p:?}"))));
-            }
-            if let (Val::Ref(Ref::Null), RtValType::Ref { nullable: false, .. }) = (a, p) {
-                return Err(Trap::new(TrapKind::Host("null passed for a non-nullable reference".into())));
-            }
-            raw.push(val_to_raw(*a));
-        }
-        let out = crate::interp::invoke(&mut self.s, func.0, &raw)?;
-        Ok(out.iter().zip(results.iter()).map(|(&r, &t)| raw_to_val(&self.s.rt.types, r, t)).collect())
+        call_checked(&mut self.running(), func, args)
     }
 
     pub fn new_host_func(&mut self, ty: FuncType, f: HostFn) -> Func {
-        let type_id = self.s.rt.intern_func_type(&ty);
-        self.s.funcs.push(FuncEntity { ty: type_id, kind: FuncKind::Host(Arc::new(f)) });
-        Func(self.s.funcs.len() as u32 - 1)
+        let mut s = self.running();
+        let type_id = s.rt.intern_func_type(&ty);
+        s.funcs.push(FuncEntity { ty: type_id, kind: FuncKind::Host(Arc::new(f)) });
+        Func(s.funcs.len() as u32 - 1)
     }
 
-    pub fn new_global(&mut self, ty: wasmparser::GlobalType, init: Val) -> Global {
+    /// A global of type `ty` holding `init` (checked against the type: a mismatch is a `Host` trap).
+    pub fn new_global(&mut self, ty: wasmparser::GlobalType, init: Val) -> Result<Global, Trap> {
         let desc = GlobalDesc { ty: self.rt_val_type(ty.content_type), mutable: ty.mutable };
-        self.s.globals.push(GlobalEntity { value: val_to_raw(init), desc });
-        Global(self.s.globals.len() as u32 - 1)
+        let mut s = self.running();
+        let value = val_to_raw(&s, init)?;
+        if !host_value_fits(&s, &init, value, desc.ty) {
+            return Err(Trap::new(TrapKind::Host(format!("{init:?} does not match the global's type"))));
+        }
+        s.globals.push(GlobalEntity { value, desc });
+        Ok(Global(s.globals.len() as u32 - 1))
+    }
+
+    /// Stop rooting the object behind a handle this store handed out (from [`Store::call`] or
+    /// [`Store::global_get`]); later uses of the handle are errors. False if it was not a live handle.
+    pub fn unroot(&mut self, r: Ref) -> bool {
+        match r {
+            Ref::Struct(h) | Ref::Array(h) => self.running().mutator.handles.remove(h),
+            _ => false,
+        }
     }
 
     fn rt_val_type(&self, t: ValType) -> RtValType {
@@ -252,9 +256,12 @@ impl Store {
         }
     }
 
-    pub fn global_get(&self, g: Global) -> Val {
-        let e = &self.s.globals[g.0 as usize];
-        raw_to_val(&self.s.rt.types, e.value, e.desc.ty)
+    /// The global's value; an object comes back as a handle rooted until [`Store::unroot`].
+    pub fn global_get(&mut self, g: Global) -> Val {
+        let mut s = self.running();
+        let StoreState { rt, mutator, globals, .. } = &mut *s;
+        let e = &globals[g.0 as usize];
+        raw_to_val(&rt.types, &mut mutator.handles, e.value, e.desc.ty)
     }
 
     /// A table of `ty.initial` null elements.
@@ -263,41 +270,95 @@ impl Store {
             unreachable!("table element types are reference types")
         };
         let desc = TableDesc { nullable, heap, min: ty.initial, max: ty.maximum };
-        self.s.tables.push(TableEntity { elems: vec![0; ty.initial as usize], desc });
-        Table(self.s.tables.len() as u32 - 1)
+        let mut s = self.running();
+        s.tables.push(TableEntity { elems: vec![0; ty.initial as usize], desc });
+        Table(s.tables.len() as u32 - 1)
     }
 
-    pub fn new_memory(&mut self, ty: wasmparser::MemoryType) -> Memory {
-        let max_pages = ty.maximum.unwrap_or(u32::MAX as u64 + 1);
-        self.s.memories.push(MemoryEntity { data: vec![0; (ty.initial * WASM_PAGE_SIZE) as usize], max_pages });
-        Memory(self.s.memories.len() as u32 - 1)
+    /// A memory of type `ty` (zeroed); fails if its size is invalid or its address space cannot be reserved.
+    pub fn new_memory(&mut self, ty: wasmparser::MemoryType) -> Result<Memory, Error> {
+        let mut s = self.running();
+        let reserve = s.rt.config.memory_reservation_bytes;
+        let mem = LinearMemory::new(ty.initial, ty.maximum, ty.shared, reserve)
+            .map_err(|e| Error::Link(format!("cannot create memory: {e}")))?;
+        s.memories.push(Arc::new(mem));
+        Ok(Memory(s.memories.len() as u32 - 1))
     }
 }
 
-/// Host value → slot bits.
-pub(crate) fn val_to_raw(v: Val) -> u64 {
-    match v {
+/// Host value → slot bits; `Err` for an object handle that is not live in this store, or a function
+/// reference that is not one of its functions.
+pub(crate) fn val_to_raw(s: &StoreState, v: Val) -> Result<u64, Trap> {
+    let bad = |r: Ref, what: &str| Trap::new(TrapKind::Host(format!("{r:?} is not a {what} of this store")));
+    Ok(match v {
         Val::I32(x) => x as u32 as u64,
         Val::I64(x) => x as u64,
         Val::F32(x) => x as u64,
         Val::F64(x) => x,
-        Val::Ref(r) => ref_to_raw(r),
-    }
+        Val::Ref(r @ (Ref::Struct(h) | Ref::Array(h))) => {
+            s.mutator.handles.get(h).ok_or_else(|| bad(r, "live object handle"))?
+        }
+        Val::Ref(r @ Ref::Func(f)) if f.0 as usize >= s.funcs.len() => return Err(bad(r, "function")),
+        Val::Ref(r) => unboxed_ref_to_raw(r).expect("not an object"),
+    })
 }
 
-/// Slot bits → host value, given the static type.
-pub(crate) fn raw_to_val(registry: &TypeRegistry, raw: u64, t: RtValType) -> Val {
+/// Slot bits → host value, given the static type; objects are rooted in `handles` and returned as handles.
+pub(crate) fn raw_to_val(types: &TypeRegistry, handles: &mut HandleTable, raw: u64, t: RtValType) -> Val {
     match t {
         RtValType::I32 => Val::I32(raw as u32 as i32),
         RtValType::I64 => Val::I64(raw as i64),
         RtValType::F32 => Val::F32(raw as u32),
         RtValType::F64 | RtValType::V128 => Val::F64(raw),
-        RtValType::Ref { .. } => Val::Ref(match ref_from_raw(raw) {
-            Ref::Struct(a) => match registry.get(crate::gcglue::object_type(a)).kind {
-                TypeKind::Array { .. } => Ref::Array(a),
-                _ => Ref::Struct(a),
-            },
-            r => r,
-        }),
+        RtValType::Ref { .. } => Val::Ref(ref_from_raw(
+            raw,
+            |a| matches!(types.get(crate::gcglue::object_type(a)).kind, TypeKind::Array { .. }),
+            handles,
+        )),
     }
+}
+
+/// Whether the host value `raw` (already resolved) may be stored where type `t` is expected: the kind of
+/// value, non-null for non-nullable references, and an object's or function's type (a handle of the wrong
+/// type is an error like any other mismatch).
+pub(crate) fn host_value_fits(s: &StoreState, v: &Val, raw: u64, t: RtValType) -> bool {
+    match (v, t) {
+        (Val::I32(_), RtValType::I32) | (Val::I64(_), RtValType::I64) => true,
+        (Val::F32(_), RtValType::F32) | (Val::F64(_), RtValType::F64) => true,
+        (Val::Ref(_), RtValType::Ref { nullable, heap }) => crate::interp::ref_matches(
+            &s.rt.types,
+            |f| s.funcs.get(f as usize).map_or(u32::MAX, |e| e.ty),
+            crate::gcglue::object_type,
+            raw,
+            nullable,
+            heap,
+        ),
+        _ => false,
+    }
+}
+
+/// Call `func` with host values, checked against its type (a mismatch is a `Host` trap).
+pub(crate) fn call_checked(s: &mut StoreState, func: Func, args: &[Val]) -> Result<Vec<Val>, Trap> {
+    let ty = s.funcs[func.0 as usize].ty;
+    let (params, results) = match &s.rt.types.get(ty).kind {
+        TypeKind::Func { params, results } => (params.clone(), results.clone()),
+        _ => unreachable!("functions have function types"),
+    };
+    if args.len() != params.len() {
+        return Err(Trap::new(TrapKind::Host(format!("expected {} arguments, got {}", params.len(), args.len()))));
+    }
+    let mut raw = Vec::with_capacity(args.len());
+    for (i, (a, &p)) in args.iter().zip(params.iter()).enumerate() {
+        let r = val_to_raw(s, *a)?;
+        if !host_value_fits(s, a, r, p) {
+            return Err(Trap::new(TrapKind::Host(format!(
+                "argument {} ({a:?}) does not match parameter type {p:?}",
+                i + 1
+            ))));
+        }
+        raw.push(r);
+    }
+    let out = crate::interp::invoke(s, func.0, &raw)?;
+    let StoreState { rt, mutator, .. } = s;
+    Ok(out.iter().zip(results.iter()).map(|(&r, &t)| raw_to_val(&rt.types, &mut mutator.handles, r, t)).collect())
 }

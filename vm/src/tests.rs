@@ -296,3 +296,194 @@ fn a_store_dropped_while_tracing_still_writes_a_complete_trace() {
     let types: Vec<&str> = trace.generations[1].types.values().map(|t| t.name.as_str()).collect();
     assert!(types.contains(&"$t"), "{types:?}");
 }
+
+/// Constant expressions allocate several objects deep, and element segments hold many such items: every
+/// object the host has made but not yet stored must survive a collection at each allocation.
+const NESTED_CONSTANTS: &str = r#"(module
+  (type $leaf (struct (field i32)))
+  (type $pair (struct (field (ref $leaf)) (field (ref $leaf))))
+  (type $arr (array (ref null $pair)))
+  (global $g (ref $arr)
+    (array.new_fixed $arr 3
+      (struct.new $pair (struct.new $leaf (i32.const 1)) (struct.new $leaf (i32.const 2)))
+      (ref.null $pair)
+      (struct.new $pair (struct.new $leaf (i32.const 3)) (struct.new $leaf (i32.const 4)))))
+  (global $f (ref $arr) (array.new $arr (struct.new $pair (struct.new $leaf (i32.const 5))
+                                                          (struct.new $leaf (i32.const 6))) (i32.const 2)))
+  (table $t 4 (ref null $pair))
+  (elem (table $t) (i32.const 0) (ref null $pair)
+    (struct.new $pair (struct.new $leaf (i32.const 10)) (struct.new $leaf (i32.const 20)))
+    (struct.new $pair (struct.new $leaf (i32.const 30)) (struct.new $leaf (i32.const 40)))
+    (struct.new $pair (struct.new $leaf (i32.const 50)) (struct.new $leaf (i32.const 60))))
+  (func $sum (param $p (ref null $pair)) (result i32)
+    (if (result i32) (ref.is_null (local.get $p)) (then (i32.const 0))
+      (else (i32.add (struct.get $leaf 0 (struct.get $pair 0 (local.get $p)))
+                     (struct.get $leaf 0 (struct.get $pair 1 (local.get $p)))))))
+  (func (export "run") (result i32)
+    (i32.add
+      (i32.add (call $sum (array.get $arr (global.get $g) (i32.const 0)))
+               (call $sum (array.get $arr (global.get $g) (i32.const 2))))
+      (i32.add
+        (i32.add (call $sum (array.get $arr (global.get $f) (i32.const 1)))
+                 (call $sum (table.get $t (i32.const 0))))
+        (i32.add (call $sum (table.get $t (i32.const 1))) (call $sum (table.get $t (i32.const 2))))))))"#;
+
+#[test]
+fn nested_allocations_in_constant_expressions_survive_stress() {
+    assert_eq!(run_stressed(NESTED_CONSTANTS, "run", &[]).unwrap(), vec![Val::I32(1 + 2 + 3 + 4 + 5 + 6 + 210)]);
+}
+
+/// Two stores of one runtime run on two OS threads at the same time, each instance allocating on the one
+/// heap; each thread's collections must keep the other thread's objects (its frames and globals) alive.
+#[test]
+fn two_mutators_allocate_on_one_heap_at_the_same_time() {
+    let wasm = wat::parse_str(TREES).unwrap();
+    let mut config = crate::Config::default();
+    config.gc.verify = true;
+    config.gc.min_heap_bytes = 1 << 20;
+    let rt = crate::Runtime::new(config);
+    let m = rt.load_module(Source::from_binary("trees.wat", wasm)).unwrap();
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let rt = rt.clone();
+            std::thread::spawn(move || {
+                let mut store = Store::with_runtime(rt);
+                let i = store.instantiate(m, &Linker::new()).unwrap();
+                let Some(crate::Extern::Func(f)) = store.get_export(i, "run") else { panic!() };
+                (0..20).map(|_| store.call(f, &[Val::I32(12)]).unwrap()).collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for t in threads {
+        for r in t.join().unwrap() {
+            assert_eq!(r, vec![Val::I32(tree_sum(12))]);
+        }
+    }
+    assert!(rt.heap_stats().collections > 0, "the threads collected");
+}
+
+/// What `TREES`'s `run` returns for depth `d`: twice the sum of a tree whose leaves hold 1 and whose inner
+/// nodes hold their depth.
+fn tree_sum(d: i32) -> i32 {
+    let node = |d: i32| -> i32 { (0..=d).fold(0, |sum, level| if level == 0 { 1 } else { level + 2 * sum }) };
+    2 * node(d)
+}
+
+/// `f(n)` calls the host, which calls `f(n - 1)` back through `Caller::call`: host → wasm → host → wasm
+/// nesting on the mutator's native stack. Returns the store and `f`, with the host's `Func` slot filled.
+fn nesting_store() -> (Store, crate::Func) {
+    use std::sync::{Arc, OnceLock};
+    let wat = r#"(module
+      (import "host" "down" (func $down (param i32) (result i32)))
+      (func (export "f") (param $n i32) (result i32)
+        (if (result i32) (i32.eqz (local.get $n)) (then (i32.const 0))
+          (else (i32.add (i32.const 1) (call $down (i32.sub (local.get $n) (i32.const 1))))))))"#;
+    let mut store = Store::new(Default::default());
+    let f_slot: Arc<OnceLock<crate::Func>> = Arc::new(OnceLock::new());
+    let slot = f_slot.clone();
+    let ty = crate::FuncType { params: vec![crate::ValType::I32], results: vec![crate::ValType::I32] };
+    let down = store.new_host_func(
+        ty,
+        Box::new(move |caller, args, results| {
+            let f = *slot.get().expect("f is set after instantiation");
+            results[0] = caller.call(f, args)?[0];
+            Ok(())
+        }),
+    );
+    let mut linker = Linker::new();
+    linker.define("host", "down", crate::Extern::Func(down));
+    let m = store.load_module(Source::from_text("nest.wat", wat).unwrap()).unwrap();
+    let i = store.instantiate(m, &linker).unwrap();
+    let Some(crate::Extern::Func(f)) = store.get_export(i, "f") else { panic!() };
+    f_slot.set(f).unwrap();
+    (store, f)
+}
+
+#[test]
+fn host_and_wasm_nest_on_the_native_stack() {
+    let (mut store, f) = nesting_store();
+    assert_eq!(store.call(f, &[Val::I32(100)]).unwrap(), vec![Val::I32(100)]);
+}
+
+#[test]
+fn nesting_past_the_native_stack_is_a_clean_trap() {
+    let (mut store, f) = nesting_store();
+    let t = store.call(f, &[Val::I32(10_000_000)]).unwrap_err();
+    assert_eq!(t.kind, TrapKind::CallStackExhausted);
+    // The store is usable afterwards.
+    assert_eq!(store.call(f, &[Val::I32(3)]).unwrap(), vec![Val::I32(3)]);
+}
+
+#[test]
+fn object_handles_cannot_be_forged_reused_or_mistyped() {
+    let wat = r#"(module
+      (type $a (struct (field i32)))
+      (type $b (struct (field i64)))
+      (func (export "make") (result (ref $a)) (struct.new $a (i32.const 7)))
+      (func (export "get") (param (ref $a)) (result i32) (struct.get $a 0 (local.get 0)))
+      (func (export "get_b") (param (ref $b)) (result i64) (struct.get $b 0 (local.get 0))))"#;
+    let mut store = Store::new(Default::default());
+    let m = store.load_module(Source::from_text("h.wat", wat).unwrap()).unwrap();
+    let i = store.instantiate(m, &Linker::new()).unwrap();
+    let func = |store: &Store, name: &str| match store.get_export(i, name) {
+        Some(crate::Extern::Func(f)) => f,
+        _ => panic!("no {name}"),
+    };
+    let (make, get, get_b) = (func(&store, "make"), func(&store, "get"), func(&store, "get_b"));
+    let obj = store.call(make, &[]).unwrap()[0];
+    store.collect_garbage();
+    assert_eq!(store.call(get, &[obj]).unwrap(), vec![Val::I32(7)], "a handed-out object stays rooted");
+    assert!(store.call(get_b, &[obj]).is_err(), "a handle of the wrong type is refused");
+    let forged = Val::Ref(crate::Ref::Struct(crate::ObjHandle::from_parts(1000, 1)));
+    assert!(store.call(get, &[forged]).is_err(), "a made-up handle is refused");
+    let Val::Ref(r) = obj else { panic!() };
+    assert!(store.unroot(r));
+    assert!(store.call(get, &[obj]).is_err(), "an unrooted handle is refused");
+    let bad_func = Val::Ref(crate::Ref::Func(crate::Func(1_000_000)));
+    let g = store.new_global(
+        wasmparser::GlobalType { content_type: crate::ValType::FUNCREF, mutable: false, shared: false },
+        bad_func,
+    );
+    assert!(g.is_err(), "a function reference that is not the store's is refused");
+}
+
+/// A mutator in a loop without calls or allocations stops for another thread's collection at its loop
+/// back-edge: the collection finishes while the loop is still running.
+#[test]
+fn a_loop_without_calls_stops_for_a_collection() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let wat = r#"(module
+      (func (export "spin") (param $n i32) (result i32) (local $i i32)
+        (loop $l
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br_if $l (i32.ne (local.get $i) (local.get $n))))
+        (local.get $i)))"#;
+    let rt = crate::Runtime::new(Default::default());
+    let m = rt.load_module(Source::from_text("spin.wat", wat).unwrap()).unwrap();
+    let (started, finished) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let spinner = {
+        let (rt, started, finished) = (rt.clone(), started.clone(), finished.clone());
+        std::thread::spawn(move || {
+            let mut store = Store::with_runtime(rt);
+            let i = store.instantiate(m, &Linker::new()).unwrap();
+            let Some(crate::Extern::Func(f)) = store.get_export(i, "spin") else { panic!() };
+            started.store(true, Ordering::SeqCst);
+            let r = store.call(f, &[Val::I32(100_000_000)]);
+            finished.store(true, Ordering::SeqCst);
+            r
+        })
+    };
+    while !started.load(Ordering::SeqCst) {
+        std::thread::yield_now();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let mut store = Store::with_runtime(rt);
+    let t0 = std::time::Instant::now();
+    store.collect_garbage();
+    let waited = t0.elapsed();
+    assert!(!finished.load(Ordering::SeqCst), "the collection waited for the loop to end ({waited:?})");
+    eprintln!("stop latency with a spinning mutator: {waited:?}");
+    drop(store);
+    assert_eq!(spinner.join().unwrap().unwrap(), vec![Val::I32(100_000_000)]);
+}

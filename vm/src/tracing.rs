@@ -45,12 +45,15 @@ struct SiteCacheEntry {
 }
 
 impl AllocTracing {
-    /// Attaches `tracer` to `heap` for the mutator owning `cache`, whose value stack is `stack`.
-    pub fn attach(tracer: Arc<Tracer>, heap: &gc::Heap, cache: &gc::ThreadCache, stack: (usize, usize)) -> Self {
+    /// Attaches `tracer` to `heap` for the mutator owning `cache`, whose stacks (made before the tracer
+    /// could see them) are `stacks`.
+    pub fn attach(tracer: Arc<Tracer>, heap: &gc::Heap, cache: &gc::ThreadCache, stacks: &[(usize, usize)]) -> Self {
         heap.add_observer(tracer.clone());
         let thread = cache.thread_id();
         tracer.thread_start(thread);
-        tracer.stack_alloc(&gc::ObserverCtx { thread_id: thread }, stack.0, stack.1);
+        for &(base, bytes) in stacks {
+            tracer.stack_alloc(&gc::ObserverCtx { thread_id: thread, race_ctx: 0 }, base, bytes);
+        }
         AllocTracing {
             tracer,
             thread,
@@ -117,8 +120,9 @@ impl AllocTracing {
         }
     }
 
-    /// Closes the trace: a last generation whose snapshot is the heap at exit, the thread's end, flush.
-    pub fn finish(&self, heap: &gc::Heap) -> std::io::Result<TraceStats> {
+    /// Closes the trace: a last generation whose snapshot is the heap at exit (`heap`: the world stopped),
+    /// the thread's end, flush.
+    pub fn finish(&self, heap: &dyn vmtrace::HeapWalk) -> std::io::Result<TraceStats> {
         self.tracer.advance_generation(heap);
         self.tracer.thread_end(self.thread);
         self.tracer.finish()

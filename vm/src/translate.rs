@@ -197,6 +197,13 @@ impl<'a> Translator<'a> {
         }
         reader.finish()?;
         thread_returns(&mut t.code);
+        // The interpreter polls for a stop at function entry (pc 0, frame set up, locals zeroed): the live
+        // references there are the reference parameters, which every map lists, so a map already at pc 0
+        // (a call or an allocation there) serves; otherwise add one.
+        if t.stack_maps.first().is_none_or(|m| m.pc != 0) {
+            let ref_slots: Vec<Slot> = (0..t.num_locals).filter(|&l| t.local_refs[l as usize]).collect();
+            t.stack_maps.insert(0, StackMap { pc: 0, ref_slots: ref_slots.into() });
+        }
         let compiled = CompiledFunc {
             code: t.code.into(),
             fields: t.fields.into(),
@@ -321,6 +328,12 @@ impl<'a> Translator<'a> {
     /// Record the reference slots live at the instruction about to be emitted: every
     /// reference-typed local and every reference-typed temp among the bottom `live` entries.
     fn record_stack_map(&mut self, live: usize) {
+        let ref_slots = self.live_ref_slots(live);
+        self.stack_maps.push(StackMap { pc: self.pc() as u32, ref_slots: ref_slots.into() });
+    }
+
+    /// Every reference-typed local and every reference-typed temp among the bottom `live` entries.
+    fn live_ref_slots(&self, live: usize) -> Vec<Slot> {
         let mut ref_slots: Vec<Slot> = (0..self.num_locals).filter(|&l| self.local_refs[l as usize]).collect();
         for pos in 0..live {
             let e = self.stack[pos];
@@ -328,6 +341,17 @@ impl<'a> Translator<'a> {
                 ref_slots.push(self.slot(pos));
             }
         }
+        ref_slots
+    }
+
+    /// Record the map of the backward branch about to be emitted to loop `ctrls[idx]`: the interpreter polls
+    /// for a stop there. Live are the references below the loop's height and the loop parameters the branch
+    /// has just put in the label's slots (the entries above the height are dead once the branch is taken).
+    fn record_back_edge_map(&mut self, idx: usize) {
+        let height = self.ctrls[idx].height;
+        let mut ref_slots = self.live_ref_slots(height);
+        let params = self.ctrls[idx].label_refs();
+        ref_slots.extend(params.iter().enumerate().filter(|&(_, &is_ref)| is_ref).map(|(i, _)| self.slot(height + i)));
         self.stack_maps.push(StackMap { pc: self.pc() as u32, ref_slots: ref_slots.into() });
     }
 
@@ -368,6 +392,9 @@ impl<'a> Translator<'a> {
     /// Emit `branch` (with a placeholder offset) to the label `depth` levels up.
     fn emit_branch_to(&mut self, depth: u32, branch: Instr) {
         let idx = self.ctrls.len() - 1 - depth as usize;
+        if self.ctrls[idx].kind == CtrlKind::Loop {
+            self.record_back_edge_map(idx);
+        }
         let at = self.emit(branch);
         if self.ctrls[idx].kind == CtrlKind::Loop {
             let target = self.ctrls[idx].loop_pc;

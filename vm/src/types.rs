@@ -82,8 +82,11 @@ pub struct TypeInfo {
 /// first use), and an entry is written once and never changes. Writers (module loading) are serialized by
 /// the runtime's validator lock, which every registration happens under.
 pub struct TypeRegistry {
-    chunks: Box<[OnceLock<Box<[OnceLock<TypeInfo>]>>]>,
+    chunks: Box<[OnceLock<TypeChunk>]>,
 }
+
+/// `CHUNK_LEN` entries, each written at most once.
+type TypeChunk = Box<[OnceLock<TypeInfo>]>;
 
 const CHUNK_BITS: u32 = 10;
 const CHUNK_LEN: usize = 1 << CHUNK_BITS;

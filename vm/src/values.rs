@@ -1,5 +1,6 @@
 //! Values as the host sees them.
 
+pub use crate::handles::ObjHandle;
 pub use wasmparser::ValType;
 
 /// A function handle: an index into the [`crate::Store`]'s function table.
@@ -33,10 +34,10 @@ pub enum Ref {
     Host(u32),
     /// An unboxed `i31ref`.
     I31(i32),
-    /// A GC struct; the address identifies the object (valid only until the next collection).
-    Struct(u64),
-    /// A GC array.
-    Array(u64),
+    /// A GC struct, through a handle the store checks before use (`vm/src/handles.rs`).
+    Struct(ObjHandle),
+    /// A GC array, through a handle.
+    Array(ObjHandle),
 }
 
 /// A WebAssembly value. Floats are carried as bits so NaN payloads survive.
@@ -58,18 +59,24 @@ pub enum Val {
 
 pub(crate) use gc::value::{from_func as func_raw, from_i31 as i31_raw, i31_get_s, i31_get_u, is_object};
 
-pub(crate) fn ref_to_raw(r: Ref) -> u64 {
-    match r {
+/// The slot bits of a reference that is not a heap object; `None` for structs and arrays, whose handles
+/// only their store can resolve (`store::val_to_raw`).
+pub(crate) fn unboxed_ref_to_raw(r: Ref) -> Option<u64> {
+    Some(match r {
         Ref::Null => gc::value::NULL,
         Ref::Func(f) => func_raw(f.0),
         Ref::Host(n) => gc::value::from_host(n as u64),
         Ref::I31(v) => i31_raw(v),
-        Ref::Struct(a) | Ref::Array(a) => a,
-    }
+        Ref::Struct(_) | Ref::Array(_) => return None,
+    })
 }
 
-/// Classify a raw reference; objects are reported as structs until the caller refines them.
-pub(crate) fn ref_from_raw(raw: u64) -> Ref {
+/// A raw reference as the host sees it; objects become handles in `table`.
+pub(crate) fn ref_from_raw(
+    raw: u64,
+    is_array: impl FnOnce(u64) -> bool,
+    table: &mut crate::handles::HandleTable,
+) -> Ref {
     use gc::value as v;
     if v::is_null(raw) {
         Ref::Null
@@ -79,7 +86,9 @@ pub(crate) fn ref_from_raw(raw: u64) -> Ref {
         Ref::Host(v::host_index(raw) as u32)
     } else if v::is_func(raw) {
         Ref::Func(Func(v::func_index(raw)))
+    } else if is_array(raw) {
+        Ref::Array(table.insert(raw))
     } else {
-        Ref::Struct(raw)
+        Ref::Struct(table.insert(raw))
     }
 }

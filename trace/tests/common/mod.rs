@@ -143,7 +143,7 @@ pub fn run(ops: &[Op], config: TraceConfig) -> Run {
     let mut m = Model::default();
     let mut expected: BTreeMap<u32, Vec<(u64, EventKind)>> = BTreeMap::new();
     let mut snapshots = Vec::new();
-    let ctx = |t: u8| ObserverCtx { thread_id: u32::from(t % 4) + 1 };
+    let ctx = |t: u8| ObserverCtx::new(u32::from(t % 4) + 1);
     tracer.arena_map(&ctx(0), &ArenaInfo { base: ARENA as usize, size: 64 << 20 });
     let mut sites = [0u32; 5];
 
