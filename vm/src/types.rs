@@ -11,6 +11,7 @@
 
 use crate::bytecode::StorageKind;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicPtr, Ordering};
 use wasmparser::types::{CoreTypeId, TypeIdentifier, Types};
 use wasmparser::{
     AbstractHeapType, CompositeInnerType, HeapType, PackedIndex, RefType, StorageType, SubType, UnpackedIndex, ValType,
@@ -82,25 +83,47 @@ pub struct TypeInfo {
 /// first use), and an entry is written once and never changes. Writers (module loading) are serialized by
 /// the runtime's validator lock, which every registration happens under.
 pub struct TypeRegistry {
-    chunks: Box<[OnceLock<TypeChunk>]>,
+    /// Chunk pointers, null until the chunk's first type is registered. Allocated zeroed, so the pages of
+    /// the directory that no type id reaches are never touched (a runtime's registry costs almost nothing).
+    chunks: Box<[AtomicPtr<TypeChunk>]>,
 }
 
 /// `CHUNK_LEN` entries, each written at most once.
-type TypeChunk = Box<[OnceLock<TypeInfo>]>;
+type TypeChunk = [OnceLock<TypeInfo>; CHUNK_LEN];
 
-const CHUNK_BITS: u32 = 10;
+const CHUNK_BITS: u32 = 8;
 const CHUNK_LEN: usize = 1 << CHUNK_BITS;
 
 impl Default for TypeRegistry {
     fn default() -> Self {
         let n = (gc::MAX_TYPE_ID as usize) >> CHUNK_BITS;
-        TypeRegistry { chunks: (0..n).map(|_| OnceLock::new()).collect() }
+        // SAFETY: an `AtomicPtr` has the representation of a raw pointer, and all-zero bytes are a null one.
+        let chunks = unsafe { Box::<[AtomicPtr<TypeChunk>]>::new_zeroed_slice(n).assume_init() };
+        TypeRegistry { chunks }
+    }
+}
+
+impl Drop for TypeRegistry {
+    fn drop(&mut self) {
+        for chunk in self.chunks.iter_mut() {
+            let p = *chunk.get_mut();
+            if !p.is_null() {
+                // SAFETY: non-null entries come from `Box::into_raw` in `insert` and are freed only here.
+                drop(unsafe { Box::from_raw(p) });
+            }
+        }
     }
 }
 
 impl TypeRegistry {
     fn entry(&self, id: u32) -> Option<&TypeInfo> {
-        let chunk = self.chunks.get((id >> CHUNK_BITS) as usize)?.get()?;
+        let chunk = self.chunks.get((id >> CHUNK_BITS) as usize)?.load(Ordering::Acquire);
+        if chunk.is_null() {
+            return None;
+        }
+        // SAFETY: a published chunk stays allocated until the registry drops, which `&self` outlives; its
+        // entries are `OnceLock`s, safe to read while another thread sets a different one.
+        let chunk = unsafe { &*chunk };
         chunk[id as usize & (CHUNK_LEN - 1)].get()
     }
 
@@ -113,8 +136,22 @@ impl TypeRegistry {
     }
 
     fn insert(&self, id: u32, info: TypeInfo) {
-        let chunk =
-            self.chunks[(id >> CHUNK_BITS) as usize].get_or_init(|| (0..CHUNK_LEN).map(|_| OnceLock::new()).collect());
+        let slot = &self.chunks[(id >> CHUNK_BITS) as usize];
+        let mut chunk = slot.load(Ordering::Acquire);
+        if chunk.is_null() {
+            let fresh = Box::into_raw(Box::new(std::array::from_fn(|_| OnceLock::new())));
+            // Writers are serialized by the validator lock, but a lost race must not leak or clobber.
+            chunk = match slot.compare_exchange(std::ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => fresh,
+                Err(existing) => {
+                    // SAFETY: `fresh` was never published.
+                    drop(unsafe { Box::from_raw(fresh) });
+                    existing
+                }
+            };
+        }
+        // SAFETY: as in `entry`.
+        let chunk = unsafe { &*chunk };
         let _ = chunk[id as usize & (CHUNK_LEN - 1)].set(info);
     }
 
