@@ -25,6 +25,8 @@
 //! validator). For each instruction at which a collection can start (calls and allocations) the
 //! translator records the set of slots holding references: see [`StackMap`].
 
+pub use crate::types::StorageKind;
+
 /// Index of a slot relative to the frame base.
 pub type Slot = u16;
 
@@ -297,32 +299,6 @@ pub struct FieldAccess {
     pub kind: StorageKind,
 }
 
-/// How a field or element is stored and how it is extended when read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StorageKind {
-    I8S,
-    I8U,
-    I16S,
-    I16U,
-    /// 4 bytes (i32, f32).
-    B32,
-    /// 8 bytes (i64, f64).
-    B64,
-    /// 8-byte reference (traced by the collector).
-    Ref,
-}
-
-impl StorageKind {
-    pub fn size(self) -> u32 {
-        match self {
-            StorageKind::I8S | StorageKind::I8U => 1,
-            StorageKind::I16S | StorageKind::I16U => 2,
-            StorageKind::B32 => 4,
-            StorageKind::B64 | StorageKind::Ref => 8,
-        }
-    }
-}
-
 /// An array access: element storage and the array's canonical type (for `array.new_*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ArrayAccess {
@@ -336,7 +312,7 @@ pub struct CastTarget {
     pub heap: crate::types::RtHeapType,
 }
 
-/// Slots that hold references at one GC point (a call or an allocation).
+/// Slots that hold references at one GC point (a call, an allocation, a loop back-edge, function entry).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StackMap {
     /// The instruction index of the GC point.

@@ -1,5 +1,5 @@
-//! Glue between the interpreter and the `gc` crate's heap: object layouts, field access by storage
-//! kind, allocation with collection, and the root set.
+//! Glue between the VM and the `gc` crate's heap: object layouts and field access by storage kind.
+//! (Allocation with collection is the interpreter's and `instantiate.rs`'s; roots are `safepoint.rs`'s.)
 //!
 //! This is the only module of `vm` that turns a slot value into a heap object (`ObjRef`). It relies
 //! on one invariant, established by validation and the translator: a slot typed as a reference to a
@@ -7,11 +7,7 @@
 //! because only the allocator produces such values and the collector keeps every object reachable
 //! from a stack map, a global, a table or a segment alive.
 
-use crate::Trap;
-use crate::TrapKind;
-use crate::bytecode::StorageKind;
-use crate::state::StoreState;
-use crate::types::{TypeInfo, TypeKind};
+use crate::types::{StorageKind, TypeInfo, TypeKind};
 use crate::values::is_object;
 
 /// The heap layout of a canonical type (structs and arrays; functions have none).
@@ -69,7 +65,7 @@ pub(crate) fn write(o: gc::ObjRef, offset: usize, kind: StorageKind, v: u64) {
 /// Byte offset of array element `index`.
 #[inline]
 pub(crate) fn elem_offset(index: u32, kind: StorageKind) -> usize {
-    crate::types::OBJECT_HEADER_BYTES as usize + index as usize * kind.size() as usize
+    gc::HEADER_SIZE + index as usize * kind.size() as usize
 }
 
 /// Read `n` little-endian elements of `kind` from `bytes` (for `array.new_data`/`init_data`).
@@ -82,31 +78,5 @@ pub(crate) fn elem_from_bytes(bytes: &[u8], kind: StorageKind) -> u64 {
         StorageKind::I16S | StorageKind::I16U => v & 0xFFFF,
         StorageKind::B32 => v & 0xFFFF_FFFF,
         StorageKind::B64 | StorageKind::Ref => v,
-    }
-}
-
-/// Allocate from the host side (constant expressions): collect when the heap asks. The caller has put
-/// every reference it holds in the mutator's host roots.
-pub(crate) fn alloc_host(store: &mut StoreState, type_id: u32, array_len: Option<u32>) -> Result<gc::ObjRef, Trap> {
-    let mut may_collect = true;
-    if let Some(t) = &store.mutator.alloc.tracing {
-        t.clear_site();
-    }
-    loop {
-        let (heap, cache) = (&store.rt.heap, &mut store.mutator.cache);
-        let r = match array_len {
-            None => heap.alloc_struct(cache, type_id, may_collect),
-            Some(len) => heap.alloc_array(cache, type_id, len, may_collect),
-        };
-        match r {
-            Ok(o) => return Ok(o),
-            Err(gc::AllocError::CollectionNeeded) => {
-                crate::safepoint::collect(store);
-                may_collect = false;
-            }
-            Err(gc::AllocError::OutOfMemory { limit }) => {
-                return Err(Trap::new(TrapKind::OutOfMemory { limit_bytes: limit as u64 }));
-            }
-        }
     }
 }

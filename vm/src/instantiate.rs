@@ -9,11 +9,11 @@
 
 use std::sync::Arc;
 
+use crate::linker::Linker;
 use crate::memory::LinearMemory;
 use crate::module::{ConstOp, ExportKind, ImportDesc, ModuleData, SegmentMode};
 use crate::runtime::ModuleId;
 use crate::state::{FuncEntity, FuncKind, GlobalEntity, Instance, StoreState, TableEntity};
-use crate::store::Linker;
 use crate::types::{TypeKind, heap_subtype, val_subtype};
 use crate::values::{func_raw, i31_raw};
 use crate::{Error, Extern, Func, Global, InstanceId, Memory, Table, Trap, TrapKind};
@@ -291,15 +291,41 @@ impl StoreState {
     fn alloc_rooted(&mut self, stack: &[(u64, bool)], ty: u32, array_len: Option<u32>) -> Result<gc::ObjRef, Trap> {
         let base = self.mutator.host_roots.len();
         self.mutator.host_roots.extend(stack.iter().filter(|&&(_, is_ref)| is_ref).map(|&(v, _)| v));
-        let r = crate::gcglue::alloc_host(self, ty, array_len);
+        let r = alloc_host(self, ty, array_len);
         self.mutator.host_roots.truncate(base);
         r
     }
 }
 
-fn array_elem_kind(state: &StoreState, ty: u32) -> crate::bytecode::StorageKind {
+fn array_elem_kind(state: &StoreState, ty: u32) -> crate::types::StorageKind {
     match state.rt.types.get(ty).kind {
         TypeKind::Array { elem, .. } => elem,
         _ => unreachable!("array type"),
+    }
+}
+
+/// Allocate from the host side (constant expressions): collect when the heap asks. The caller has put
+/// every reference it holds in the mutator's host roots.
+fn alloc_host(store: &mut StoreState, type_id: u32, array_len: Option<u32>) -> Result<gc::ObjRef, Trap> {
+    let mut may_collect = true;
+    if let Some(t) = &store.mutator.alloc.tracing {
+        t.clear_site();
+    }
+    loop {
+        let (heap, cache) = (&store.rt.heap, &mut store.mutator.cache);
+        let r = match array_len {
+            None => heap.alloc_struct(cache, type_id, may_collect),
+            Some(len) => heap.alloc_array(cache, type_id, len, may_collect),
+        };
+        match r {
+            Ok(o) => return Ok(o),
+            Err(gc::AllocError::CollectionNeeded) => {
+                crate::safepoint::collect(store);
+                may_collect = false;
+            }
+            Err(gc::AllocError::OutOfMemory { limit }) => {
+                return Err(Trap::new(TrapKind::OutOfMemory { limit_bytes: limit as u64 }));
+            }
+        }
     }
 }

@@ -14,6 +14,7 @@ mod gcglue;
 mod handles;
 mod instantiate;
 mod interp;
+mod linker;
 pub mod loader;
 mod memory;
 mod module;
@@ -32,12 +33,13 @@ pub mod types;
 mod values;
 pub mod wasi;
 
+pub use linker::Linker;
 pub use loader::{Source, SourceLoc};
 pub use runtime::{Config, ModuleId, Runtime};
 pub use state::{Caller, HostFn};
-pub use store::{Extern, InstanceId, Linker, Store};
+pub use store::Store;
 pub use trap::{Trap, TrapKind, WasmFrame};
-pub use values::{Func, FuncType, Global, Memory, ObjHandle, Ref, Table, Val, ValType};
+pub use values::{Extern, Func, FuncType, Global, InstanceId, Memory, ObjHandle, Ref, Table, Val, ValType};
 /// The decoder/validator whose types appear in this API (global, table and memory types).
 pub use wasmparser;
 

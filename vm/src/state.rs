@@ -107,13 +107,3 @@ impl StoreState {
         }
     }
 }
-
-impl Drop for StoreState {
-    fn drop(&mut self) {
-        // Idle stores are native (`Store::with_runtime`); running again to release the heap's resources.
-        self.mutator.link.leave_native();
-        // An embedder that never called `finish_trace` still gets a complete file (errors have nowhere to go).
-        let _ = crate::safepoint::finish_trace(self);
-        self.mutator.retire(&self.rt.heap);
-    }
-}

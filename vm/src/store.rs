@@ -8,55 +8,39 @@
 use std::sync::Arc;
 
 use crate::handles::HandleTable;
+use crate::linker::Linker;
 use crate::memory::LinearMemory;
 use crate::module::{GlobalDesc, TableDesc};
 use crate::runtime::{Config, ModuleId, Runtime};
 use crate::state::{FuncEntity, FuncKind, GlobalEntity, HostFn, StoreState, TableEntity};
 use crate::types::{RtHeapType, RtValType, TypeKind, TypeRegistry};
 use crate::values::{ref_from_raw, unboxed_ref_to_raw};
-use crate::{Error, Func, FuncType, Global, Memory, Ref, Source, Table, Trap, TrapKind, Val, ValType};
-
-/// An instance: an index into the store.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct InstanceId(pub(crate) u32);
-
-/// An exported or importable entity.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Extern {
-    Func(Func),
-    Global(Global),
-    Table(Table),
-    Memory(Memory),
-}
-
-/// Name → entity definitions that imports resolve against.
-#[derive(Default)]
-pub struct Linker {
-    defs: std::collections::HashMap<(String, String), Extern>,
-}
+use crate::{
+    Error, Extern, Func, FuncType, Global, InstanceId, Memory, Ref, Source, Table, Trap, TrapKind, Val, ValType,
+};
 
 impl Linker {
-    pub fn new() -> Linker {
-        Linker::default()
-    }
-    /// Define `module`.`name`.
-    pub fn define(&mut self, module: &str, name: &str, item: Extern) {
-        self.defs.insert((module.to_string(), name.to_string()), item);
-    }
     /// Define every export of `instance` under module name `module` (spec `register`, `--preload`).
     pub fn define_instance(&mut self, store: &Store, module: &str, instance: InstanceId) {
         for (name, item) in store.exports(instance) {
             self.define(module, &name, item);
         }
     }
-    pub fn get(&self, module: &str, name: &str) -> Option<Extern> {
-        self.defs.get(&(module.to_string(), name.to_string())).copied()
-    }
 }
 
 /// One thread's view of a runtime: its mutator and the entities its instances created. See the module comment.
 pub struct Store {
     pub(crate) s: Box<StoreState>,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // Idle stores are native (`Store::with_runtime`); running again to release the heap's resources.
+        self.s.mutator.link.leave_native();
+        // An embedder that never called `finish_trace` still gets a complete file (errors have nowhere to go).
+        let _ = crate::safepoint::finish_trace(&mut self.s);
+        self.s.mutator.retire(&self.s.rt.heap);
+    }
 }
 
 impl Store {

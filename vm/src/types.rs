@@ -9,7 +9,6 @@
 //! array), the field layout, and the chain of supertypes ("display": ancestors from the root down to
 //! the type itself), so a subtype test is one bounds check and one compare.
 
-use crate::bytecode::StorageKind;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicPtr, Ordering};
 use wasmparser::types::{CoreTypeId, TypeIdentifier, Types};
@@ -54,6 +53,32 @@ pub enum TypeKind {
     Array { elem: StorageKind, mutable: bool },
 }
 
+/// How a field or element is stored and how it is extended when read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StorageKind {
+    I8S,
+    I8U,
+    I16S,
+    I16U,
+    /// 4 bytes (i32, f32).
+    B32,
+    /// 8 bytes (i64, f64).
+    B64,
+    /// 8-byte reference (traced by the collector).
+    Ref,
+}
+
+impl StorageKind {
+    pub fn size(self) -> u32 {
+        match self {
+            StorageKind::I8S | StorageKind::I8U => 1,
+            StorageKind::I16S | StorageKind::I16U => 2,
+            StorageKind::B32 => 4,
+            StorageKind::B64 | StorageKind::Ref => 8,
+        }
+    }
+}
+
 /// A struct field's place in the object.
 #[derive(Clone, Copy, Debug)]
 pub struct FieldLayout {
@@ -62,9 +87,6 @@ pub struct FieldLayout {
     pub kind: StorageKind,
     pub mutable: bool,
 }
-
-/// Size of the object header (type id + array length) in bytes.
-pub const OBJECT_HEADER_BYTES: u32 = 8;
 
 /// Everything known about one canonical type.
 #[derive(Clone, Debug)]
@@ -212,7 +234,7 @@ impl TypeRegistry {
             ),
             CompositeInnerType::Struct(s) => {
                 // Fields in declaration order, each at its natural alignment.
-                let mut offset = OBJECT_HEADER_BYTES;
+                let mut offset = gc::HEADER_SIZE as u32;
                 let mut fields = Vec::with_capacity(s.fields.len());
                 for f in s.fields.iter() {
                     let kind = storage_kind(f.element_type, false);
@@ -221,7 +243,7 @@ impl TypeRegistry {
                     fields.push(FieldLayout { offset, kind, mutable: f.mutable });
                     offset += size;
                 }
-                let size = offset.next_multiple_of(8) - OBJECT_HEADER_BYTES;
+                let size = offset.next_multiple_of(8) - gc::HEADER_SIZE as u32;
                 (TypeKind::Struct { fields: fields.into() }, size)
             }
             CompositeInnerType::Array(a) => {

@@ -3,6 +3,10 @@
 pub use crate::handles::ObjHandle;
 pub use wasmparser::ValType;
 
+/// An instance: an index into the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct InstanceId(pub(crate) u32);
+
 /// A function handle: an index into the [`crate::Store`]'s function table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Func(pub(crate) u32);
@@ -15,6 +19,15 @@ pub struct Table(pub(crate) u32);
 /// A linear-memory handle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Memory(pub(crate) u32);
+
+/// An exported or importable entity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Extern {
+    Func(Func),
+    Global(Global),
+    Table(Table),
+    Memory(Memory),
+}
 
 /// A function signature.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
