@@ -202,6 +202,11 @@ fn the_four_tools_read_a_real_trace() {
     let frees = d.lines().filter(|l| l.contains(" obj_free ")).count() as u64;
     assert_eq!((allocs, frees), (run.gc_stats.1, run.gc_stats.2));
     assert!(d.lines().any(|l| l.contains(" gc_end ") && l.contains("live_bytes=")));
+    // The mutator's two stacks (value stack, native stack) are in the trace with their sizes.
+    let stack_sizes: Vec<&str> =
+        d.lines().filter(|l| l.contains(" stack_alloc ")).filter_map(|l| l.split("size=").nth(1)).collect();
+    assert_eq!(stack_sizes.len(), 2, "value stack and native stack:\n{d:.2000}");
+    assert!(stack_sizes.contains(&"2097152"), "the 2 MiB native stack: {stack_sizes:?}");
 
     let json_path = dir.join("bt.json");
     let perfetto = vmrun(&["trace", "perfetto", p, "-o", json_path.to_str().unwrap()]);

@@ -74,7 +74,7 @@ fn memcheck(args: &[&str], bug: Option<&str>) -> Run {
     cmd.args(["--error-exitcode=99", "--leak-check=full", "--num-callers=30"])
         .arg(env!("CARGO_BIN_EXE_vmrun"))
         .args(args);
-    cmd.env_remove("VMRUN_GC_DEBUG");
+    cmd.env_remove("VMRUN_GC_DEBUG").env_remove("VMRUN_VM_DEBUG");
     if let Some(bug) = bug {
         cmd.env("VMRUN_GC_DEBUG", bug);
     }
@@ -201,6 +201,20 @@ fn use_freed_span_is_caught_as_a_write_to_a_freed_block() {
         &["inside a block of size", "free'd"],
         "use-freed-span",
     );
+}
+
+#[test]
+fn an_unregistered_native_stack_is_caught() {
+    if !valgrind_available() {
+        return;
+    }
+    // Every `assert_clean` above also demands no "client switching stacks?" warning; this shows the check
+    // can fail: without `STACK_REGISTER` for the native stack wasm runs on, Memcheck sees the switch to it.
+    let mut cmd = Command::new("valgrind");
+    cmd.args(["--error-exitcode=99", "--leak-check=full"]).arg(env!("CARGO_BIN_EXE_vmrun")).args(VICTIM);
+    let out = cmd.env_remove("VMRUN_GC_DEBUG").env("VMRUN_VM_DEBUG", "unregistered-native-stack").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("switching stacks"), "expected Memcheck's stack-switch warning:\n{stderr}");
 }
 
 #[test]
