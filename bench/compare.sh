@@ -9,20 +9,24 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 A=$1 B=$2 RUNS=${RUNS:-5}
 
-# name | export | file | arguments | expected output
+# name | export (`_start`: run as a WASI command) | file | arguments | expected output
 WORKLOADS=(
   "fib 35|fib|programs/fib.wat|35|9227465"
   "sieve 10x1e7|run|programs/sieve.wat|10000000 10|664579"
   "mandelbrot 1200|mandelbrot|programs/mandelbrot.wat|1200|571628"
   "binary-trees 16|run|programs/binary_trees.wat|16|14985902"
   "gc_cycles 5e6|run|programs/gc_cycles.wat|5000000|12500002500000"
+  "matmul (C, wasi-libc)|_start|bench/c/matmul.wasm||393150060.0"
+  "sort + hash (C, wasi-libc)|_start|bench/c/sort.wasm||395351 3344477188"
 )
 
 # Prints "cpu_seconds peak_rss_kib" for one run of binary $1 on workload fields $2..$5.
 one_run() {
   local bin=$1 export=$2 file=$3 args=$4 want=$5 out stats
+  local cmd=("$bin" --invoke "$export" "$file")
+  [[ $export == _start ]] && cmd=("$bin" "$file")
   # shellcheck disable=SC2086
-  out=$( { /usr/bin/time -f "%U %S %M" "$bin" --invoke "$export" "$file" $args 2>/tmp/compare.time; } )
+  out=$( { /usr/bin/time -f "%U %S %M" "${cmd[@]}" $args 2>/tmp/compare.time; } )
   if [[ $out != "$want" ]]; then echo "wrong output from $bin on $file: $out" >&2; exit 1; fi
   stats=$(tail -1 /tmp/compare.time)
   awk '{ printf "%.3f %d\n", $1 + $2, $3 }' <<<"$stats"
