@@ -7,7 +7,7 @@
 //! because only the allocator produces such values and the collector keeps every object reachable
 //! from a stack map, a global, a table or a segment alive.
 
-use crate::types::{StorageKind, TypeInfo, TypeKind};
+use crate::types::{RtHeapType, StorageKind, TypeInfo, TypeKind, TypeRegistry};
 use crate::values::is_object;
 
 /// The heap layout of a canonical type (structs and arrays; functions have none).
@@ -78,5 +78,49 @@ pub(crate) fn elem_from_bytes(bytes: &[u8], kind: StorageKind) -> u64 {
         StorageKind::I16S | StorageKind::I16U => v & 0xFFFF,
         StorageKind::B32 => v & 0xFFFF_FFFF,
         StorageKind::B64 | StorageKind::Ref => v,
+    }
+}
+
+/// Does the reference `raw` match cast target (`nullable`, `heap`)? Inlined, so a cast in the dispatch loop
+/// costs no call.
+#[inline(always)]
+pub(crate) fn ref_matches(
+    store_types: &TypeRegistry,
+    funcs_ty: impl Fn(u32) -> u32,
+    obj_ty: impl Fn(u64) -> u32,
+    raw: u64,
+    nullable: bool,
+    heap: RtHeapType,
+) -> bool {
+    if raw == 0 {
+        return nullable;
+    }
+    use RtHeapType as H;
+    // Casts never cross hierarchies (validation), so the top types match every non-null value:
+    // an `externref` may hold an internalized i31 or object, an `anyref` an externalized host value.
+    if matches!(heap, H::Any | H::Extern) {
+        return true;
+    }
+    if gc::value::is_i31(raw) {
+        return matches!(heap, H::Eq | H::I31);
+    }
+    if gc::value::is_host(raw) {
+        return false;
+    }
+    if gc::value::is_func(raw) {
+        return match heap {
+            H::Func => true,
+            H::Concrete(t) => store_types.is_subtype(funcs_ty(gc::value::func_index(raw)), t),
+            _ => false,
+        };
+    }
+    // An object: its header names its canonical type.
+    let t = obj_ty(raw);
+    match heap {
+        H::Eq => true,
+        H::Struct => matches!(store_types.get(t).kind, TypeKind::Struct { .. }),
+        H::Array => matches!(store_types.get(t).kind, TypeKind::Array { .. }),
+        H::Concrete(c) => store_types.is_subtype(t, c),
+        _ => false,
     }
 }

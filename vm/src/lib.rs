@@ -10,6 +10,7 @@
 //! [`Linker`], and [`Store::call`] runs an export.
 
 pub mod bytecode;
+mod convert;
 mod gcglue;
 mod handles;
 mod instantiate;
@@ -20,7 +21,6 @@ mod memory;
 mod module;
 mod mutator;
 mod native_stack;
-mod numeric;
 mod runtime;
 mod safepoint;
 mod stack;

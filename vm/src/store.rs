@@ -7,14 +7,13 @@
 
 use std::sync::Arc;
 
-use crate::handles::HandleTable;
+use crate::convert::{host_value_fits, raw_to_val, val_to_raw};
 use crate::linker::Linker;
 use crate::memory::LinearMemory;
 use crate::module::{GlobalDesc, TableDesc};
 use crate::runtime::{Config, ModuleId, Runtime};
-use crate::state::{FuncEntity, FuncKind, GlobalEntity, HostFn, StoreState, TableEntity};
-use crate::types::{RtHeapType, RtValType, TypeKind, TypeRegistry};
-use crate::values::{ref_from_raw, unboxed_ref_to_raw};
+use crate::state::{Caller, FuncEntity, FuncKind, GlobalEntity, HostFn, StoreState, TableEntity};
+use crate::types::{RtHeapType, RtValType, TypeKind};
 use crate::{
     Error, Extern, Func, FuncType, Global, InstanceId, Memory, Ref, Source, Table, Trap, TrapKind, Val, ValType,
 };
@@ -270,54 +269,14 @@ impl Store {
     }
 }
 
-/// Host value → slot bits; `Err` for an object handle that is not live in this store, or a function
-/// reference that is not one of its functions.
-pub(crate) fn val_to_raw(s: &StoreState, v: Val) -> Result<u64, Trap> {
-    let bad = |r: Ref, what: &str| Trap::new(TrapKind::Host(format!("{r:?} is not a {what} of this store")));
-    Ok(match v {
-        Val::I32(x) => x as u32 as u64,
-        Val::I64(x) => x as u64,
-        Val::F32(x) => x as u64,
-        Val::F64(x) => x,
-        Val::Ref(r @ (Ref::Struct(h) | Ref::Array(h))) => {
-            s.mutator.handles.get(h).ok_or_else(|| bad(r, "live object handle"))?
-        }
-        Val::Ref(r @ Ref::Func(f)) if f.0 as usize >= s.funcs.len() => return Err(bad(r, "function")),
-        Val::Ref(r) => unboxed_ref_to_raw(r).expect("not an object"),
-    })
-}
-
-/// Slot bits → host value, given the static type; objects are rooted in `handles` and returned as handles.
-pub(crate) fn raw_to_val(types: &TypeRegistry, handles: &mut HandleTable, raw: u64, t: RtValType) -> Val {
-    match t {
-        RtValType::I32 => Val::I32(raw as u32 as i32),
-        RtValType::I64 => Val::I64(raw as i64),
-        RtValType::F32 => Val::F32(raw as u32),
-        RtValType::F64 | RtValType::V128 => Val::F64(raw),
-        RtValType::Ref { .. } => Val::Ref(ref_from_raw(
-            raw,
-            |a| matches!(types.get(crate::gcglue::object_type(a)).kind, TypeKind::Array { .. }),
-            handles,
-        )),
-    }
-}
-
-/// Whether the host value `raw` (already resolved) may be stored where type `t` is expected: the kind of
-/// value, non-null for non-nullable references, and an object's or function's type (a handle of the wrong
-/// type is an error like any other mismatch).
-pub(crate) fn host_value_fits(s: &StoreState, v: &Val, raw: u64, t: RtValType) -> bool {
-    match (v, t) {
-        (Val::I32(_), RtValType::I32) | (Val::I64(_), RtValType::I64) => true,
-        (Val::F32(_), RtValType::F32) | (Val::F64(_), RtValType::F64) => true,
-        (Val::Ref(_), RtValType::Ref { nullable, heap }) => crate::interp::ref_matches(
-            &s.rt.types,
-            |f| s.funcs.get(f as usize).map_or(u32::MAX, |e| e.ty),
-            crate::gcglue::object_type,
-            raw,
-            nullable,
-            heap,
-        ),
-        _ => false,
+impl Caller<'_> {
+    /// Call `func` from a host function (host → wasm nesting): the mutator runs again for the call, on the
+    /// same native stack, and is native again when it returns.
+    pub fn call(&mut self, func: crate::Func, args: &[Val]) -> Result<Vec<Val>, Trap> {
+        self.state.mutator.link.leave_native();
+        let result = call_checked(self.state, func, args);
+        crate::safepoint::enter_native(self.state);
+        result
     }
 }
 

@@ -1,6 +1,6 @@
-//! WebAssembly numeric semantics that Rust's operators do not give directly: float min/max with
-//! NaN propagation and signed zeros, trapping and saturating float→int conversions, unsigned
-//! int→float conversions, `nearest`.
+//! Float operations whose WebAssembly semantics Rust's operators do not give directly: min/max with NaN
+//! propagation and signed zeros, quiet NaNs from rounding, trapping float→int truncation, unsigned
+//! int→float conversion, `nearest`. The numeric handlers (`numeric.rs`) are their only users.
 
 use crate::TrapKind;
 

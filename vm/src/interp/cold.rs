@@ -1,0 +1,206 @@
+//! The cold path: instructions that are rare in hot code (memories other than 0, bulk memory, tables, the
+//! reference instructions, GC objects), executed out of line so the dispatch loop keeps its registers for
+//! the hot ones.
+//!
+//! The loop hands over a [`Cold`] context (the store's parts, borrowed) and the frame. [`cold_op`] resolves
+//! the instance's index spaces (memory, table and segment indices to the store's entities, the function's
+//! field, array-access and cast tables) and calls the handler of the instruction's family in `memory.rs`,
+//! `tables.rs` or `gc_objects.rs`, one line per instruction. The only way out besides completing is
+//! [`AllocExit`]: a trap, or an allocation that needs a collection first.
+
+use std::sync::Arc;
+
+use super::gc_objects::{self, AllocExit, Allocator};
+use super::{memory, tables};
+use crate::bytecode::Instr;
+use crate::memory::LinearMemory;
+use crate::module::ModuleData;
+use crate::mutator::AllocState;
+use crate::state::{FuncEntity, Instance, TableEntity};
+use crate::types::TypeRegistry;
+
+/// What the cold instructions need besides the frame.
+pub(super) struct Cold<'a, 'b> {
+    pub module: &'a ModuleData,
+    pub func: u32,
+    pub inst_id: u32,
+    pub instances: &'a mut Vec<Instance>,
+    pub funcs: &'a Vec<FuncEntity>,
+    pub memories: &'a [Arc<LinearMemory>],
+    pub tables: &'a mut Vec<TableEntity>,
+    pub registry: &'a TypeRegistry,
+    /// The dispatch loop's view of memory 0 (`memory.grow` updates it).
+    pub mem: &'a mut &'b mut [u8],
+    pub mem0_index: Option<u32>,
+    pub heap: &'a gc::Heap,
+    pub cache: &'a mut gc::ThreadCache,
+    pub alloc: &'a mut AllocState,
+    /// Where the instruction is (for allocation sites).
+    pub pc: usize,
+}
+
+/// Execute an instruction that is not on the hot path.
+#[inline(never)]
+pub(super) fn cold_op(ctx: &mut Cold<'_, '_>, instr: Instr, frame: &mut [u64]) -> Result<(), AllocExit> {
+    let Cold {
+        module,
+        func,
+        inst_id,
+        instances,
+        funcs,
+        memories,
+        tables,
+        registry,
+        mem,
+        mem0_index,
+        heap,
+        cache,
+        alloc,
+        pc,
+    } = ctx;
+    let (module, func, mem0_index) = (*module, *func, *mem0_index);
+    let inst_id = *inst_id as usize;
+    // The running instance (looked up in the arms that need it, not on every cold instruction).
+    macro_rules! instance {
+        () => {
+            instances[inst_id]
+        };
+    }
+    // The store memory behind the instance's memory `m`.
+    macro_rules! memory_of {
+        ($m:expr) => {
+            &memories[instance!().memories[$m as usize] as usize]
+        };
+    }
+    // The bytes of the instance's memory `m`, for one access.
+    macro_rules! bytes_of {
+        ($m:expr) => {{
+            let sm = instance!().memories[$m as usize];
+            if Some(sm) == mem0_index {
+                &mut ***mem
+            } else {
+                // SAFETY: memory 0 is reached through the loop's view; another memory gets a view of its own
+                // for this one instruction (see `execute`).
+                unsafe { memories[sm as usize].as_mut_slice() }
+            }
+        }};
+    }
+    // The store table behind the instance's table `t`.
+    macro_rules! table_of {
+        ($t:expr) => {
+            tables[instance!().tables[$t as usize] as usize]
+        };
+    }
+    // The running function's compiled code (its field, array-access and cast tables).
+    macro_rules! code {
+        () => {
+            module.code[func as usize]
+        };
+    }
+    macro_rules! allocator {
+        () => {
+            &mut Allocator { heap: *heap, cache: &mut **cache, state: &mut **alloc, module, func, pc: *pc }
+        };
+    }
+    use Instr as I;
+    match instr {
+        // ---------------- memories (`memory.rs`; memory 0's loads and stores are hot)
+        I::Load { kind, mem: m, dst, addr, offset } => memory::load_any(frame, bytes_of!(m), kind, dst, addr, offset)?,
+        I::Store { kind, mem: m, addr, value, offset } => {
+            memory::store_any(frame, bytes_of!(m), kind, addr, value, offset)?
+        }
+        I::MemorySize { mem: m, dst } => memory::memory_size(frame, memory_of!(m), dst),
+        I::MemoryGrow { mem: m, dst, delta } => {
+            let sm = instance!().memories[m as usize];
+            let memory = &memories[sm as usize];
+            memory::memory_grow(frame, memory, dst, delta);
+            if Some(sm) == mem0_index {
+                // SAFETY: the base never moves; the loop's view of memory 0 just gets the new length. The
+                // memory outlives the view: `execute` holds an `Arc` of it for the whole loop.
+                **mem = unsafe { std::slice::from_raw_parts_mut(memory.base(), memory.len()) };
+            }
+        }
+        I::MemoryFill { mem: m, args } => memory::memory_fill(frame, memory_of!(m), args)?,
+        I::MemoryCopy { dst_mem, src_mem, args } => {
+            memory::memory_copy(frame, memory_of!(dst_mem), memory_of!(src_mem), args)?
+        }
+        I::MemoryInit { mem: m, data, args } => {
+            memory::memory_init(frame, memory_of!(m), &instance!().datas[data as usize], args)?
+        }
+        I::DataDrop { data } => memory::data_drop(&mut instance!().datas, data),
+
+        // ---------------- tables and references (`tables.rs`)
+        I::TableGet { table, dst, index } => tables::table_get(frame, &table_of!(table), dst, index)?,
+        I::TableSet { table, index, value } => tables::table_set(frame, &mut table_of!(table), index, value)?,
+        I::TableSize { table, dst } => tables::table_size(frame, &table_of!(table), dst),
+        I::TableGrow { table, dst, delta } => tables::table_grow(frame, &mut table_of!(table), dst, delta),
+        I::TableFill { table, args } => tables::table_fill(frame, &mut table_of!(table), args)?,
+        I::TableCopy { dst_table, src_table, args } => {
+            let (d, s) = (instance!().tables[dst_table as usize], instance!().tables[src_table as usize]);
+            tables::table_copy(frame, tables, d as usize, s as usize, args)?
+        }
+        I::TableInit { table, elem, args } => {
+            tables::table_init(frame, &mut table_of!(table), &instance!().elems[elem as usize], args)?
+        }
+        I::ElemDrop { elem } => tables::elem_drop(&mut instance!().elems, elem),
+        I::RefFunc { dst, func: f } => tables::ref_func(frame, dst, instance!().funcs[f as usize]),
+        I::RefIsNull { dst, src } => tables::ref_is_null(frame, dst, src),
+        I::RefAsNonNull { dst, src } => tables::ref_as_non_null(frame, dst, src)?,
+
+        // ---------------- GC references and objects (`gc_objects.rs`)
+        I::RefEq { dst, a, b } => gc_objects::ref_eq(frame, dst, a, b),
+        I::RefI31 { dst, src } => gc_objects::ref_i31(frame, dst, src),
+        I::I31GetS { dst, src } => gc_objects::i31_get_s(frame, dst, src)?,
+        I::I31GetU { dst, src } => gc_objects::i31_get_u(frame, dst, src)?,
+        I::ConvertRef { dst, src } => gc_objects::convert_ref(frame, dst, src),
+        I::RefTest { dst, src, target } => {
+            gc_objects::ref_test(frame, registry, funcs, code!().casts[target as usize], dst, src)
+        }
+        I::RefCast { dst, src, target } => {
+            gc_objects::ref_cast(frame, registry, funcs, code!().casts[target as usize], dst, src)?
+        }
+        I::StructNew { type_id, dst, args } => {
+            gc_objects::struct_new(frame, allocator!(), registry, type_id, dst, args)?
+        }
+        I::StructNewDefault { type_id, dst } => gc_objects::struct_new_default(frame, allocator!(), type_id, dst)?,
+        I::StructGet { dst, obj, field } => gc_objects::struct_get(frame, code!().fields[field as usize], dst, obj)?,
+        I::StructSet { obj, value, field } => {
+            gc_objects::struct_set(frame, code!().fields[field as usize], obj, value)?
+        }
+        I::ArrayNew { type_id, dst, args } => gc_objects::array_new(frame, allocator!(), registry, type_id, dst, args)?,
+        I::ArrayNewDefault { type_id, dst, len } => {
+            gc_objects::array_new_default(frame, allocator!(), type_id, dst, len)?
+        }
+        I::ArrayNewFixed { type_id, dst, args, len } => {
+            gc_objects::array_new_fixed(frame, allocator!(), registry, type_id, dst, args, len)?
+        }
+        I::ArrayNewData { type_id, data, dst, args } => {
+            let seg = &instance!().datas[data as usize];
+            gc_objects::array_new_data(frame, allocator!(), registry, type_id, seg, dst, args)?
+        }
+        I::ArrayNewElem { type_id, elem, dst, args } => {
+            let seg = &instance!().elems[elem as usize];
+            gc_objects::array_new_elem(frame, allocator!(), type_id, seg, dst, args)?
+        }
+        I::ArrayGet { dst, args, access } => {
+            gc_objects::array_get(frame, code!().arrays[access as usize].kind, dst, args)?
+        }
+        I::ArraySet { args, access } => gc_objects::array_set(frame, code!().arrays[access as usize].kind, args)?,
+        I::ArrayLen { dst, src } => gc_objects::array_len(frame, dst, src)?,
+        I::ArrayFill { args, access } => gc_objects::array_fill(frame, code!().arrays[access as usize].kind, args)?,
+        I::ArrayCopy { args, dst_access, src_access } => {
+            let (dk, sk) = (code!().arrays[dst_access as usize].kind, code!().arrays[src_access as usize].kind);
+            gc_objects::array_copy(frame, dk, sk, args)?
+        }
+        I::ArrayInitData { args, access, data } => {
+            let (kind, seg) = (code!().arrays[access as usize].kind, &instance!().datas[data as usize]);
+            gc_objects::array_init_data(frame, kind, seg, args)?
+        }
+        I::ArrayInitElem { args, access, elem } => {
+            let (kind, seg) = (code!().arrays[access as usize].kind, &instance!().elems[elem as usize]);
+            gc_objects::array_init_elem(frame, kind, seg, args)?
+        }
+        other => unreachable!("hot instruction {other:?} reached the cold path"),
+    }
+    Ok(())
+}

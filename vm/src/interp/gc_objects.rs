@@ -1,0 +1,444 @@
+//! GC proposal instructions: struct and array allocation and access, `i31`, `ref.eq`, casts
+//! (`ref.test`, `ref.cast`, the test of `br_on_cast`), and the extern/any conversions.
+//!
+//! Objects are reached through `gcglue.rs` (the only place a slot value becomes a [`gc::ObjRef`]); field and
+//! element accesses come with their offset and [`StorageKind`] already resolved by the translator (the
+//! function's field and array-access tables, looked up by `cold.rs`). Allocation goes through an
+//! [`Allocator`]: when the heap wants a collection first, the handler stops with [`AllocExit::Collect`]
+//! before writing anything, the dispatch loop leaves so the driver can collect with the whole store, and the
+//! instruction runs again with `may_collect = false` (see `mutator::AllocState::gc_retry`).
+
+use super::operands::{get, in_bounds, set};
+use crate::TrapKind;
+use crate::bytecode::{CastTarget, FieldAccess, Slot, StorageKind};
+use crate::gcglue;
+use crate::module::ModuleData;
+use crate::mutator::AllocState;
+use crate::state::FuncEntity;
+use crate::types::{TypeKind, TypeRegistry};
+use crate::values::{self, i31_raw};
+
+/// Why an instruction that allocates did not complete.
+pub(super) enum AllocExit {
+    Trap(TrapKind),
+    /// The heap asks for a collection before this allocation; the instruction runs again after it.
+    Collect,
+}
+
+impl From<TrapKind> for AllocExit {
+    #[inline(always)]
+    fn from(k: TrapKind) -> AllocExit {
+        AllocExit::Trap(k)
+    }
+}
+
+/// What an allocating instruction needs: the heap, this thread's cache, the allocation state, and where the
+/// instruction is (for the alloc/free tracer's allocation sites).
+pub(super) struct Allocator<'a> {
+    pub heap: &'a gc::Heap,
+    pub cache: &'a mut gc::ThreadCache,
+    pub state: &'a mut AllocState,
+    pub module: &'a ModuleData,
+    pub func: u32,
+    pub pc: usize,
+}
+
+impl Allocator<'_> {
+    #[inline(always)]
+    fn new_object(
+        &mut self,
+        alloc: impl FnOnce(&gc::Heap, &mut gc::ThreadCache, bool) -> Result<gc::ObjRef, gc::AllocError>,
+    ) -> Result<gc::ObjRef, AllocExit> {
+        if let Some(t) = self.state.tracing.as_mut() {
+            t.set_site(self.module, self.func, self.pc);
+        }
+        let may_collect = !std::mem::take(&mut self.state.gc_retry);
+        match alloc(self.heap, self.cache, may_collect) {
+            Ok(o) => Ok(o),
+            Err(gc::AllocError::CollectionNeeded) => Err(AllocExit::Collect),
+            Err(gc::AllocError::OutOfMemory { limit }) => {
+                Err(TrapKind::OutOfMemory { limit_bytes: limit as u64 }.into())
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn new_struct(&mut self, type_id: u32) -> Result<gc::ObjRef, AllocExit> {
+        self.new_object(|heap, cache, may_collect| heap.alloc_struct(cache, type_id, may_collect))
+    }
+
+    #[inline(always)]
+    fn new_array(&mut self, type_id: u32, len: u32) -> Result<gc::ObjRef, AllocExit> {
+        self.new_object(|heap, cache, may_collect| heap.alloc_array(cache, type_id, len, may_collect))
+    }
+}
+
+// ---------------- references, i31, casts
+
+/// Does the value in `src` match `target`? (`ref.test`, `ref.cast`, `br_on_cast`.)
+#[inline(always)]
+pub(super) fn cast_matches(
+    frame: &[u64],
+    registry: &TypeRegistry,
+    funcs: &[FuncEntity],
+    target: CastTarget,
+    src: Slot,
+) -> bool {
+    let raw = get(frame, src);
+    gcglue::ref_matches(registry, |f| funcs[f as usize].ty, gcglue::object_type, raw, target.nullable, target.heap)
+}
+
+#[inline(always)]
+pub(super) fn ref_test(
+    frame: &mut [u64],
+    registry: &TypeRegistry,
+    funcs: &[FuncEntity],
+    target: CastTarget,
+    dst: Slot,
+    src: Slot,
+) {
+    let ok = cast_matches(frame, registry, funcs, target, src);
+    set(frame, dst, ok);
+}
+
+#[inline(always)]
+pub(super) fn ref_cast(
+    frame: &mut [u64],
+    registry: &TypeRegistry,
+    funcs: &[FuncEntity],
+    target: CastTarget,
+    dst: Slot,
+    src: Slot,
+) -> Result<(), TrapKind> {
+    if !cast_matches(frame, registry, funcs, target, src) {
+        return Err(TrapKind::CastFailure);
+    }
+    set(frame, dst, get::<u64>(frame, src));
+    Ok(())
+}
+
+#[inline(always)]
+pub(super) fn ref_eq(frame: &mut [u64], dst: Slot, a: Slot, b: Slot) {
+    set(frame, dst, get::<u64>(frame, a) == get::<u64>(frame, b));
+}
+
+/// `extern.convert_any` and `any.convert_extern`: identities on the representation.
+#[inline(always)]
+pub(super) fn convert_ref(frame: &mut [u64], dst: Slot, src: Slot) {
+    set(frame, dst, get::<u64>(frame, src));
+}
+
+#[inline(always)]
+pub(super) fn ref_i31(frame: &mut [u64], dst: Slot, src: Slot) {
+    set(frame, dst, i31_raw(get(frame, src)));
+}
+
+#[inline(always)]
+pub(super) fn i31_get_s(frame: &mut [u64], dst: Slot, src: Slot) -> Result<(), TrapKind> {
+    let v: u64 = get(frame, src);
+    if v == 0 {
+        return Err(TrapKind::NullI31Reference);
+    }
+    set(frame, dst, values::i31_get_s(v));
+    Ok(())
+}
+
+#[inline(always)]
+pub(super) fn i31_get_u(frame: &mut [u64], dst: Slot, src: Slot) -> Result<(), TrapKind> {
+    let v: u64 = get(frame, src);
+    if v == 0 {
+        return Err(TrapKind::NullI31Reference);
+    }
+    set(frame, dst, values::i31_get_u(v));
+    Ok(())
+}
+
+// ---------------- structs
+
+/// `struct.new` with the field values in `args..`.
+#[inline(always)]
+pub(super) fn struct_new(
+    frame: &mut [u64],
+    alloc: &mut Allocator<'_>,
+    registry: &TypeRegistry,
+    type_id: u32,
+    dst: Slot,
+    args: Slot,
+) -> Result<(), AllocExit> {
+    let o = alloc.new_struct(type_id)?;
+    if let TypeKind::Struct { fields } = &registry.get(type_id).kind {
+        for (i, f) in fields.iter().enumerate() {
+            gcglue::write(o, f.offset as usize, f.kind, frame[args as usize + i]);
+        }
+    }
+    set(frame, dst, o.raw());
+    Ok(())
+}
+
+/// `struct.new_default`: the heap hands out zeroed objects, which is every field's default.
+#[inline(always)]
+pub(super) fn struct_new_default(
+    frame: &mut [u64],
+    alloc: &mut Allocator<'_>,
+    type_id: u32,
+    dst: Slot,
+) -> Result<(), AllocExit> {
+    let o = alloc.new_struct(type_id)?;
+    set(frame, dst, o.raw());
+    Ok(())
+}
+
+/// The struct in `slot`, or the null trap.
+#[inline(always)]
+fn struct_ref(frame: &[u64], slot: Slot) -> Result<gc::ObjRef, TrapKind> {
+    match get(frame, slot) {
+        0 => Err(TrapKind::NullStructReference),
+        raw => Ok(gcglue::obj(raw)),
+    }
+}
+
+#[inline(always)]
+pub(super) fn struct_get(frame: &mut [u64], field: FieldAccess, dst: Slot, obj: Slot) -> Result<(), TrapKind> {
+    let o = struct_ref(frame, obj)?;
+    set(frame, dst, gcglue::read(o, field.offset as usize, field.kind));
+    Ok(())
+}
+
+#[inline(always)]
+pub(super) fn struct_set(frame: &[u64], field: FieldAccess, obj: Slot, value: Slot) -> Result<(), TrapKind> {
+    let o = struct_ref(frame, obj)?;
+    gcglue::write(o, field.offset as usize, field.kind, get(frame, value));
+    Ok(())
+}
+
+// ---------------- arrays
+
+fn array_elem(registry: &TypeRegistry, type_id: u32) -> StorageKind {
+    match registry.get(type_id).kind {
+        TypeKind::Array { elem, .. } => elem,
+        _ => unreachable!("array instruction on a non-array type"),
+    }
+}
+
+/// The array in `slot`, or the null trap.
+#[inline(always)]
+fn array_ref(frame: &[u64], slot: Slot) -> Result<gc::ObjRef, TrapKind> {
+    match get(frame, slot) {
+        0 => Err(TrapKind::NullArrayReference),
+        raw => Ok(gcglue::obj(raw)),
+    }
+}
+
+/// `array.new` with `value`, `len` in `args`, `args + 1`.
+#[inline(always)]
+pub(super) fn array_new(
+    frame: &mut [u64],
+    alloc: &mut Allocator<'_>,
+    registry: &TypeRegistry,
+    type_id: u32,
+    dst: Slot,
+    args: Slot,
+) -> Result<(), AllocExit> {
+    let (value, len): (u64, u32) = (get(frame, args), get(frame, args + 1));
+    let kind = array_elem(registry, type_id);
+    let o = alloc.new_array(type_id, len)?;
+    if value != 0 {
+        for i in 0..len {
+            gcglue::write(o, gcglue::elem_offset(i, kind), kind, value);
+        }
+    }
+    set(frame, dst, o.raw());
+    Ok(())
+}
+
+#[inline(always)]
+pub(super) fn array_new_default(
+    frame: &mut [u64],
+    alloc: &mut Allocator<'_>,
+    type_id: u32,
+    dst: Slot,
+    len: Slot,
+) -> Result<(), AllocExit> {
+    let len: u32 = get(frame, len);
+    let o = alloc.new_array(type_id, len)?;
+    set(frame, dst, o.raw());
+    Ok(())
+}
+
+/// `array.new_fixed` with the `len` values in `args..`.
+#[inline(always)]
+pub(super) fn array_new_fixed(
+    frame: &mut [u64],
+    alloc: &mut Allocator<'_>,
+    registry: &TypeRegistry,
+    type_id: u32,
+    dst: Slot,
+    args: Slot,
+    len: u32,
+) -> Result<(), AllocExit> {
+    let kind = array_elem(registry, type_id);
+    let o = alloc.new_array(type_id, len)?;
+    for i in 0..len {
+        gcglue::write(o, gcglue::elem_offset(i, kind), kind, frame[args as usize + i as usize]);
+    }
+    set(frame, dst, o.raw());
+    Ok(())
+}
+
+/// `array.new_data` from data segment `seg` with `offset`, `len` in `args`, `args + 1`.
+#[inline(always)]
+pub(super) fn array_new_data(
+    frame: &mut [u64],
+    alloc: &mut Allocator<'_>,
+    registry: &TypeRegistry,
+    type_id: u32,
+    seg: &[u8],
+    dst: Slot,
+    args: Slot,
+) -> Result<(), AllocExit> {
+    let (offset, len) = (get::<u32>(frame, args) as u64, get::<u32>(frame, args + 1));
+    let kind = array_elem(registry, type_id);
+    let size = kind.size() as u64;
+    if !in_bounds(offset, len as u64 * size, seg.len()) {
+        return Err(TrapKind::MemoryOutOfBounds.into());
+    }
+    let o = alloc.new_array(type_id, len)?;
+    for i in 0..len {
+        let at = (offset + i as u64 * size) as usize;
+        let v = gcglue::elem_from_bytes(&seg[at..at + size as usize], kind);
+        gcglue::write(o, gcglue::elem_offset(i, kind), kind, v);
+    }
+    set(frame, dst, o.raw());
+    Ok(())
+}
+
+/// `array.new_elem` from element segment `seg` with `offset`, `len` in `args`, `args + 1`.
+#[inline(always)]
+pub(super) fn array_new_elem(
+    frame: &mut [u64],
+    alloc: &mut Allocator<'_>,
+    type_id: u32,
+    seg: &[u64],
+    dst: Slot,
+    args: Slot,
+) -> Result<(), AllocExit> {
+    let (offset, len) = (get::<u32>(frame, args) as u64, get::<u32>(frame, args + 1));
+    if !in_bounds(offset, len as u64, seg.len()) {
+        return Err(TrapKind::TableOutOfBounds.into());
+    }
+    let o = alloc.new_array(type_id, len)?;
+    for i in 0..len {
+        let v = seg[offset as usize + i as usize];
+        gcglue::write(o, gcglue::elem_offset(i, StorageKind::Ref), StorageKind::Ref, v);
+    }
+    set(frame, dst, o.raw());
+    Ok(())
+}
+
+/// `array.get*` with the array and index in `args`, `args + 1`; `kind` says how the element is extended.
+#[inline(always)]
+pub(super) fn array_get(frame: &mut [u64], kind: StorageKind, dst: Slot, args: Slot) -> Result<(), TrapKind> {
+    let o = array_ref(frame, args)?;
+    let idx: u32 = get(frame, args + 1);
+    if idx >= o.array_len() {
+        return Err(TrapKind::ArrayOutOfBounds);
+    }
+    set(frame, dst, gcglue::read(o, gcglue::elem_offset(idx, kind), kind));
+    Ok(())
+}
+
+/// `array.set` with the array, index and value in `args..args + 3`.
+#[inline(always)]
+pub(super) fn array_set(frame: &[u64], kind: StorageKind, args: Slot) -> Result<(), TrapKind> {
+    let o = array_ref(frame, args)?;
+    let idx: u32 = get(frame, args + 1);
+    if idx >= o.array_len() {
+        return Err(TrapKind::ArrayOutOfBounds);
+    }
+    gcglue::write(o, gcglue::elem_offset(idx, kind), kind, get(frame, args + 2));
+    Ok(())
+}
+
+#[inline(always)]
+pub(super) fn array_len(frame: &mut [u64], dst: Slot, src: Slot) -> Result<(), TrapKind> {
+    let o = array_ref(frame, src)?;
+    set(frame, dst, o.array_len());
+    Ok(())
+}
+
+/// `array.fill` with the array, offset, value and count in `args..args + 4`.
+#[inline(always)]
+pub(super) fn array_fill(frame: &[u64], kind: StorageKind, args: Slot) -> Result<(), TrapKind> {
+    let o = array_ref(frame, args)?;
+    let (off, value, n) =
+        (get::<u32>(frame, args + 1) as u64, get(frame, args + 2), get::<u32>(frame, args + 3) as u64);
+    if !in_bounds(off, n, o.array_len() as usize) {
+        return Err(TrapKind::ArrayOutOfBounds);
+    }
+    for i in off..off + n {
+        gcglue::write(o, gcglue::elem_offset(i as u32, kind), kind, value);
+    }
+    Ok(())
+}
+
+/// `array.copy` with the destination array and offset, source array and offset, and count in
+/// `args..args + 5`; `dk`/`sk` are the element kinds of the two array types.
+#[inline(always)]
+pub(super) fn array_copy(frame: &[u64], dk: StorageKind, sk: StorageKind, args: Slot) -> Result<(), TrapKind> {
+    let d = array_ref(frame, args)?;
+    let doff = get::<u32>(frame, args + 1) as u64;
+    let src = array_ref(frame, args + 2)?;
+    let (soff, n) = (get::<u32>(frame, args + 3) as u64, get::<u32>(frame, args + 4) as u64);
+    if !in_bounds(doff, n, d.array_len() as usize) || !in_bounds(soff, n, src.array_len() as usize) {
+        return Err(TrapKind::ArrayOutOfBounds);
+    }
+    // memmove semantics: copy backwards when the ranges overlap with dst after src.
+    let backwards = d.raw() == src.raw() && doff > soff;
+    for k in 0..n {
+        let i = if backwards { n - 1 - k } else { k };
+        let v = gcglue::read(src, gcglue::elem_offset((soff + i) as u32, sk), sk);
+        gcglue::write(d, gcglue::elem_offset((doff + i) as u32, dk), dk, v);
+    }
+    Ok(())
+}
+
+/// `array.init_data` from data segment `seg` with the array, offset, segment offset and count in
+/// `args..args + 4`.
+#[inline(always)]
+pub(super) fn array_init_data(frame: &[u64], kind: StorageKind, seg: &[u8], args: Slot) -> Result<(), TrapKind> {
+    let o = array_ref(frame, args)?;
+    let (d, sidx, n) =
+        (get::<u32>(frame, args + 1) as u64, get::<u32>(frame, args + 2) as u64, get::<u32>(frame, args + 3) as u64);
+    let size = kind.size() as u64;
+    if !in_bounds(d, n, o.array_len() as usize) {
+        return Err(TrapKind::ArrayOutOfBounds);
+    }
+    if !in_bounds(sidx, n * size, seg.len()) {
+        return Err(TrapKind::MemoryOutOfBounds);
+    }
+    for i in 0..n {
+        let at = (sidx + i * size) as usize;
+        let v = gcglue::elem_from_bytes(&seg[at..at + size as usize], kind);
+        gcglue::write(o, gcglue::elem_offset((d + i) as u32, kind), kind, v);
+    }
+    Ok(())
+}
+
+/// `array.init_elem` from element segment `seg` with the array, offset, segment offset and count in
+/// `args..args + 4`.
+#[inline(always)]
+pub(super) fn array_init_elem(frame: &[u64], kind: StorageKind, seg: &[u64], args: Slot) -> Result<(), TrapKind> {
+    let o = array_ref(frame, args)?;
+    let (d, sidx, n) =
+        (get::<u32>(frame, args + 1) as u64, get::<u32>(frame, args + 2) as u64, get::<u32>(frame, args + 3) as u64);
+    if !in_bounds(d, n, o.array_len() as usize) {
+        return Err(TrapKind::ArrayOutOfBounds);
+    }
+    if !in_bounds(sidx, n, seg.len()) {
+        return Err(TrapKind::TableOutOfBounds);
+    }
+    for i in 0..n {
+        gcglue::write(o, gcglue::elem_offset((d + i) as u32, kind), kind, seg[(sidx + i) as usize]);
+    }
+    Ok(())
+}

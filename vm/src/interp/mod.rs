@@ -1,0 +1,217 @@
+//! The interpreter: executes [`crate::bytecode`].
+//!
+//! # Model
+//!
+//! One value stack of 8-byte slots per mutator ([`ExecState::stack`]) holds every wasm frame; a frame is a
+//! window `stack[fp..fp + frame_size]`. Calls never recurse on the host stack: a call pushes a [`Frame`]
+//! (the caller's instance, function, pc and fp) on [`ExecState::frames`] and switches the dispatch loop to
+//! the callee, so unbounded guest recursion ends in a clean `call stack exhausted` trap when either the
+//! frame count or the value stack runs out.
+//!
+//! The dispatch loop ([`dispatch::execute`]) runs while control stays in one instance. It keeps the
+//! instance's memory 0 as a local byte slice (a view of the mapping, re-derived by `memory.grow`) so a
+//! load or store is one bounds check away from the bytes. Anything that needs the whole store (host
+//! calls, switching to another instance, collections, parking at a safepoint) leaves the loop with an
+//! [`Exit`] that [`run`] handles before re-entering.
+//!
+//! # Files
+//!
+//! Like wasmi's executor, the instruction set is split by family, with one dispatch loop:
+//!
+//! - `mod.rs` (here): entering wasm ([`invoke`]), the driver loop over [`Exit`]s ([`run`]), backtraces.
+//! - `host.rs`: calls from wasm to host functions, and from host functions back into wasm.
+//! - `dispatch.rs`: the loop, one `match` with an arm per instruction. Control flow (branches, calls,
+//!   returns, safepoint polls) is written there because it changes `pc`, `frame` and `code`; every other
+//!   arm is one line calling its family's handler.
+//! - `numeric.rs` (with `float.rs`), `memory.rs`, `tables.rs`, `gc_objects.rs`: the handlers, one per
+//!   instruction, taking the frame and the instruction's operands (plus the entities they touch). Hot
+//!   handlers are `#[inline(always)]` so the loop still compiles to one jump table; none of them looks at
+//!   the instruction again.
+//! - `cold.rs`: the out-of-line path for instructions that are rare in hot code (memories other than 0,
+//!   bulk memory, tables, references, GC objects): a second `match` behind one call, resolving the
+//!   instance's index spaces before calling the same family files' handlers.
+//! - `operands.rs`: how a slot holds each value type, shared by every family.
+//!
+//! Imports point one way: `mod.rs` → `dispatch.rs`, `host.rs`; `dispatch.rs` → `cold.rs` and the family
+//! files; `cold.rs` → the family files; the family files → `operands.rs` (and `numeric.rs` → `float.rs`).
+//! No file imports `mod.rs`.
+//!
+//! # GC safety
+//!
+//! A collection can start only at an allocation, inside a call or at a safepoint poll. At that moment every
+//! frame's pc is saved: callers' in [`Frame::pc`] (the call instruction), the running function's in
+//! [`ExecState::top`]. The translator's stack map for that pc names the slots holding references, which is
+//! how the collector finds every root precisely (see `safepoint.rs`).
+//!
+//! [`ExecState::stack`]: crate::mutator::ExecState::stack
+//! [`ExecState::frames`]: crate::mutator::ExecState::frames
+//! [`ExecState::top`]: crate::mutator::ExecState::top
+
+mod cold;
+mod dispatch;
+mod float;
+mod gc_objects;
+mod host;
+mod memory;
+mod numeric;
+mod operands;
+mod tables;
+
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::sync::atomic::Ordering;
+
+use self::dispatch::{Exit, execute};
+use self::host::call_host;
+use crate::mutator::{Frame, Position};
+use crate::native_stack::REENTRY_MARGIN;
+use crate::safepoint;
+use crate::state::{FuncKind, StoreState};
+use crate::types::TypeKind;
+use crate::{Trap, TrapKind, WasmFrame};
+
+/// Call `func` (a store function index) with raw arguments; returns raw results. Runs on the mutator's
+/// native stack: the outermost invocation switches to it, a nested one (host → wasm) is already there and
+/// only checks that enough of it is left (`native_stack.rs`, the margin contract).
+pub(crate) fn invoke(store: &mut StoreState, func: u32, args: &[u64]) -> Result<Vec<u64>, Trap> {
+    let Some(stack) = store.mutator.native.take() else {
+        if store.mutator.native_bounds.remaining() < REENTRY_MARGIN {
+            return Err(Trap::new(TrapKind::CallStackExhausted));
+        }
+        return invoke_here(store, func, args);
+    };
+    let result = catch_unwind(AssertUnwindSafe(|| stack.run(|| invoke_here(store, func, args))));
+    store.mutator.native = Some(stack);
+    result.unwrap_or_else(|panic| resume_unwind(panic))
+}
+
+/// [`invoke`] on the current stack.
+fn invoke_here(store: &mut StoreState, func: u32, args: &[u64]) -> Result<Vec<u64>, Trap> {
+    let (inst, index) = match &store.funcs[func as usize].kind {
+        FuncKind::Host(_) => {
+            let base = store.mutator.exec.sp;
+            let n = args.len().max(func_result_count(store, func));
+            if !store.mutator.exec.stack.grow(base + n) {
+                return Err(Trap::new(TrapKind::CallStackExhausted));
+            }
+            store.mutator.exec.stack[base..base + args.len()].copy_from_slice(args);
+            call_host(store, func, base, None)?;
+            let nres = func_result_count(store, func);
+            return Ok(store.mutator.exec.stack[base..base + nres].to_vec());
+        }
+        FuncKind::Wasm { instance, index } => (*instance, *index),
+    };
+    let module = store.instances[inst as usize].module.clone();
+    let cf = &module.code[index as usize];
+    let base = store.mutator.exec.sp;
+    let depth0 = store.mutator.exec.frames.len();
+    let saved_top = store.mutator.exec.top;
+    if depth0 >= store.rt.config.max_call_depth || !store.mutator.exec.stack.grow(base + cf.frame_size as usize) {
+        return Err(Trap::new(TrapKind::CallStackExhausted));
+    }
+    store.mutator.exec.stack[base..base + args.len()].copy_from_slice(args);
+    cf.init_frame(&mut store.mutator.exec.stack[base..]);
+    // A nested invocation (wasm → host → wasm): the suspended wasm caller becomes a frame, so
+    // backtraces and the collector's root scan see it.
+    if let Some(t) = saved_top {
+        store.mutator.exec.frames.push(Frame { inst: t.inst, func: t.func, pc: t.pc as u32, fp: t.fp as u32 });
+    }
+    let depth0 = store.mutator.exec.frames.len();
+    let pos = Position { inst, func: index, pc: 0, fp: base };
+    let result = run(store, pos, depth0);
+    let outer_depth = if saved_top.is_some() { depth0 - 1 } else { depth0 };
+    store.mutator.exec.frames.truncate(outer_depth);
+    store.mutator.exec.top = saved_top;
+    store.mutator.exec.sp = base;
+    result.map(|()| store.mutator.exec.stack[base..base + cf.num_results as usize].to_vec())
+}
+
+fn func_result_count(store: &StoreState, func: u32) -> usize {
+    match &store.rt.types.get(store.funcs[func as usize].ty).kind {
+        TypeKind::Func { results, .. } => results.len(),
+        _ => 0,
+    }
+}
+
+/// Drive execution from `pos` until the frame stack is back at `depth0`.
+fn run(store: &mut StoreState, mut pos: Position, depth0: usize) -> Result<(), Trap> {
+    loop {
+        let exit = execute(store, &mut pos, depth0);
+        match exit {
+            Exit::Return => return Ok(()),
+            Exit::Switch => {
+                // A call into another instance enters its callee here: poll as at any function entry.
+                if pos.pc == 0 && store.mutator.link.stop_flag().load(Ordering::Relaxed) {
+                    store.mutator.exec.top = Some(pos);
+                    safepoint::park(store);
+                }
+            }
+            Exit::Safepoint { resume } => {
+                store.mutator.exec.top = Some(pos);
+                safepoint::park(store);
+                pos.pc = resume;
+            }
+            Exit::Host { func, base, tail } => {
+                store.mutator.exec.top = Some(pos);
+                let result = if store.mutator.native_bounds.remaining() < REENTRY_MARGIN {
+                    Err(Trap::new(TrapKind::CallStackExhausted))
+                } else {
+                    call_host(store, func, base, Some(pos.inst))
+                };
+                if let Err(mut t) = result {
+                    if t.backtrace.is_empty() {
+                        t.backtrace = backtrace(store, pos, depth0);
+                    }
+                    return Err(t);
+                }
+                if tail {
+                    // The host results sit at the frame base: finish the `return_call`.
+                    if store.mutator.exec.frames.len() == depth0 {
+                        return Ok(());
+                    }
+                    let f = store.mutator.exec.frames.pop().expect("frame above depth0");
+                    pos = Position { inst: f.inst, func: f.func, pc: f.pc as usize + 1, fp: f.fp as usize };
+                } else {
+                    pos.pc += 1;
+                }
+            }
+            Exit::Collect => {
+                store.mutator.exec.top = Some(pos);
+                safepoint::collect(store);
+                store.mutator.alloc.gc_retry = true;
+            }
+            Exit::GrowStack { slots } => {
+                if !store.mutator.exec.stack.grow(slots) {
+                    let bt = backtrace(store, pos, depth0);
+                    return Err(Trap { kind: TrapKind::CallStackExhausted, backtrace: bt });
+                }
+            }
+            Exit::Trap(kind) => {
+                let bt = backtrace(store, pos, depth0);
+                return Err(Trap { kind, backtrace: bt });
+            }
+        }
+    }
+}
+
+/// The wasm backtrace, innermost first.
+fn backtrace(store: &StoreState, top: Position, depth0: usize) -> Vec<WasmFrame> {
+    let mut out = Vec::new();
+    let mut push = |inst: u32, func: u32, pc: usize| {
+        let m = &store.instances[inst as usize].module;
+        let cf = &m.code[func as usize];
+        let offset = cf.wasm_offsets.get(pc).copied().unwrap_or(0);
+        let func_index = m.num_imported_funcs + func;
+        out.push(WasmFrame {
+            module: m.source.module_name().map(str::to_string),
+            func_index,
+            func_name: m.source.func_name(func_index).map(str::to_string),
+            offset,
+            source: m.source.location(offset as usize),
+        });
+    };
+    push(top.inst, top.func, top.pc);
+    for f in store.mutator.exec.frames[depth0..].iter().rev() {
+        push(f.inst, f.func, f.pc as usize);
+    }
+    out
+}

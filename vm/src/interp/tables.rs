@@ -1,0 +1,152 @@
+//! Table instructions (`table.*`, `elem.drop`), the callee lookups of `call_indirect` and `call_ref`, and the
+//! reference instructions of the reference-types proposal (`ref.func`, `ref.is_null`, `ref.as_non_null`).
+//!
+//! The handlers get the table they work on already resolved from the instance's index space (`cold.rs`
+//! and the dispatch loop do that), so they see only [`TableEntity`]s and slots. Every index and range is
+//! checked against the table's current length; a table holds raw reference values (0 is null).
+
+use std::sync::Arc;
+
+use super::operands::{get, get_u32s, in_bounds, set};
+use crate::TrapKind;
+use crate::bytecode::Slot;
+use crate::state::{FuncEntity, TableEntity};
+use crate::types::TypeRegistry;
+use crate::values::func_raw;
+
+/// The store function `call_indirect` calls: element `index` of `table`, which must be set and of a subtype
+/// of `type_id`.
+#[inline(always)]
+pub(super) fn indirect_callee(
+    table: &TableEntity,
+    registry: &TypeRegistry,
+    funcs: &[FuncEntity],
+    index: u32,
+    type_id: u32,
+) -> Result<u32, TrapKind> {
+    let raw = *table.elems.get(index as usize).ok_or(TrapKind::UndefinedElement)?;
+    if raw == 0 {
+        return Err(TrapKind::UninitializedElement);
+    }
+    let f = gc::value::func_index(raw);
+    if !registry.is_subtype(funcs[f as usize].ty, type_id) {
+        return Err(TrapKind::IndirectCallTypeMismatch);
+    }
+    Ok(f)
+}
+
+/// The store function `call_ref` calls: the function reference in `func`, which must not be null.
+#[inline(always)]
+pub(super) fn ref_callee(frame: &[u64], func: Slot) -> Result<u32, TrapKind> {
+    match get(frame, func) {
+        0 => Err(TrapKind::NullFunctionReference),
+        raw => Ok(gc::value::func_index(raw)),
+    }
+}
+
+#[inline(always)]
+pub(super) fn table_get(frame: &mut [u64], table: &TableEntity, dst: Slot, index: Slot) -> Result<(), TrapKind> {
+    let v = *table.elems.get(get::<u32>(frame, index) as usize).ok_or(TrapKind::TableOutOfBounds)?;
+    set(frame, dst, v);
+    Ok(())
+}
+
+#[inline(always)]
+pub(super) fn table_set(frame: &[u64], table: &mut TableEntity, index: Slot, value: Slot) -> Result<(), TrapKind> {
+    let v: u64 = get(frame, value);
+    let e = table.elems.get_mut(get::<u32>(frame, index) as usize).ok_or(TrapKind::TableOutOfBounds)?;
+    *e = v;
+    Ok(())
+}
+
+#[inline(always)]
+pub(super) fn table_size(frame: &mut [u64], table: &TableEntity, dst: Slot) {
+    set(frame, dst, table.elems.len() as u32);
+}
+
+/// `table.grow`: the initial value comes in `dst`, the old size (or -1) goes out there.
+#[inline(always)]
+pub(super) fn table_grow(frame: &mut [u64], table: &mut TableEntity, dst: Slot, delta: Slot) {
+    let init: u64 = get(frame, dst);
+    let delta = get::<u32>(frame, delta) as u64;
+    let old = table.elems.len() as u64;
+    let max = table.desc.max.unwrap_or(u32::MAX as u64).min(u32::MAX as u64);
+    if old + delta > max || table.elems.try_reserve(delta as usize).is_err() {
+        set(frame, dst, -1i32);
+    } else {
+        table.elems.resize((old + delta) as usize, init);
+        set(frame, dst, old as u32);
+    }
+}
+
+/// `table.fill` with `i`, `val`, `n` in `args..args + 3`.
+#[inline(always)]
+pub(super) fn table_fill(frame: &[u64], table: &mut TableEntity, args: Slot) -> Result<(), TrapKind> {
+    let (i, val, n) = (get::<u32>(frame, args) as u64, get::<u64>(frame, args + 1), get::<u32>(frame, args + 2) as u64);
+    if !in_bounds(i, n, table.elems.len()) {
+        return Err(TrapKind::TableOutOfBounds);
+    }
+    table.elems[i as usize..(i + n) as usize].fill(val);
+    Ok(())
+}
+
+/// `table.copy` from store table `src` to store table `dst` (possibly the same), with `d`, `s`, `n` in
+/// `args..args + 3`.
+#[inline(always)]
+pub(super) fn table_copy(
+    frame: &[u64],
+    tables: &mut [TableEntity],
+    dst: usize,
+    src: usize,
+    args: Slot,
+) -> Result<(), TrapKind> {
+    let [d, s, n] = get_u32s(frame, args);
+    if !in_bounds(d, n, tables[dst].elems.len()) || !in_bounds(s, n, tables[src].elems.len()) {
+        return Err(TrapKind::TableOutOfBounds);
+    }
+    if dst == src {
+        tables[dst].elems.copy_within(s as usize..(s + n) as usize, d as usize);
+    } else {
+        let from: Vec<u64> = tables[src].elems[s as usize..(s + n) as usize].to_vec();
+        tables[dst].elems[d as usize..(d + n) as usize].copy_from_slice(&from);
+    }
+    Ok(())
+}
+
+/// `table.init` from element segment `seg` with `d`, `s`, `n` in `args..args + 3`.
+#[inline(always)]
+pub(super) fn table_init(frame: &[u64], table: &mut TableEntity, seg: &[u64], args: Slot) -> Result<(), TrapKind> {
+    let [d, s, n] = get_u32s(frame, args);
+    if !in_bounds(s, n, seg.len()) || !in_bounds(d, n, table.elems.len()) {
+        return Err(TrapKind::TableOutOfBounds);
+    }
+    table.elems[d as usize..(d + n) as usize].copy_from_slice(&seg[s as usize..(s + n) as usize]);
+    Ok(())
+}
+
+/// `elem.drop`: the segment becomes empty.
+#[inline(always)]
+pub(super) fn elem_drop(elems: &mut [Arc<[u64]>], elem: u32) {
+    elems[elem as usize] = Arc::from([]);
+}
+
+/// `ref.func`: `dst` = a reference to store function `func`.
+#[inline(always)]
+pub(super) fn ref_func(frame: &mut [u64], dst: Slot, func: u32) {
+    set(frame, dst, func_raw(func));
+}
+
+#[inline(always)]
+pub(super) fn ref_is_null(frame: &mut [u64], dst: Slot, src: Slot) {
+    set(frame, dst, get::<u64>(frame, src) == 0);
+}
+
+#[inline(always)]
+pub(super) fn ref_as_non_null(frame: &mut [u64], dst: Slot, src: Slot) -> Result<(), TrapKind> {
+    let v: u64 = get(frame, src);
+    if v == 0 {
+        return Err(TrapKind::NullReference);
+    }
+    set(frame, dst, v);
+    Ok(())
+}
