@@ -77,6 +77,7 @@ impl Allocator<'_> {
 
 /// Does the value in `src` match `target`? (`ref.test`, `ref.cast`, `br_on_cast`.)
 #[inline(always)]
+#[track_caller]
 pub(super) fn cast_matches(
     frame: &[u64],
     registry: &TypeRegistry,
@@ -89,6 +90,7 @@ pub(super) fn cast_matches(
 }
 
 #[inline(always)]
+#[track_caller]
 pub(super) fn ref_test(
     frame: &mut [u64],
     registry: &TypeRegistry,
@@ -102,6 +104,7 @@ pub(super) fn ref_test(
 }
 
 #[inline(always)]
+#[track_caller]
 pub(super) fn ref_cast(
     frame: &mut [u64],
     registry: &TypeRegistry,
@@ -118,22 +121,26 @@ pub(super) fn ref_cast(
 }
 
 #[inline(always)]
+#[track_caller]
 pub(super) fn ref_eq(frame: &mut [u64], dst: Slot, a: Slot, b: Slot) {
     set(frame, dst, get::<u64>(frame, a) == get::<u64>(frame, b));
 }
 
 /// `extern.convert_any` and `any.convert_extern`: identities on the representation.
 #[inline(always)]
+#[track_caller]
 pub(super) fn convert_ref(frame: &mut [u64], dst: Slot, src: Slot) {
     set(frame, dst, get::<u64>(frame, src));
 }
 
 #[inline(always)]
+#[track_caller]
 pub(super) fn ref_i31(frame: &mut [u64], dst: Slot, src: Slot) {
     set(frame, dst, i31_raw(get(frame, src)));
 }
 
 #[inline(always)]
+#[track_caller]
 pub(super) fn i31_get_s(frame: &mut [u64], dst: Slot, src: Slot) -> Result<(), TrapKind> {
     let v: u64 = get(frame, src);
     if v == 0 {
@@ -144,6 +151,7 @@ pub(super) fn i31_get_s(frame: &mut [u64], dst: Slot, src: Slot) -> Result<(), T
 }
 
 #[inline(always)]
+#[track_caller]
 pub(super) fn i31_get_u(frame: &mut [u64], dst: Slot, src: Slot) -> Result<(), TrapKind> {
     let v: u64 = get(frame, src);
     if v == 0 {
@@ -157,6 +165,7 @@ pub(super) fn i31_get_u(frame: &mut [u64], dst: Slot, src: Slot) -> Result<(), T
 
 /// `struct.new` with the field values in `args..`.
 #[inline(always)]
+#[track_caller]
 pub(super) fn struct_new(
     frame: &mut [u64],
     alloc: &mut Allocator<'_>,
@@ -177,6 +186,7 @@ pub(super) fn struct_new(
 
 /// `struct.new_default`: the heap hands out zeroed objects, which is every field's default.
 #[inline(always)]
+#[track_caller]
 pub(super) fn struct_new_default(
     frame: &mut [u64],
     alloc: &mut Allocator<'_>,
@@ -190,6 +200,7 @@ pub(super) fn struct_new_default(
 
 /// The struct in `slot`, or the null trap.
 #[inline(always)]
+#[track_caller]
 fn struct_ref(frame: &[u64], slot: Slot) -> Result<gc::ObjRef, TrapKind> {
     match get(frame, slot) {
         0 => Err(TrapKind::NullStructReference),
@@ -198,6 +209,7 @@ fn struct_ref(frame: &[u64], slot: Slot) -> Result<gc::ObjRef, TrapKind> {
 }
 
 #[inline(always)]
+#[track_caller]
 pub(super) fn struct_get(frame: &mut [u64], field: FieldAccess, dst: Slot, obj: Slot) -> Result<(), TrapKind> {
     let o = struct_ref(frame, obj)?;
     set(frame, dst, gcglue::read(o, field.offset as usize, field.kind));
@@ -205,6 +217,7 @@ pub(super) fn struct_get(frame: &mut [u64], field: FieldAccess, dst: Slot, obj: 
 }
 
 #[inline(always)]
+#[track_caller]
 pub(super) fn struct_set(frame: &[u64], field: FieldAccess, obj: Slot, value: Slot) -> Result<(), TrapKind> {
     let o = struct_ref(frame, obj)?;
     gcglue::write(o, field.offset as usize, field.kind, get(frame, value));
@@ -222,6 +235,7 @@ fn array_elem(registry: &TypeRegistry, type_id: u32) -> StorageKind {
 
 /// The array in `slot`, or the null trap.
 #[inline(always)]
+#[track_caller]
 fn array_ref(frame: &[u64], slot: Slot) -> Result<gc::ObjRef, TrapKind> {
     match get(frame, slot) {
         0 => Err(TrapKind::NullArrayReference),
@@ -231,6 +245,7 @@ fn array_ref(frame: &[u64], slot: Slot) -> Result<gc::ObjRef, TrapKind> {
 
 /// `array.new` with `value`, `len` in `args`, `args + 1`.
 #[inline(always)]
+#[track_caller]
 pub(super) fn array_new(
     frame: &mut [u64],
     alloc: &mut Allocator<'_>,
@@ -252,6 +267,7 @@ pub(super) fn array_new(
 }
 
 #[inline(always)]
+#[track_caller]
 pub(super) fn array_new_default(
     frame: &mut [u64],
     alloc: &mut Allocator<'_>,
@@ -267,6 +283,7 @@ pub(super) fn array_new_default(
 
 /// `array.new_fixed` with the `len` values in `args..`.
 #[inline(always)]
+#[track_caller]
 pub(super) fn array_new_fixed(
     frame: &mut [u64],
     alloc: &mut Allocator<'_>,
@@ -287,6 +304,7 @@ pub(super) fn array_new_fixed(
 
 /// `array.new_data` from data segment `seg` with `offset`, `len` in `args`, `args + 1`.
 #[inline(always)]
+#[track_caller]
 pub(super) fn array_new_data(
     frame: &mut [u64],
     alloc: &mut Allocator<'_>,
@@ -314,6 +332,7 @@ pub(super) fn array_new_data(
 
 /// `array.new_elem` from element segment `seg` with `offset`, `len` in `args`, `args + 1`.
 #[inline(always)]
+#[track_caller]
 pub(super) fn array_new_elem(
     frame: &mut [u64],
     alloc: &mut Allocator<'_>,
@@ -337,6 +356,7 @@ pub(super) fn array_new_elem(
 
 /// `array.get*` with the array and index in `args`, `args + 1`; `kind` says how the element is extended.
 #[inline(always)]
+#[track_caller]
 pub(super) fn array_get(frame: &mut [u64], kind: StorageKind, dst: Slot, args: Slot) -> Result<(), TrapKind> {
     let o = array_ref(frame, args)?;
     let idx: u32 = get(frame, args + 1);
@@ -349,6 +369,7 @@ pub(super) fn array_get(frame: &mut [u64], kind: StorageKind, dst: Slot, args: S
 
 /// `array.set` with the array, index and value in `args..args + 3`.
 #[inline(always)]
+#[track_caller]
 pub(super) fn array_set(frame: &[u64], kind: StorageKind, args: Slot) -> Result<(), TrapKind> {
     let o = array_ref(frame, args)?;
     let idx: u32 = get(frame, args + 1);
@@ -360,6 +381,7 @@ pub(super) fn array_set(frame: &[u64], kind: StorageKind, args: Slot) -> Result<
 }
 
 #[inline(always)]
+#[track_caller]
 pub(super) fn array_len(frame: &mut [u64], dst: Slot, src: Slot) -> Result<(), TrapKind> {
     let o = array_ref(frame, src)?;
     set(frame, dst, o.array_len());
@@ -368,6 +390,7 @@ pub(super) fn array_len(frame: &mut [u64], dst: Slot, src: Slot) -> Result<(), T
 
 /// `array.fill` with the array, offset, value and count in `args..args + 4`.
 #[inline(always)]
+#[track_caller]
 pub(super) fn array_fill(frame: &[u64], kind: StorageKind, args: Slot) -> Result<(), TrapKind> {
     let o = array_ref(frame, args)?;
     let (off, value, n) =
@@ -384,6 +407,7 @@ pub(super) fn array_fill(frame: &[u64], kind: StorageKind, args: Slot) -> Result
 /// `array.copy` with the destination array and offset, source array and offset, and count in
 /// `args..args + 5`; `dk`/`sk` are the element kinds of the two array types.
 #[inline(always)]
+#[track_caller]
 pub(super) fn array_copy(frame: &[u64], dk: StorageKind, sk: StorageKind, args: Slot) -> Result<(), TrapKind> {
     let d = array_ref(frame, args)?;
     let doff = get::<u32>(frame, args + 1) as u64;
@@ -405,6 +429,7 @@ pub(super) fn array_copy(frame: &[u64], dk: StorageKind, sk: StorageKind, args: 
 /// `array.init_data` from data segment `seg` with the array, offset, segment offset and count in
 /// `args..args + 4`.
 #[inline(always)]
+#[track_caller]
 pub(super) fn array_init_data(frame: &[u64], kind: StorageKind, seg: &[u8], args: Slot) -> Result<(), TrapKind> {
     let o = array_ref(frame, args)?;
     let (d, sidx, n) =
@@ -427,6 +452,7 @@ pub(super) fn array_init_data(frame: &[u64], kind: StorageKind, seg: &[u8], args
 /// `array.init_elem` from element segment `seg` with the array, offset, segment offset and count in
 /// `args..args + 4`.
 #[inline(always)]
+#[track_caller]
 pub(super) fn array_init_elem(frame: &[u64], kind: StorageKind, seg: &[u64], args: Slot) -> Result<(), TrapKind> {
     let o = array_ref(frame, args)?;
     let (d, sidx, n) =

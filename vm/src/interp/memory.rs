@@ -45,6 +45,7 @@ fn store_bytes<const N: usize>(mem: &mut [u8], at: usize, bytes: [u8; N]) -> boo
 macro_rules! loads {
     ($($name:ident($b:ident: [u8; $n:literal]) -> $r:ty $body:block)*) => {$(
         #[inline(always)]
+        #[track_caller]
         pub(super) fn $name(frame: &mut [u64], mem: &[u8], dst: Slot, addr: Slot, offset: u32) -> Result<(), TrapKind> {
             let at = effective_address(get(frame, addr), offset);
             let $b: [u8; $n] = load(mem, at).ok_or(TrapKind::MemoryOutOfBounds)?;
@@ -58,6 +59,7 @@ macro_rules! loads {
 macro_rules! stores {
     ($($name:ident($v:ident: $t:ty) -> [u8; $n:literal] $body:block)*) => {$(
         #[inline(always)]
+        #[track_caller]
         pub(super) fn $name(frame: &[u64], mem: &mut [u8], addr: Slot, value: Slot, offset: u32) -> Result<(), TrapKind> {
             let $v: $t = get(frame, value);
             let at = effective_address(get(frame, addr), offset);
@@ -99,6 +101,7 @@ stores! {
 
 /// `Load` from any memory, the width and extension given by `kind`.
 #[inline(always)]
+#[track_caller]
 pub(super) fn load_any(
     frame: &mut [u64],
     mem: &[u8],
@@ -115,6 +118,7 @@ pub(super) fn load_any(
 
 /// `Store` to any memory, the width given by `kind`.
 #[inline(always)]
+#[track_caller]
 pub(super) fn store_any(
     frame: &[u64],
     mem: &mut [u8],
@@ -153,6 +157,7 @@ fn store_kind(mem: &mut [u8], at: usize, kind: MemOp, v: u64) -> bool {
 
 /// `memory.size`: `dst` = the size in pages.
 #[inline(always)]
+#[track_caller]
 pub(super) fn memory_size(frame: &mut [u64], memory: &LinearMemory, dst: Slot) {
     set(frame, dst, memory.pages() as u32);
 }
@@ -160,6 +165,7 @@ pub(super) fn memory_size(frame: &mut [u64], memory: &LinearMemory, dst: Slot) {
 /// `memory.grow`: `dst` = the old size in pages, or -1. (When this is memory 0, the caller then re-derives
 /// the dispatch loop's view of it.)
 #[inline(always)]
+#[track_caller]
 pub(super) fn memory_grow(frame: &mut [u64], memory: &LinearMemory, dst: Slot, delta: Slot) {
     let delta: u32 = get(frame, delta);
     let r = memory.grow(delta as u64).map_or(-1, |old| old as i32);
@@ -168,6 +174,7 @@ pub(super) fn memory_grow(frame: &mut [u64], memory: &LinearMemory, dst: Slot, d
 
 /// `memory.fill` with `dst`, `val`, `len` in `args..args + 3`.
 #[inline(always)]
+#[track_caller]
 pub(super) fn memory_fill(frame: &[u64], memory: &LinearMemory, args: Slot) -> Result<(), TrapKind> {
     let (d, val, n) = (get::<u32>(frame, args) as u64, get::<u64>(frame, args + 1) as u8, get::<u32>(frame, args + 2));
     memory.fill(d, val, n as u64).map_err(|_| TrapKind::MemoryOutOfBounds)
@@ -175,6 +182,7 @@ pub(super) fn memory_fill(frame: &[u64], memory: &LinearMemory, args: Slot) -> R
 
 /// `memory.copy` with `dst`, `src`, `len` in `args..args + 3`.
 #[inline(always)]
+#[track_caller]
 pub(super) fn memory_copy(frame: &[u64], dst: &LinearMemory, src: &LinearMemory, args: Slot) -> Result<(), TrapKind> {
     let [d, s, n] = get_u32s(frame, args);
     dst.copy_from(d, src, s, n).map_err(|_| TrapKind::MemoryOutOfBounds)
@@ -182,6 +190,7 @@ pub(super) fn memory_copy(frame: &[u64], dst: &LinearMemory, src: &LinearMemory,
 
 /// `memory.init` from data segment `seg` with `dst`, `src`, `len` in `args..args + 3`.
 #[inline(always)]
+#[track_caller]
 pub(super) fn memory_init(frame: &[u64], memory: &LinearMemory, seg: &[u8], args: Slot) -> Result<(), TrapKind> {
     let [d, s, n] = get_u32s(frame, args);
     memory.init(d, seg, s, n).map_err(|_| TrapKind::MemoryOutOfBounds)
@@ -189,6 +198,7 @@ pub(super) fn memory_init(frame: &[u64], memory: &LinearMemory, seg: &[u8], args
 
 /// `data.drop`: the segment becomes empty.
 #[inline(always)]
+#[track_caller]
 pub(super) fn data_drop(datas: &mut [Arc<[u8]>], data: u32) {
     datas[data as usize] = Arc::from([]);
 }

@@ -18,6 +18,7 @@ use crate::bytecode::Slot;
 macro_rules! unary {
     ($($name:ident($x:ident: $t:ty) -> $r:ty $body:block)*) => {$(
         #[inline(always)]
+        #[track_caller]
         pub(super) fn $name(frame: &mut [u64], dst: Slot, src: Slot) {
             let $x: $t = get(frame, src);
             set::<$r>(frame, dst, $body);
@@ -29,6 +30,7 @@ macro_rules! unary {
 macro_rules! try_unary {
     ($($name:ident($x:ident: $t:ty) -> Result<$r:ty> $body:block)*) => {$(
         #[inline(always)]
+        #[track_caller]
         pub(super) fn $name(frame: &mut [u64], dst: Slot, src: Slot) -> Result<(), TrapKind> {
             let $x: $t = get(frame, src);
             let r: Result<$r, TrapKind> = $body;
@@ -42,6 +44,7 @@ macro_rules! try_unary {
 macro_rules! binary {
     ($($name:ident($x:ident: $t:ty, $y:ident: $u:ty) -> $r:ty $body:block)*) => {$(
         #[inline(always)]
+        #[track_caller]
         pub(super) fn $name(frame: &mut [u64], dst: Slot, a: Slot, b: Slot) {
             let ($x, $y): ($t, $u) = (get(frame, a), get(frame, b));
             set::<$r>(frame, dst, $body);
@@ -53,6 +56,7 @@ macro_rules! binary {
 macro_rules! try_binary {
     ($($name:ident($x:ident: $t:ty, $y:ident: $u:ty) -> Result<$r:ty> $body:block)*) => {$(
         #[inline(always)]
+        #[track_caller]
         pub(super) fn $name(frame: &mut [u64], dst: Slot, a: Slot, b: Slot) -> Result<(), TrapKind> {
             let ($x, $y): ($t, $u) = (get(frame, a), get(frame, b));
             let r: Result<$r, TrapKind> = $body;
@@ -66,6 +70,7 @@ macro_rules! try_binary {
 macro_rules! binary_imm {
     ($($name:ident($x:ident: $t:ty, $imm:ident) -> $r:ty $body:block)*) => {$(
         #[inline(always)]
+        #[track_caller]
         pub(super) fn $name(frame: &mut [u64], dst: Slot, a: Slot, $imm: i16) {
             let $x: $t = get(frame, a);
             set::<$r>(frame, dst, $body);

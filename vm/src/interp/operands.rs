@@ -5,6 +5,9 @@
 //! bits, a condition is an i32 that is non-zero. Handlers say which type they read ([`get`]) and write
 //! ([`set`]), so their bodies are the operation and nothing else. [`in_bounds`] is the range check of the
 //! bulk instructions (`table.copy`, `array.fill`, segment reads).
+//!
+//! The accessors and the handlers built on them are `#[track_caller]`, so an out-of-range slot (a translator
+//! bug) panics naming the dispatch arm, as it did when these were macros inside the loop.
 
 use crate::bytecode::Slot;
 
@@ -94,12 +97,14 @@ impl SlotValue for bool {
 
 /// The value in `slot`, read as a `T`.
 #[inline(always)]
+#[track_caller]
 pub(super) fn get<T: SlotValue>(frame: &[u64], slot: Slot) -> T {
     T::from_slot(frame[slot as usize])
 }
 
 /// Write `v` to `slot`.
 #[inline(always)]
+#[track_caller]
 pub(super) fn set<T: SlotValue>(frame: &mut [u64], slot: Slot, v: T) {
     frame[slot as usize] = v.into_slot();
 }
@@ -107,6 +112,7 @@ pub(super) fn set<T: SlotValue>(frame: &mut [u64], slot: Slot, v: T) {
 /// `N` i32 operands in consecutive slots from `first`, zero-extended: the (start, start, length) triples
 /// of the bulk instructions.
 #[inline(always)]
+#[track_caller]
 pub(super) fn get_u32s<const N: usize>(frame: &[u64], first: Slot) -> [u64; N] {
     std::array::from_fn(|i| frame[first as usize + i] as u32 as u64)
 }

@@ -17,6 +17,7 @@ use crate::values::func_raw;
 /// The store function `call_indirect` calls: element `index` of `table`, which must be set and of a subtype
 /// of `type_id`.
 #[inline(always)]
+#[track_caller]
 pub(super) fn indirect_callee(
     table: &TableEntity,
     registry: &TypeRegistry,
@@ -37,6 +38,7 @@ pub(super) fn indirect_callee(
 
 /// The store function `call_ref` calls: the function reference in `func`, which must not be null.
 #[inline(always)]
+#[track_caller]
 pub(super) fn ref_callee(frame: &[u64], func: Slot) -> Result<u32, TrapKind> {
     match get(frame, func) {
         0 => Err(TrapKind::NullFunctionReference),
@@ -45,6 +47,7 @@ pub(super) fn ref_callee(frame: &[u64], func: Slot) -> Result<u32, TrapKind> {
 }
 
 #[inline(always)]
+#[track_caller]
 pub(super) fn table_get(frame: &mut [u64], table: &TableEntity, dst: Slot, index: Slot) -> Result<(), TrapKind> {
     let v = *table.elems.get(get::<u32>(frame, index) as usize).ok_or(TrapKind::TableOutOfBounds)?;
     set(frame, dst, v);
@@ -52,6 +55,7 @@ pub(super) fn table_get(frame: &mut [u64], table: &TableEntity, dst: Slot, index
 }
 
 #[inline(always)]
+#[track_caller]
 pub(super) fn table_set(frame: &[u64], table: &mut TableEntity, index: Slot, value: Slot) -> Result<(), TrapKind> {
     let v: u64 = get(frame, value);
     let e = table.elems.get_mut(get::<u32>(frame, index) as usize).ok_or(TrapKind::TableOutOfBounds)?;
@@ -60,12 +64,14 @@ pub(super) fn table_set(frame: &[u64], table: &mut TableEntity, index: Slot, val
 }
 
 #[inline(always)]
+#[track_caller]
 pub(super) fn table_size(frame: &mut [u64], table: &TableEntity, dst: Slot) {
     set(frame, dst, table.elems.len() as u32);
 }
 
 /// `table.grow`: the initial value comes in `dst`, the old size (or -1) goes out there.
 #[inline(always)]
+#[track_caller]
 pub(super) fn table_grow(frame: &mut [u64], table: &mut TableEntity, dst: Slot, delta: Slot) {
     let init: u64 = get(frame, dst);
     let delta = get::<u32>(frame, delta) as u64;
@@ -81,6 +87,7 @@ pub(super) fn table_grow(frame: &mut [u64], table: &mut TableEntity, dst: Slot, 
 
 /// `table.fill` with `i`, `val`, `n` in `args..args + 3`.
 #[inline(always)]
+#[track_caller]
 pub(super) fn table_fill(frame: &[u64], table: &mut TableEntity, args: Slot) -> Result<(), TrapKind> {
     let (i, val, n) = (get::<u32>(frame, args) as u64, get::<u64>(frame, args + 1), get::<u32>(frame, args + 2) as u64);
     if !in_bounds(i, n, table.elems.len()) {
@@ -93,6 +100,7 @@ pub(super) fn table_fill(frame: &[u64], table: &mut TableEntity, args: Slot) -> 
 /// `table.copy` from store table `src` to store table `dst` (possibly the same), with `d`, `s`, `n` in
 /// `args..args + 3`.
 #[inline(always)]
+#[track_caller]
 pub(super) fn table_copy(
     frame: &[u64],
     tables: &mut [TableEntity],
@@ -115,6 +123,7 @@ pub(super) fn table_copy(
 
 /// `table.init` from element segment `seg` with `d`, `s`, `n` in `args..args + 3`.
 #[inline(always)]
+#[track_caller]
 pub(super) fn table_init(frame: &[u64], table: &mut TableEntity, seg: &[u64], args: Slot) -> Result<(), TrapKind> {
     let [d, s, n] = get_u32s(frame, args);
     if !in_bounds(s, n, seg.len()) || !in_bounds(d, n, table.elems.len()) {
@@ -126,22 +135,26 @@ pub(super) fn table_init(frame: &[u64], table: &mut TableEntity, seg: &[u64], ar
 
 /// `elem.drop`: the segment becomes empty.
 #[inline(always)]
+#[track_caller]
 pub(super) fn elem_drop(elems: &mut [Arc<[u64]>], elem: u32) {
     elems[elem as usize] = Arc::from([]);
 }
 
 /// `ref.func`: `dst` = a reference to store function `func`.
 #[inline(always)]
+#[track_caller]
 pub(super) fn ref_func(frame: &mut [u64], dst: Slot, func: u32) {
     set(frame, dst, func_raw(func));
 }
 
 #[inline(always)]
+#[track_caller]
 pub(super) fn ref_is_null(frame: &mut [u64], dst: Slot, src: Slot) {
     set(frame, dst, get::<u64>(frame, src) == 0);
 }
 
 #[inline(always)]
+#[track_caller]
 pub(super) fn ref_as_non_null(frame: &mut [u64], dst: Slot, src: Slot) -> Result<(), TrapKind> {
     let v: u64 = get(frame, src);
     if v == 0 {
