@@ -1,13 +1,12 @@
-//! `vm`: vmrun's loader, bytecode translator, interpreter and host functions.
+//! `vm`: vmrun's loader, bytecode translator, interpreter, runtime and host functions.
 //!
-//! (The full design comment arrives with the interpreter; this is the public surface that the CLI,
-//! the spec-test runner and the JIT are written against.)
-//!
-//! The embedding model follows wasmtime's in miniature: one [`Store`] owns every runtime entity
-//! (functions, memories, tables, globals, instances, the GC heap); handles such as [`Func`] or
-//! [`InstanceId`] are plain indices into it. A [`Source`] is loaded bytes (from `.wat` text or `.wasm`),
-//! [`Store::load_module`] decodes, validates and translates it, [`Store::instantiate`] links it against a
-//! [`Linker`], and [`Store::call`] runs an export.
+//! The embedding model follows wasmtime's, with one difference: the heap is shared. A [`Runtime`] (behind
+//! an `Arc`, `Send + Sync`) owns the GC heap, the canonical types and every loaded module; each thread runs
+//! wasm through its own [`Store`], a mutator (stacks, thread cache, roots) plus the entities its instances
+//! created, whose handles ([`Func`], [`InstanceId`], ...) are plain indices into it. A [`Source`] is loaded
+//! bytes (from `.wat` text or `.wasm`), [`Store::load_module`] decodes, validates and translates it,
+//! [`Store::instantiate`] links it against a [`Linker`], and [`Store::call`] runs an export. ARCHITECTURE.md
+//! maps the files.
 
 pub mod bytecode;
 mod convert;
