@@ -1,5 +1,5 @@
-//! Calls between wasm and the host: a host function called from wasm ([`call_host`]), and wasm called
-//! back from a host function ([`Caller::call`]).
+//! Calls from wasm to host functions ([`call_host`]). (The way back, a host function calling wasm, is
+//! `Caller::call` in `store.rs`, which enters [`super::invoke`] again.)
 //!
 //! A host function runs with the dispatch loop exited (it may need the whole store) and with the mutator
 //! native, so a collection on another thread need not wait for it. Object arguments reach it as handles,

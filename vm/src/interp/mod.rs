@@ -19,7 +19,7 @@
 //! Like wasmi's executor, the instruction set is split by family, with one dispatch loop:
 //!
 //! - `mod.rs` (here): entering wasm ([`invoke`]), the driver loop over [`Exit`]s ([`run`]), backtraces.
-//! - `host.rs`: calls from wasm to host functions, and from host functions back into wasm.
+//! - `host.rs`: calls from wasm to host functions.
 //! - `dispatch.rs`: the loop, one `match` with an arm per instruction. Control flow (branches, calls,
 //!   returns, safepoint polls) is written there because it changes `pc`, `frame` and `code`; every other
 //!   arm is one line calling its family's handler.
