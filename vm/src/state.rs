@@ -5,7 +5,7 @@
 //! then definitions) to store indices, so a module's code is shared by all its instances (and all stores of
 //! the runtime: it lives in the runtime) and imported entities are the exporter's own objects, not copies.
 //!
-//! This module defines the data only. Instantiation (`instantiate.rs`), execution (`interp.rs`) and the
+//! This module defines the data only. Instantiation (`instantiate.rs`), execution (`interp/`) and the
 //! public facade (`store.rs`) are built on it, so no file below the facade needs the facade.
 
 use std::sync::Arc;
@@ -21,7 +21,7 @@ use crate::{Extern, Trap, Val};
 pub type HostFn = Box<dyn Fn(&mut Caller<'_>, &[Val], &mut [Val]) -> Result<(), Trap> + Send + Sync>;
 
 /// What a host function sees: the calling store and instance. Its methods live next to what they use
-/// (`memory` below; `call`, which re-enters wasm, in `interp.rs`).
+/// (`memory` below; `call`, which re-enters wasm, in `store.rs`).
 pub struct Caller<'a> {
     pub(crate) state: &'a mut StoreState,
     pub(crate) instance: Option<u32>,
