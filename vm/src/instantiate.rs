@@ -266,7 +266,7 @@ impl StoreState {
                     stack.push(fill);
                     let obj = self.alloc_rooted(&stack, ty, Some(len))?;
                     let (fill, _) = stack.pop().unwrap_or((0, false));
-                    let kind = array_elem_kind(self, ty);
+                    let kind = self.rt.types.array_elem(ty);
                     for i in 0..len {
                         crate::gcglue::write(obj, crate::gcglue::elem_offset(i, kind), kind, fill);
                     }
@@ -275,7 +275,7 @@ impl StoreState {
                 ConstOp::ArrayNewFixed(ty, n) => {
                     let obj = self.alloc_rooted(&stack, ty, Some(n))?;
                     let values = stack.split_off(stack.len() - n as usize);
-                    let kind = array_elem_kind(self, ty);
+                    let kind = self.rt.types.array_elem(ty);
                     for (i, &(v, _)) in values.iter().enumerate() {
                         crate::gcglue::write(obj, crate::gcglue::elem_offset(i as u32, kind), kind, v);
                     }
@@ -294,13 +294,6 @@ impl StoreState {
         let r = alloc_host(self, ty, array_len);
         self.mutator.host_roots.truncate(base);
         r
-    }
-}
-
-fn array_elem_kind(state: &StoreState, ty: u32) -> crate::types::StorageKind {
-    match state.rt.types.get(ty).kind {
-        TypeKind::Array { elem, .. } => elem,
-        _ => unreachable!("array type"),
     }
 }
 

@@ -177,6 +177,14 @@ impl TypeRegistry {
         let _ = chunk[id as usize & (CHUNK_LEN - 1)].set(info);
     }
 
+    /// The element storage of array type `id` (validation guarantees it is one).
+    pub fn array_elem(&self, id: u32) -> StorageKind {
+        match self.get(id).kind {
+            TypeKind::Array { elem, .. } => elem,
+            _ => unreachable!("array instruction on a non-array type"),
+        }
+    }
+
     /// `a <: b` for canonical ids.
     pub fn is_subtype(&self, a: u32, b: u32) -> bool {
         if a == b {

@@ -226,13 +226,6 @@ pub(super) fn struct_set(frame: &[u64], field: FieldAccess, obj: Slot, value: Sl
 
 // ---------------- arrays
 
-fn array_elem(registry: &TypeRegistry, type_id: u32) -> StorageKind {
-    match registry.get(type_id).kind {
-        TypeKind::Array { elem, .. } => elem,
-        _ => unreachable!("array instruction on a non-array type"),
-    }
-}
-
 /// The array in `slot`, or the null trap.
 #[inline(always)]
 #[track_caller]
@@ -255,7 +248,7 @@ pub(super) fn array_new(
     args: Slot,
 ) -> Result<(), AllocExit> {
     let (value, len): (u64, u32) = (get(frame, args), get(frame, args + 1));
-    let kind = array_elem(registry, type_id);
+    let kind = registry.array_elem(type_id);
     let o = alloc.new_array(type_id, len)?;
     if value != 0 {
         for i in 0..len {
@@ -293,7 +286,7 @@ pub(super) fn array_new_fixed(
     args: Slot,
     len: u32,
 ) -> Result<(), AllocExit> {
-    let kind = array_elem(registry, type_id);
+    let kind = registry.array_elem(type_id);
     let o = alloc.new_array(type_id, len)?;
     for i in 0..len {
         gcglue::write(o, gcglue::elem_offset(i, kind), kind, frame[args as usize + i as usize]);
@@ -315,7 +308,7 @@ pub(super) fn array_new_data(
     args: Slot,
 ) -> Result<(), AllocExit> {
     let (offset, len) = (get::<u32>(frame, args) as u64, get::<u32>(frame, args + 1));
-    let kind = array_elem(registry, type_id);
+    let kind = registry.array_elem(type_id);
     let size = kind.size() as u64;
     if !in_bounds(offset, len as u64 * size, seg.len()) {
         return Err(TrapKind::MemoryOutOfBounds.into());
