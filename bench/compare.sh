@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # bench/compare.sh: two vmrun binaries side by side on the interpreter and heap workloads, runs
 # interleaved (A, B, A, B, ...) so machine noise hits both alike; best CPU time (user + sys) of RUNS
-# runs, peak RSS, and the ratio B/A. Every run's output is checked.
+# runs and the smallest peak RSS of RUNS runs (page-cache state moves RSS by tens of KiB between runs),
+# with the ratios B/A. Every run's output is checked.
 #
 #   bash bench/compare.sh BASE_VMRUN NEW_VMRUN      # e.g. a build of the previous commit vs this one
 #   RUNS=7 bash bench/compare.sh ...
@@ -32,17 +33,18 @@ one_run() {
   awk '{ printf "%.3f %d\n", $1 + $2, $3 }' <<<"$stats"
 }
 
-echo "| workload | A cpu s | B cpu s | B/A | A peak RSS | B peak RSS |"
-echo "|---|---|---|---|---|---|"
+echo "| workload | A cpu s | B cpu s | B/A | A peak RSS KiB | B peak RSS KiB | B/A RSS |"
+echo "|---|---|---|---|---|---|---|"
 for w in "${WORKLOADS[@]}"; do
   IFS='|' read -r name export file args want <<<"$w"
-  best_a=999999 best_b=999999 rss_a=0 rss_b=0
+  best_a=999999 best_b=999999 rss_a=999999999 rss_b=999999999
   for ((i = 0; i < RUNS; i++)); do
     read -r t r < <(one_run "$A" "$export" "$file" "$args" "$want")
-    best_a=$(awk -v x="$t" -v y="$best_a" 'BEGIN { print (x < y) ? x : y }'); rss_a=$r
+    best_a=$(awk -v x="$t" -v y="$best_a" 'BEGIN { print (x < y) ? x : y }'); ((r < rss_a)) && rss_a=$r
     read -r t r < <(one_run "$B" "$export" "$file" "$args" "$want")
-    best_b=$(awk -v x="$t" -v y="$best_b" 'BEGIN { print (x < y) ? x : y }'); rss_b=$r
+    best_b=$(awk -v x="$t" -v y="$best_b" 'BEGIN { print (x < y) ? x : y }'); ((r < rss_b)) && rss_b=$r
   done
   ratio=$(awk -v a="$best_a" -v b="$best_b" 'BEGIN { printf "%.3f", b / a }')
-  echo "| $name | $best_a | $best_b | $ratio | $((rss_a / 1024)) MiB | $((rss_b / 1024)) MiB |"
+  rss_ratio=$(awk -v a="$rss_a" -v b="$rss_b" 'BEGIN { printf "%.3f", b / a }')
+  echo "| $name | $best_a | $best_b | $ratio | $rss_a | $rss_b | $rss_ratio |"
 done
