@@ -30,6 +30,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Mutex;
+use vm::threads::{ThreadExit, WasiThreads};
 use vm::{Extern, InstanceId, Linker, Source, Store, Trap, TrapKind, WasmFrame};
 
 #[derive(Parser, Debug)]
@@ -321,6 +322,30 @@ fn describe_frame(f: &WasmFrame) -> String {
     format!("{module}{func} at {at}")
 }
 
+/// A spawned wasm thread ended by `proc_exit`, a trap or a failure: as wasi-threads says, that ends the
+/// whole program, with the status the main thread would have given (threads blocked in `wait` or in a
+/// host call end with it).
+fn end_process_for_thread(tid: u32, exit: ThreadExit) {
+    let code = match exit {
+        ThreadExit::Exit(code) => code,
+        ThreadExit::Trap(t) => {
+            eprint!(
+                "{}",
+                describe_trap(&t).replacen("error: wasm trap:", &format!("error: wasm trap in thread {tid}:"), 1)
+            );
+            TRAP_EXIT as i32
+        }
+        ThreadExit::Failed(why) => {
+            eprintln!("error: wasm thread {tid} could not start: {why}");
+            1
+        }
+        // The panic hook has printed the message.
+        ThreadExit::Panicked(_) => INTERNAL_ERROR_EXIT as i32,
+    };
+    let _ = std::io::stdout().flush();
+    std::process::exit(code)
+}
+
 /// A trap that is really `proc_exit(n)` ends the run with code n.
 fn trap_outcome(t: Trap) -> Result<Outcome, Failure> {
     match t.kind {
@@ -370,15 +395,17 @@ fn run_program(cli: &Cli, file: &Path, store: &mut Store) -> Result<Outcome, Fai
         ctx.preopen(Path::new(host), guest).with_context(|| format!("--dir {d}: cannot open `{host}`"))?;
     }
     vm::wasi::add_to_linker(store, &mut linker, ctx);
+    let threads = WasiThreads::new(store.runtime().clone(), Box::new(end_process_for_thread));
+    threads.add_to_linker(store, &mut linker);
     for p in &cli.preloads {
         let (name, path) = p.split_once('=').ok_or_else(|| anyhow!("--preload expects NAME=FILE, got `{p}`"))?;
-        let instance = match load_and_instantiate(store, &linker, Path::new(path))? {
+        let instance = match load_and_instantiate(store, &mut linker, Path::new(path), None)? {
             Loaded::Instance(i) => i,
             Loaded::Exited(code) => return Ok(Outcome::Exit(code)),
         };
         linker.define_instance(store, name, instance);
     }
-    let instance = match load_and_instantiate(store, &linker, file)? {
+    let instance = match load_and_instantiate(store, &mut linker, file, Some(&threads))? {
         Loaded::Instance(i) => i,
         Loaded::Exited(code) => return Ok(Outcome::Exit(code)),
     };
@@ -428,9 +455,21 @@ enum Loaded {
     Exited(i32),
 }
 
-fn load_and_instantiate(store: &mut Store, linker: &Linker, path: &Path) -> Result<Loaded, Failure> {
+/// Loads and instantiates `path`. The program itself (`threads` given) may use wasi-threads: a shared
+/// memory it imports is created here, and spawned threads instantiate it against the same imports.
+fn load_and_instantiate(
+    store: &mut Store,
+    linker: &mut Linker,
+    path: &Path,
+    threads: Option<&WasiThreads>,
+) -> Result<Loaded, Failure> {
     let source = Source::from_file(path).map_err(anyhow::Error::from)?;
     let module = store.load_module(source).map_err(anyhow::Error::from)?;
+    if let Some(threads) = threads {
+        vm::threads::define_shared_memories(store, linker, module).map_err(anyhow::Error::from)?;
+        // A module whose imports threads cannot share still runs; its `thread-spawn` returns -1.
+        let _ = threads.set_program(store, module, linker);
+    }
     match store.instantiate(module, linker) {
         Ok(i) => Ok(Loaded::Instance(i)),
         Err(vm::Error::Trap(t)) => match trap_outcome(t)? {

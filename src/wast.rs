@@ -50,6 +50,8 @@ pub struct WastOptions {
     /// Fail `assert_invalid`/`assert_malformed`/`assert_unlinkable` (and `assert_trap` beyond
     /// the alias table) when the rejection's wording does not contain the expected message.
     pub strict_messages: bool,
+    /// The features modules may use; `None` for everything vmrun runs (`vm::Config::default`).
+    pub features: Option<vm::wasmparser::WasmFeatures>,
 }
 
 /// The outcome of one script.
@@ -193,7 +195,11 @@ struct ScriptRunner {
 
 impl ScriptRunner {
     fn new(opts: WastOptions) -> ScriptRunner {
-        let mut store = Store::new(vm::Config::default());
+        let mut config = vm::Config::default();
+        if let Some(features) = opts.features {
+            config.features = features;
+        }
+        let mut store = Store::new(config);
         let mut linker = Linker::new();
         define_spectest(&mut store, &mut linker);
         ScriptRunner {
@@ -640,7 +646,7 @@ fn show_pattern(p: &WastRetCore<'_>) -> String {
 
 /// The `spectest` module every script may import from (the reference interpreter's
 /// `spectest.ml`): `print*` functions that do nothing, globals holding 666 / 666.6, a
-/// 10..20 funcref table and a 1..2 page memory.
+/// 10..20 funcref table, a 1..2 page memory and a 1..2 page shared memory (threads proposal).
 fn define_spectest(store: &mut Store, linker: &mut Linker) {
     use vm::wasmparser::{GlobalType, MemoryType, RefType, TableType, ValType};
     let prints: [(&str, Vec<ValType>); 7] = [
@@ -675,6 +681,9 @@ fn define_spectest(store: &mut Store, linker: &mut Linker) {
     let memory = MemoryType { memory64: false, shared: false, initial: 1, maximum: Some(2), page_size_log2: None };
     let m = store.new_memory(memory).expect("the spectest memory fits");
     linker.define("spectest", "memory", Extern::Memory(m));
+    let shared = MemoryType { shared: true, ..memory };
+    let m = store.new_memory(shared).expect("the spectest memory fits");
+    linker.define("spectest", "shared_memory", Extern::Memory(m));
 }
 
 #[cfg(test)]
@@ -869,7 +878,7 @@ mod tests {
     fn strict_messages_check_rejection_wording() {
         let script = "(assert_invalid (module (func (result i32) (i64.const 0))) \"wrong words\")";
         assert_eq!(run(script).passed, 1);
-        let strict = WastOptions { strict_messages: true };
+        let strict = WastOptions { strict_messages: true, ..Default::default() };
         let report = run_wast_text("s.wast", script, &strict).expect("parses");
         assert_eq!(report.failures.len(), 1);
         assert!(report.failures[0].contains("expected `wrong words`"), "{}", report.failures[0]);

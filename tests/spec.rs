@@ -53,6 +53,11 @@ impl FileOutcome {
 
 /// Run every file on a thread with a large stack, printing per-file counts.
 fn run_files(group: &str, files: Vec<TestFile<'static>>) -> Vec<FileOutcome> {
+    run_files_with(group, files, WastOptions::default())
+}
+
+/// [`run_files`] with options (a proposal's own feature set).
+fn run_files_with(group: &str, files: Vec<TestFile<'static>>, opts: WastOptions) -> Vec<FileOutcome> {
     let group = group.to_string();
     std::thread::Builder::new()
         .name(format!("spec {group}"))
@@ -63,8 +68,7 @@ fn run_files(group: &str, files: Vec<TestFile<'static>>) -> Vec<FileOutcome> {
                 .map(|file| {
                     let name = format!("{group}/{}", file.name());
                     let started = std::time::Instant::now();
-                    let report =
-                        run_wast_text(&name, file.contents, &WastOptions::default()).map_err(|e| format!("{e:#}"));
+                    let report = run_wast_text(&name, file.contents, &opts).map_err(|e| format!("{e:#}"));
                     let counts = match &report {
                         Ok(r) if r.passed == 0 && r.skipped > 0 => format!("{r} -- ALL SKIPPED"),
                         Ok(r) => r.to_string(),
@@ -172,4 +176,15 @@ fn proposal_multi_memory() {
 #[test]
 fn proposal_extended_const() {
     check("extended-const", &run_files("extended-const", proposal_files(Proposal::ExtendedConst)));
+}
+
+/// The threads proposal (shared memories, atomics, wait/notify). Its scripts were written against Wasm
+/// 1.0 plus threads: `imports.wast` and `memory.wast` expect a second table or memory to be rejected,
+/// which reference types and multi-memory (both part of 3.0) made valid. So they run with the
+/// proposal's own feature set, as the proposal's reference interpreter runs them.
+#[test]
+fn proposal_threads() {
+    use vm::wasmparser::WasmFeatures;
+    let opts = WastOptions { features: Some(WasmFeatures::WASM1 | WasmFeatures::THREADS), ..Default::default() };
+    check("threads", &run_files_with("threads", proposal_files(Proposal::Threads), opts));
 }

@@ -149,6 +149,24 @@ macro_rules! define_instrs {
             MemoryInit { mem: u16, data: u32, args: Slot },
             DataDrop { data: u32 },
 
+            // ---- atomics (threads proposal), any memory: `width` bytes, address in `args`, further
+            // operands in `args + 1..`; results are zero-extended (the i32 and i64 forms share them) ----
+            /// `*.atomic.load*`: `dst = mem[addr + offset]`.
+            AtomicLoad { mem: u16, width: u8, dst: Slot, args: Slot, offset: u32 },
+            /// `*.atomic.store*` of the value in `args + 1`.
+            AtomicStore { mem: u16, width: u8, args: Slot, offset: u32 },
+            /// `*.atomic.rmw*.<op>` with the operand in `args + 1`: `dst` = the old value.
+            AtomicRmw { op: RmwOp, mem: u16, width: u8, dst: Slot, args: Slot, offset: u32 },
+            /// `*.atomic.rmw*.cmpxchg*`: expected value in `args + 1`, replacement in `args + 2`.
+            AtomicCmpxchg { mem: u16, width: u8, dst: Slot, args: Slot, offset: u32 },
+            /// `memory.atomic.wait32/64`: expected value in `args + 1`, timeout (i64 ns) in `args + 2`.
+            /// Blocks outside the dispatch loop, with the mutator native.
+            AtomicWait { mem: u16, width: u8, dst: Slot, args: Slot, offset: u32 },
+            /// `memory.atomic.notify`: count in `args + 1`.
+            AtomicNotify { mem: u16, dst: Slot, args: Slot, offset: u32 },
+            /// `atomic.fence`.
+            AtomicFence,
+
             // ---- tables and references ----
             TableGet { table: u32, dst: Slot, index: Slot },
             TableSet { table: u32, index: Slot, value: Slot },
@@ -290,6 +308,17 @@ impl MemOp {
             MemOp::I64 | MemOp::F64 => 8,
         }
     }
+}
+
+/// The operation of [`Instr::AtomicRmw`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RmwOp {
+    Add,
+    Sub,
+    And,
+    Or,
+    Xor,
+    Xchg,
 }
 
 /// What a struct field access reads or writes: byte offset in the object and storage kind.

@@ -77,6 +77,8 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
+use crate::memory_atomic::WaitQueues;
+
 /// Bytes in a Wasm page.
 pub(crate) const WASM_PAGE_SIZE: u64 = 65536;
 /// The most pages a 32-bit memory can have (4 GiB).
@@ -135,6 +137,8 @@ pub(crate) struct LinearMemory {
     shared: bool,
     /// Serializes growers; guards no data (the length is the atomic above).
     grow_lock: Mutex<()>,
+    /// Threads blocked in `memory.atomic.wait` on this memory (`memory_atomic.rs`).
+    wait_queues: WaitQueues,
 }
 
 // SAFETY: the memory owns its mapping alone (created in `new`, unmapped only by `Drop`), and nothing
@@ -210,6 +214,7 @@ impl LinearMemory {
             max_pages,
             shared,
             grow_lock: Mutex::new(()),
+            wait_queues: WaitQueues::default(),
         };
         // From here on, a failure unmaps through `memory`'s drop.
         let min_len = (min_pages * WASM_PAGE_SIZE) as usize;
@@ -248,6 +253,11 @@ impl LinearMemory {
     /// Whether the memory was declared `shared`.
     pub fn is_shared(&self) -> bool {
         self.shared
+    }
+
+    /// The threads waiting on this memory's addresses (`memory_atomic.rs`).
+    pub(crate) fn wait_queues(&self) -> &WaitQueues {
+        &self.wait_queues
     }
 
     /// `memory.grow`: adds `delta_pages` zero pages and returns the old size in pages, or `None`

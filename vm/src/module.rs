@@ -14,7 +14,7 @@ use wasmparser::{
     WasmFeatures,
 };
 
-/// The features vmrun accepts: WebAssembly 3.0 without SIMD, threads, exceptions and memory64.
+/// The features vmrun accepts: WebAssembly 3.0 and threads, without SIMD, exceptions and memory64.
 pub fn features() -> WasmFeatures {
     (WasmFeatures::WASM2
         | WasmFeatures::GC
@@ -24,7 +24,8 @@ pub fn features() -> WasmFeatures {
         | WasmFeatures::FUNCTION_REFERENCES
         | WasmFeatures::MULTI_MEMORY
         | WasmFeatures::CALL_INDIRECT_OVERLONG
-        | WasmFeatures::BULK_MEMORY_OPT)
+        | WasmFeatures::BULK_MEMORY_OPT
+        | WasmFeatures::THREADS)
         - WasmFeatures::SIMD
 }
 
@@ -196,7 +197,8 @@ pub fn load(
 ) -> Result<ModuleData, Error> {
     // Validate with a throwaway validator first: a failed validation leaves a validator unusable,
     // and the shared one must survive bad modules to keep type ids canonical.
-    if let Err(e) = crate::loader::validate_all(&mut Validator::new_with_features(features()), &source.wasm) {
+    let features = *validator.features();
+    if let Err(e) = crate::loader::validate_all(&mut Validator::new_with_features(features), &source.wasm) {
         return Err(err(&source, e.into()));
     }
     let result = load_validated(validator, registry, &source, &mut on_new_type);
@@ -207,7 +209,7 @@ pub fn load(
         }
         Err(e) => {
             // Should not happen after the first pass; start over with a fresh validator.
-            *validator = Validator::new_with_features(features());
+            *validator = Validator::new_with_features(features);
             Err(err(&source, e))
         }
     }

@@ -31,6 +31,10 @@ pub struct Config {
     pub memory_reservation_bytes: u64,
     /// Heap policy and debug modes.
     pub gc: gc::HeapConfig,
+    /// The WebAssembly features modules may use: [`crate::module::features`] (everything vmrun runs), or
+    /// fewer, e.g. for a proposal's spec tests written before later features made their modules valid.
+    /// Function references are always added (`Runtime::new` says why).
+    pub features: wasmparser::WasmFeatures,
 }
 
 impl Default for Config {
@@ -41,6 +45,7 @@ impl Default for Config {
             native_stack_bytes: crate::native_stack::DEFAULT_BYTES,
             memory_reservation_bytes: crate::memory::default_reserve_bytes(),
             gc: gc::HeapConfig::default(),
+            features: module::features(),
         }
     }
 }
@@ -72,13 +77,12 @@ fn ignore_poison<G>(r: Result<G, PoisonError<G>>) -> G {
 impl Runtime {
     pub fn new(config: Config) -> Arc<Runtime> {
         let heap = gc::Heap::new(config.gc.clone());
-        Arc::new(Runtime {
-            config,
-            heap,
-            types: TypeRegistry::default(),
-            validator: Mutex::new(wasmparser::Validator::new_with_features(module::features())),
-            modules: RwLock::new(Vec::new()),
-        })
+        // The type registry's ids are wasmparser's canonical type ids, which it makes only when function
+        // references (or GC) are on; without them each module would get types of its own and no import of
+        // a function could match. Function references add no instructions a smaller set's tests reject.
+        let features = config.features | wasmparser::WasmFeatures::FUNCTION_REFERENCES;
+        let validator = Mutex::new(wasmparser::Validator::new_with_features(features));
+        Arc::new(Runtime { config, heap, types: TypeRegistry::default(), validator, modules: RwLock::new(Vec::new()) })
     }
 
     pub fn config(&self) -> &Config {

@@ -23,6 +23,8 @@
 //! every reference-typed local plus every reference-typed temp live across the point. See
 //! [`StackMap`].
 
+mod atomics;
+
 use crate::bytecode::*;
 use crate::types::{RtHeapType, RtValType, TypeKind, TypeRegistry, canonical_heap_type};
 use wasmparser::{BlockType, FuncValidator, FunctionBody, MemArg, MemArgTarget, Operator, ValType, ValidatorResources};
@@ -1489,6 +1491,7 @@ impl<'a> Translator<'a> {
                 self.push(e.op, false);
                 Ok(())
             }
+            _ if self.atomic(op) => Ok(()),
             _ => Err(CompileError { message: format!("unsupported operator {op:?}"), offset: self.offset as u64 }),
         }
     }

@@ -22,6 +22,10 @@ pub enum TrapKind {
     CastFailure,
     ArrayOutOfBounds,
     CallStackExhausted,
+    /// An atomic access whose address is not a multiple of its width.
+    UnalignedAtomic,
+    /// `memory.atomic.wait` on a memory not declared `shared`.
+    WaitOnUnsharedMemory,
     OutOfMemory {
         limit_bytes: u64,
     },
@@ -51,6 +55,8 @@ impl fmt::Display for TrapKind {
             TrapKind::CastFailure => f.write_str("cast failure"),
             TrapKind::ArrayOutOfBounds => f.write_str("out of bounds array access"),
             TrapKind::CallStackExhausted => f.write_str("call stack exhausted"),
+            TrapKind::UnalignedAtomic => f.write_str("unaligned atomic"),
+            TrapKind::WaitOnUnsharedMemory => f.write_str("atomic wait on non-shared memory"),
             TrapKind::OutOfMemory { limit_bytes } => {
                 write!(f, "out of memory: heap limit {} reached", human_bytes(*limit_bytes))
             }

@@ -11,7 +11,8 @@
 use std::sync::Arc;
 
 use super::gc_objects::{self, AllocExit, Allocator};
-use super::{memory, tables};
+use super::memory::MemView;
+use super::{atomics, memory, tables};
 use crate::bytecode::Instr;
 use crate::memory::LinearMemory;
 use crate::module::ModuleData;
@@ -20,7 +21,7 @@ use crate::state::{FuncEntity, Instance, TableEntity};
 use crate::types::TypeRegistry;
 
 /// What the cold instructions need besides the frame.
-pub(super) struct Cold<'a, 'b> {
+pub(super) struct Cold<'a> {
     pub module: &'a ModuleData,
     pub func: u32,
     pub inst_id: u32,
@@ -30,7 +31,7 @@ pub(super) struct Cold<'a, 'b> {
     pub tables: &'a mut Vec<TableEntity>,
     pub registry: &'a TypeRegistry,
     /// The dispatch loop's view of memory 0 (`memory.grow` updates it).
-    pub mem: &'a mut &'b mut [u8],
+    pub mem: &'a mut MemView,
     pub mem0_index: Option<u32>,
     pub heap: &'a gc::Heap,
     pub cache: &'a mut gc::ThreadCache,
@@ -41,7 +42,7 @@ pub(super) struct Cold<'a, 'b> {
 
 /// Execute an instruction that is not on the hot path.
 #[inline(never)]
-pub(super) fn cold_op(ctx: &mut Cold<'_, '_>, instr: Instr, frame: &mut [u64]) -> Result<(), AllocExit> {
+pub(super) fn cold_op(ctx: &mut Cold<'_>, instr: Instr, frame: &mut [u64]) -> Result<(), AllocExit> {
     let Cold {
         module,
         func,
@@ -72,18 +73,11 @@ pub(super) fn cold_op(ctx: &mut Cold<'_, '_>, instr: Instr, frame: &mut [u64]) -
             &memories[instance!().memories[$m as usize] as usize]
         };
     }
-    // The bytes of the instance's memory `m`, for one access.
+    // A view of the instance's memory `m`, for one access.
     macro_rules! bytes_of {
-        ($m:expr) => {{
-            let sm = instance!().memories[$m as usize];
-            if Some(sm) == mem0_index {
-                &mut ***mem
-            } else {
-                // SAFETY: memory 0 is reached through the loop's view; another memory gets a view of its own
-                // for this one instruction (see `execute`).
-                unsafe { memories[sm as usize].as_mut_slice() }
-            }
-        }};
+        ($m:expr) => {
+            MemView::of(memory_of!($m))
+        };
     }
     // The store table behind the instance's table `t`.
     macro_rules! table_of {
@@ -115,9 +109,9 @@ pub(super) fn cold_op(ctx: &mut Cold<'_, '_>, instr: Instr, frame: &mut [u64]) -
             let memory = &memories[sm as usize];
             memory::memory_grow(frame, memory, dst, delta);
             if Some(sm) == mem0_index {
-                // SAFETY: the base never moves; the loop's view of memory 0 just gets the new length. The
-                // memory outlives the view: `execute` holds an `Arc` of it for the whole loop.
-                **mem = unsafe { std::slice::from_raw_parts_mut(memory.base(), memory.len()) };
+                // The base never moves; the loop's view of memory 0 just gets the new length. The memory
+                // outlives the view: `execute` holds an `Arc` of it for the whole loop.
+                **mem = MemView::of(memory);
             }
         }
         I::MemoryFill { mem: m, args } => memory::memory_fill(frame, memory_of!(m), args)?,
@@ -128,6 +122,20 @@ pub(super) fn cold_op(ctx: &mut Cold<'_, '_>, instr: Instr, frame: &mut [u64]) -
             memory::memory_init(frame, memory_of!(m), &instance!().datas[data as usize], args)?
         }
         I::DataDrop { data } => memory::data_drop(&mut instance!().datas, data),
+
+        // ---------------- atomics (`atomics.rs`; `memory.atomic.wait` leaves the loop instead)
+        I::AtomicLoad { mem: m, width, dst, args, offset } => {
+            atomics::load(frame, memory_of!(m), width, dst, args, offset)?
+        }
+        I::AtomicStore { mem: m, width, args, offset } => atomics::store(frame, memory_of!(m), width, args, offset)?,
+        I::AtomicRmw { op, mem: m, width, dst, args, offset } => {
+            atomics::rmw(frame, memory_of!(m), op, width, dst, args, offset)?
+        }
+        I::AtomicCmpxchg { mem: m, width, dst, args, offset } => {
+            atomics::cmpxchg(frame, memory_of!(m), width, dst, args, offset)?
+        }
+        I::AtomicNotify { mem: m, dst, args, offset } => atomics::notify(frame, memory_of!(m), dst, args, offset)?,
+        I::AtomicFence => std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst),
 
         // ---------------- tables and references (`tables.rs`)
         I::TableGet { table, dst, index } => tables::table_get(frame, &table_of!(table), dst, index)?,

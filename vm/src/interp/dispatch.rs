@@ -15,10 +15,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::cold::{Cold, cold_op};
 use super::gc_objects::{self, AllocExit};
+use super::memory::MemView;
 use super::operands::{get, set};
 use super::{memory, numeric, tables};
 use crate::TrapKind;
 use crate::bytecode::Instr;
+use crate::memory::LinearMemory;
 use crate::module::ModuleData;
 use crate::mutator::{Frame, Position};
 use crate::state::{FuncKind, StoreState};
@@ -45,6 +47,9 @@ pub(super) enum Exit {
     Safepoint {
         resume: usize,
     },
+    /// `memory.atomic.wait` at `pos`: it blocks with the mutator native, outside the loop
+    /// (`atomics::wait`), then execution resumes after it.
+    Wait,
     /// A call needs `slots` committed value-stack slots; `pos` is at the call, which runs again once the
     /// stack has grown (or traps if it cannot).
     GrowStack {
@@ -58,15 +63,20 @@ pub(super) fn execute(store: &mut StoreState, pos: &mut Position, depth0: usize)
     let inst_id = pos.inst;
     let module: Arc<ModuleData> = store.instances[inst_id as usize].module.clone();
     let mem0_index = store.instances[inst_id as usize].memories.first().copied();
+    // Held for the whole loop, so the view of it outlives no memory. `memory.grow` re-derives the view
+    // (`MemoryGrow`), and so does a trap of a shared memory whose length another thread grew (`try_mem!`).
     let mem0 = mem0_index.map(|m| store.memories[m as usize].clone());
-    // SAFETY: the slice is the only view of memory 0 while the loop runs: host calls (WASI), which take
-    // their own view, run after the loop has exited; `memory.grow` re-derives it (`MemoryGrow`). Memory 0
-    // is this store's and not shared (a shared memory is accessed by the threads issue's atomic paths).
-    let mut mem: &mut [u8] = match &mem0 {
-        Some(m) => unsafe { m.as_mut_slice() },
-        None => &mut [],
-    };
-    dispatch(store, &module, pos, depth0, &mut mem, mem0_index)
+    let mut mem = mem0.as_deref().map_or(MemView::EMPTY, MemView::of);
+    dispatch(store, &module, pos, depth0, &mut mem, mem0.as_deref(), mem0_index)
+}
+
+/// After an out-of-bounds access to memory 0: a fresh view if the memory is shared and another thread
+/// has grown it since the view was taken (the access then runs again), else `None` (the trap stands).
+#[cold]
+#[inline(never)]
+fn refreshed_shared_view(mem0: Option<&LinearMemory>, view: MemView) -> Option<MemView> {
+    let m = mem0.filter(|m| m.is_shared())?;
+    (m.len() > view.len()).then(|| MemView::of(m))
 }
 
 fn dispatch(
@@ -74,7 +84,8 @@ fn dispatch(
     module: &ModuleData,
     pos: &mut Position,
     depth0: usize,
-    mem: &mut &mut [u8],
+    mem: &mut MemView,
+    mem0: Option<&LinearMemory>,
     mem0_index: Option<u32>,
 ) -> Exit {
     let inst_id = pos.inst;
@@ -118,6 +129,21 @@ fn dispatch(
             match $r {
                 Ok(v) => v,
                 Err(k) => trap!(k),
+            }
+        };
+    }
+    // A memory-0 access's result: a stale view of a shared memory is refreshed and the access retried.
+    macro_rules! try_mem {
+        ($r:expr) => {
+            match $r {
+                Ok(v) => v,
+                Err(k) => {
+                    if let Some(fresh) = refreshed_shared_view(mem0, *mem) {
+                        *mem = fresh;
+                        fetch_and_continue!();
+                    }
+                    trap!(k)
+                }
             }
         };
     }
@@ -437,29 +463,29 @@ fn dispatch(
             }
 
             // ---------------- memory 0 (`memory.rs`)
-            I::I32Load { dst, addr, offset } => try_op!(memory::i32_load(frame, mem, dst, addr, offset)),
-            I::I64Load { dst, addr, offset } => try_op!(memory::i64_load(frame, mem, dst, addr, offset)),
-            I::F32Load { dst, addr, offset } => try_op!(memory::f32_load(frame, mem, dst, addr, offset)),
-            I::F64Load { dst, addr, offset } => try_op!(memory::f64_load(frame, mem, dst, addr, offset)),
-            I::I32Load8S { dst, addr, offset } => try_op!(memory::i32_load8_s(frame, mem, dst, addr, offset)),
-            I::I32Load8U { dst, addr, offset } => try_op!(memory::i32_load8_u(frame, mem, dst, addr, offset)),
-            I::I32Load16S { dst, addr, offset } => try_op!(memory::i32_load16_s(frame, mem, dst, addr, offset)),
-            I::I32Load16U { dst, addr, offset } => try_op!(memory::i32_load16_u(frame, mem, dst, addr, offset)),
-            I::I64Load8S { dst, addr, offset } => try_op!(memory::i64_load8_s(frame, mem, dst, addr, offset)),
-            I::I64Load8U { dst, addr, offset } => try_op!(memory::i64_load8_u(frame, mem, dst, addr, offset)),
-            I::I64Load16S { dst, addr, offset } => try_op!(memory::i64_load16_s(frame, mem, dst, addr, offset)),
-            I::I64Load16U { dst, addr, offset } => try_op!(memory::i64_load16_u(frame, mem, dst, addr, offset)),
-            I::I64Load32S { dst, addr, offset } => try_op!(memory::i64_load32_s(frame, mem, dst, addr, offset)),
-            I::I64Load32U { dst, addr, offset } => try_op!(memory::i64_load32_u(frame, mem, dst, addr, offset)),
-            I::I32Store { addr, value, offset } => try_op!(memory::i32_store(frame, mem, addr, value, offset)),
-            I::I64Store { addr, value, offset } => try_op!(memory::i64_store(frame, mem, addr, value, offset)),
-            I::F32Store { addr, value, offset } => try_op!(memory::f32_store(frame, mem, addr, value, offset)),
-            I::F64Store { addr, value, offset } => try_op!(memory::f64_store(frame, mem, addr, value, offset)),
-            I::I32Store8 { addr, value, offset } => try_op!(memory::i32_store8(frame, mem, addr, value, offset)),
-            I::I32Store16 { addr, value, offset } => try_op!(memory::i32_store16(frame, mem, addr, value, offset)),
-            I::I64Store8 { addr, value, offset } => try_op!(memory::i64_store8(frame, mem, addr, value, offset)),
-            I::I64Store16 { addr, value, offset } => try_op!(memory::i64_store16(frame, mem, addr, value, offset)),
-            I::I64Store32 { addr, value, offset } => try_op!(memory::i64_store32(frame, mem, addr, value, offset)),
+            I::I32Load { dst, addr, offset } => try_mem!(memory::i32_load(frame, *mem, dst, addr, offset)),
+            I::I64Load { dst, addr, offset } => try_mem!(memory::i64_load(frame, *mem, dst, addr, offset)),
+            I::F32Load { dst, addr, offset } => try_mem!(memory::f32_load(frame, *mem, dst, addr, offset)),
+            I::F64Load { dst, addr, offset } => try_mem!(memory::f64_load(frame, *mem, dst, addr, offset)),
+            I::I32Load8S { dst, addr, offset } => try_mem!(memory::i32_load8_s(frame, *mem, dst, addr, offset)),
+            I::I32Load8U { dst, addr, offset } => try_mem!(memory::i32_load8_u(frame, *mem, dst, addr, offset)),
+            I::I32Load16S { dst, addr, offset } => try_mem!(memory::i32_load16_s(frame, *mem, dst, addr, offset)),
+            I::I32Load16U { dst, addr, offset } => try_mem!(memory::i32_load16_u(frame, *mem, dst, addr, offset)),
+            I::I64Load8S { dst, addr, offset } => try_mem!(memory::i64_load8_s(frame, *mem, dst, addr, offset)),
+            I::I64Load8U { dst, addr, offset } => try_mem!(memory::i64_load8_u(frame, *mem, dst, addr, offset)),
+            I::I64Load16S { dst, addr, offset } => try_mem!(memory::i64_load16_s(frame, *mem, dst, addr, offset)),
+            I::I64Load16U { dst, addr, offset } => try_mem!(memory::i64_load16_u(frame, *mem, dst, addr, offset)),
+            I::I64Load32S { dst, addr, offset } => try_mem!(memory::i64_load32_s(frame, *mem, dst, addr, offset)),
+            I::I64Load32U { dst, addr, offset } => try_mem!(memory::i64_load32_u(frame, *mem, dst, addr, offset)),
+            I::I32Store { addr, value, offset } => try_mem!(memory::i32_store(frame, *mem, addr, value, offset)),
+            I::I64Store { addr, value, offset } => try_mem!(memory::i64_store(frame, *mem, addr, value, offset)),
+            I::F32Store { addr, value, offset } => try_mem!(memory::f32_store(frame, *mem, addr, value, offset)),
+            I::F64Store { addr, value, offset } => try_mem!(memory::f64_store(frame, *mem, addr, value, offset)),
+            I::I32Store8 { addr, value, offset } => try_mem!(memory::i32_store8(frame, *mem, addr, value, offset)),
+            I::I32Store16 { addr, value, offset } => try_mem!(memory::i32_store16(frame, *mem, addr, value, offset)),
+            I::I64Store8 { addr, value, offset } => try_mem!(memory::i64_store8(frame, *mem, addr, value, offset)),
+            I::I64Store16 { addr, value, offset } => try_mem!(memory::i64_store16(frame, *mem, addr, value, offset)),
+            I::I64Store32 { addr, value, offset } => try_mem!(memory::i64_store32(frame, *mem, addr, value, offset)),
 
             // ---------------- globals
             I::GlobalGet { dst, global } => set(frame, dst, global_of!(global)),
@@ -475,6 +501,10 @@ fn dispatch(
 
             // ---------------- control
             I::Unreachable => trap!(TrapKind::Unreachable),
+            I::AtomicWait { .. } => {
+                save!();
+                return Exit::Wait;
+            }
             I::Br { offset } => branch!(offset),
             I::BrIfEqz { cond, offset } => br_if!(!get::<bool>(frame, cond), offset),
             I::BrIfNez { cond, offset } => br_if!(get::<bool>(frame, cond), offset),

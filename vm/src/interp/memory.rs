@@ -1,8 +1,8 @@
 //! Linear memory instructions: loads and stores, `memory.size`/`grow`/`fill`/`copy`/`init`, `data.drop`.
 //!
-//! Two paths. Loads and stores of memory 0 are hot: the dispatch loop keeps memory 0 as a byte slice, and
-//! each typed load or store has a handler (generated from the tables below) that is one bounds check away
-//! from the bytes, with the width and extension fixed at compile time. Everything else is cold and runs in
+//! Two paths. Loads and stores of memory 0 are hot: the dispatch loop keeps memory 0 as a [`MemView`] (base
+//! and length), and each typed load or store has a handler (generated from the tables below) that is one
+//! bounds check away from the bytes, with the width and extension fixed at compile time. Everything else is cold and runs in
 //! `cold.rs`, which resolves the instance's memory index to a [`LinearMemory`] (or to the bytes to access)
 //! before calling the handlers here: loads and stores of other memories take the width from a [`MemOp`],
 //! and the bulk operations go through the memory's own accessors, which check bounds once.
@@ -23,21 +23,55 @@ fn effective_address(base: u32, offset: u32) -> usize {
     (base as u64 + offset as u64) as usize
 }
 
-/// The `N` bytes at `at`, or `None` when they are not all inside `mem`.
-#[inline(always)]
-fn load<const N: usize>(mem: &[u8], at: usize) -> Option<[u8; N]> {
-    mem.get(at..at + N)?.try_into().ok()
+/// The interpreter's view of one linear memory: its base and a length read when the view was made.
+///
+/// Not a `&mut [u8]`: a shared memory's bytes are written by other threads at the same time, which a
+/// Rust reference to them would claim cannot happen, so accesses go through raw pointers (as
+/// `LinearMemory`'s `Sync` contract says). The base never moves and the length only grows, so a view
+/// stays valid for as long as its memory lives; at worst its length is stale-small, and an access
+/// past it traps unless the dispatch loop, seeing a shared memory, refreshes the view and retries
+/// (`dispatch.rs`). Copying a view is free; handlers take it by value.
+#[derive(Clone, Copy)]
+pub(super) struct MemView {
+    base: *mut u8,
+    len: usize,
 }
 
-/// Write `bytes` at `at`; false (and nothing written) when they are not all inside `mem`.
-#[inline(always)]
-fn store_bytes<const N: usize>(mem: &mut [u8], at: usize, bytes: [u8; N]) -> bool {
-    match mem.get_mut(at..at + N) {
-        Some(dst) => {
-            dst.copy_from_slice(&bytes);
-            true
+impl MemView {
+    /// No memory: every access is out of bounds.
+    pub const EMPTY: MemView = MemView { base: std::ptr::null_mut(), len: 0 };
+
+    /// The current extent of `memory`. The caller keeps `memory` alive while the view is used.
+    #[inline]
+    pub fn of(memory: &LinearMemory) -> MemView {
+        MemView { base: memory.base(), len: memory.len() }
+    }
+
+    /// The length this view allows.
+    pub fn len(self) -> usize {
+        self.len
+    }
+
+    /// The `N` bytes at `at`, or `None` when they are not all inside the view.
+    #[inline(always)]
+    fn load<const N: usize>(self, at: usize) -> Option<[u8; N]> {
+        if at > self.len || self.len - at < N {
+            return None;
         }
-        None => false,
+        // SAFETY: `[at, at + N)` lies inside the view's length, which is committed memory of a mapping
+        // that outlives the view (`of`'s contract); `[u8; N]` has alignment 1.
+        Some(unsafe { self.base.add(at).cast::<[u8; N]>().read() })
+    }
+
+    /// Write `bytes` at `at`; false (and nothing written) when they are not all inside the view.
+    #[inline(always)]
+    fn store<const N: usize>(self, at: usize, bytes: [u8; N]) -> bool {
+        if at > self.len || self.len - at < N {
+            return false;
+        }
+        // SAFETY: as in `load`.
+        unsafe { self.base.add(at).cast::<[u8; N]>().write(bytes) };
+        true
     }
 }
 
@@ -46,9 +80,9 @@ macro_rules! loads {
     ($($name:ident($b:ident: [u8; $n:literal]) -> $r:ty $body:block)*) => {$(
         #[inline(always)]
         #[track_caller]
-        pub(super) fn $name(frame: &mut [u64], mem: &[u8], dst: Slot, addr: Slot, offset: u32) -> Result<(), TrapKind> {
+        pub(super) fn $name(frame: &mut [u64], mem: MemView, dst: Slot, addr: Slot, offset: u32) -> Result<(), TrapKind> {
             let at = effective_address(get(frame, addr), offset);
-            let $b: [u8; $n] = load(mem, at).ok_or(TrapKind::MemoryOutOfBounds)?;
+            let $b: [u8; $n] = mem.load(at).ok_or(TrapKind::MemoryOutOfBounds)?;
             set::<$r>(frame, dst, $body);
             Ok(())
         }
@@ -60,10 +94,10 @@ macro_rules! stores {
     ($($name:ident($v:ident: $t:ty) -> [u8; $n:literal] $body:block)*) => {$(
         #[inline(always)]
         #[track_caller]
-        pub(super) fn $name(frame: &[u64], mem: &mut [u8], addr: Slot, value: Slot, offset: u32) -> Result<(), TrapKind> {
+        pub(super) fn $name(frame: &[u64], mem: MemView, addr: Slot, value: Slot, offset: u32) -> Result<(), TrapKind> {
             let $v: $t = get(frame, value);
             let at = effective_address(get(frame, addr), offset);
-            if store_bytes::<$n>(mem, at, $body) { Ok(()) } else { Err(TrapKind::MemoryOutOfBounds) }
+            if mem.store::<$n>(at, $body) { Ok(()) } else { Err(TrapKind::MemoryOutOfBounds) }
         }
     )*};
 }
@@ -104,7 +138,7 @@ stores! {
 #[track_caller]
 pub(super) fn load_any(
     frame: &mut [u64],
-    mem: &[u8],
+    mem: MemView,
     kind: MemOp,
     dst: Slot,
     addr: Slot,
@@ -121,7 +155,7 @@ pub(super) fn load_any(
 #[track_caller]
 pub(super) fn store_any(
     frame: &[u64],
-    mem: &mut [u8],
+    mem: MemView,
     kind: MemOp,
     addr: Slot,
     value: Slot,
@@ -132,26 +166,26 @@ pub(super) fn store_any(
     if store_kind(mem, at, kind, v) { Ok(()) } else { Err(TrapKind::MemoryOutOfBounds) }
 }
 
-fn load_kind(mem: &[u8], at: usize, kind: MemOp) -> Option<u64> {
+fn load_kind(mem: MemView, at: usize, kind: MemOp) -> Option<u64> {
     Some(match kind {
-        MemOp::I32 | MemOp::F32 | MemOp::I64_32U | MemOp::Store32 => u32::from_le_bytes(load(mem, at)?) as u64,
-        MemOp::I64 | MemOp::F64 => u64::from_le_bytes(load(mem, at)?),
-        MemOp::I32_8S => i8::from_le_bytes(load(mem, at)?) as i32 as u32 as u64,
-        MemOp::I32_8U | MemOp::I64_8U | MemOp::Store8 => u8::from_le_bytes(load(mem, at)?) as u64,
-        MemOp::I32_16S => i16::from_le_bytes(load(mem, at)?) as i32 as u32 as u64,
-        MemOp::I32_16U | MemOp::I64_16U | MemOp::Store16 => u16::from_le_bytes(load(mem, at)?) as u64,
-        MemOp::I64_8S => i8::from_le_bytes(load(mem, at)?) as i64 as u64,
-        MemOp::I64_16S => i16::from_le_bytes(load(mem, at)?) as i64 as u64,
-        MemOp::I64_32S => i32::from_le_bytes(load(mem, at)?) as i64 as u64,
+        MemOp::I32 | MemOp::F32 | MemOp::I64_32U | MemOp::Store32 => u32::from_le_bytes(mem.load(at)?) as u64,
+        MemOp::I64 | MemOp::F64 => u64::from_le_bytes(mem.load(at)?),
+        MemOp::I32_8S => i8::from_le_bytes(mem.load(at)?) as i32 as u32 as u64,
+        MemOp::I32_8U | MemOp::I64_8U | MemOp::Store8 => u8::from_le_bytes(mem.load(at)?) as u64,
+        MemOp::I32_16S => i16::from_le_bytes(mem.load(at)?) as i32 as u32 as u64,
+        MemOp::I32_16U | MemOp::I64_16U | MemOp::Store16 => u16::from_le_bytes(mem.load(at)?) as u64,
+        MemOp::I64_8S => i8::from_le_bytes(mem.load(at)?) as i64 as u64,
+        MemOp::I64_16S => i16::from_le_bytes(mem.load(at)?) as i64 as u64,
+        MemOp::I64_32S => i32::from_le_bytes(mem.load(at)?) as i64 as u64,
     })
 }
 
-fn store_kind(mem: &mut [u8], at: usize, kind: MemOp, v: u64) -> bool {
+fn store_kind(mem: MemView, at: usize, kind: MemOp, v: u64) -> bool {
     match kind.width() {
-        1 => store_bytes(mem, at, [v as u8]),
-        2 => store_bytes(mem, at, (v as u16).to_le_bytes()),
-        4 => store_bytes(mem, at, (v as u32).to_le_bytes()),
-        _ => store_bytes(mem, at, v.to_le_bytes()),
+        1 => mem.store(at, [v as u8]),
+        2 => mem.store(at, (v as u16).to_le_bytes()),
+        4 => mem.store(at, (v as u32).to_le_bytes()),
+        _ => mem.store(at, v.to_le_bytes()),
     }
 }
 

@@ -27,6 +27,8 @@
 //!   instruction, taking the frame and the instruction's operands (plus the entities they touch). Hot
 //!   handlers are `#[inline(always)]` so the loop still compiles to one jump table; none of them looks at
 //!   the instruction again.
+//! - `atomics.rs`: the threads proposal's atomic instructions (cold) and `memory.atomic.wait`, which
+//!   blocks outside the loop.
 //! - `cold.rs`: the out-of-line path for instructions that are rare in hot code (memories other than 0,
 //!   bulk memory, tables, references, GC objects): a second `match` behind one call, resolving the
 //!   instance's index spaces before calling the same family files' handlers.
@@ -47,6 +49,7 @@
 //! [`ExecState::frames`]: crate::mutator::ExecState::frames
 //! [`ExecState::top`]: crate::mutator::ExecState::top
 
+mod atomics;
 mod cold;
 mod dispatch;
 mod float;
@@ -178,6 +181,13 @@ fn run(store: &mut StoreState, mut pos: Position, depth0: usize) -> Result<(), T
                 store.mutator.exec.top = Some(pos);
                 safepoint::collect(store);
                 store.mutator.alloc.gc_retry = true;
+            }
+            Exit::Wait => {
+                if let Err(mut t) = atomics::wait(store, pos) {
+                    t.backtrace = backtrace(store, pos, depth0);
+                    return Err(t);
+                }
+                pos.pc += 1;
             }
             Exit::GrowStack { slots } => {
                 if !store.mutator.exec.stack.grow(slots) {

@@ -1,0 +1,166 @@
+//! The official WASI testsuite's wasi-threads programs (`tests/wasi-testsuite/wasi-threads/`, vendored
+//! with the testsuite's LICENSE): 13 small `.wat` programs (spawn, `proc_exit` and traps in the main
+//! and in other threads while threads block in `memory.atomic.wait`, spin, or sit in a WASI call) and
+//! `thread_spawn-simple.wasm`, a C program built with wasi-libc's pthreads.
+//!
+//! Each runs as the testsuite says (`X.json` gives the expected exit code, 0 without one), with a
+//! standard input that stays open and empty, so a `fd_read` on it blocks (the `*_wasi_read` programs
+//! rely on it). Thread scheduling differs from run to run, so each program runs many times, several at
+//! once: `VMRUN_THREAD_TEST_RUNS` times each (default 5 here; 50 is the issue's bar, see BENCHMARKS.md),
+//! and a run that takes longer than [`HANG_AFTER`] is a hang, which fails the test.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A run slower than this is a hang (each program finishes in about 0.5 s).
+const HANG_AFTER: Duration = Duration::from_secs(30);
+/// Programs running at once (they mostly sleep in `wait` timeouts).
+const CONCURRENT: usize = 8;
+
+fn suite_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/wasi-testsuite/wasi-threads")
+}
+
+/// (program, expected exit code) for every `.wasm` of the folder.
+fn programs() -> Vec<(PathBuf, i32)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(suite_dir()).expect("the vendored suite") {
+        let path = entry.expect("dir entry").path();
+        if path.extension().is_some_and(|e| e == "wasm") {
+            let json = path.with_extension("json");
+            let code = std::fs::read_to_string(&json).map_or(0, |text| exit_code_of(&text));
+            out.push((path, code));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The `exit_code` of a testsuite `.json` (0 if absent). The files are one-line objects such as
+/// `{"exit_code": 99}`; anything else in them would be a field this test does not implement.
+fn exit_code_of(json: &str) -> i32 {
+    let body = json.trim().trim_start_matches('{').trim_end_matches('}');
+    let mut code = 0;
+    for field in body.split(',').filter(|f| !f.trim().is_empty()) {
+        let (key, value) = field.split_once(':').expect("a key: value field");
+        match key.trim().trim_matches('"') {
+            "exit_code" => code = value.trim().parse().expect("an integer exit code"),
+            other => panic!("unsupported testsuite field `{other}`"),
+        }
+    }
+    code
+}
+
+/// A running program: which, the expected code, when it started.
+struct Run {
+    child: Child,
+    program: PathBuf,
+    want: i32,
+    started: Instant,
+}
+
+fn start(program: &Path, want: i32) -> Run {
+    start_with(program, want, None)
+}
+
+/// [`start`], with `VMRUN_VM_DEBUG` set to `planted_bug` if given.
+fn start_with(program: &Path, want: i32, planted_bug: Option<&str>) -> Run {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vmrun"));
+    cmd.env_remove("VMRUN_VM_DEBUG");
+    if let Some(bug) = planted_bug {
+        cmd.env("VMRUN_VM_DEBUG", bug);
+    }
+    let child = cmd
+        .arg(program)
+        .current_dir(suite_dir())
+        // Piped and never written: a read blocks until the child exits.
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("vmrun starts");
+    Run { child, program: program.to_path_buf(), want, started: Instant::now() }
+}
+
+/// `None` while `run` is still going; else a failure description, or `Some(None)` if it passed.
+fn poll(run: &mut Run) -> Option<Option<String>> {
+    let name = run.program.file_name().unwrap().to_string_lossy().into_owned();
+    match run.child.try_wait().expect("wait for vmrun") {
+        Some(status) => {
+            let mut stderr = String::new();
+            run.child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+            let got = status.code();
+            if got == Some(run.want) {
+                Some(None)
+            } else {
+                Some(Some(format!("{name}: exit {got:?}, want {}; stderr: {}", run.want, stderr.trim())))
+            }
+        }
+        None if run.started.elapsed() > HANG_AFTER => {
+            let _ = run.child.kill();
+            let _ = run.child.wait();
+            Some(Some(format!("{name}: still running after {HANG_AFTER:?} (a hang)")))
+        }
+        None => None,
+    }
+}
+
+#[test]
+fn wasi_threads_programs_give_their_exit_codes_every_time() {
+    let runs: usize = std::env::var("VMRUN_THREAD_TEST_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let programs = programs();
+    assert_eq!(programs.len(), 15, "the vendored suite has 14 programs (13 .wat, one C) plus wasi_threads_noop");
+    let mut queue: Vec<(PathBuf, i32)> =
+        (0..runs).flat_map(|_| programs.iter().cloned()).collect::<Vec<_>>().into_iter().rev().collect();
+    let (mut running, mut failures, mut passed) = (Vec::<Run>::new(), Vec::new(), 0);
+    while !queue.is_empty() || !running.is_empty() {
+        while running.len() < CONCURRENT
+            && let Some((program, want)) = queue.pop()
+        {
+            running.push(start(&program, want));
+        }
+        let mut i = 0;
+        while i < running.len() {
+            match poll(&mut running[i]) {
+                None => i += 1,
+                Some(outcome) => {
+                    running.swap_remove(i);
+                    match outcome {
+                        None => passed += 1,
+                        Some(failure) => failures.push(failure),
+                    }
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    println!("{passed} runs passed, {} failed ({runs} runs of {} programs)", failures.len(), programs.len());
+    assert!(failures.is_empty(), "{} failed runs:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// Negative control: with `proc_exit` on a thread not ending the program (the planted bug
+/// `VMRUN_VM_DEBUG=thread-exit-ignored`), the programs whose other thread exits fail the same check.
+#[test]
+fn a_thread_exit_that_does_not_end_the_program_is_caught() {
+    let program = suite_dir().join("wasi_threads_exit_nonmain_wasi.wasm");
+    assert_eq!(exit_code_of(&std::fs::read_to_string(program.with_extension("json")).unwrap()), 99);
+    let mut run = start_with(&program, 99, None);
+    let clean = loop {
+        if let Some(outcome) = poll(&mut run) {
+            break outcome;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert_eq!(clean, None, "without the bug the program passes");
+    let mut run = start_with(&program, 99, Some("thread-exit-ignored"));
+    let failure = loop {
+        if let Some(outcome) = poll(&mut run) {
+            break outcome;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let failure = failure.expect("the planted bug makes the run fail");
+    println!("caught: {failure}");
+}

@@ -1,0 +1,249 @@
+//! wasi-threads: `wasi`.`thread-spawn`, which runs the program's `wasi_thread_start` export on a new OS
+//! thread, in a new instance of the same module that shares the program's memory.
+//!
+//! # Model (the wasi-threads proposal, as wasmtime runs it)
+//!
+//! - The program imports a **shared memory** (any module and name); the embedder creates it from the
+//!   import's own limits ([`define_shared_memories`]) and every thread's instance imports the same one.
+//! - `thread-spawn(start_arg)` picks a thread id (1 to 2^29 - 1), starts an OS thread and returns the id,
+//!   or a negative number if the thread could not be started. The new thread makes a **store of its own
+//!   on the program's runtime** (a mutator with its own registered native stack, thread cache, trace
+//!   buffer and race context, on the one shared heap), instantiates the module against the program's
+//!   imports and calls `wasi_thread_start(tid, start_arg)`.
+//! - The imports a thread gets are the program's linker in store-independent form ([`ThreadImports`]):
+//!   host functions (the closures are `Send + Sync`, their canonical types belong to the shared runtime)
+//!   and shared memories. Anything else (a table, a global, a function of another instance) cannot be
+//!   shared between stores, and a module that imports one cannot spawn threads: the spawn fails.
+//! - **How a thread ends decides the process's fate** (the proposal: a trap or `proc_exit` in any thread
+//!   ends every thread). The library does not kill processes: it reports a [`ThreadExit`] to the
+//!   embedder's handler, and the CLI's handler prints the trap (or takes the `proc_exit` status) and
+//!   exits the process, which also ends threads blocked in `memory.atomic.wait` or a host call. A thread
+//!   whose start function returns just ends.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use crate::memory::LinearMemory;
+use crate::module::ImportDesc;
+use crate::runtime::{ModuleId, Runtime};
+use crate::state::{FuncEntity, FuncKind, HostFn};
+use crate::{Error, Extern, Func, FuncType, Linker, Memory, Store, Trap, TrapKind, Val, ValType};
+
+/// How a spawned thread ended, for the embedder's handler (see the module comment).
+#[derive(Debug)]
+pub enum ThreadExit {
+    /// `proc_exit(code)` was called on the thread.
+    Exit(i32),
+    /// The thread trapped.
+    Trap(Trap),
+    /// The thread could not start: its instance failed to link or instantiate, or the module has no
+    /// `wasi_thread_start(i32, i32)` export.
+    Failed(String),
+    /// The VM panicked on the thread (a bug): the panic's message.
+    Panicked(String),
+}
+
+/// The embedder's handler for threads that end abnormally; see [`ThreadExit`].
+pub type ThreadExitHandler = Box<dyn Fn(u32, ThreadExit) + Send + Sync>;
+
+/// A definition that any store of the runtime can import.
+#[derive(Clone)]
+enum PortableExtern {
+    HostFunc { ty: u32, f: Arc<HostFn> },
+    Memory(Arc<LinearMemory>),
+}
+
+/// A program's imports in store-independent form; see the module comment.
+#[derive(Clone, Default)]
+pub struct ThreadImports {
+    defs: Vec<(String, String, PortableExtern)>,
+}
+
+impl ThreadImports {
+    /// The imports `module` needs, taken from `linker` (whose entities belong to `store`). Fails, naming
+    /// the import, if one of them cannot be shared between threads.
+    pub fn capture(store: &Store, module: ModuleId, linker: &Linker) -> Result<ThreadImports, Error> {
+        let data = store.s.rt.module(module);
+        let mut defs = Vec::new();
+        for imp in &data.imports {
+            let Some(item) = linker.get(&imp.module, &imp.name) else { continue };
+            let portable = match item {
+                Extern::Func(f) => match &store.s.funcs[f.0 as usize] {
+                    FuncEntity { ty, kind: FuncKind::Host(h) } => PortableExtern::HostFunc { ty: *ty, f: h.clone() },
+                    _ => return Err(unshareable(&imp.module, &imp.name, "a function of another instance")),
+                },
+                Extern::Memory(m) if store.s.memories[m.0 as usize].is_shared() => {
+                    PortableExtern::Memory(store.s.memories[m.0 as usize].clone())
+                }
+                Extern::Memory(_) => return Err(unshareable(&imp.module, &imp.name, "a memory that is not shared")),
+                Extern::Table(_) => return Err(unshareable(&imp.module, &imp.name, "a table")),
+                Extern::Global(_) => return Err(unshareable(&imp.module, &imp.name, "a global")),
+            };
+            defs.push((imp.module.clone(), imp.name.clone(), portable));
+        }
+        Ok(ThreadImports { defs })
+    }
+
+    /// A linker for `store` with these definitions (the functions and memories become `store`'s entities).
+    pub fn materialize(&self, store: &mut Store) -> Linker {
+        let mut linker = Linker::new();
+        for (module, name, def) in &self.defs {
+            let item = match def {
+                PortableExtern::HostFunc { ty, f } => {
+                    store.s.funcs.push(FuncEntity { ty: *ty, kind: FuncKind::Host(f.clone()) });
+                    Extern::Func(Func(store.s.funcs.len() as u32 - 1))
+                }
+                PortableExtern::Memory(m) => {
+                    store.s.memories.push(m.clone());
+                    Extern::Memory(Memory(store.s.memories.len() as u32 - 1))
+                }
+            };
+            linker.define(module, name, item);
+        }
+        linker
+    }
+}
+
+fn unshareable(module: &str, name: &str, what: &str) -> Error {
+    Error::Link(format!("import `{module}`.`{name}` is {what}, which threads cannot share"))
+}
+
+/// For every memory import of `module` that `linker` does not define and that is declared `shared`,
+/// create the memory (its declared limits) in `store` and define it: a wasi-threads program imports its
+/// memory from the host.
+pub fn define_shared_memories(store: &mut Store, linker: &mut Linker, module: ModuleId) -> Result<(), Error> {
+    let data = store.s.rt.module(module);
+    for imp in &data.imports {
+        if let ImportDesc::Memory(desc) = &imp.desc
+            && desc.shared
+            && linker.get(&imp.module, &imp.name).is_none()
+        {
+            let ty = wasmparser::MemoryType {
+                memory64: false,
+                shared: true,
+                initial: desc.min,
+                maximum: desc.max,
+                page_size_log2: None,
+            };
+            let m = store.new_memory(ty)?;
+            linker.define(&imp.module, &imp.name, Extern::Memory(m));
+        }
+    }
+    Ok(())
+}
+
+/// What every `thread-spawn` of a program shares.
+struct Spawner {
+    rt: Arc<Runtime>,
+    /// The module and imports threads instantiate; set once the program is loaded and linked.
+    program: OnceLock<(ModuleId, ThreadImports)>,
+    /// Ids handed out so far (the next id is one more).
+    last_tid: AtomicU32,
+    on_exit: ThreadExitHandler,
+}
+
+/// The largest thread id wasi-threads allows (ids are positive i32s below 2^29).
+const MAX_TID: u32 = (1 << 29) - 1;
+
+/// wasi-threads for one program; see the module comment.
+pub struct WasiThreads {
+    spawner: Arc<Spawner>,
+}
+
+impl WasiThreads {
+    /// Threads of programs run on `rt`; `on_exit` hears of every thread that ends by `proc_exit`, a trap
+    /// or a failure to start.
+    pub fn new(rt: Arc<Runtime>, on_exit: ThreadExitHandler) -> WasiThreads {
+        let spawner = Spawner { rt, program: OnceLock::new(), last_tid: AtomicU32::new(0), on_exit };
+        WasiThreads { spawner: Arc::new(spawner) }
+    }
+
+    /// Define `wasi`.`thread-spawn` in `linker` (for `store`).
+    pub fn add_to_linker(&self, store: &mut Store, linker: &mut Linker) {
+        let spawner = self.spawner.clone();
+        let ty = FuncType { params: vec![ValType::I32], results: vec![ValType::I32] };
+        let f = store.new_host_func(
+            ty,
+            Box::new(move |_, args, results| {
+                let start_arg = match args.first() {
+                    Some(Val::I32(a)) => *a,
+                    _ => 0,
+                };
+                results[0] = Val::I32(spawn(&spawner, start_arg));
+                Ok(())
+            }),
+        );
+        linker.define("wasi", "thread-spawn", Extern::Func(f));
+    }
+
+    /// Record the program spawned threads instantiate: `module` with its imports from `linker`. Until this
+    /// is called (or when it failed), `thread-spawn` returns -1.
+    pub fn set_program(&self, store: &Store, module: ModuleId, linker: &Linker) -> Result<(), Error> {
+        let imports = ThreadImports::capture(store, module, linker)?;
+        let _ = self.spawner.program.set((module, imports));
+        Ok(())
+    }
+}
+
+/// `thread-spawn`: the new thread's id, or -1 if it could not be started.
+fn spawn(spawner: &Arc<Spawner>, start_arg: i32) -> i32 {
+    if spawner.program.get().is_none() {
+        return -1;
+    }
+    let Ok(prev) =
+        spawner.last_tid.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| (t < MAX_TID).then_some(t + 1))
+    else {
+        return -1;
+    };
+    let tid = prev + 1;
+    let s = spawner.clone();
+    let started =
+        std::thread::Builder::new().name(format!("wasm thread {tid}")).spawn(move || run_thread(&s, tid, start_arg));
+    match started {
+        Ok(_) => tid as i32,
+        Err(_) => -1,
+    }
+}
+
+/// The body of a spawned thread.
+fn run_thread(spawner: &Spawner, tid: u32, start_arg: i32) {
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| start_thread(spawner, tid, start_arg)));
+    let outcome = outcome.unwrap_or_else(|panic| {
+        let msg = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("unknown panic");
+        Err(ThreadExit::Panicked(msg.to_string()))
+    });
+    match outcome {
+        // The planted bug of `tests/wasi_threads.rs`'s negative control: `proc_exit` on a thread ends the
+        // thread only, so the program runs on with the wrong fate.
+        Err(ThreadExit::Exit(_)) if planted_bug_thread_exit_ignored() => {}
+        Err(exit) => (spawner.on_exit)(tid, exit),
+        Ok(()) => {}
+    }
+}
+
+/// `VMRUN_VM_DEBUG=thread-exit-ignored`; see `run_thread`.
+fn planted_bug_thread_exit_ignored() -> bool {
+    std::env::var_os("VMRUN_VM_DEBUG").is_some_and(|v| v == "thread-exit-ignored")
+}
+
+/// Instantiates the program on a new store and runs `wasi_thread_start(tid, start_arg)`.
+fn start_thread(spawner: &Spawner, tid: u32, start_arg: i32) -> Result<(), ThreadExit> {
+    let (module, imports) = spawner.program.get().expect("spawn checks the program is set");
+    let mut store = Store::with_runtime(spawner.rt.clone());
+    let linker = imports.materialize(&mut store);
+    (|| {
+        let instance = store.instantiate(*module, &linker).map_err(|e| ThreadExit::Failed(e.to_string()))?;
+        let Some(Extern::Func(start)) = store.get_export(instance, "wasi_thread_start") else {
+            return Err(ThreadExit::Failed("the module exports no `wasi_thread_start` function".into()));
+        };
+        match store.call(start, &[Val::I32(tid as i32), Val::I32(start_arg)]) {
+            Ok(_) => Ok(()),
+            Err(Trap { kind: TrapKind::Exit(code), .. }) => Err(ThreadExit::Exit(code)),
+            Err(trap) => Err(ThreadExit::Trap(trap)),
+        }
+    })()
+}
