@@ -409,7 +409,7 @@ fn run_program(cli: &Cli, file: &Path, store: &mut Store) -> Result<Outcome, Fai
         Loaded::Instance(i) => i,
         Loaded::Exited(code) => return Ok(Outcome::Exit(code)),
     };
-    match &cli.invoke {
+    let outcome = match &cli.invoke {
         Some(name) => invoke_export(store, instance, name, &cli.args),
         None => {
             let Some(Extern::Func(start)) = store.get_export(instance, "_start") else {
@@ -425,8 +425,16 @@ fn run_program(cli: &Cli, file: &Path, store: &mut Store) -> Result<Outcome, Fai
                 Err(t) => trap_outcome(t),
             }
         }
+    };
+    if matches!(outcome, Ok(Outcome::Success)) {
+        // The program returned, which ends its threads; those finishing anyway may (`wait_for_threads`).
+        threads.wait_for_threads(THREAD_GRACE);
     }
+    outcome
 }
+
+/// How long a program that returned waits for its threads to finish before the process exits anyway.
+const THREAD_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
 fn invoke_export(store: &mut Store, instance: InstanceId, name: &str, args: &[String]) -> Result<Outcome, Failure> {
     let func = match store.get_export(instance, name) {

@@ -98,6 +98,10 @@ const PROGRAMS: &[(&str, &[&str], &str)] = &[
     ("programs/gc_cycles.wat", &["--invoke", "run", "programs/gc_cycles.wat", "20000"], "200010000"),
     ("programs/gc_arrays.wat", &["--invoke", "run", "programs/gc_arrays.wat", "1000"], "249967000"),
     ("programs/gc_casts.wat", &["--invoke", "run", "programs/gc_casts.wat", "30"], "27830"),
+    // Threads: every thread's native and value stacks registered, stores joined before exit.
+    ("programs/threads.wat", &["--invoke", "count", "programs/threads.wat", "4", "1000"], "4000"),
+    ("programs/threads.wat", &["--invoke", "grown", "programs/threads.wat"], "42"),
+    ("programs/threads.wat", &["--invoke", "lists", "programs/threads.wat", "4", "50"], "990000"),
 ];
 
 /// GC programs under a collection at every allocation and the heap verifier: (program, argument, output).
@@ -145,6 +149,16 @@ fn gc_programs_are_memcheck_clean_under_stress_and_verification() {
         let argv = ["--gc-stress", "--gc-verify", "--invoke", "run", program, arg];
         memcheck(&argv, None).assert_clean(expected, &format!("vmrun {}", argv.join(" ")));
     }
+}
+
+#[test]
+fn a_threaded_gc_program_is_memcheck_clean_under_stress_and_verification() {
+    if !valgrind_available() {
+        return;
+    }
+    // 4 threads allocate while collections (every 7th allocation) stop them all.
+    let argv = ["--gc-stress=7", "--gc-verify", "--invoke", "lists", "programs/threads.wat", "4", "10"];
+    memcheck(&argv, None).assert_clean("198000", &format!("vmrun {}", argv.join(" ")));
 }
 
 /// The program the negative controls run: a long-lived tree read at the end, temporary trees read right

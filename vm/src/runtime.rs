@@ -61,6 +61,9 @@ pub struct Runtime {
     pub(crate) types: TypeRegistry,
     validator: Mutex<wasmparser::Validator>,
     modules: RwLock<Vec<Arc<ModuleData>>>,
+    /// The alloc/free trace in progress (`Store::trace_allocations` until `finish_trace`): stores made
+    /// meanwhile (threads of the program) join it with their own per-thread buffer.
+    pub(crate) active_trace: Mutex<Option<Arc<vmtrace::Tracer>>>,
 }
 
 const _: () = {
@@ -82,7 +85,14 @@ impl Runtime {
         // a function could match. Function references add no instructions a smaller set's tests reject.
         let features = config.features | wasmparser::WasmFeatures::FUNCTION_REFERENCES;
         let validator = Mutex::new(wasmparser::Validator::new_with_features(features));
-        Arc::new(Runtime { config, heap, types: TypeRegistry::default(), validator, modules: RwLock::new(Vec::new()) })
+        Arc::new(Runtime {
+            config,
+            heap,
+            types: TypeRegistry::default(),
+            validator,
+            modules: RwLock::new(Vec::new()),
+            active_trace: Mutex::new(None),
+        })
     }
 
     pub fn config(&self) -> &Config {

@@ -136,6 +136,12 @@ pub(crate) fn collect(state: &mut StoreState) {
 /// Close the mutator's alloc/free trace, if one is open, with the world stopped for its exit snapshot.
 pub(crate) fn finish_trace(state: &mut StoreState) -> Option<std::io::Result<vmtrace::TraceStats>> {
     let tracing = state.mutator.alloc.tracing.take()?;
+    if !tracing.is_owner() {
+        // A thread that joined another store's trace: its end, not the trace's.
+        tracing.leave();
+        return None;
+    }
+    *state.rt.active_trace.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
     loop {
         split_roots!(state, mutator, rt, roots);
         let mut roots = roots;

@@ -51,6 +51,12 @@ impl Store {
     /// Another store (a mutator of its own) on `rt`: it shares the heap, the types and the loaded modules.
     pub fn with_runtime(rt: Arc<Runtime>) -> Store {
         let mut s = Box::new(StoreState::new(rt));
+        // A trace in progress on the runtime (another store's): this thread joins it.
+        let active = s.rt.active_trace.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        if let Some(tracer) = active {
+            let m = &s.mutator;
+            s.mutator.alloc.tracing = Some(crate::tracing::AllocTracing::join(tracer, &m.cache, &m.stacks()));
+        }
         // Idle until a method needs the heap: a collection on another thread does not wait for this store.
         crate::safepoint::enter_native(&mut s);
         Store { s }
@@ -71,11 +77,12 @@ impl Store {
         let mut s = self.running();
         let s = &mut *s;
         let m = &s.mutator;
-        let tracing = crate::tracing::AllocTracing::attach(tracer, &s.rt.heap, &m.cache, &m.stacks());
+        let tracing = crate::tracing::AllocTracing::attach(tracer.clone(), &s.rt.heap, &m.cache, &m.stacks());
         for module in s.rt.modules() {
             tracing.define_types(&module, &s.rt.types);
         }
         s.mutator.alloc.tracing = Some(tracing);
+        *s.rt.active_trace.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tracer);
     }
 
     /// Closes the trace started by [`Store::trace_allocations`] (a final heap snapshot, then flush); `None`

@@ -21,7 +21,8 @@
 //!   whose start function returns just ends.
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
 use crate::memory::LinearMemory;
 use crate::module::ImportDesc;
@@ -140,6 +141,22 @@ struct Spawner {
     /// Ids handed out so far (the next id is one more).
     last_tid: AtomicU32,
     on_exit: ThreadExitHandler,
+    /// Threads that have left wasm and are dropping their stores (teardown), with a signal when one is done.
+    tearing_down: Mutex<usize>,
+    torn_down: Condvar,
+    /// The OS threads by id, for joining those that finished (`wait_for_threads`).
+    handles: Mutex<Vec<(u32, std::thread::JoinHandle<()>)>>,
+    /// Ids of threads that finished completely.
+    finished: Mutex<Vec<u32>>,
+}
+
+/// Threads a program left running when it ended: the process's exit ends them (wasi-threads). Their
+/// handles stay reachable from here until then.
+static ABANDONED: Mutex<Vec<std::thread::JoinHandle<()>>> = Mutex::new(Vec::new());
+
+/// Lock poisoning only says another thread panicked while holding the lock; the counts and lists stay usable.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The largest thread id wasi-threads allows (ids are positive i32s below 2^29).
@@ -154,13 +171,24 @@ impl WasiThreads {
     /// Threads of programs run on `rt`; `on_exit` hears of every thread that ends by `proc_exit`, a trap
     /// or a failure to start.
     pub fn new(rt: Arc<Runtime>, on_exit: ThreadExitHandler) -> WasiThreads {
-        let spawner = Spawner { rt, program: OnceLock::new(), last_tid: AtomicU32::new(0), on_exit };
+        let spawner = Spawner {
+            rt,
+            program: OnceLock::new(),
+            last_tid: AtomicU32::new(0),
+            on_exit,
+            tearing_down: Mutex::new(0),
+            torn_down: Condvar::new(),
+            handles: Mutex::new(Vec::new()),
+            finished: Mutex::new(Vec::new()),
+        };
         WasiThreads { spawner: Arc::new(spawner) }
     }
 
     /// Define `wasi`.`thread-spawn` in `linker` (for `store`).
     pub fn add_to_linker(&self, store: &mut Store, linker: &mut Linker) {
-        let spawner = self.spawner.clone();
+        // Weak: the spawner's program holds this function (a strong reference would be a cycle, never freed).
+        // Spawning after the `WasiThreads` (and every thread) is gone fails with -1.
+        let spawner = Arc::downgrade(&self.spawner);
         let ty = FuncType { params: vec![ValType::I32], results: vec![ValType::I32] };
         let f = store.new_host_func(
             ty,
@@ -169,11 +197,40 @@ impl WasiThreads {
                     Some(Val::I32(a)) => *a,
                     _ => 0,
                 };
-                results[0] = Val::I32(spawn(&spawner, start_arg));
+                results[0] = Val::I32(spawner.upgrade().map_or(-1, |s| spawn(&s, start_arg)));
                 Ok(())
             }),
         );
         linker.define("wasi", "thread-spawn", Extern::Func(f));
+    }
+
+    /// For the end of a program whose main thread returned (wasi-threads: that ends every thread): waits, at
+    /// most `grace`, for the threads already past their last wasm instruction to drop their stores, and joins
+    /// every thread that finished. Threads still running wasm are not waited for; their handles are kept
+    /// where the process's exit finds them ([`ABANDONED`]). So a program's exit cuts off no thread's
+    /// bookkeeping half-way, which Memcheck's leak check would report as lost memory.
+    pub fn wait_for_threads(&self, grace: Duration) {
+        let s = &self.spawner;
+        let deadline = Instant::now() + grace;
+        let mut tearing_down = lock(&s.tearing_down);
+        while *tearing_down > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            tearing_down = s.torn_down.wait_timeout(tearing_down, left).unwrap_or_else(PoisonError::into_inner).0;
+        }
+        drop(tearing_down);
+        let finished = std::mem::take(&mut *lock(&s.finished));
+        let handles = std::mem::take(&mut *lock(&s.handles));
+        for (tid, handle) in handles {
+            if finished.contains(&tid) {
+                // It signalled that it finished; `join` waits for its last instructions only.
+                let _ = handle.join();
+            } else {
+                lock(&ABANDONED).push(handle);
+            }
+        }
     }
 
     /// Record the program spawned threads instantiate: `module` with its imports from `linker`. Until this
@@ -197,10 +254,17 @@ fn spawn(spawner: &Arc<Spawner>, start_arg: i32) -> i32 {
     };
     let tid = prev + 1;
     let s = spawner.clone();
-    let started =
-        std::thread::Builder::new().name(format!("wasm thread {tid}")).spawn(move || run_thread(&s, tid, start_arg));
+    // Holding the list while the thread starts, so it is listed before it can finish.
+    let mut handles = lock(&spawner.handles);
+    let started = std::thread::Builder::new().name(format!("wasm thread {tid}")).spawn(move || {
+        run_thread(&s, tid, start_arg);
+        lock(&s.finished).push(tid);
+    });
     match started {
-        Ok(_) => tid as i32,
+        Ok(handle) => {
+            handles.push((tid, handle));
+            tid as i32
+        }
         Err(_) => -1,
     }
 }
@@ -235,7 +299,7 @@ fn start_thread(spawner: &Spawner, tid: u32, start_arg: i32) -> Result<(), Threa
     let (module, imports) = spawner.program.get().expect("spawn checks the program is set");
     let mut store = Store::with_runtime(spawner.rt.clone());
     let linker = imports.materialize(&mut store);
-    (|| {
+    let outcome = (|| {
         let instance = store.instantiate(*module, &linker).map_err(|e| ThreadExit::Failed(e.to_string()))?;
         let Some(Extern::Func(start)) = store.get_export(instance, "wasi_thread_start") else {
             return Err(ThreadExit::Failed("the module exports no `wasi_thread_start` function".into()));
@@ -245,5 +309,13 @@ fn start_thread(spawner: &Spawner, tid: u32, start_arg: i32) -> Result<(), Threa
             Err(Trap { kind: TrapKind::Exit(code), .. }) => Err(ThreadExit::Exit(code)),
             Err(trap) => Err(ThreadExit::Trap(trap)),
         }
-    })()
+    })();
+    // Past its last wasm instruction: dropping the store (its mutator and stacks) is teardown, which
+    // `wait_for_threads` waits for.
+    *lock(&spawner.tearing_down) += 1;
+    drop(store);
+    drop(linker);
+    *lock(&spawner.tearing_down) -= 1;
+    spawner.torn_down.notify_all();
+    outcome
 }

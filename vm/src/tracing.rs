@@ -24,8 +24,10 @@ use crate::types::{TypeKind, TypeRegistry};
 
 pub(crate) struct AllocTracing {
     pub tracer: Arc<Tracer>,
-    /// The heap thread id of the store's (only) mutator.
+    /// The heap thread id of the store's mutator.
     thread: u32,
+    /// Whether this store started the trace (and closes it); other stores are threads that joined it.
+    owner: bool,
     /// (module address, wasm offset of the allocating instruction) → site id (from 1; 0 is "unknown").
     /// Consulted only when `recent` misses.
     sites: HashMap<(usize, u32), u32>,
@@ -46,9 +48,15 @@ struct SiteCacheEntry {
 
 impl AllocTracing {
     /// Attaches `tracer` to `heap` for the mutator owning `cache`, whose stacks (made before the tracer
-    /// could see them) are `stacks`.
+    /// could see them) are `stacks`. This store owns the trace: [`AllocTracing::finish`] closes it.
     pub fn attach(tracer: Arc<Tracer>, heap: &gc::Heap, cache: &gc::ThreadCache, stacks: &[(usize, usize)]) -> Self {
         heap.add_observer(tracer.clone());
+        AllocTracing { owner: true, ..Self::join(tracer, cache, stacks) }
+    }
+
+    /// Another thread's mutator joins the trace `tracer` (already a heap observer): its thread starts, with
+    /// its stacks, in a per-thread buffer of its own.
+    pub fn join(tracer: Arc<Tracer>, cache: &gc::ThreadCache, stacks: &[(usize, usize)]) -> Self {
         let thread = cache.thread_id();
         tracer.thread_start(thread);
         for &(base, bytes) in stacks {
@@ -57,6 +65,7 @@ impl AllocTracing {
         AllocTracing {
             tracer,
             thread,
+            owner: false,
             sites: HashMap::new(),
             recent: Box::new([SiteCacheEntry::default(); SITE_CACHE]),
         }
@@ -120,11 +129,21 @@ impl AllocTracing {
         }
     }
 
+    /// Whether this store started the trace (see [`AllocTracing::attach`]).
+    pub fn is_owner(&self) -> bool {
+        self.owner
+    }
+
     /// Closes the trace: a last generation whose snapshot is the heap at exit (`heap`: the world stopped),
     /// the thread's end, flush.
     pub fn finish(&self, heap: &dyn vmtrace::HeapWalk) -> std::io::Result<TraceStats> {
         self.tracer.advance_generation(heap);
         self.tracer.thread_end(self.thread);
         self.tracer.finish()
+    }
+
+    /// A thread that joined the trace leaves it (its store is dropped): the thread's end.
+    pub fn leave(&self) {
+        self.tracer.thread_end(self.thread);
     }
 }
