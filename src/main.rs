@@ -369,7 +369,7 @@ fn run_program(cli: &Cli, file: &Path, store: &mut Store) -> Result<Outcome, Fai
         let (host, guest) = d.split_once("::").unwrap_or((d, d));
         ctx.preopen(Path::new(host), guest).with_context(|| format!("--dir {d}: cannot open `{host}`"))?;
     }
-    vm::wasi::add_to_linker(store, &mut linker, ctx);
+    vm::wasi::add_to_linker(store, &mut linker, ctx).context("cannot open the pre-opened directories")?;
     for p in &cli.preloads {
         let (name, path) = p.split_once('=').ok_or_else(|| anyhow!("--preload expects NAME=FILE, got `{p}`"))?;
         let instance = match load_and_instantiate(store, &linker, Path::new(path))? {
