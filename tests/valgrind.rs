@@ -98,6 +98,16 @@ const PROGRAMS: &[(&str, &[&str], &str)] = &[
     ("programs/gc_cycles.wat", &["--invoke", "run", "programs/gc_cycles.wat", "20000"], "200010000"),
     ("programs/gc_arrays.wat", &["--invoke", "run", "programs/gc_arrays.wat", "1000"], "249967000"),
     ("programs/gc_casts.wat", &["--invoke", "run", "programs/gc_casts.wat", "30"], "27830"),
+    (
+        "programs/wasi_walk.wasm",
+        &["--dir", "tests/fixtures/sandbox::/data", "programs/wasi_walk.wasm", "/data"],
+        "f /data/inside.txt 19\nd /data/sub/\nf /data/sub/nested.txt 7\n/data: 1 directories, 2 files, 0 links, 26 bytes",
+    ),
+    (
+        "programs/wasi_copy.wasm",
+        &["--dir", "tests/fixtures/sandbox::/data", "programs/wasi_copy.wasm", "/data/inside.txt", "-"],
+        "inside the sandbox",
+    ),
 ];
 
 /// GC programs under a collection at every allocation and the heap verifier: (program, argument, output).
