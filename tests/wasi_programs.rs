@@ -117,14 +117,25 @@ fn the_copier_copies_files_byte_for_byte() {
     let copy = program("programs/wasi_copy.wasm");
     for dst in ["new.bin", "old.bin"] {
         let out = vmrun(&s.0, &["--dir", "root::/data", &copy, "/data/big.bin", &format!("/data/{dst}")], None);
-        assert_eq!(text(&out.stdout), format!("/data/big.bin -> /data/{dst}: 1048579 bytes\n"), "{}", text(&out.stderr));
+        assert_eq!(
+            text(&out.stdout),
+            format!("/data/big.bin -> /data/{dst}: 1048579 bytes\n"),
+            "{}",
+            text(&out.stderr)
+        );
         assert!(std::fs::read(r.join(dst)).unwrap() == data, "{dst} differs from big.bin");
     }
     let out = vmrun(&s.0, &["--dir", "root::/data", &copy, "/data/nothing", "/data/x"], None);
-    assert_eq!((out.status.code(), text(&out.stderr)), (Some(1), "wasi_copy: /data/nothing: No such file or directory\n".into()));
+    assert_eq!(
+        (out.status.code(), text(&out.stderr)),
+        (Some(1), "wasi_copy: /data/nothing: No such file or directory\n".into())
+    );
     // Out of the sandbox: refused, and nothing appears beside the pre-opened directory.
     let out = vmrun(&s.0, &["--dir", "root::/data", &copy, "/data/big.bin", "/data/../stolen.bin"], None);
-    assert_eq!((out.status.code(), text(&out.stderr)), (Some(1), "wasi_copy: /data/../stolen.bin: Capabilities insufficient\n".into()));
+    assert_eq!(
+        (out.status.code(), text(&out.stderr)),
+        (Some(1), "wasi_copy: /data/../stolen.bin: Capabilities insufficient\n".into())
+    );
     assert!(!s.0.join("stolen.bin").exists());
 }
 
@@ -223,7 +234,12 @@ fn c_programs_run_traced() {
     let walk = program("programs/wasi_walk.wasm");
     let args = ["--trace", "allocfree", "--trace-out", trace.to_str().unwrap(), "--dir", "root::/data", &walk, "/data"];
     let out = vmrun(&s.0, &args, None);
-    assert_eq!(text(&out.stdout), "f /data/a.txt 3\n/data: 0 directories, 1 files, 0 links, 3 bytes\n", "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "f /data/a.txt 3\n/data: 0 directories, 1 files, 0 links, 3 bytes\n",
+        "{}",
+        text(&out.stderr)
+    );
     let summary = vmrun(&s.0, &["trace", "summary", trace.to_str().unwrap()], None);
     assert_eq!(summary.status.code(), Some(0), "{}", text(&summary.stderr));
 }

@@ -43,7 +43,10 @@ fn case(suite: &Path, name: String) -> Case {
         Err(_) => Value::Null,
     };
     let strings = |key: &str| -> Vec<String> {
-        json[key].as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()).unwrap_or_default()
+        json[key]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+            .unwrap_or_default()
     };
     let env = json["env"]
         .as_object()
@@ -124,7 +127,9 @@ fn run_suite(suite: &str, expected_count: usize) {
         let allowed = EXCEPTIONS.iter().find(|(n, _)| *n == case.name);
         match (run(case, None), allowed) {
             (Ok(()), None) | (Err(_), Some(_)) => {}
-            (Ok(()), Some((_, why))) => failures.push(format!("{}: passes but is listed as an exception ({why})", case.name)),
+            (Ok(()), Some((_, why))) => {
+                failures.push(format!("{}: passes but is listed as an exception ({why})", case.name))
+            }
             (Err(e), None) => failures.push(e),
         }
     }

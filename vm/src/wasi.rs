@@ -249,7 +249,9 @@ pub fn add_to_linker(store: &mut Store, linker: &mut Linker, ctx: WasiCtx) -> st
                 Some(Val::I32(c)) => *c,
                 _ => 0,
             };
-            Err(Trap::new(TrapKind::Host(format!("proc_raise({sig}) is not supported: vmrun does not deliver signals"))))
+            Err(Trap::new(TrapKind::Host(format!(
+                "proc_raise({sig}) is not supported: vmrun does not deliver signals"
+            ))))
         }),
     );
     linker.define(MODULE, "proc_raise", Extern::Func(proc_raise));

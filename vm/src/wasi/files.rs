@@ -16,6 +16,8 @@ use rustix::fs::{FileType, OFlags, Stat, Timespec, Timestamps};
 use std::io::{IoSlice, Read, Write};
 
 /// Write a 64-byte `filestat` for host metadata `st`.
+// `stat`'s field types differ between targets (`st_nlink` is 32-bit on aarch64), hence the casts.
+#[allow(clippy::unnecessary_cast)]
 pub(crate) fn write_filestat(mem: &mut GuestMemory, ptr: u32, st: &Stat) -> Result<(), Errno> {
     let nanos = |s: i64, ns: i64| (s as u64).wrapping_mul(1_000_000_000).wrapping_add(ns as u64);
     let mut out = [0u8; 64];
@@ -35,7 +37,9 @@ pub(crate) fn timestamps(atim: u64, mtim: u64, flags: u16) -> Result<Timestamps,
     let one = |t: u64, set: u16, now: u16| -> Result<Timespec, Errno> {
         let nsec = match (flags & set != 0, flags & now != 0) {
             (true, true) => return Err(Errno::Inval),
-            (true, false) => return Ok(Timespec { tv_sec: (t / 1_000_000_000) as i64, tv_nsec: (t % 1_000_000_000) as _ }),
+            (true, false) => {
+                return Ok(Timespec { tv_sec: (t / 1_000_000_000) as i64, tv_nsec: (t % 1_000_000_000) as _ });
+            }
             (false, true) => rustix::fs::UTIME_NOW,
             (false, false) => rustix::fs::UTIME_OMIT,
         };
@@ -100,7 +104,14 @@ impl WasiState {
         mem.write_u32(nwritten, total as u32)
     }
 
-    pub fn fd_pwrite(&mut self, mem: &mut GuestMemory, fd: u32, iovs: (u32, u32), at: u64, nwritten: u32) -> Result<(), Errno> {
+    pub fn fd_pwrite(
+        &mut self,
+        mem: &mut GuestMemory,
+        fd: u32,
+        iovs: (u32, u32),
+        at: u64,
+        nwritten: u32,
+    ) -> Result<(), Errno> {
         let iovs = mem.iovecs(iovs.0, iovs.1)?;
         let bufs: Vec<&[u8]> = iovs.iter().map(|&(p, l)| mem.slice(p, l)).collect::<Result<_, _>>()?;
         let f = data_file(self.fds.get(fd)?, rights::FD_WRITE)?;
@@ -113,13 +124,27 @@ impl WasiState {
         self.read_at(mem, fd, (iovs, n), None, nread)
     }
 
-    pub fn fd_pread(&mut self, mem: &mut GuestMemory, fd: u32, iovs: (u32, u32), at: u64, nread: u32) -> Result<(), Errno> {
+    pub fn fd_pread(
+        &mut self,
+        mem: &mut GuestMemory,
+        fd: u32,
+        iovs: (u32, u32),
+        at: u64,
+        nread: u32,
+    ) -> Result<(), Errno> {
         self.read_at(mem, fd, iovs, Some(at), nread)
     }
 
     /// `fd_read` (at the cursor) and `fd_pread` (at `at`): fill the iovecs in order; a short read
     /// (end of file, or an interactive stream) ends the call, as `readv` does.
-    fn read_at(&mut self, mem: &mut GuestMemory, fd: u32, iovs: (u32, u32), at: Option<u64>, nread: u32) -> Result<(), Errno> {
+    fn read_at(
+        &mut self,
+        mem: &mut GuestMemory,
+        fd: u32,
+        iovs: (u32, u32),
+        at: Option<u64>,
+        nread: u32,
+    ) -> Result<(), Errno> {
         let iovs = mem.iovecs(iovs.0, iovs.1)?;
         let entry = self.fds.get_mut(fd)?;
         let mut total = 0usize;
@@ -146,7 +171,14 @@ impl WasiState {
         mem.write_u32(nread, total as u32)
     }
 
-    pub fn fd_seek(&mut self, mem: &mut GuestMemory, fd: u32, delta: i64, how: u32, newoffset: u32) -> Result<(), Errno> {
+    pub fn fd_seek(
+        &mut self,
+        mem: &mut GuestMemory,
+        fd: u32,
+        delta: i64,
+        how: u32,
+        newoffset: u32,
+    ) -> Result<(), Errno> {
         let to = match how {
             whence::SET => rustix::fs::SeekFrom::Start(u64::try_from(delta).map_err(|_| Errno::Inval)?),
             whence::CUR => rustix::fs::SeekFrom::Current(delta),
@@ -283,7 +315,15 @@ impl WasiState {
     /// name, until `buf` is full; the last entry may be cut short, which tells the caller
     /// (wasi-libc) to retry with a larger buffer. Entries (`.` and `..` included) are sorted by
     /// name, so a cookie (the index of the next entry) stays valid between calls.
-    pub fn fd_readdir(&mut self, mem: &mut GuestMemory, fd: u32, buf: u32, len: u32, cookie: u64, used: u32) -> Result<(), Errno> {
+    pub fn fd_readdir(
+        &mut self,
+        mem: &mut GuestMemory,
+        fd: u32,
+        buf: u32,
+        len: u32,
+        cookie: u64,
+        used: u32,
+    ) -> Result<(), Errno> {
         let entry = self.fds.get(fd)?;
         let dir = entry.dir()?;
         entry.require(rights::FD_READDIR)?;

@@ -15,7 +15,13 @@ use super::syscalls::WasiState;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
 /// The directory of `fd` and the guest path at `path`, after checking `right` on it.
-fn dir_path<'a>(s: &'a WasiState, mem: &GuestMemory, fd: u32, path: (u32, u32), right: u64) -> Result<(&'a Entry, String), Errno> {
+fn dir_path<'a>(
+    s: &'a WasiState,
+    mem: &GuestMemory,
+    fd: u32,
+    path: (u32, u32),
+    right: u64,
+) -> Result<(&'a Entry, String), Errno> {
     let entry = s.fds.get(fd)?;
     entry.dir()?;
     entry.require(right)?;
@@ -128,7 +134,14 @@ impl WasiState {
         Ok(rustix::fs::unlinkat(&t.dir, t.name_with_slash(), AtFlags::empty())?)
     }
 
-    pub fn path_filestat_get(&mut self, mem: &mut GuestMemory, fd: u32, lookup: u32, path: (u32, u32), buf: u32) -> Result<(), Errno> {
+    pub fn path_filestat_get(
+        &mut self,
+        mem: &mut GuestMemory,
+        fd: u32,
+        lookup: u32,
+        path: (u32, u32),
+        buf: u32,
+    ) -> Result<(), Errno> {
         let (dir, path) = dir_path(self, mem, fd, path, rights::PATH_FILESTAT_GET)?;
         let t = resolve(dir, &path, lookup & lookupflags::SYMLINK_FOLLOW != 0)?;
         write_filestat(mem, buf, &stat_target(&t)?)
@@ -175,7 +188,14 @@ impl WasiState {
         Ok(rustix::fs::linkat(&old.dir, old.name.as_slice(), &new.dir, new.name_with_slash(), AtFlags::empty())?)
     }
 
-    pub fn path_rename(&mut self, mem: &mut GuestMemory, old_fd: u32, old_path: (u32, u32), new_fd: u32, new_path: (u32, u32)) -> Result<(), Errno> {
+    pub fn path_rename(
+        &mut self,
+        mem: &mut GuestMemory,
+        old_fd: u32,
+        old_path: (u32, u32),
+        new_fd: u32,
+        new_path: (u32, u32),
+    ) -> Result<(), Errno> {
         let (old_dir, old_path) = dir_path(self, mem, old_fd, old_path, rights::PATH_RENAME_SOURCE)?;
         let (new_dir, new_path) = dir_path(self, mem, new_fd, new_path, rights::PATH_RENAME_TARGET)?;
         let old = sandbox::resolve(rustix::fd::AsFd::as_fd(old_dir.dir()?), &old_path, Follow::No)?;
@@ -186,7 +206,13 @@ impl WasiState {
     /// A symbolic link `new_path` (below `fd`) whose contents are `old_path`. An absolute target
     /// is refused: it could never be followed inside the sandbox. A relative one is stored as
     /// given; following it later obeys the sandbox's `..` rule.
-    pub fn path_symlink(&mut self, mem: &mut GuestMemory, old_path: (u32, u32), fd: u32, new_path: (u32, u32)) -> Result<(), Errno> {
+    pub fn path_symlink(
+        &mut self,
+        mem: &mut GuestMemory,
+        old_path: (u32, u32),
+        fd: u32,
+        new_path: (u32, u32),
+    ) -> Result<(), Errno> {
         let target = mem.str(old_path.0, old_path.1)?.to_string();
         let (dir, new_path) = dir_path(self, mem, fd, new_path, rights::PATH_SYMLINK)?;
         if target.starts_with('/') {
@@ -201,7 +227,15 @@ impl WasiState {
 
     /// The contents of a symbolic link, cut to `len` bytes (no NUL is added).
     #[allow(clippy::too_many_arguments)] // the preview1 signature
-    pub fn path_readlink(&mut self, mem: &mut GuestMemory, fd: u32, path: (u32, u32), buf: u32, len: u32, used: u32) -> Result<(), Errno> {
+    pub fn path_readlink(
+        &mut self,
+        mem: &mut GuestMemory,
+        fd: u32,
+        path: (u32, u32),
+        buf: u32,
+        len: u32,
+        used: u32,
+    ) -> Result<(), Errno> {
         let (dir, path) = dir_path(self, mem, fd, path, rights::PATH_READLINK)?;
         let t = resolve(dir, &path, false)?;
         let target = rustix::fs::readlinkat(&t.dir, t.name.as_slice(), Vec::new())?.into_bytes();
@@ -219,7 +253,14 @@ mod tests {
 
     const RW: (u64, u64) = (rights::FD_READ | rights::FD_WRITE | rights::FD_SEEK, 0);
 
-    fn open(s: &mut WasiState, mem: &mut GuestMemory, dir: u32, path: &str, of: u16, r: (u64, u64)) -> Result<u32, Errno> {
+    fn open(
+        s: &mut WasiState,
+        mem: &mut GuestMemory,
+        dir: u32,
+        path: &str,
+        of: u16,
+        r: (u64, u64),
+    ) -> Result<u32, Errno> {
         let p = put_path(mem, path);
         s.path_open(mem, dir, lookupflags::SYMLINK_FOLLOW, p, of, r, 0, 0)?;
         Ok(mem.read_u32(0).unwrap())

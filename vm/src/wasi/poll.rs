@@ -70,7 +70,14 @@ impl WasiState {
         }
     }
 
-    pub fn poll_oneoff(&mut self, mem: &mut GuestMemory, subs: u32, events: u32, count: u32, nevents: u32) -> Result<(), Errno> {
+    pub fn poll_oneoff(
+        &mut self,
+        mem: &mut GuestMemory,
+        subs: u32,
+        events: u32,
+        count: u32,
+        nevents: u32,
+    ) -> Result<(), Errno> {
         if count == 0 {
             return Err(Errno::Inval);
         }
@@ -78,7 +85,8 @@ impl WasiState {
         mem.slice(events, count.checked_mul(32).ok_or(Errno::Fault)?)?;
         let waits: Vec<(&[u8], Wait)> = raw.chunks_exact(48).map(|s| (s, self.wait_for(s))).collect();
         let ready_now = waits.iter().any(|(_, w)| matches!(w, Wait::Now(_)));
-        let first_deadline = waits.iter().filter_map(|(_, w)| if let Wait::Clock(ns) = w { Some(*ns) } else { None }).min();
+        let first_deadline =
+            waits.iter().filter_map(|(_, w)| if let Wait::Clock(ns) = w { Some(*ns) } else { None }).min();
         let timeout_ns = if ready_now { Some(0) } else { first_deadline };
         let started = std::time::Instant::now();
         let ready = self.poll_host(&waits, timeout_ns)?;
