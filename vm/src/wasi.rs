@@ -121,6 +121,19 @@ pub(crate) fn preopen_entry(p: &Preopen) -> std::io::Result<Entry> {
     Ok(entry)
 }
 
+/// What to tell a person whose program imports something from `module` that is not defined.
+pub fn missing_import_hint(module: &str) -> String {
+    if module == MODULE {
+        format!(" (vmrun implements all 46 functions of `{MODULE}`; this name is not one of them)")
+    } else if module.starts_with("wasi:") {
+        format!(" (a WASI preview2 component import; vmrun runs core modules with WASI preview1, `{MODULE}`)")
+    } else if module.starts_with("wasi") {
+        format!(" (vmrun provides WASI preview1 as `{MODULE}`, not `{module}`)")
+    } else {
+        format!(" (vmrun provides `{MODULE}` and the modules given with --preload NAME=FILE)")
+    }
+}
+
 type Body = fn(&mut WasiState, &mut GuestMemory, &Params) -> Result<(), Errno>;
 
 const I32: ValType = ValType::I32;
