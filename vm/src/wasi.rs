@@ -3,8 +3,8 @@
 //! with wasi-libc or Rust's `std` run unchanged; files are reachable only below directories the
 //! embedder pre-opened (`vmrun --dir`).
 //!
-//! Structure (files depend one way: `abi` ← `sandbox` ← `fdtable` ← `syscalls` ← `files`/`paths`/
-//! `poll` ← this file):
+//! Structure (files depend one way: `abi` ← `sandbox`, `fdtable` ← `syscalls` ← `files`, `poll` ←
+//! `paths` ← this file):
 //! - [`WasiCtx`] is what the embedder configures: arguments, environment, pre-opened directories
 //!   and the three standard streams.
 //! - [`add_to_linker`] turns it into the shared state of all calls (`Arc<Mutex<WasiState>>`,
