@@ -358,3 +358,136 @@ impl WasiState {
         mem.write_u32(used, out.len() as u32)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::abi::{filetype, lookupflags, oflags};
+    use super::super::syscalls::testing::*;
+    use super::*;
+
+    /// Decode `dirent`s from `bytes`: (d_next, name, type); stops at a cut-short entry.
+    fn dirents(bytes: &[u8]) -> Vec<(u64, String, u8)> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at + 24 <= bytes.len() {
+            let next = u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
+            let len = u32::from_le_bytes(bytes[at + 16..at + 20].try_into().unwrap()) as usize;
+            if at + 24 + len > bytes.len() {
+                break;
+            }
+            out.push((next, String::from_utf8_lossy(&bytes[at + 24..at + 24 + len]).into_owned(), bytes[at + 20]));
+            at += 24 + len;
+        }
+        out
+    }
+
+    #[test]
+    fn fd_readdir_lists_dot_entries_and_resumes_at_a_cookie() {
+        let (mut s, sb) = with_preopen("readdir");
+        std::fs::write(sb.root().join("a.txt"), b"").unwrap();
+        let mut bytes = vec![0u8; 1024];
+        let mut mem = GuestMemory::new(&mut bytes);
+        s.fd_readdir(&mut mem, 3, 0, 512, 0, 600).unwrap();
+        let used = mem.read_u32(600).unwrap();
+        let all = dirents(mem.slice(0, used).unwrap());
+        let names: Vec<(u64, &str, u8)> = all.iter().map(|(n, s, t)| (*n, s.as_str(), *t)).collect();
+        let (d, f) = (filetype::DIRECTORY, filetype::REGULAR_FILE);
+        assert_eq!(names, [(1, ".", d), (2, "..", d), (3, "a.txt", f), (4, "sub", d)]);
+        assert_eq!(used, 4 * 24 + 1 + 2 + 5 + 3, "the whole listing fits");
+        s.fd_readdir(&mut mem, 3, 0, 512, 3, 600).unwrap();
+        let used = mem.read_u32(600).unwrap();
+        assert_eq!(dirents(mem.slice(0, used).unwrap()), [(4, "sub".to_string(), d)]);
+        s.fd_readdir(&mut mem, 3, 0, 512, 4, 600).unwrap();
+        assert_eq!(mem.read_u32(600), Ok(0));
+        // A small buffer is filled completely: bufused == buf_len signals "retry bigger".
+        s.fd_readdir(&mut mem, 3, 0, 30, 0, 600).unwrap();
+        assert_eq!(mem.read_u32(600), Ok(30));
+        assert_eq!(s.fd_readdir(&mut mem, 1, 0, 30, 0, 600), Err(Errno::Notdir));
+        assert_eq!(s.fd_readdir(&mut mem, 3, 1000, 30, 0, 600), Err(Errno::Fault));
+    }
+
+    /// Open `name` below the preopen with read, write, seek and metadata rights.
+    fn open_rw(s: &mut WasiState, mem: &mut GuestMemory, name: &str, fdflags_: u16) -> u32 {
+        let p = put_path(mem, name);
+        let r = (rights::FILE, 0);
+        s.path_open(mem, 3, lookupflags::SYMLINK_FOLLOW, p, oflags::CREAT, r, fdflags_, 0).unwrap();
+        mem.read_u32(0).unwrap()
+    }
+
+    /// One iovec at 64 pointing at `data` (copied to 128).
+    fn iovec(mem: &mut GuestMemory, data: &[u8]) -> u32 {
+        mem.write_bytes(128, data).unwrap();
+        mem.write_u32(64, 128).unwrap();
+        mem.write_u32(68, data.len() as u32).unwrap();
+        64
+    }
+
+    #[test]
+    fn append_pwrite_pread_and_sizes() {
+        let (mut s, sb) = with_preopen("append");
+        let mut bytes = vec![0u8; 512];
+        let mut mem = GuestMemory::new(&mut bytes);
+        let fd = open_rw(&mut s, &mut mem, "log.txt", fdflags::APPEND);
+        let iov = iovec(&mut mem, b"abc");
+        s.fd_write(&mut mem, fd, iov, 1, 8).unwrap();
+        s.fd_seek(&mut mem, fd, 0, whence::SET, 8).unwrap();
+        s.fd_write(&mut mem, fd, iov, 1, 8).unwrap();
+        assert_eq!(std::fs::read(sb.root().join("log.txt")).unwrap(), b"abcabc", "append ignores the cursor");
+        s.fd_fdstat_get(&mut mem, fd, 200).unwrap();
+        assert_eq!(mem.slice(202, 2), Ok(&fdflags::APPEND.to_le_bytes()[..]));
+        s.fd_fdstat_set_flags(fd, 0).unwrap();
+        let iov = iovec(&mut mem, b"X");
+        s.fd_pwrite(&mut mem, fd, (iov, 1), 1, 8).unwrap();
+        s.fd_tell(&mut mem, fd, 16).unwrap();
+        assert_eq!(u64_at(&mem, 16), 6, "pwrite leaves the cursor where the appends left it");
+        s.fd_pread(&mut mem, fd, (iov, 1), 1, 8).unwrap();
+        assert_eq!((mem.read_u32(8), mem.slice(128, 1)), (Ok(1), Ok(&b"X"[..])));
+        s.fd_filestat_set_size(fd, 2).unwrap();
+        assert_eq!(std::fs::read(sb.root().join("log.txt")).unwrap(), b"aX");
+        s.fd_allocate(fd, 0, 100).unwrap();
+        s.fd_filestat_get(&mut mem, fd, 200).unwrap();
+        assert_eq!(u64_at(&mem, 232), 100, "allocate grows the size");
+        s.fd_filestat_set_times(fd, 0, 5_000_000_007, fstflags::MTIM).unwrap();
+        s.fd_filestat_get(&mut mem, fd, 200).unwrap();
+        assert_eq!(u64_at(&mem, 248), 5_000_000_007, "mtim");
+        let both = fstflags::MTIM | fstflags::MTIM_NOW;
+        assert_eq!(s.fd_filestat_set_times(fd, 0, 0, both), Err(Errno::Inval));
+        assert_eq!(s.fd_advise(fd, 0, 10, advice::SEQUENTIAL), Ok(()));
+        assert_eq!(s.fd_advise(fd, 0, 10, 9), Err(Errno::Inval));
+        assert_eq!((s.fd_sync(fd), s.fd_datasync(fd)), (Ok(()), Ok(())));
+        // Seeking before the start, and operations a directory cannot do.
+        assert_eq!(s.fd_seek(&mut mem, fd, -1, whence::SET, 16), Err(Errno::Inval));
+        assert_eq!(s.fd_seek(&mut mem, 3, 0, whence::CUR, 16), Err(Errno::Isdir));
+        assert_eq!(s.fd_allocate(3, 0, 1), Err(Errno::Isdir));
+        assert_eq!(s.fd_read(&mut mem, 3, iov, 1, 8), Err(Errno::Isdir));
+    }
+
+    #[test]
+    fn rights_only_shrink_and_are_enforced() {
+        let (mut s, _sb) = with_preopen("rights");
+        let mut bytes = vec![0u8; 512];
+        let mut mem = GuestMemory::new(&mut bytes);
+        let fd = open_rw(&mut s, &mut mem, "f.txt", 0);
+        let iov = iovec(&mut mem, b"abc");
+        s.fd_fdstat_set_rights(fd, rights::FD_SEEK, 0).unwrap();
+        assert_eq!(s.fd_write(&mut mem, fd, iov, 1, 8), Err(Errno::Notcapable));
+        assert_eq!(s.fd_read(&mut mem, fd, iov, 1, 8), Err(Errno::Notcapable));
+        assert_eq!(s.fd_fdstat_set_rights(fd, rights::FD_SEEK | rights::FD_READ, 0), Err(Errno::Notcapable));
+        assert_eq!(s.fd_seek(&mut mem, fd, 1, whence::SET, 8), Ok(()));
+    }
+
+    #[test]
+    fn renumber_moves_a_descriptor_over_another() {
+        let (mut s, _sb) = with_preopen("renumber");
+        let mut bytes = vec![0u8; 512];
+        let mut mem = GuestMemory::new(&mut bytes);
+        let a = open_rw(&mut s, &mut mem, "a.txt", 0);
+        let b = open_rw(&mut s, &mut mem, "b.txt", 0);
+        s.fd_renumber(a, b).unwrap();
+        assert_eq!(s.fd_close(a), Err(Errno::Badf));
+        assert_eq!(s.fd_renumber(b, a), Err(Errno::Badf), "the target must be open");
+        assert_eq!(s.fd_renumber(b, b), Ok(()));
+        s.fd_renumber(b, 3).unwrap();
+        assert_eq!(s.fd_prestat_get(&mut mem, 3, 0), Err(Errno::Badf), "the preopen was replaced");
+    }
+}

@@ -158,3 +158,71 @@ impl WasiState {
             .collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::abi::clockid;
+    use super::super::syscalls::testing::*;
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// A clock subscription at `at`: userdata, monotonic, `ns`, flags.
+    fn clock_sub(mem: &mut GuestMemory, at: u32, userdata: u64, ns: u64, flags: u16) {
+        mem.write_bytes(at, &[0; 48]).unwrap();
+        mem.write_u64(at, userdata).unwrap();
+        mem.write_u32(at + 16, clockid::MONOTONIC).unwrap();
+        mem.write_u64(at + 24, ns).unwrap();
+        mem.write_bytes(at + 40, &flags.to_le_bytes()).unwrap();
+    }
+
+    fn fd_sub(mem: &mut GuestMemory, at: u32, userdata: u64, tag: u8, fd: u32) {
+        mem.write_bytes(at, &[0; 48]).unwrap();
+        mem.write_u64(at, userdata).unwrap();
+        mem.write_u8(at + 8, tag).unwrap();
+        mem.write_u32(at + 16, fd).unwrap();
+    }
+
+    #[test]
+    fn clocks_sleep_until_the_first_deadline() {
+        let mut s = state(b"", Captured::default());
+        let mut bytes = vec![0u8; 512];
+        let mut mem = GuestMemory::new(&mut bytes);
+        clock_sub(&mut mem, 0, 7, 20_000_000, 0);
+        clock_sub(&mut mem, 48, 8, 5_000_000_000, 0);
+        let started = Instant::now();
+        s.poll_oneoff(&mut mem, 0, 200, 2, 400).unwrap();
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(20) && took < Duration::from_secs(2), "{took:?}");
+        assert_eq!(mem.read_u32(400), Ok(1), "only the 20 ms clock fired");
+        assert_eq!((u64_at(&mem, 200), mem.slice(208, 3)), (7, Ok(&[0, 0, eventtype::CLOCK][..])));
+        // An absolute deadline in the past fires at once.
+        clock_sub(&mut mem, 0, 9, 1, 1);
+        s.poll_oneoff(&mut mem, 0, 200, 1, 400).unwrap();
+        assert_eq!((mem.read_u32(400), u64_at(&mem, 200)), (Ok(1), 9));
+        assert_eq!(s.poll_oneoff(&mut mem, 0, 200, 0, 400), Err(Errno::Inval));
+        assert_eq!(s.poll_oneoff(&mut mem, 0, 200, 20, 400), Err(Errno::Fault));
+    }
+
+    #[test]
+    fn descriptors_are_ready_or_report_their_errno_without_waiting() {
+        let (mut s, _sb) = with_preopen("poll");
+        let mut bytes = vec![0u8; 512];
+        let mut mem = GuestMemory::new(&mut bytes);
+        let p = put_path(&mut mem, "sub/data.txt");
+        s.path_open(&mut mem, 3, 0, p, 0, (rights::FD_READ | rights::POLL_FD_READWRITE, 0), 0, 0).unwrap();
+        let file = mem.read_u32(0).unwrap();
+        fd_sub(&mut mem, 0, 1, eventtype::FD_READ, file);
+        fd_sub(&mut mem, 48, 2, eventtype::FD_WRITE, 99);
+        fd_sub(&mut mem, 96, 3, eventtype::FD_WRITE, 1);
+        clock_sub(&mut mem, 144, 4, 10_000_000_000, 0);
+        let started = Instant::now();
+        s.poll_oneoff(&mut mem, 0, 200, 4, 400).unwrap();
+        assert!(started.elapsed() < Duration::from_secs(5), "nothing waits for the 10 s clock");
+        assert_eq!(mem.read_u32(400), Ok(3));
+        // The file: 10 bytes left to read.
+        assert_eq!((u64_at(&mem, 200), mem.slice(208, 2), u64_at(&mem, 216)), (1, Ok(&[0, 0][..]), 10));
+        // A closed descriptor is an event carrying `badf`.
+        assert_eq!((u64_at(&mem, 232), mem.slice(240, 2)), (2, Ok(&(Errno::Badf as u16).to_le_bytes()[..])));
+        assert_eq!(u64_at(&mem, 264), 3, "an in-memory stream is always ready");
+    }
+}
