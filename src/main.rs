@@ -394,7 +394,7 @@ fn run_program(cli: &Cli, file: &Path, store: &mut Store) -> Result<Outcome, Fai
         let (host, guest) = d.split_once("::").unwrap_or((d, d));
         ctx.preopen(Path::new(host), guest).with_context(|| format!("--dir {d}: cannot open `{host}`"))?;
     }
-    vm::wasi::add_to_linker(store, &mut linker, ctx);
+    vm::wasi::add_to_linker(store, &mut linker, ctx).context("cannot open the pre-opened directories")?;
     let threads = WasiThreads::new(store.runtime().clone(), Box::new(end_process_for_thread));
     threads.add_to_linker(store, &mut linker);
     for p in &cli.preloads {

@@ -57,6 +57,15 @@ fn missing_file() {
 fn unknown_import_names_module_and_field() {
     let msg = expect_error(&["tests/fixtures/unknown_import.wat"]);
     assert!(msg.contains("`env`.`missing_function`"), "{msg}");
+    assert!(msg.contains("vmrun provides `wasi_snapshot_preview1`"), "{msg}");
+}
+
+#[test]
+fn a_preview2_import_is_named_with_what_vmrun_supports() {
+    let msg = expect_error(&["tests/fixtures/preview2_import.wat"]);
+    assert!(msg.contains("`wasi:cli/stdout@0.2.0`.`get-stdout`"), "{msg}");
+    assert!(msg.contains("WASI preview2 component import; vmrun runs core modules with WASI preview1"), "{msg}");
+    assert_eq!(msg.lines().count(), 1, "{msg}");
 }
 
 // ---- running and invoking

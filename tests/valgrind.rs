@@ -102,6 +102,16 @@ const PROGRAMS: &[(&str, &[&str], &str)] = &[
     ("programs/threads.wat", &["--invoke", "count", "programs/threads.wat", "4", "1000"], "4000"),
     ("programs/threads.wat", &["--invoke", "grown", "programs/threads.wat"], "42"),
     ("programs/threads.wat", &["--invoke", "lists", "programs/threads.wat", "4", "50"], "990000"),
+    (
+        "programs/wasi_walk.wasm",
+        &["--dir", "tests/fixtures/sandbox::/data", "programs/wasi_walk.wasm", "/data"],
+        "f /data/inside.txt 19\nd /data/sub/\nf /data/sub/nested.txt 7\n/data: 1 directories, 2 files, 0 links, 26 bytes",
+    ),
+    (
+        "programs/wasi_copy.wasm",
+        &["--dir", "tests/fixtures/sandbox::/data", "programs/wasi_copy.wasm", "/data/inside.txt", "-"],
+        "inside the sandbox",
+    ),
 ];
 
 /// GC programs under a collection at every allocation and the heap verifier: (program, argument, output).

@@ -35,7 +35,8 @@ impl StoreState {
         // ---- resolve imports
         for imp in &m.imports {
             let found = linker.get(&imp.module, &imp.name).ok_or_else(|| {
-                Error::Link(format!("unknown import: `{}`.`{}` is not defined", imp.module, imp.name))
+                let hint = crate::wasi::missing_import_hint(&imp.module);
+                Error::Link(format!("unknown import: `{}`.`{}` is not defined{hint}", imp.module, imp.name))
             })?;
             let incompatible = || Error::Link(format!("incompatible import type for `{}`.`{}`", imp.module, imp.name));
             match (&imp.desc, found) {

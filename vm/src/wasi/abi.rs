@@ -5,59 +5,162 @@
 //! [`Errno::Fault`] for any range outside linear memory (including `ptr + len` overflowing u32),
 //! so a malicious or buggy guest gets an errno, never a host panic.
 
-/// WASI preview1 `errno` (only the values vmrun produces).
+/// WASI preview1 `errno`: every value the witx defines, in its order (the discriminant is the wire
+/// value).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u16)]
 pub enum Errno {
     TooBig = 1,
-    Acces = 2,
-    Badf = 8,
-    Exist = 20,
-    Fault = 21,
-    Inval = 28,
-    Io = 29,
-    Isdir = 31,
-    Loop = 32,
-    Nametoolong = 37,
-    Noent = 44,
-    Nosys = 52,
-    Notdir = 54,
-    Notempty = 55,
-    Notsup = 58,
-    Overflow = 61,
-    Perm = 63,
-    Pipe = 64,
-    Spipe = 70,
-    /// The capability model forbids this: an absolute path or a `..` that escapes a preopen.
-    Notcapable = 76,
+    Acces,
+    Addrinuse,
+    Addrnotavail,
+    Afnosupport,
+    Again,
+    Already,
+    Badf,
+    Badmsg,
+    Busy,
+    Canceled,
+    Child,
+    Connaborted,
+    Connrefused,
+    Connreset,
+    Deadlk,
+    Destaddrreq,
+    Dom,
+    Dquot,
+    Exist,
+    Fault,
+    Fbig,
+    Hostunreach,
+    Idrm,
+    Ilseq,
+    Inprogress,
+    Intr,
+    Inval,
+    Io,
+    Isconn,
+    Isdir,
+    Loop,
+    Mfile,
+    Mlink,
+    Msgsize,
+    Multihop,
+    Nametoolong,
+    Netdown,
+    Netreset,
+    Netunreach,
+    Nfile,
+    Nobufs,
+    Nodev,
+    Noent,
+    Noexec,
+    Nolck,
+    Nolink,
+    Nomem,
+    Nomsg,
+    Noprotoopt,
+    Nospc,
+    Nosys,
+    Notconn,
+    Notdir,
+    Notempty,
+    Notrecoverable,
+    Notsock,
+    Notsup,
+    Notty,
+    Nxio,
+    Overflow,
+    Ownerdead,
+    Perm,
+    Pipe,
+    Proto,
+    Protonosupport,
+    Prototype,
+    Range,
+    Rofs,
+    Spipe,
+    Srch,
+    Stale,
+    Timedout,
+    Txtbsy,
+    Xdev,
+    /// The capability model forbids this: an absolute path, a `..` or a symbolic link that leaves
+    /// the directory, or a right the descriptor does not have.
+    Notcapable,
 }
 
 impl Errno {
-    /// The closest WASI errno for a host I/O error.
+    /// The WASI errno for a host (Linux) errno; WASI's numbering is its own.
+    pub fn from_host(e: rustix::io::Errno) -> Errno {
+        use rustix::io::Errno as H;
+        const TABLE: &[(H, Errno)] = &[
+            (H::TOOBIG, Errno::TooBig),
+            (H::ACCESS, Errno::Acces),
+            (H::AGAIN, Errno::Again),
+            (H::BADF, Errno::Badf),
+            (H::BUSY, Errno::Busy),
+            (H::DQUOT, Errno::Dquot),
+            (H::EXIST, Errno::Exist),
+            (H::FAULT, Errno::Fault),
+            (H::FBIG, Errno::Fbig),
+            (H::ILSEQ, Errno::Ilseq),
+            (H::INTR, Errno::Intr),
+            (H::INVAL, Errno::Inval),
+            (H::IO, Errno::Io),
+            (H::ISDIR, Errno::Isdir),
+            (H::LOOP, Errno::Loop),
+            (H::MFILE, Errno::Mfile),
+            (H::MLINK, Errno::Mlink),
+            (H::NAMETOOLONG, Errno::Nametoolong),
+            (H::NFILE, Errno::Nfile),
+            (H::NODEV, Errno::Nodev),
+            (H::NOENT, Errno::Noent),
+            (H::NOMEM, Errno::Nomem),
+            (H::NOSPC, Errno::Nospc),
+            (H::NOSYS, Errno::Nosys),
+            (H::NOTDIR, Errno::Notdir),
+            (H::NOTEMPTY, Errno::Notempty),
+            (H::NOTSOCK, Errno::Notsock),
+            (H::NOTSUP, Errno::Notsup),
+            (H::NOTTY, Errno::Notty),
+            (H::NXIO, Errno::Nxio),
+            (H::OVERFLOW, Errno::Overflow),
+            (H::PERM, Errno::Perm),
+            (H::PIPE, Errno::Pipe),
+            (H::RANGE, Errno::Range),
+            (H::ROFS, Errno::Rofs),
+            (H::SPIPE, Errno::Spipe),
+            (H::TXTBSY, Errno::Txtbsy),
+            (H::XDEV, Errno::Xdev),
+        ];
+        TABLE.iter().find(|(h, _)| *h == e).map_or(Errno::Io, |&(_, w)| w)
+    }
+
+    /// The WASI errno for a host I/O error (its OS error when it has one).
     pub fn from_io(e: &std::io::Error) -> Errno {
-        use std::io::ErrorKind as K;
-        match e.kind() {
-            K::NotFound => Errno::Noent,
-            K::PermissionDenied => Errno::Acces,
-            K::AlreadyExists => Errno::Exist,
-            K::NotADirectory => Errno::Notdir,
-            K::IsADirectory => Errno::Isdir,
-            K::DirectoryNotEmpty => Errno::Notempty,
-            K::InvalidInput | K::InvalidFilename => Errno::Inval,
-            K::Unsupported => Errno::Notsup,
-            K::NotSeekable => Errno::Spipe,
-            K::BrokenPipe => Errno::Pipe,
-            _ => Errno::Io,
+        match e.raw_os_error() {
+            Some(raw) => Errno::from_host(rustix::io::Errno::from_raw_os_error(raw)),
+            None if e.kind() == std::io::ErrorKind::BrokenPipe => Errno::Pipe,
+            None => Errno::Io,
         }
+    }
+}
+
+impl From<rustix::io::Errno> for Errno {
+    fn from(e: rustix::io::Errno) -> Errno {
+        Errno::from_host(e)
     }
 }
 
 /// `filetype`.
 pub mod filetype {
     pub const UNKNOWN: u8 = 0;
+    pub const BLOCK_DEVICE: u8 = 1;
     pub const CHARACTER_DEVICE: u8 = 2;
     pub const DIRECTORY: u8 = 3;
     pub const REGULAR_FILE: u8 = 4;
+    pub const SOCKET_STREAM: u8 = 6;
     pub const SYMBOLIC_LINK: u8 = 7;
 }
 
@@ -72,6 +175,18 @@ pub mod oflags {
 /// `fdflags`.
 pub mod fdflags {
     pub const APPEND: u16 = 1;
+    pub const DSYNC: u16 = 2;
+    pub const NONBLOCK: u16 = 4;
+    pub const RSYNC: u16 = 8;
+    pub const SYNC: u16 = 16;
+}
+
+/// `fstflags` of the `*_set_times` calls.
+pub mod fstflags {
+    pub const ATIM: u16 = 1;
+    pub const ATIM_NOW: u16 = 2;
+    pub const MTIM: u16 = 4;
+    pub const MTIM_NOW: u16 = 8;
 }
 
 /// `lookupflags`.
@@ -79,16 +194,75 @@ pub mod lookupflags {
     pub const SYMLINK_FOLLOW: u32 = 1;
 }
 
-/// `rights` bits that vmrun looks at, and the full set.
+/// `rights`: one bit per operation a descriptor may allow.
 pub mod rights {
+    pub const FD_DATASYNC: u64 = 1 << 0;
     pub const FD_READ: u64 = 1 << 1;
-    /// Streams must not have it (tests check that).
-    #[cfg(test)]
     pub const FD_SEEK: u64 = 1 << 2;
+    pub const FD_FDSTAT_SET_FLAGS: u64 = 1 << 3;
+    pub const FD_SYNC: u64 = 1 << 4;
+    pub const FD_TELL: u64 = 1 << 5;
     pub const FD_WRITE: u64 = 1 << 6;
+    pub const FD_ADVISE: u64 = 1 << 7;
+    pub const FD_ALLOCATE: u64 = 1 << 8;
+    pub const PATH_CREATE_DIRECTORY: u64 = 1 << 9;
+    pub const PATH_CREATE_FILE: u64 = 1 << 10;
+    pub const PATH_LINK_SOURCE: u64 = 1 << 11;
+    pub const PATH_LINK_TARGET: u64 = 1 << 12;
+    pub const PATH_OPEN: u64 = 1 << 13;
+    pub const FD_READDIR: u64 = 1 << 14;
+    pub const PATH_READLINK: u64 = 1 << 15;
+    pub const PATH_RENAME_SOURCE: u64 = 1 << 16;
+    pub const PATH_RENAME_TARGET: u64 = 1 << 17;
+    pub const PATH_FILESTAT_GET: u64 = 1 << 18;
+    pub const PATH_FILESTAT_SET_SIZE: u64 = 1 << 19;
+    pub const PATH_FILESTAT_SET_TIMES: u64 = 1 << 20;
+    pub const FD_FILESTAT_GET: u64 = 1 << 21;
+    pub const FD_FILESTAT_SET_SIZE: u64 = 1 << 22;
+    pub const FD_FILESTAT_SET_TIMES: u64 = 1 << 23;
+    pub const PATH_SYMLINK: u64 = 1 << 24;
+    pub const PATH_REMOVE_DIRECTORY: u64 = 1 << 25;
+    pub const PATH_UNLINK_FILE: u64 = 1 << 26;
     pub const POLL_FD_READWRITE: u64 = 1 << 27;
-    /// Every right defined by preview1 (bits 0..=29).
-    pub const ALL: u64 = (1 << 30) - 1;
+
+    /// What a regular file can allow: the `fd_*` operations on data and metadata.
+    pub const FILE: u64 = FD_DATASYNC
+        | FD_READ
+        | FD_SEEK
+        | FD_FDSTAT_SET_FLAGS
+        | FD_SYNC
+        | FD_TELL
+        | FD_WRITE
+        | FD_ADVISE
+        | FD_ALLOCATE
+        | FD_FILESTAT_GET
+        | FD_FILESTAT_SET_SIZE
+        | FD_FILESTAT_SET_TIMES
+        | POLL_FD_READWRITE;
+    /// What a directory can allow: every `path_*` operation below it, listing, its own metadata
+    /// and sync; never reading, writing or seeking (the testsuite checks `FD_SEEK` is absent).
+    pub const DIRECTORY: u64 = FD_DATASYNC
+        | FD_FDSTAT_SET_FLAGS
+        | FD_SYNC
+        | PATH_CREATE_DIRECTORY
+        | PATH_CREATE_FILE
+        | PATH_LINK_SOURCE
+        | PATH_LINK_TARGET
+        | PATH_OPEN
+        | FD_READDIR
+        | PATH_READLINK
+        | PATH_RENAME_SOURCE
+        | PATH_RENAME_TARGET
+        | PATH_FILESTAT_GET
+        | PATH_FILESTAT_SET_SIZE
+        | PATH_FILESTAT_SET_TIMES
+        | FD_FILESTAT_GET
+        | FD_FILESTAT_SET_TIMES
+        | PATH_SYMLINK
+        | PATH_REMOVE_DIRECTORY
+        | PATH_UNLINK_FILE;
+    /// What a standard stream can allow (no seek or tell: wasi-libc's `isatty` relies on that).
+    pub const STREAM: u64 = FD_READ | FD_WRITE | FD_FDSTAT_SET_FLAGS | FD_FILESTAT_GET | POLL_FD_READWRITE;
 }
 
 /// `clockid`.
@@ -104,6 +278,23 @@ pub mod whence {
     pub const SET: u32 = 0;
     pub const CUR: u32 = 1;
     pub const END: u32 = 2;
+}
+
+/// `advice` of `fd_advise`.
+pub mod advice {
+    pub const NORMAL: u32 = 0;
+    pub const SEQUENTIAL: u32 = 1;
+    pub const RANDOM: u32 = 2;
+    pub const WILLNEED: u32 = 3;
+    pub const DONTNEED: u32 = 4;
+    pub const NOREUSE: u32 = 5;
+}
+
+/// `eventtype` of `poll_oneoff` subscriptions and events.
+pub mod eventtype {
+    pub const CLOCK: u8 = 0;
+    pub const FD_READ: u8 = 1;
+    pub const FD_WRITE: u8 = 2;
 }
 
 /// Linear memory as WASI sees it: every access is bounds-checked.
@@ -133,6 +324,12 @@ impl<'a> GuestMemory<'a> {
     pub fn slice_mut(&mut self, ptr: u32, len: u32) -> Result<&mut [u8], Errno> {
         let r = self.range(ptr, len)?;
         Ok(&mut self.bytes[r])
+    }
+
+    #[cfg(test)]
+    pub fn read_u64(&self, ptr: u32) -> Result<u64, Errno> {
+        let b = self.slice(ptr, 8)?;
+        Ok(u64::from_le_bytes(b.try_into().map_err(|_| Errno::Fault)?))
     }
 
     pub fn read_u32(&self, ptr: u32) -> Result<u32, Errno> {
