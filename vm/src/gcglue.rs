@@ -10,10 +10,10 @@
 use crate::types::{RtHeapType, StorageKind, TypeInfo, TypeKind, TypeRegistry};
 use crate::values::is_object;
 
-/// The heap layout of a canonical type (structs and arrays; functions have none).
+/// The heap layout of a canonical type (structs, arrays and exception objects; functions have none).
 pub(crate) fn layout_of(info: &TypeInfo) -> Option<gc::Layout> {
     match &info.kind {
-        TypeKind::Struct { fields } => Some(gc::Layout::Struct {
+        TypeKind::Struct { fields } | TypeKind::Exn { fields, .. } => Some(gc::Layout::Struct {
             size: info.struct_size,
             ref_offsets: fields.iter().filter(|f| f.kind == StorageKind::Ref).map(|f| f.offset).collect(),
         }),
@@ -98,7 +98,8 @@ pub(crate) fn ref_matches(
     use RtHeapType as H;
     // Casts never cross hierarchies (validation), so the top types match every non-null value:
     // an `externref` may hold an internalized i31 or object, an `anyref` an externalized host value.
-    if matches!(heap, H::Any | H::Extern) {
+    // An `exnref` holds only exception objects.
+    if matches!(heap, H::Any | H::Extern | H::Exn) {
         return true;
     }
     if gc::value::is_i31(raw) {

@@ -83,6 +83,7 @@ pub struct NameMap {
     module: Option<String>,
     funcs: HashMap<u32, String>,
     types: HashMap<u32, String>,
+    tags: HashMap<u32, String>,
 }
 
 impl NameMap {
@@ -99,6 +100,11 @@ impl NameMap {
     /// A type's name (`(type $name ...)` in text), by index in the module's type section.
     pub fn type_name(&self, index: u32) -> Option<&str> {
         self.types.get(&index).map(String::as_str)
+    }
+
+    /// A tag's name (`(tag $name ...)` in text), by index in the tag index space (imports first).
+    pub fn tag_name(&self, index: u32) -> Option<&str> {
+        self.tags.get(&index).map(String::as_str)
     }
 }
 
@@ -292,6 +298,11 @@ impl Source {
     pub fn type_name(&self, index: u32) -> Option<&str> {
         self.names.type_name(index)
     }
+
+    /// A tag's name from the name section (`$name` in text), by tag index.
+    pub fn tag_name(&self, index: u32) -> Option<&str> {
+        self.names.tag_name(index)
+    }
 }
 
 /// The module and function names of a name section. A malformed subsection ends reading
@@ -309,6 +320,11 @@ fn read_names(reader: wasmparser::NameSectionReader<'_>) -> NameMap {
             Ok(wasmparser::Name::Type(map)) => {
                 for naming in map.into_iter().map_while(Result::ok) {
                     names.types.insert(naming.index, naming.name.to_string());
+                }
+            }
+            Ok(wasmparser::Name::Tag(map)) => {
+                for naming in map.into_iter().map_while(Result::ok) {
+                    names.tags.insert(naming.index, naming.name.to_string());
                 }
             }
             Ok(_) => {}
