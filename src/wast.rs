@@ -99,7 +99,7 @@ pub fn run_wast_file(path: &Path, opts: &WastOptions) -> Result<WastReport> {
 
 /// Run a script given as text; `name` is used in messages.
 pub fn run_wast_text(name: &str, text: &str, opts: &WastOptions) -> Result<WastReport> {
-    let text = &*unfold_legacy_try(text);
+    let text = &*vm::loader::unfold_legacy_try(text);
     let mut lexer = wast::lexer::Lexer::new(text);
     // The spec's names.wast deliberately uses bidirectional-override characters in names.
     lexer.allow_confusing_unicode(true);
@@ -693,116 +693,6 @@ fn define_spectest(store: &mut Store, linker: &mut Linker) {
     linker.define("spectest", "memory", Extern::Memory(m));
 }
 
-/// The legacy exception-handling proposal's folded `try`, which the `wast` crate no longer parses, rewritten
-/// to the flat form it does parse: `(try BT (do A*) (catch $t B*)* (catch_all C*)?)` becomes
-/// `try BT A* catch $t B* catch_all C* end`, and `(try BT (do A*) (delegate L))` becomes `try BT A* delegate L`.
-/// The spec's `legacy/` scripts use the folded form throughout. Strings and comments are copied untouched (so
-/// a quoted module stays as written: the parser rejects a folded `try` there, as `assert_malformed` wants);
-/// line breaks are kept, so positions in messages keep their lines. Text without `(try` is returned as is.
-fn unfold_legacy_try(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.contains("(try") {
-        return text.into();
-    }
-    /// What an open parenthesis was, to know what its `)` becomes.
-    #[derive(PartialEq)]
-    enum Open {
-        Other,
-        /// A folded `try`; `delegated` once its `(delegate L)` was seen (then it ends without `end`).
-        Try {
-            delegated: bool,
-        },
-        /// `(do`, `(catch`, `(catch_all` directly in a `try`: the parentheses go.
-        Clause,
-        /// `(delegate` directly in a `try`.
-        Delegate,
-    }
-    let bytes = text.as_bytes();
-    let keyword_at = |i: usize, word: &str| {
-        text[i..].starts_with(word)
-            && bytes.get(i + word.len()).is_none_or(|c| c.is_ascii_whitespace() || *c == b'(' || *c == b')')
-    };
-    let mut out = String::with_capacity(text.len() + 64);
-    let mut stack: Vec<Open> = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        let rest = &text[i..];
-        if rest.starts_with(";;") {
-            let end = rest.find('\n').map_or(text.len(), |n| i + n);
-            out.push_str(&text[i..end]);
-            i = end;
-        } else if rest.starts_with("(;") {
-            let end = block_comment_end(text, i);
-            out.push_str(&text[i..end]);
-            i = end;
-        } else if bytes[i] == b'"' {
-            let mut j = i + 1;
-            while j < bytes.len() && bytes[j] != b'"' {
-                j += if bytes[j] == b'\\' { 2 } else { 1 };
-            }
-            let end = (j + 1).min(bytes.len());
-            out.push_str(&text[i..end]);
-            i = end;
-        } else if bytes[i] == b'(' {
-            let j = i + 1 + rest[1..].len() - rest[1..].trim_start().len();
-            let in_try = matches!(stack.last(), Some(Open::Try { .. }));
-            let (open, skip) = if keyword_at(j, "try") {
-                (Open::Try { delegated: false }, 1)
-            } else if in_try && keyword_at(j, "do") {
-                (Open::Clause, j - i + 2)
-            } else if in_try && (keyword_at(j, "catch") || keyword_at(j, "catch_all")) {
-                (Open::Clause, 1)
-            } else if in_try && keyword_at(j, "delegate") {
-                if let Some(Open::Try { delegated }) = stack.last_mut() {
-                    *delegated = true;
-                }
-                (Open::Delegate, 1)
-            } else {
-                (Open::Other, 0)
-            };
-            if open == Open::Other {
-                out.push('(');
-            } else {
-                out.push(' ');
-            }
-            stack.push(open);
-            i += skip.max(1);
-        } else if bytes[i] == b')' {
-            match stack.pop() {
-                Some(Open::Try { delegated: false }) => out.push_str(" end"),
-                Some(Open::Other) | None => out.push(')'),
-                Some(_) => out.push(' '),
-            }
-            i += 1;
-        } else {
-            let c = rest.chars().next().expect("not at the end");
-            out.push(c);
-            i += c.len_utf8();
-        }
-    }
-    out.into()
-}
-
-/// The end of the (nestable) block comment starting at `start`.
-fn block_comment_end(text: &str, start: usize) -> usize {
-    let mut depth = 0;
-    let mut i = start;
-    while i < text.len() {
-        if text[i..].starts_with("(;") {
-            depth += 1;
-            i += 2;
-        } else if text[i..].starts_with(";)") {
-            depth -= 1;
-            i += 2;
-            if depth == 0 {
-                return i;
-            }
-        } else {
-            i += text[i..].chars().next().map_or(1, char::len_utf8);
-        }
-    }
-    text.len()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -966,7 +856,7 @@ mod tests {
         assert_eq!(report.skip_reasons.get("memory64"), Some(&1));
         assert_eq!(report.to_string(), "1 passed, 0 failed, 6 skipped (SIMD: 5, memory64: 1)");
         assert_eq!(report.skips.len(), 6);
-        assert_eq!(report.skips[0], "t.wast:2:13: module skipped: SIMD");
+        assert_eq!(report.skips[0], "t.wast:2:14: module skipped: SIMD");
         assert!(!report.ran_nothing());
         assert!(run("(module (func (result v128) (v128.const i64x2 0 0)))").ran_nothing());
         assert!(run("").ran_nothing());

@@ -98,6 +98,7 @@ const PROGRAMS: &[(&str, &[&str], &str)] = &[
     ("programs/gc_cycles.wat", &["--invoke", "run", "programs/gc_cycles.wat", "20000"], "200010000"),
     ("programs/gc_arrays.wat", &["--invoke", "run", "programs/gc_arrays.wat", "1000"], "249967000"),
     ("programs/gc_casts.wat", &["--invoke", "run", "programs/gc_casts.wat", "30"], "27830"),
+    ("programs/gc_exceptions.wat", &["--invoke", "run", "programs/gc_exceptions.wat", "200"], "88000"),
 ];
 
 /// GC programs under a collection at every allocation and the heap verifier: (program, argument, output).
@@ -106,6 +107,7 @@ const STRESSED: &[(&str, &str, &str)] = &[
     ("programs/gc_cycles.wat", "300", "45150"),
     ("programs/gc_arrays.wat", "200", "9859400"),
     ("programs/gc_casts.wat", "30", "27830"),
+    ("programs/gc_exceptions.wat", "50", "13000"),
 ];
 
 #[test]
