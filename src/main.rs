@@ -397,7 +397,18 @@ fn run_program(cli: &Cli, file: &Path, store: &mut Store) -> Result<Outcome, Fai
         Loaded::Exited(code) => return Ok(Outcome::Exit(code)),
     };
     match &cli.invoke {
-        Some(name) => invoke_export(store, instance, name, &cli.args),
+        Some(name) => {
+            // A WASI reactor (no `_start`, an `_initialize` export) is initialized before any other export
+            // is called, as WASI specifies and wasmtime does: compilers put their runtime set-up there.
+            if name != "_initialize"
+                && store.get_export(instance, "_start").is_none()
+                && let Some(Extern::Func(init)) = store.get_export(instance, "_initialize")
+                && let Err(t) = store.call(init, &[])
+            {
+                return trap_outcome(t);
+            }
+            invoke_export(store, instance, name, &cli.args)
+        }
         None => {
             let Some(Extern::Func(start)) = store.get_export(instance, "_start") else {
                 return Err(anyhow!(
