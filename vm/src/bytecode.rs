@@ -24,6 +24,9 @@
 //! Every slot's type is known at every instruction (the translator tracks it with wasmparser's
 //! validator). For each instruction at which a collection can start (calls and allocations) the
 //! translator records the set of slots holding references: see [`StackMap`].
+//!
+//! Exception handling adds two instructions (`Throw`, `ThrowRef`) and no markers: protected ranges are
+//! a side table of pc ranges per function ([`Handler`]), read only when something throws.
 
 pub use crate::types::StorageKind;
 

@@ -27,13 +27,15 @@
 //!   instruction, taking the frame and the instruction's operands (plus the entities they touch). Hot
 //!   handlers are `#[inline(always)]` so the loop still compiles to one jump table; none of them looks at
 //!   the instruction again.
+//! - `exceptions.rs`: `throw` (the exception is a heap object), `throw_ref`, and unwinding the frames to
+//!   the handler ([`Exit::Throw`] goes to `rethrow` here, which calls it).
 //! - `cold.rs`: the out-of-line path for instructions that are rare in hot code (memories other than 0,
 //!   bulk memory, tables, references, GC objects): a second `match` behind one call, resolving the
 //!   instance's index spaces before calling the same family files' handlers.
 //! - `operands.rs`: how a slot holds each value type, shared by every family.
 //!
-//! Imports point one way: `mod.rs` → `dispatch.rs`, `host.rs`; `dispatch.rs` → `cold.rs` and the family
-//! files; `cold.rs` → the family files; the family files → `operands.rs` (and `numeric.rs` → `float.rs`).
+//! Imports point one way: `mod.rs` → `dispatch.rs`, `host.rs`, `exceptions.rs`; `dispatch.rs` → `cold.rs` and
+//! the family files; `cold.rs` → the family files; the family files → `operands.rs` (and `numeric.rs` → `float.rs`).
 //! No file imports `mod.rs`.
 //!
 //! # GC safety
