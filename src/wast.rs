@@ -859,7 +859,7 @@ mod tests {
         assert_eq!(report.skips[0], "t.wast:2:14: module skipped: SIMD");
         assert!(!report.ran_nothing());
         assert!(run("(module (func (result v128) (v128.const i64x2 0 0)))").ran_nothing());
-        assert!(run("").ran_nothing());
+        assert!(WastReport::default().ran_nothing());
     }
 
     #[test]
