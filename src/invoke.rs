@@ -102,6 +102,7 @@ pub fn format_val(v: Val) -> String {
             Ref::I31(n) => format!("ref.i31 {n}"),
             Ref::Struct(_) => "ref.struct".into(),
             Ref::Array(_) => "ref.array".into(),
+            Ref::Exn(_) => "ref.exn".into(),
         },
     }
 }

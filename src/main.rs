@@ -165,6 +165,13 @@ enum Command {
         /// Script files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Print every skipped directive with the reason (`file:line:col: <directive> skipped: <why>`).
+        #[arg(long, short)]
+        verbose: bool,
+        /// Fail rejections (`assert_invalid`, `assert_malformed`, `assert_unlinkable`) whose wording does not
+        /// contain the expected message.
+        #[arg(long)]
+        strict_messages: bool,
     },
     /// Read a trace written by `--trace allocfree`.
     Trace {
@@ -269,11 +276,15 @@ fn one_line(e: &anyhow::Error) -> String {
 const BACKTRACE_HEAD: usize = 20;
 const BACKTRACE_TAIL: usize = 5;
 
-/// `error: wasm trap: <kind>`, then the backtrace, innermost frame first. A run of identical
-/// frames (plain recursion) is shown once with a repeat count, and a backtrace that is still
-/// long (say, mutual recursion that exhausted the stack) keeps only its two ends.
+/// `error: wasm trap: <kind>` (or `error: uncaught wasm exception: tag $e`), then the backtrace, innermost
+/// frame first (for an exception, from its throw). A run of identical frames (plain recursion) is shown once
+/// with a repeat count, and a backtrace that is still long (say, mutual recursion that exhausted the stack)
+/// keeps only its two ends.
 fn describe_trap(t: &Trap) -> String {
-    let mut out = format!("error: wasm trap: {}\n", t.kind);
+    let mut out = match t.kind {
+        TrapKind::UncaughtException { .. } => format!("error: {}\n", t.kind),
+        _ => format!("error: wasm trap: {}\n", t.kind),
+    };
     if t.backtrace.is_empty() {
         return out;
     }
@@ -356,7 +367,10 @@ fn trap_outcome(t: Trap) -> Result<Outcome, Failure> {
 
 fn run(cli: Cli) -> Result<Outcome, Failure> {
     match &cli.command {
-        Some(Command::Wast { files }) => return run_wast(files),
+        Some(Command::Wast { files, verbose, strict_messages }) => {
+            let opts = wast::WastOptions { strict_messages: *strict_messages, ..Default::default() };
+            return run_wast(files, *verbose, &opts);
+        }
         Some(Command::Trace { action }) => return action.run().map(|()| Outcome::Success).map_err(Failure::Error),
         None => {}
     }
@@ -410,7 +424,18 @@ fn run_program(cli: &Cli, file: &Path, store: &mut Store) -> Result<Outcome, Fai
         Loaded::Exited(code) => return Ok(Outcome::Exit(code)),
     };
     let outcome = match &cli.invoke {
-        Some(name) => invoke_export(store, instance, name, &cli.args),
+        Some(name) => {
+            // A WASI reactor (no `_start`, an `_initialize` export) is initialized before any other export
+            // is called, as WASI specifies and wasmtime does: compilers put their runtime set-up there.
+            if name != "_initialize"
+                && store.get_export(instance, "_start").is_none()
+                && let Some(Extern::Func(init)) = store.get_export(instance, "_initialize")
+                && let Err(t) = store.call(init, &[])
+            {
+                return trap_outcome(t);
+            }
+            invoke_export(store, instance, name, &cli.args)
+        }
         None => {
             let Some(Extern::Func(start)) = store.get_export(instance, "_start") else {
                 return Err(anyhow!(
@@ -503,18 +528,33 @@ fn list_exports(store: &Store, instance: InstanceId) -> String {
     }
 }
 
-fn run_wast(files: &[PathBuf]) -> Result<Outcome, Failure> {
-    let (mut passed, mut failed) = (0, 0);
+/// Runs every script; fails (exit 1) if a directive failed or a script checked nothing (every directive
+/// skipped, or none at all), which is reported as `error: FILE: ...`.
+fn run_wast(files: &[PathBuf], verbose: bool, opts: &wast::WastOptions) -> Result<Outcome, Failure> {
+    let mut total = wast::WastReport::default();
+    let mut empty = false;
     for f in files {
-        let report = wast::run_file(f)?;
+        let report = wast::run_wast_file(f, opts)?;
         for failure in &report.failures {
             eprintln!("{failure}");
         }
-        passed += report.passed;
-        failed += report.failures.len();
+        if verbose {
+            report.skips.iter().for_each(|s| eprintln!("{s}"));
+        }
+        if report.ran_nothing() {
+            let what = if report.skipped > 0 { "every directive was skipped" } else { "no directives" };
+            eprintln!("error: {}: {what}", f.display());
+            empty = true;
+        }
+        total.passed += report.passed;
+        total.failures.extend(report.failures);
+        total.skipped += report.skipped;
+        for (why, n) in report.skip_reasons {
+            *total.skip_reasons.entry(why).or_default() += n;
+        }
     }
-    println!("{passed} passed, {failed} failed");
-    Ok(if failed == 0 { Outcome::Success } else { Outcome::Exit(1) })
+    println!("{total}");
+    Ok(if total.failures.is_empty() && !empty { Outcome::Success } else { Outcome::Exit(1) })
 }
 
 #[cfg(test)]

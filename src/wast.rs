@@ -13,7 +13,7 @@
 //! - **failed**, with one line `file:line:col: <directive> failed: <why>` naming the directive's
 //!   position in the script;
 //! - **skipped**, when it needs something vmrun deliberately does not implement: SIMD (`v128`
-//!   values), exceptions, threads, memory64, stack switching and other disabled proposals
+//!   values), threads, memory64, stack switching and other disabled proposals
 //!   (recognised by the validator's "... not enabled" wording), custom-section annotations, the
 //!   component model. A module skipped this way makes every directive that uses it a skip too,
 //!   including modules that import from its `register`ed name. Skips are never counted as passes.
@@ -56,10 +56,10 @@ pub struct WastOptions {
 
 /// The outcome of one script.
 ///
-/// For the CLI (`vmrun wast FILE...`): print each entry of `failures` on stderr, then the
-/// report's `Display` (`N passed, N failed`, plus `, N skipped (why: count, ...)` when
-/// something was skipped) on stdout, and exit with code 0 iff no file had a failure.
-/// `--strict-messages` maps to [`WastOptions::strict_messages`].
+/// For the CLI (`vmrun wast FILE...`): print each entry of `failures` on stderr (and of `skips` with
+/// `--verbose`), then the report's `Display` (`N passed, N failed, N skipped`, plus ` (why: count, ...)`
+/// when something was skipped) on stdout, and exit with code 0 iff no file had a failure and every file
+/// ran something ([`WastReport::ran_nothing`]). `--strict-messages` maps to [`WastOptions::strict_messages`].
 #[derive(Debug, Default)]
 pub struct WastReport {
     pub passed: usize,
@@ -67,18 +67,28 @@ pub struct WastReport {
     pub failures: Vec<String>,
     /// Directives not run because they need an unsupported feature.
     pub skipped: usize,
+    /// One line per skipped directive: `file:line:col: <directive> skipped: <why>`.
+    pub skips: Vec<String>,
     /// Why directives were skipped, with counts.
     pub skip_reasons: BTreeMap<String, usize>,
 }
 
 impl fmt::Display for WastReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} passed, {} failed", self.passed, self.failures.len())?;
+        write!(f, "{} passed, {} failed, {} skipped", self.passed, self.failures.len(), self.skipped)?;
         if self.skipped > 0 {
             let reasons: Vec<String> = self.skip_reasons.iter().map(|(why, n)| format!("{why}: {n}")).collect();
-            write!(f, ", {} skipped ({})", self.skipped, reasons.join(", "))?;
+            write!(f, " ({})", reasons.join(", "))?;
         }
         Ok(())
+    }
+}
+
+impl WastReport {
+    /// No directive passed or failed: every one was skipped, or the script had none. Such a script
+    /// checked nothing, which is an error rather than a success.
+    pub fn ran_nothing(&self) -> bool {
+        self.passed == 0 && self.failures.is_empty()
     }
 }
 
@@ -89,15 +99,9 @@ pub fn run_wast_file(path: &Path, opts: &WastOptions) -> Result<WastReport> {
     run_wast_text(&path.display().to_string(), &text, opts)
 }
 
-/// Transitional name for [`run_wast_file`] with default options, used by `src/main.rs` until
-/// it passes `--strict-messages` through; delete it then.
-#[allow(dead_code)]
-pub fn run_file(path: &Path) -> Result<WastReport> {
-    run_wast_file(path, &WastOptions::default())
-}
-
 /// Run a script given as text; `name` is used in messages.
 pub fn run_wast_text(name: &str, text: &str, opts: &WastOptions) -> Result<WastReport> {
+    let text = &*vm::loader::unfold_legacy_try(text);
     let mut lexer = wast::lexer::Lexer::new(text);
     // The spec's names.wast deliberately uses bidirectional-override characters in names.
     lexer.allow_confusing_unicode(true);
@@ -112,6 +116,7 @@ pub fn run_wast_text(name: &str, text: &str, opts: &WastOptions) -> Result<WastR
             Ok(()) => report.passed += 1,
             Err(Problem::Skipped(why)) => {
                 report.skipped += 1;
+                report.skips.push(format!("{name}:{}:{}: {kind} skipped: {why}", line + 1, col + 1));
                 *report.skip_reasons.entry(why).or_default() += 1;
             }
             Err(Problem::Failed(why)) => {
@@ -248,7 +253,11 @@ impl ScriptRunner {
                 }
                 Slot::Broken(why) => fail(why),
             },
-            WastDirective::Invoke(call) => self.invoke(call).map(drop),
+            // A bare `invoke` must complete: a trap or an exception out of it is a failure.
+            WastDirective::Invoke(call) => match self.invoke(call)? {
+                Ok(_) => Ok(()),
+                Err(trap) => fail(format!("trapped: {trap}")),
+            },
             WastDirective::AssertReturn { exec, results, .. } => {
                 let expected = results.iter().map(core_ret).collect::<Check<Vec<_>>>()?;
                 if expected.iter().any(|r| needs_simd(r)) {
@@ -305,7 +314,14 @@ impl ScriptRunner {
             WastDirective::AssertInvalidCustom { .. } | WastDirective::AssertMalformedCustom { .. } => {
                 skip("custom-section annotations")
             }
-            WastDirective::AssertException { .. } => skip("exceptions"),
+            WastDirective::AssertException { exec, .. } => match self.execute(exec)? {
+                Err(Trap { kind: TrapKind::UncaughtException { exn, .. }, .. }) => {
+                    self.store.unroot(Ref::Exn(exn));
+                    Ok(())
+                }
+                Err(trap) => fail(format!("trapped with `{trap}`, expected an uncaught exception")),
+                Ok(values) => fail(format!("returned {}, expected an uncaught exception", show_values(&values))),
+            },
             WastDirective::AssertSuspension { .. } => skip("stack switching"),
             WastDirective::Thread(_) | WastDirective::Wait { .. } => skip("threads"),
         }
@@ -468,7 +484,6 @@ fn clone_problem(p: &Problem) -> Problem {
 fn unsupported_feature(message: &str) -> Option<&'static str> {
     const DISABLED: &[&str] = &["not enabled", "must be enabled", "not supported without", "feature required"];
     const LEFT_OUT: &[(&str, &str)] = &[
-        ("exception", "exceptions"),
         ("memory64", "memory64"),
         ("simd", "SIMD"),
         ("thread", "threads"),
@@ -604,6 +619,7 @@ fn show_value(v: &Val) -> String {
         Val::Ref(Ref::I31(x)) => format!("ref.i31 {x}"),
         Val::Ref(Ref::Struct(_)) => "ref.struct".into(),
         Val::Ref(Ref::Array(_)) => "ref.array".into(),
+        Val::Ref(Ref::Exn(_)) => "ref.exn".into(),
     }
 }
 
@@ -764,7 +780,6 @@ mod tests {
 
     #[test]
     fn disabled_proposals_are_recognised() {
-        assert_eq!(unsupported_feature("m: offset 0x34: exceptions proposal not enabled"), Some("exceptions"));
         assert_eq!(unsupported_feature("SIMD support is not enabled"), Some("SIMD"));
         assert_eq!(unsupported_feature("memory64 must be enabled for 64-bit tables"), Some("memory64"));
         assert_eq!(unsupported_feature("threads must be enabled for shared memories"), Some("threads"));
@@ -810,7 +825,7 @@ mod tests {
         "#);
         assert_eq!(report.failures, Vec::<String>::new());
         assert_eq!((report.passed, report.skipped), (16, 0));
-        assert_eq!(report.to_string(), "16 passed, 0 failed");
+        assert_eq!(report.to_string(), "16 passed, 0 failed, 0 skipped");
     }
 
     #[test]
@@ -849,6 +864,11 @@ mod tests {
         assert_eq!(report.skip_reasons.get("SIMD"), Some(&5));
         assert_eq!(report.skip_reasons.get("memory64"), Some(&1));
         assert_eq!(report.to_string(), "1 passed, 0 failed, 6 skipped (SIMD: 5, memory64: 1)");
+        assert_eq!(report.skips.len(), 6);
+        assert_eq!(report.skips[0], "t.wast:2:14: module skipped: SIMD");
+        assert!(!report.ran_nothing());
+        assert!(run("(module (func (result v128) (v128.const i64x2 0 0)))").ran_nothing());
+        assert!(WastReport::default().ran_nothing());
     }
 
     #[test]

@@ -145,6 +145,35 @@ fn preload_links_another_module_under_a_name() {
     assert!(msg.contains("NAME=FILE"), "{msg}");
 }
 
+#[test]
+fn exceptions_cross_preloaded_modules() {
+    let run = |export: &str| {
+        vmrun(&[
+            "--preload",
+            "errors=tests/fixtures/exn_lib.wat",
+            "--invoke",
+            export,
+            "tests/fixtures/uses_exn_lib.wat",
+            "21",
+        ])
+    };
+    let out = run("checked");
+    assert_eq!((out.status.code(), stdout(&out).as_str()), (Some(0), "121\n"), "{}", stderr(&out));
+    let out = run("bounce");
+    assert_eq!((out.status.code(), stdout(&out).as_str()), (Some(0), "42\n"), "{}", stderr(&out));
+    // Uncaught: named by the tag's name in the module whose code threw it, with the backtrace of the throw
+    // through both modules.
+    let out = run("escape");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(TRAP_EXIT), "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines[0], "error: uncaught wasm exception: tag $failure", "{err}");
+    assert_eq!(lines[1], "wasm backtrace:", "{err}");
+    assert!(lines[2].starts_with("    0: user!thrower at tests/fixtures/uses_exn_lib.wat:"), "{err}");
+    assert!(lines[3].starts_with("    1: errors!<unknown> (func 1) at tests/fixtures/exn_lib.wat:"), "{err}");
+    assert!(lines[4].starts_with("    2: user!escape at tests/fixtures/uses_exn_lib.wat:"), "{err}");
+}
+
 // ---- traps
 
 /// Invoke a trapping export of `traps.wat`; check exit code, message and the named frames.
@@ -285,10 +314,48 @@ fn no_program_is_a_usage_error() {
 #[test]
 fn wast_subcommand_counts_and_fails_with_code_1() {
     let out = vmrun(&["wast", "tests/fixtures/small.wast"]);
-    assert_eq!((out.status.code(), stdout(&out).as_str()), (Some(0), "4 passed, 0 failed\n"), "{}", stderr(&out));
+    assert_eq!(
+        (out.status.code(), stdout(&out).as_str()),
+        (Some(0), "4 passed, 0 failed, 0 skipped\n"),
+        "{}",
+        stderr(&out)
+    );
     let out = vmrun(&["wast", "tests/fixtures/failing.wast"]);
-    assert_eq!((out.status.code(), stdout(&out).as_str()), (Some(1), "2 passed, 1 failed\n"));
+    assert_eq!((out.status.code(), stdout(&out).as_str()), (Some(1), "2 passed, 1 failed, 0 skipped\n"));
     assert!(stderr(&out).starts_with("tests/fixtures/failing.wast:4:2: "), "{}", stderr(&out));
+}
+
+#[test]
+fn wast_reports_skips_and_a_script_that_checks_nothing_fails() {
+    // Every directive needs SIMD: counted, shown with --verbose, and the script fails.
+    let out = vmrun(&["wast", "--verbose", "tests/fixtures/all_skipped.wast"]);
+    assert_eq!(
+        (out.status.code(), stdout(&out).as_str()),
+        (Some(1), "0 passed, 0 failed, 2 skipped (SIMD: 2)\n"),
+        "{}",
+        stderr(&out)
+    );
+    let err = stderr(&out);
+    assert!(err.contains("tests/fixtures/all_skipped.wast:2:2: module skipped: SIMD\n"), "{err}");
+    assert!(err.contains("tests/fixtures/all_skipped.wast:3:2: assert_return skipped: SIMD\n"), "{err}");
+    assert!(err.contains("error: tests/fixtures/all_skipped.wast: every directive was skipped"), "{err}");
+    // Without --verbose the reasons are only counted.
+    let out = vmrun(&["wast", "tests/fixtures/all_skipped.wast", "tests/fixtures/small.wast"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stdout(&out), "4 passed, 0 failed, 2 skipped (SIMD: 2)\n");
+    assert!(!stderr(&out).contains("skipped: SIMD"), "{}", stderr(&out));
+}
+
+#[test]
+fn wast_runs_exception_scripts_legacy_syntax_included() {
+    let out = vmrun(&[
+        "wast",
+        "tests/testsuite/exceptions/legacy/try_delegate.wast",
+        "tests/testsuite/exceptions/legacy/rethrow.wast",
+    ]);
+    let summary = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{summary}{}", stderr(&out));
+    assert!(summary.ends_with(" passed, 0 failed, 0 skipped\n") && !summary.starts_with("0 "), "{summary}");
 }
 
 #[test]

@@ -22,6 +22,7 @@ const GC_PROGRAMS: &[(&str, &str, &str)] = &[
     ("programs/gc_cycles.wat", "2000", "2001000"),
     ("programs/gc_arrays.wat", "1000", "249967000"),
     ("programs/gc_casts.wat", "30", "27830"),
+    ("programs/gc_exceptions.wat", "300", "168000"),
 ];
 
 #[test]
@@ -35,6 +36,26 @@ fn gc_programs_agree_with_and_without_stress_and_verification() {
         let every_7th = ok_stdout(&["--gc-stress=7", "--gc-verify", "--invoke", "run", program, arg]);
         assert_eq!(every_7th.trim(), *expected, "{program} {arg} under --gc-stress=7");
     }
+}
+
+/// The negative control of the exception programs' check: with the reference payload left out of exception
+/// objects' reference maps (`VMRUN_VM_DEBUG=exn-untraced-payload`), a struct only a kept exception holds is
+/// swept and reused under stress, and the result is wrong. Without stress nothing is collected in time.
+#[test]
+fn an_untraced_exception_payload_is_caught() {
+    let args = ["--gc-stress", "--gc-verify", "--invoke", "run", "programs/gc_exceptions.wat", "300"];
+    let run = |bug: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vmrun"));
+        cmd.args(args).env_remove("VMRUN_VM_DEBUG");
+        if let Some(bug) = bug {
+            cmd.env("VMRUN_VM_DEBUG", bug);
+        }
+        let out = cmd.output().expect("vmrun starts");
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    assert_eq!(run(None), (Some(0), "168000".to_string()));
+    let planted = run(Some("exn-untraced-payload"));
+    assert_ne!(planted, (Some(0), "168000".to_string()), "the planted bug went unnoticed");
 }
 
 /// Parse `name X MiB` out of the `--gc-stats` line.

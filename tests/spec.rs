@@ -173,6 +173,27 @@ fn proposal_multi_memory() {
     check("multi-memory", &run_files("multi-memory", proposal_files(Proposal::MultiMemory)));
 }
 
+/// The legacy exception-handling scripts, vendored (see `tests/testsuite/README.md`).
+const LEGACY_EXCEPTION_SCRIPTS: &[(&str, &str)] = &[
+    ("rethrow.wast", include_str!("testsuite/exceptions/legacy/rethrow.wast")),
+    ("throw.wast", include_str!("testsuite/exceptions/legacy/throw.wast")),
+    ("try_catch.wast", include_str!("testsuite/exceptions/legacy/try_catch.wast")),
+    ("try_delegate.wast", include_str!("testsuite/exceptions/legacy/try_delegate.wast")),
+];
+
+/// Exception handling: the proposal's files in the crate (`tag`, `throw`, `throw_ref`, `try_table`, the
+/// Wasm 3.0 instructions) and the legacy instructions' files, vendored in `tests/testsuite/` (the crate has
+/// none).
+#[test]
+fn proposal_exceptions() {
+    check("exceptions", &run_files("exceptions", proposal_files(Proposal::ExceptionHandling)));
+    let files = LEGACY_EXCEPTION_SCRIPTS
+        .iter()
+        .map(|&(name, contents)| TestFile { parent: "exceptions/legacy".into(), name: name.into(), contents })
+        .collect();
+    check("exceptions-legacy", &run_files("exceptions-legacy", files));
+}
+
 #[test]
 fn proposal_extended_const() {
     check("extended-const", &run_files("extended-const", proposal_files(Proposal::ExtendedConst)));

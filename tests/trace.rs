@@ -149,6 +149,7 @@ const PROGRAMS: &[(&str, &str, &str)] = &[
     ("programs/gc_cycles.wat", "100000", "5000050000"),
     ("programs/gc_arrays.wat", "5000", "6254835000"),
     ("programs/gc_casts.wat", "3000", "8990003000"),
+    ("programs/gc_exceptions.wat", "60000", "4332000000"),
 ];
 
 #[test]
@@ -167,6 +168,12 @@ fn traces_of_the_gc_programs_agree_with_the_collector_and_the_heap() {
         let last = trace.generations.last().unwrap();
         let file = Path::new(program).file_name().unwrap().to_str().unwrap();
         assert!(last.types.values().any(|t| t.name.starts_with('$')), "{program}: {:?}", last.types);
+        if *program == "programs/gc_exceptions.wat" {
+            // Exceptions are objects of the heap, traced under their tag's name.
+            for tag in ["tag $found", "tag $empty"] {
+                assert!(last.types.values().any(|t| t.name == tag), "{tag} in {:?}", last.types);
+            }
+        }
         for site in last.sites.values() {
             assert!(site.function.starts_with('$'), "{site}");
             let (f, line, col) = site.location.clone().unwrap_or_else(|| panic!("{program}: no line for {site}"));

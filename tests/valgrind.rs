@@ -112,6 +112,7 @@ const PROGRAMS: &[(&str, &[&str], &str)] = &[
         &["--dir", "tests/fixtures/sandbox::/data", "programs/wasi_copy.wasm", "/data/inside.txt", "-"],
         "inside the sandbox",
     ),
+    ("programs/gc_exceptions.wat", &["--invoke", "run", "programs/gc_exceptions.wat", "200"], "88000"),
 ];
 
 /// GC programs under a collection at every allocation and the heap verifier: (program, argument, output).
@@ -120,6 +121,7 @@ const STRESSED: &[(&str, &str, &str)] = &[
     ("programs/gc_cycles.wat", "300", "45150"),
     ("programs/gc_arrays.wat", "200", "9859400"),
     ("programs/gc_casts.wat", "30", "27830"),
+    ("programs/gc_exceptions.wat", "50", "13000"),
 ];
 
 #[test]

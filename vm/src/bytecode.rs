@@ -24,6 +24,9 @@
 //! Every slot's type is known at every instruction (the translator tracks it with wasmparser's
 //! validator). For each instruction at which a collection can start (calls and allocations) the
 //! translator records the set of slots holding references: see [`StackMap`].
+//!
+//! Exception handling adds two instructions (`Throw`, `ThrowRef`) and no markers: protected ranges are
+//! a side table of pc ranges per function ([`Handler`]), read only when something throws.
 
 pub use crate::types::StorageKind;
 
@@ -222,6 +225,13 @@ macro_rules! define_instrs {
             ArrayInitElem { args: Slot, access: u32, elem: u32 },
             /// `extern.convert_any` and `any.convert_extern` are identities on the representation.
             ConvertRef { dst: Slot, src: Slot },
+
+            // ---- exceptions (see [`Handler`])
+            /// `throw`: allocate an exception of the module's tag `tag` with the payload in `args..` and
+            /// unwind to the handler that takes it.
+            Throw { tag: u32, args: Slot },
+            /// `throw_ref` and the legacy `rethrow`: unwind with the exception in `exn` (a trap if null).
+            ThrowRef { exn: Slot },
         }
     };
 }
@@ -350,6 +360,39 @@ pub struct StackMap {
     pub ref_slots: Box<[Slot]>,
 }
 
+/// One entry of a function's handler table: what happens to an exception thrown (or passing through a call)
+/// at an instruction in `start..end`.
+///
+/// A `try_table` gives one entry per catch clause, in clause order; a legacy `try` one per `catch`/
+/// `catch_all` and a `delegate` one. Entries are ordered innermost first (an entry is added when its block's
+/// protected range ends, and an inner range ends before the one around it), so the first entry that covers
+/// the pc and accepts the exception is the one the spec picks; [`CompiledFunc::find_handler`] does the walk.
+/// The table is plain data indexed by bytecode pc, for the interpreter and for a compiled tier alike (which
+/// maps its call sites back to bytecode pcs, as it does for stack maps).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Handler {
+    /// First instruction covered.
+    pub start: u32,
+    /// One past the last instruction covered.
+    pub end: u32,
+    /// Nesting depth (index in the translator's control stack) of the block the entry belongs to, for
+    /// `delegate`.
+    pub depth: u16,
+    pub action: HandlerAction,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandlerAction {
+    /// Take exceptions of the module's tag `tag` (`None`: every exception): the payload goes to the slots
+    /// from `payload` on (tag clauses only), the exception itself to `exn` if set (`catch_ref`,
+    /// `catch_all_ref`, and legacy catches, whose `rethrow` reads it there), then execution goes on at `target`.
+    /// These are the slots of the target label: the landing is a branch to it.
+    Catch { tag: Option<u32>, payload: Slot, exn: Option<Slot>, target: u32 },
+    /// A legacy `delegate`: only entries of blocks at depth `to_depth` or less may take the exception (depth 0,
+    /// the function body: none, it goes to the caller).
+    Delegate { to_depth: u16 },
+}
+
 /// A translated function.
 #[derive(Debug)]
 pub struct CompiledFunc {
@@ -376,6 +419,8 @@ pub struct CompiledFunc {
     pub stack_maps: Box<[StackMap]>,
     /// For each instruction, the byte offset of the wasm operator it came from (for backtraces).
     pub wasm_offsets: Box<[u32]>,
+    /// Exception handlers, innermost first (see [`Handler`]); empty for most functions.
+    pub handlers: Box<[Handler]>,
 }
 
 impl CompiledFunc {
@@ -390,6 +435,27 @@ impl CompiledFunc {
         if !self.consts.is_empty() {
             frame[nl..nl + self.consts.len()].copy_from_slice(&self.consts);
         }
+    }
+
+    /// The handler that takes an exception thrown at (or passing the call at) `pc`, if any: the first entry
+    /// covering `pc` whose clause accepts the exception (`accepts(t)`: is it of the module's tag `t`), skipping
+    /// those a `delegate` on the way excludes.
+    pub fn find_handler(&self, pc: u32, accepts: impl Fn(u32) -> bool) -> Option<&Handler> {
+        let mut max_depth = u16::MAX;
+        for h in self.handlers.iter() {
+            if pc < h.start || pc >= h.end || h.depth > max_depth {
+                continue;
+            }
+            match h.action {
+                HandlerAction::Delegate { to_depth } => max_depth = to_depth,
+                HandlerAction::Catch { tag, .. } => {
+                    if tag.is_none_or(&accepts) {
+                        return Some(h);
+                    }
+                }
+            }
+        }
+        None
     }
 
     /// The reference slots at GC point `pc`.

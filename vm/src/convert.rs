@@ -5,7 +5,7 @@
 use crate::handles::HandleTable;
 use crate::state::StoreState;
 use crate::types::{RtValType, TypeKind, TypeRegistry};
-use crate::values::{ref_from_raw, unboxed_ref_to_raw};
+use crate::values::{ObjectKind, ref_from_raw, unboxed_ref_to_raw};
 use crate::{Ref, Trap, TrapKind, Val};
 
 /// Host value → slot bits; `Err` for an object handle that is not live in this store, or a function
@@ -17,7 +17,7 @@ pub(crate) fn val_to_raw(s: &StoreState, v: Val) -> Result<u64, Trap> {
         Val::I64(x) => x as u64,
         Val::F32(x) => x as u64,
         Val::F64(x) => x,
-        Val::Ref(r @ (Ref::Struct(h) | Ref::Array(h))) => {
+        Val::Ref(r @ (Ref::Struct(h) | Ref::Array(h) | Ref::Exn(h))) => {
             s.mutator.handles.get(h).ok_or_else(|| bad(r, "live object handle"))?
         }
         Val::Ref(r @ Ref::Func(f)) if f.0 as usize >= s.funcs.len() => return Err(bad(r, "function")),
@@ -32,11 +32,15 @@ pub(crate) fn raw_to_val(types: &TypeRegistry, handles: &mut HandleTable, raw: u
         RtValType::I64 => Val::I64(raw as i64),
         RtValType::F32 => Val::F32(raw as u32),
         RtValType::F64 | RtValType::V128 => Val::F64(raw),
-        RtValType::Ref { .. } => Val::Ref(ref_from_raw(
-            raw,
-            |a| matches!(types.get(crate::gcglue::object_type(a)).kind, TypeKind::Array { .. }),
-            handles,
-        )),
+        RtValType::Ref { .. } => Val::Ref(ref_from_raw(raw, |a| object_kind(types, a), handles)),
+    }
+}
+
+fn object_kind(types: &TypeRegistry, raw: u64) -> ObjectKind {
+    match types.get(crate::gcglue::object_type(raw)).kind {
+        TypeKind::Array { .. } => ObjectKind::Array,
+        TypeKind::Exn { .. } => ObjectKind::Exn,
+        TypeKind::Struct { .. } | TypeKind::Func { .. } => ObjectKind::Struct,
     }
 }
 
@@ -47,6 +51,15 @@ pub(crate) fn host_value_fits(s: &StoreState, v: &Val, raw: u64, t: RtValType) -
     match (v, t) {
         (Val::I32(_), RtValType::I32) | (Val::I64(_), RtValType::I64) => true,
         (Val::F32(_), RtValType::F32) | (Val::F64(_), RtValType::F64) => true,
+        // Exceptions live in their own hierarchy: an object passes for an `exnref` iff it is an exception
+        // (`ref_matches` trusts validation for that, and a host value was not validated).
+        (Val::Ref(_), RtValType::Ref { heap, .. })
+            if crate::values::is_object(raw)
+                && matches!(object_kind(&s.rt.types, raw), ObjectKind::Exn)
+                    != (heap.top(&s.rt.types) == crate::types::RtHeapType::Exn) =>
+        {
+            false
+        }
         (Val::Ref(_), RtValType::Ref { nullable, heap }) => crate::gcglue::ref_matches(
             &s.rt.types,
             |f| s.funcs.get(f as usize).map_or(u32::MAX, |e| e.ty),

@@ -10,18 +10,33 @@
 use crate::types::{RtHeapType, StorageKind, TypeInfo, TypeKind, TypeRegistry};
 use crate::values::is_object;
 
-/// The heap layout of a canonical type (structs and arrays; functions have none).
+/// The heap layout of a canonical type (structs, arrays and exception objects; functions have none).
 pub(crate) fn layout_of(info: &TypeInfo) -> Option<gc::Layout> {
     match &info.kind {
         TypeKind::Struct { fields } => Some(gc::Layout::Struct {
             size: info.struct_size,
             ref_offsets: fields.iter().filter(|f| f.kind == StorageKind::Ref).map(|f| f.offset).collect(),
         }),
+        TypeKind::Exn { fields, .. } => Some(gc::Layout::Struct {
+            size: info.struct_size,
+            ref_offsets: if exn_payload_untraced() {
+                Box::new([])
+            } else {
+                fields.iter().filter(|f| f.kind == StorageKind::Ref).map(|f| f.offset).collect()
+            },
+        }),
         TypeKind::Array { elem, .. } => {
             Some(gc::Layout::Array { elem_size: elem.size(), elem_is_ref: *elem == StorageKind::Ref })
         }
         TypeKind::Func { .. } => None,
     }
+}
+
+/// `VMRUN_VM_DEBUG=exn-untraced-payload`: the planted bug `tests/gc.rs` shows the tests catch: exception
+/// objects get a reference map without their reference payload, so a payload only an in-flight or kept
+/// exception holds is swept. Read once per tag layout, at module load.
+fn exn_payload_untraced() -> bool {
+    std::env::var_os("VMRUN_VM_DEBUG").is_some_and(|v| v == "exn-untraced-payload")
 }
 
 /// The object behind a non-null reference slot value.
@@ -98,7 +113,8 @@ pub(crate) fn ref_matches(
     use RtHeapType as H;
     // Casts never cross hierarchies (validation), so the top types match every non-null value:
     // an `externref` may hold an internalized i31 or object, an `anyref` an externalized host value.
-    if matches!(heap, H::Any | H::Extern) {
+    // An `exnref` holds only exception objects.
+    if matches!(heap, H::Any | H::Extern | H::Exn) {
         return true;
     }
     if gc::value::is_i31(raw) {

@@ -16,7 +16,7 @@ use crate::runtime::ModuleId;
 use crate::state::{FuncEntity, FuncKind, GlobalEntity, Instance, StoreState, TableEntity};
 use crate::types::{TypeKind, heap_subtype, val_subtype};
 use crate::values::{func_raw, i31_raw};
-use crate::{Error, Extern, Func, Global, InstanceId, Memory, Table, Trap, TrapKind};
+use crate::{Error, Extern, Func, Global, InstanceId, Memory, Table, Tag, Trap, TrapKind};
 
 impl StoreState {
     /// Link and instantiate; runs active segments and the start function.
@@ -28,6 +28,7 @@ impl StoreState {
             tables: Vec::new(),
             memories: Vec::new(),
             globals: Vec::new(),
+            tags: Vec::new(),
             elems: Vec::new(),
             datas: Vec::new(),
             exports: Vec::new(),
@@ -90,6 +91,13 @@ impl StoreState {
                     }
                     inst.globals.push(g.0);
                 }
+                // Tag types match when they are the same (equivalent types share a canonical id).
+                (ImportDesc::Tag(want), Extern::Tag(t)) => {
+                    if self.tags[t.0 as usize].ty != *want {
+                        return Err(incompatible());
+                    }
+                    inst.tags.push(t.0);
+                }
                 _ => return Err(incompatible()),
             }
         }
@@ -99,6 +107,11 @@ impl StoreState {
             let ty = m.func_types[m.num_imported_funcs as usize + i];
             self.funcs.push(FuncEntity { ty, kind: FuncKind::Wasm { instance: inst_id, index: i as u32 } });
             inst.funcs.push(self.funcs.len() as u32 - 1);
+        }
+        // Every instantiation makes new tags: exceptions of one are not caught by another's clauses.
+        for desc in &m.tags[m.num_imported_tags as usize..] {
+            self.tags.push(crate::state::TagEntity { ty: desc.ty });
+            inst.tags.push(self.tags.len() as u32 - 1);
         }
         // The instance must exist for constant expressions (global.get) to resolve.
         self.instances.push(inst);
@@ -147,7 +160,7 @@ impl StoreState {
                     ExportKind::Table => Extern::Table(Table(inst.tables[i])),
                     ExportKind::Memory => Extern::Memory(Memory(inst.memories[i])),
                     ExportKind::Global => Extern::Global(Global(inst.globals[i])),
-                    ExportKind::Tag => continue,
+                    ExportKind::Tag => Extern::Tag(Tag(inst.tags[i])),
                 };
                 exports.push((name.clone(), item));
             }

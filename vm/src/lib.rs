@@ -40,7 +40,7 @@ pub use runtime::{Config, ModuleId, Runtime};
 pub use state::{Caller, HostFn};
 pub use store::Store;
 pub use trap::{Trap, TrapKind, WasmFrame};
-pub use values::{Extern, Func, FuncType, Global, InstanceId, Memory, ObjHandle, Ref, Table, Val, ValType};
+pub use values::{Extern, Func, FuncType, Global, InstanceId, Memory, ObjHandle, Ref, Table, Tag, Val, ValType};
 /// The decoder/validator whose types appear in this API (global, table and memory types).
 pub use wasmparser;
 

@@ -83,6 +83,7 @@ pub struct NameMap {
     module: Option<String>,
     funcs: HashMap<u32, String>,
     types: HashMap<u32, String>,
+    tags: HashMap<u32, String>,
 }
 
 impl NameMap {
@@ -99,6 +100,11 @@ impl NameMap {
     /// A type's name (`(type $name ...)` in text), by index in the module's type section.
     pub fn type_name(&self, index: u32) -> Option<&str> {
         self.types.get(&index).map(String::as_str)
+    }
+
+    /// A tag's name (`(tag $name ...)` in text), by index in the tag index space (imports first).
+    pub fn tag_name(&self, index: u32) -> Option<&str> {
+        self.tags.get(&index).map(String::as_str)
     }
 }
 
@@ -140,6 +146,7 @@ impl Source {
     /// Parse WebAssembly text (a `(module ...)` or bare module fields), keeping a line table.
     /// A syntax or name-resolution error is one line: `name:line:col: message`.
     pub fn from_text(name: &str, text: &str) -> Result<Source, crate::Error> {
+        let text = &*unfold_legacy_try(text);
         let describe = |e: wast::Error| {
             let (line, col) = e.span().linecol_in(text);
             crate::Error::Load(format!("{name}:{}:{}: {}", line + 1, col + 1, e.message()))
@@ -292,6 +299,11 @@ impl Source {
     pub fn type_name(&self, index: u32) -> Option<&str> {
         self.names.type_name(index)
     }
+
+    /// A tag's name from the name section (`$name` in text), by tag index.
+    pub fn tag_name(&self, index: u32) -> Option<&str> {
+        self.names.tag_name(index)
+    }
 }
 
 /// The module and function names of a name section. A malformed subsection ends reading
@@ -311,11 +323,126 @@ fn read_names(reader: wasmparser::NameSectionReader<'_>) -> NameMap {
                     names.types.insert(naming.index, naming.name.to_string());
                 }
             }
+            Ok(wasmparser::Name::Tag(map)) => {
+                for naming in map.into_iter().map_while(Result::ok) {
+                    names.tags.insert(naming.index, naming.name.to_string());
+                }
+            }
             Ok(_) => {}
             Err(_) => break,
         }
     }
     names
+}
+
+/// The legacy exception-handling proposal's folded `try`, which the `wast` crate no longer parses, rewritten
+/// to the flat form it does parse: `(try BT (do A*) (catch $t B*)* (catch_all C*)?)` becomes
+/// `try BT A* catch $t B* catch_all C* end`, and `(try BT (do A*) (delegate L))` becomes `try BT A* delegate L`.
+/// The spec's `legacy/` scripts use the folded form throughout. Strings and comments are copied untouched (so
+/// a quoted module stays as written: the parser rejects a folded `try` there, as `assert_malformed` wants);
+/// line breaks are kept, so positions in messages keep their lines. Text without `(try` is returned as is.
+pub fn unfold_legacy_try(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains("(try") {
+        return text.into();
+    }
+    /// What an open parenthesis was, to know what its `)` becomes.
+    #[derive(PartialEq)]
+    enum Open {
+        Other,
+        /// A folded `try`; `delegated` once its `(delegate L)` was seen (then it ends without `end`).
+        Try {
+            delegated: bool,
+        },
+        /// `(do`, `(catch`, `(catch_all` directly in a `try`: the parentheses go.
+        Clause,
+        /// `(delegate` directly in a `try`.
+        Delegate,
+    }
+    let bytes = text.as_bytes();
+    let keyword_at = |i: usize, word: &str| {
+        text[i..].starts_with(word)
+            && bytes.get(i + word.len()).is_none_or(|c| c.is_ascii_whitespace() || *c == b'(' || *c == b')')
+    };
+    let mut out = String::with_capacity(text.len() + 64);
+    let mut stack: Vec<Open> = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let rest = &text[i..];
+        if rest.starts_with(";;") {
+            let end = rest.find('\n').map_or(text.len(), |n| i + n);
+            out.push_str(&text[i..end]);
+            i = end;
+        } else if rest.starts_with("(;") {
+            let end = block_comment_end(text, i);
+            out.push_str(&text[i..end]);
+            i = end;
+        } else if bytes[i] == b'"' {
+            let mut j = i + 1;
+            while j < bytes.len() && bytes[j] != b'"' {
+                j += if bytes[j] == b'\\' { 2 } else { 1 };
+            }
+            let end = (j + 1).min(bytes.len());
+            out.push_str(&text[i..end]);
+            i = end;
+        } else if bytes[i] == b'(' {
+            let j = i + 1 + rest[1..].len() - rest[1..].trim_start().len();
+            let in_try = matches!(stack.last(), Some(Open::Try { .. }));
+            let (open, skip) = if keyword_at(j, "try") {
+                (Open::Try { delegated: false }, 1)
+            } else if in_try && keyword_at(j, "do") {
+                (Open::Clause, j - i + 2)
+            } else if in_try && (keyword_at(j, "catch") || keyword_at(j, "catch_all")) {
+                (Open::Clause, 1)
+            } else if in_try && keyword_at(j, "delegate") {
+                if let Some(Open::Try { delegated }) = stack.last_mut() {
+                    *delegated = true;
+                }
+                (Open::Delegate, 1)
+            } else {
+                (Open::Other, 0)
+            };
+            if open == Open::Other {
+                out.push('(');
+            } else {
+                out.push(' ');
+            }
+            stack.push(open);
+            i += skip.max(1);
+        } else if bytes[i] == b')' {
+            match stack.pop() {
+                Some(Open::Try { delegated: false }) => out.push_str(" end"),
+                Some(Open::Other) | None => out.push(')'),
+                Some(_) => out.push(' '),
+            }
+            i += 1;
+        } else {
+            let c = rest.chars().next().expect("not at the end");
+            out.push(c);
+            i += c.len_utf8();
+        }
+    }
+    out.into()
+}
+
+/// The end of the (nestable) block comment starting at `start`.
+fn block_comment_end(text: &str, start: usize) -> usize {
+    let mut depth = 0;
+    let mut i = start;
+    while i < text.len() {
+        if text[i..].starts_with("(;") {
+            depth += 1;
+            i += 2;
+        } else if text[i..].starts_with(";)") {
+            depth -= 1;
+            i += 2;
+            if depth == 0 {
+                return i;
+            }
+        } else {
+            i += text[i..].chars().next().map_or(1, char::len_utf8);
+        }
+    }
+    text.len()
 }
 
 /// A `wasmparser::Parser` for a whole module, with features `features`.

@@ -14,9 +14,12 @@ use wasmparser::{
     WasmFeatures,
 };
 
-/// The features vmrun accepts: WebAssembly 3.0 and threads, without SIMD, exceptions and memory64.
+/// The features vmrun accepts: WebAssembly 3.0 and threads, without SIMD and memory64, plus the legacy
+/// exception-handling instructions (`try`/`catch`/`delegate`/`rethrow`) that compilers still emit.
 pub fn features() -> WasmFeatures {
     (WasmFeatures::WASM2
+        | WasmFeatures::EXCEPTIONS
+        | WasmFeatures::LEGACY_EXCEPTIONS
         | WasmFeatures::GC
         | WasmFeatures::GC_TYPES
         | WasmFeatures::TAIL_CALL
@@ -84,7 +87,8 @@ pub enum ImportDesc {
     Table(TableDesc),
     Memory(MemoryDesc),
     Global(GlobalDesc),
-    Tag,
+    /// A tag of this canonical function type.
+    Tag(u32),
 }
 
 #[derive(Clone, Debug)]
@@ -122,6 +126,18 @@ pub enum ExportKind {
     Tag,
 }
 
+/// A tag of the module's tag index space.
+#[derive(Clone, Debug)]
+pub struct TagDesc {
+    /// Canonical id of its function type (parameters = payload, no results).
+    pub ty: u32,
+    /// The heap type of the exceptions this module throws with it (`TypeKind::Exn`, named after the tag).
+    pub exn_type: u32,
+    /// Where each payload value sits in such an object (the tag identity before them excluded). Any module's
+    /// layout for a tag of the same type is the same, so a catch reads what another module's throw wrote.
+    pub payload: Box<[crate::types::FieldLayout]>,
+}
+
 pub struct ModuleData {
     pub source: Source,
     pub type_ids: Vec<u32>,
@@ -132,6 +148,9 @@ pub struct ModuleData {
     pub tables: Vec<(TableDesc, Option<ConstExpr>)>,
     pub memories: Vec<MemoryDesc>,
     pub globals: Vec<(GlobalDesc, ConstExpr)>,
+    /// The tag index space, imports first.
+    pub tags: Vec<TagDesc>,
+    pub num_imported_tags: u32,
     pub exports: Vec<(String, ExportKind, u32)>,
     pub start: Option<u32>,
     pub elems: Vec<ElemSegment>,
@@ -188,6 +207,27 @@ fn const_expr(expr: &wasmparser::ConstExpr<'_>, type_ids: &[u32]) -> Result<Cons
     Ok(ops.into())
 }
 
+/// Tag `index` of type `ty`: its exception layout is registered (with the heap, through `on_new_type`) under
+/// the tag's name from the name section (`tag $e`), else its index (`tag 3`).
+fn tag_desc(
+    registry: &TypeRegistry,
+    source: &Source,
+    index: u32,
+    ty: u32,
+    on_new_type: &mut impl FnMut(u32, &crate::types::TypeInfo),
+) -> TagDesc {
+    let crate::types::TypeKind::Func { params, .. } = &registry.get(ty).kind else {
+        unreachable!("tags have function types")
+    };
+    let name = match source.tag_name(index) {
+        Some(name) => format!("tag ${name}"),
+        None => format!("tag {index}"),
+    };
+    let exn_type = registry.register_exn_type(params, name, on_new_type);
+    let crate::types::TypeKind::Exn { fields, .. } = &registry.get(exn_type).kind else { unreachable!("just made") };
+    TagDesc { ty, exn_type, payload: fields[1..].into() }
+}
+
 /// Decode, validate and translate `source` with the store's shared validator.
 pub fn load(
     validator: &mut Validator,
@@ -230,6 +270,7 @@ fn load_validated(
     let mut raw_exports = Vec::new();
     let mut raw_elems = Vec::new();
     let mut raw_datas = Vec::new();
+    let mut tag_type_indices = Vec::new();
     let mut start = None;
     let mut bodies = Vec::new();
     let mut types = None;
@@ -246,6 +287,9 @@ fn load_validated(
                     let imp = imp?;
                     if let TypeRef::Func(t) | TypeRef::FuncExact(t) = imp.ty {
                         func_type_indices.push(t);
+                    }
+                    if let TypeRef::Tag(t) = imp.ty {
+                        tag_type_indices.push(t.func_type_idx);
                     }
                     raw_imports.push((imp.module.to_string(), imp.name.to_string(), imp.ty));
                 }
@@ -276,6 +320,11 @@ fn load_validated(
                 for e in r {
                     let e = e?;
                     raw_exports.push((e.name.to_string(), e.kind, e.index));
+                }
+            }
+            Payload::TagSection(r) => {
+                for t in r {
+                    tag_type_indices.push(t?.func_type_idx);
                 }
             }
             Payload::StartSection { func, .. } => start = Some(func),
@@ -321,10 +370,16 @@ fn load_validated(
             TypeRef::Table(t) => ImportDesc::Table(table_desc(&t)),
             TypeRef::Memory(m) => ImportDesc::Memory(MemoryDesc { min: m.initial, max: m.maximum, shared: m.shared }),
             TypeRef::Global(g) => ImportDesc::Global(GlobalDesc { ty: val_mod(g.content_type), mutable: g.mutable }),
-            TypeRef::Tag(_) => ImportDesc::Tag,
+            TypeRef::Tag(t) => ImportDesc::Tag(type_ids[t.func_type_idx as usize]),
         };
         imports.push(Import { module, name, desc });
     }
+    let num_imported_tags = imports.iter().filter(|i| matches!(i.desc, ImportDesc::Tag(_))).count() as u32;
+    let tags: Vec<TagDesc> = tag_type_indices
+        .iter()
+        .enumerate()
+        .map(|(index, &t)| tag_desc(registry, source, index as u32, type_ids[t as usize], on_new_type))
+        .collect();
     let mut tables = Vec::new();
     for (ty, init) in raw_tables {
         let init = match init {
@@ -387,7 +442,14 @@ fn load_validated(
         datas.push(DataSegment { mode, bytes: d.data.into() });
     }
 
-    let env = ModuleEnv { registry, types: &types, type_ids: &type_ids, func_types: &func_types, num_imported_funcs };
+    let env = ModuleEnv {
+        registry,
+        types: &types,
+        type_ids: &type_ids,
+        func_types: &func_types,
+        num_imported_funcs,
+        tags: &tags,
+    };
     let mut code = Vec::with_capacity(bodies.len());
     let mut allocs = wasmparser::FuncValidatorAllocations::default();
     for (i, (func, body)) in bodies.into_iter().enumerate() {
@@ -405,6 +467,8 @@ fn load_validated(
         tables,
         memories,
         globals,
+        tags,
+        num_imported_tags,
         exports,
         start,
         elems,

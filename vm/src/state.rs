@@ -57,6 +57,12 @@ pub(crate) struct FuncEntity {
     pub kind: FuncKind,
 }
 
+/// A tag: exceptions thrown with it carry its index in the store (`TagEntity`s are never removed).
+pub(crate) struct TagEntity {
+    /// Canonical id of its function type.
+    pub ty: u32,
+}
+
 pub(crate) struct TableEntity {
     pub elems: Vec<u64>,
     pub desc: TableDesc,
@@ -73,6 +79,7 @@ pub(crate) struct Instance {
     pub tables: Vec<u32>,
     pub memories: Vec<u32>,
     pub globals: Vec<u32>,
+    pub tags: Vec<u32>,
     /// Element segments (emptied by `elem.drop` and after active initialization).
     pub elems: Vec<Arc<[u64]>>,
     /// Data segments (emptied by `data.drop` and after active initialization).
@@ -91,6 +98,7 @@ pub(crate) struct StoreState {
     pub memories: Vec<Arc<LinearMemory>>,
     pub tables: Vec<TableEntity>,
     pub globals: Vec<GlobalEntity>,
+    pub tags: Vec<TagEntity>,
 }
 
 impl StoreState {
@@ -104,6 +112,7 @@ impl StoreState {
             memories: Vec::new(),
             tables: Vec::new(),
             globals: Vec::new(),
+            tags: Vec::new(),
         }
     }
 }

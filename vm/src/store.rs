@@ -207,7 +207,7 @@ impl Store {
     /// [`Store::global_get`]); later uses of the handle are errors. False if it was not a live handle.
     pub fn unroot(&mut self, r: Ref) -> bool {
         match r {
-            Ref::Struct(h) | Ref::Array(h) => self.running().mutator.handles.remove(h),
+            Ref::Struct(h) | Ref::Array(h) | Ref::Exn(h) => self.running().mutator.handles.remove(h),
             _ => false,
         }
     }

@@ -487,3 +487,71 @@ fn a_loop_without_calls_stops_for_a_collection() {
     drop(store);
     assert_eq!(spinner.join().unwrap().unwrap(), vec![Val::I32(100_000_000)]);
 }
+
+/// Exceptions through host frames: wasm → host → wasm (throws) → the host returns the error → the calling
+/// wasm catches it; or the host catches it itself; or nobody does, and it reaches the embedder with the
+/// backtrace of the throw through both invocations.
+#[test]
+fn exceptions_cross_host_functions() {
+    let wat = r#"(module
+      (import "host" "relay" (func $relay (param i32) (result i32)))
+      (import "host" "swallow" (func $swallow (param i32) (result i32)))
+      (tag $e (param i32))
+      (func $boom (export "boom") (param i32) (result i32) (throw $e (local.get 0)))
+      (func (export "outer") (param i32) (result i32)
+        (block $h (result i32)
+          (try_table (result i32) (catch $e $h) (call $relay (local.get 0)))))
+      (func (export "swallowed") (param i32) (result i32) (call $swallow (local.get 0)))
+      (func $escape (export "escape") (param i32) (result i32) (call $relay (local.get 0))))"#;
+    let mut store = Store::new(Default::default());
+    let boom: std::sync::Arc<std::sync::Mutex<Option<crate::Func>>> = Default::default();
+    let ty = crate::FuncType { params: vec![crate::ValType::I32], results: vec![crate::ValType::I32] };
+    let target = boom.clone();
+    let relay = store.new_host_func(
+        ty.clone(),
+        Box::new(move |caller, args, results| {
+            let f = target.lock().unwrap().expect("set after instantiation");
+            results[0] = caller.call(f, args)?[0];
+            Ok(())
+        }),
+    );
+    let target = boom.clone();
+    let swallow = store.new_host_func(
+        ty,
+        Box::new(move |caller, args, results| {
+            let f = target.lock().unwrap().expect("set after instantiation");
+            match caller.call(f, args) {
+                Err(Trap { kind: TrapKind::UncaughtException { tag, .. }, .. }) if tag == "tag $e" => {
+                    results[0] = Val::I32(-1);
+                    Ok(())
+                }
+                other => panic!("expected the exception, got {other:?}"),
+            }
+        }),
+    );
+    let mut linker = Linker::new();
+    linker.define("host", "relay", crate::Extern::Func(relay));
+    linker.define("host", "swallow", crate::Extern::Func(swallow));
+    let m = store.load_module(Source::from_binary("x.wasm", wat::parse_str(wat).unwrap())).unwrap();
+    let i = store.instantiate(m, &linker).unwrap();
+    let export = |store: &Store, name: &str| match store.get_export(i, name) {
+        Some(crate::Extern::Func(f)) => f,
+        _ => panic!("no export {name}"),
+    };
+    *boom.lock().unwrap() = Some(export(&store, "boom"));
+    let outer = export(&store, "outer");
+    assert_eq!(store.call(outer, &[Val::I32(5)]).unwrap(), vec![Val::I32(5)]);
+    let swallowed = export(&store, "swallowed");
+    assert_eq!(store.call(swallowed, &[Val::I32(5)]).unwrap(), vec![Val::I32(-1)]);
+    let escape = export(&store, "escape");
+    let trap = store.call(escape, &[Val::I32(5)]).unwrap_err();
+    let TrapKind::UncaughtException { exn, tag } = &trap.kind else { panic!("{trap:?}") };
+    assert_eq!(tag, "tag $e");
+    let names: Vec<_> = trap.backtrace.iter().map(|f| f.func_name.clone().unwrap_or_default()).collect();
+    assert_eq!(names, ["boom", "escape"]);
+    // The exception reaches the embedder as a rooted handle, released like any other.
+    assert!(store.unroot(crate::Ref::Exn(*exn)));
+    assert!(!store.unroot(crate::Ref::Exn(*exn)));
+    // Outside a catch the store is whole again: the handler still works.
+    assert_eq!(store.call(outer, &[Val::I32(9)]).unwrap(), vec![Val::I32(9)]);
+}

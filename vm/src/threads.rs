@@ -79,6 +79,7 @@ impl ThreadImports {
                 Extern::Memory(_) => return Err(unshareable(&imp.module, &imp.name, "a memory that is not shared")),
                 Extern::Table(_) => return Err(unshareable(&imp.module, &imp.name, "a table")),
                 Extern::Global(_) => return Err(unshareable(&imp.module, &imp.name, "a global")),
+                Extern::Tag(_) => return Err(unshareable(&imp.module, &imp.name, "a tag")),
             };
             defs.push((imp.module.clone(), imp.name.clone(), portable));
         }

@@ -8,7 +8,8 @@
 //!   function and wasm offset. Each distinct site gets a small id, defined once to the tracer with the
 //!   function's name and the `file:line:col` the DWARF line table gives the offset.
 //! - **Types**: every struct and array type of every module, under its name from the name section
-//!   (`$tree`), with a size hint (a struct's object bytes; an array's element size).
+//!   (`$tree`), with a size hint (a struct's object bytes; an array's element size); and the exception
+//!   objects of each tag, under the tag's name (`tag $e`).
 //! - **The thread and its value stack**, and **safe points**: after each collection the tracer may start a
 //!   new generation with a snapshot of the heap; at the end a last snapshot (so the trace can be checked
 //!   against a heap walk at exit) before the trace is closed.
@@ -126,6 +127,13 @@ impl AllocTracing {
                 None => format!("{what} type {index}"),
             };
             self.tracer.define_type(id, &name, size_hint);
+        }
+        // Exceptions: one type per tag of the module, named after the tag (`tag $e`).
+        for tag in &module.tags {
+            let info = registry.get(tag.exn_type);
+            if let (TypeKind::Exn { name, .. }, Some(layout)) = (&info.kind, crate::gcglue::layout_of(info)) {
+                self.tracer.define_type(tag.exn_type, name, layout.object_bytes(0));
+            }
         }
     }
 

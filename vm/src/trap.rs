@@ -20,6 +20,8 @@ pub enum TrapKind {
     NullArrayReference,
     NullI31Reference,
     CastFailure,
+    /// `throw_ref` of a null `exnref`.
+    NullExceptionReference,
     ArrayOutOfBounds,
     CallStackExhausted,
     /// An atomic access whose address is not a multiple of its width.
@@ -33,6 +35,13 @@ pub enum TrapKind {
     Exit(i32),
     /// A host function failed.
     Host(String),
+    /// An exception no handler took. `exn` is the exception, rooted as a handle until
+    /// [`crate::Store::unroot`] (a host function that gets it from [`crate::Caller::call`] and returns it
+    /// rethrows it into the calling wasm); `tag` names its tag (`tag $e`, or `tag 3` without a name).
+    UncaughtException {
+        exn: crate::ObjHandle,
+        tag: String,
+    },
 }
 
 impl fmt::Display for TrapKind {
@@ -53,6 +62,7 @@ impl fmt::Display for TrapKind {
             TrapKind::NullArrayReference => f.write_str("null array reference"),
             TrapKind::NullI31Reference => f.write_str("null i31 reference"),
             TrapKind::CastFailure => f.write_str("cast failure"),
+            TrapKind::NullExceptionReference => f.write_str("null exception reference"),
             TrapKind::ArrayOutOfBounds => f.write_str("out of bounds array access"),
             TrapKind::CallStackExhausted => f.write_str("call stack exhausted"),
             TrapKind::UnalignedAtomic => f.write_str("unaligned atomic"),
@@ -62,6 +72,7 @@ impl fmt::Display for TrapKind {
             }
             TrapKind::Exit(code) => write!(f, "exit with code {code}"),
             TrapKind::Host(msg) => f.write_str(msg),
+            TrapKind::UncaughtException { tag, .. } => write!(f, "uncaught wasm exception: {tag}"),
         }
     }
 }

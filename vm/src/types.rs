@@ -48,9 +48,24 @@ pub enum RtValType {
 /// What a canonical type is.
 #[derive(Clone, Debug)]
 pub enum TypeKind {
-    Func { params: Box<[RtValType]>, results: Box<[RtValType]> },
-    Struct { fields: Box<[FieldLayout]> },
-    Array { elem: StorageKind, mutable: bool },
+    Func {
+        params: Box<[RtValType]>,
+        results: Box<[RtValType]>,
+    },
+    Struct {
+        fields: Box<[FieldLayout]>,
+    },
+    Array {
+        elem: StorageKind,
+        mutable: bool,
+    },
+    /// The exception objects of one tag of one module (`exnref` values): not a wasm type, a heap layout
+    /// registered per tag (see [`TypeRegistry::register_exn_type`]). `fields[0]` holds the identity of the
+    /// store tag it was thrown with, the rest are the payload (the tag's parameters, in order).
+    Exn {
+        fields: Box<[FieldLayout]>,
+        name: Box<str>,
+    },
 }
 
 /// How a field or element is stored and how it is extended when read.
@@ -105,6 +120,9 @@ pub struct TypeInfo {
 /// first use), and an entry is written once and never changes. Writers (module loading) are serialized by
 /// the runtime's validator lock, which every registration happens under.
 pub struct TypeRegistry {
+    /// The next id handed to an exception layout ([`TypeRegistry::register_exn_type`]); they count down
+    /// from the top of the id space, wasmparser's canonical ids count up from 0.
+    next_exn_id: std::sync::atomic::AtomicU32,
     /// Chunk pointers, null until the chunk's first type is registered. Allocated zeroed, so the pages of
     /// the directory that no type id reaches are never touched (a runtime's registry costs almost nothing).
     chunks: Box<[AtomicPtr<TypeChunk>]>,
@@ -121,7 +139,7 @@ impl Default for TypeRegistry {
         let n = (gc::MAX_TYPE_ID as usize) >> CHUNK_BITS;
         // SAFETY: an `AtomicPtr` has the representation of a raw pointer, and all-zero bytes are a null one.
         let chunks = unsafe { Box::<[AtomicPtr<TypeChunk>]>::new_zeroed_slice(n).assume_init() };
-        TypeRegistry { chunks }
+        TypeRegistry { next_exn_id: std::sync::atomic::AtomicU32::new(gc::MAX_TYPE_ID - 1), chunks }
     }
 }
 
@@ -175,6 +193,29 @@ impl TypeRegistry {
         // SAFETY: as in `entry`.
         let chunk = unsafe { &*chunk };
         let _ = chunk[id as usize & (CHUNK_LEN - 1)].set(info);
+    }
+
+    /// Register the exception layout of a tag whose parameters are `params`: a fresh type id, named `name`
+    /// (for the tracer and messages), whose objects hold the store tag's identity followed by the payload laid
+    /// out like a struct's fields. `on_new` is told about it (to register its heap layout).
+    pub fn register_exn_type(
+        &self,
+        params: &[RtValType],
+        name: String,
+        on_new: &mut impl FnMut(u32, &TypeInfo),
+    ) -> u32 {
+        let id = self.next_exn_id.fetch_sub(1, Ordering::Relaxed);
+        let kinds = std::iter::once(StorageKind::B64).chain(params.iter().map(|t| match t {
+            RtValType::I32 | RtValType::F32 => StorageKind::B32,
+            RtValType::I64 | RtValType::F64 | RtValType::V128 => StorageKind::B64,
+            RtValType::Ref { .. } => StorageKind::Ref,
+        }));
+        let (fields, struct_size) = lay_out_fields(kinds.map(|k| (k, false)));
+        let info =
+            TypeInfo { kind: TypeKind::Exn { fields, name: name.into() }, display: vec![id].into(), struct_size };
+        on_new(id, &info);
+        self.insert(id, info);
+        id
     }
 
     /// The element storage of array type `id` (validation guarantees it is one).
@@ -241,18 +282,9 @@ impl TypeRegistry {
                 0,
             ),
             CompositeInnerType::Struct(s) => {
-                // Fields in declaration order, each at its natural alignment.
-                let mut offset = gc::HEADER_SIZE as u32;
-                let mut fields = Vec::with_capacity(s.fields.len());
-                for f in s.fields.iter() {
-                    let kind = storage_kind(f.element_type, false);
-                    let size = kind.size();
-                    offset = offset.next_multiple_of(size);
-                    fields.push(FieldLayout { offset, kind, mutable: f.mutable });
-                    offset += size;
-                }
-                let size = offset.next_multiple_of(8) - gc::HEADER_SIZE as u32;
-                (TypeKind::Struct { fields: fields.into() }, size)
+                let (fields, size) =
+                    lay_out_fields(s.fields.iter().map(|f| (storage_kind(f.element_type, false), f.mutable)));
+                (TypeKind::Struct { fields }, size)
             }
             CompositeInnerType::Array(a) => {
                 (TypeKind::Array { elem: storage_kind(a.0.element_type, false), mutable: a.0.mutable }, 0)
@@ -263,6 +295,20 @@ impl TypeRegistry {
         on_new(idx as u32, &info);
         self.insert(idx as u32, info);
     }
+}
+
+/// Fields in declaration order after the object header, each at its natural alignment; returns them and the
+/// payload size (header excluded, rounded up to 8).
+fn lay_out_fields(fields: impl Iterator<Item = (StorageKind, bool)>) -> (Box<[FieldLayout]>, u32) {
+    let mut offset = gc::HEADER_SIZE as u32;
+    let mut out = Vec::new();
+    for (kind, mutable) in fields {
+        let size = kind.size();
+        offset = offset.next_multiple_of(size);
+        out.push(FieldLayout { offset, kind, mutable });
+        offset += size;
+    }
+    (out.into(), offset.next_multiple_of(8) - gc::HEADER_SIZE as u32)
 }
 
 /// Storage kind of a field; `signed` picks the extension for packed reads.

@@ -19,6 +19,9 @@ pub struct Table(pub(crate) u32);
 /// A linear-memory handle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Memory(pub(crate) u32);
+/// An exception tag handle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Tag(pub(crate) u32);
 
 /// An exported or importable entity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,6 +30,7 @@ pub enum Extern {
     Global(Global),
     Table(Table),
     Memory(Memory),
+    Tag(Tag),
 }
 
 /// A function signature.
@@ -51,6 +55,8 @@ pub enum Ref {
     Struct(ObjHandle),
     /// A GC array, through a handle.
     Array(ObjHandle),
+    /// An exception (`exnref`), through a handle.
+    Exn(ObjHandle),
 }
 
 /// A WebAssembly value. Floats are carried as bits so NaN payloads survive.
@@ -80,14 +86,21 @@ pub(crate) fn unboxed_ref_to_raw(r: Ref) -> Option<u64> {
         Ref::Func(f) => func_raw(f.0),
         Ref::Host(n) => gc::value::from_host(n as u64),
         Ref::I31(v) => i31_raw(v),
-        Ref::Struct(_) | Ref::Array(_) => return None,
+        Ref::Struct(_) | Ref::Array(_) | Ref::Exn(_) => return None,
     })
+}
+
+/// What kind of heap object a reference points to.
+pub(crate) enum ObjectKind {
+    Struct,
+    Array,
+    Exn,
 }
 
 /// A raw reference as the host sees it; objects become handles in `table`.
 pub(crate) fn ref_from_raw(
     raw: u64,
-    is_array: impl FnOnce(u64) -> bool,
+    kind: impl FnOnce(u64) -> ObjectKind,
     table: &mut crate::handles::HandleTable,
 ) -> Ref {
     use gc::value as v;
@@ -99,9 +112,11 @@ pub(crate) fn ref_from_raw(
         Ref::Host(v::host_index(raw) as u32)
     } else if v::is_func(raw) {
         Ref::Func(Func(v::func_index(raw)))
-    } else if is_array(raw) {
-        Ref::Array(table.insert(raw))
     } else {
-        Ref::Struct(table.insert(raw))
+        match kind(raw) {
+            ObjectKind::Struct => Ref::Struct(table.insert(raw)),
+            ObjectKind::Array => Ref::Array(table.insert(raw)),
+            ObjectKind::Exn => Ref::Exn(table.insert(raw)),
+        }
     }
 }

@@ -6,13 +6,13 @@
 //! the instance's index spaces (memory, table and segment indices to the store's entities, the function's
 //! field, array-access and cast tables) and calls the handler of the instruction's family in `memory.rs`,
 //! `tables.rs` or `gc_objects.rs`, one line per instruction. The only way out besides completing is
-//! [`AllocExit`]: a trap, or an allocation that needs a collection first.
+//! [`OpExit`]: a trap, an allocation that needs a collection first, or a thrown exception.
 
 use std::sync::Arc;
 
-use super::gc_objects::{self, AllocExit, Allocator};
+use super::gc_objects::{self, Allocator, OpExit};
 use super::memory::MemView;
-use super::{atomics, memory, tables};
+use super::{atomics, exceptions, memory, tables};
 use crate::bytecode::Instr;
 use crate::memory::LinearMemory;
 use crate::module::ModuleData;
@@ -42,7 +42,7 @@ pub(super) struct Cold<'a> {
 
 /// Execute an instruction that is not on the hot path.
 #[inline(never)]
-pub(super) fn cold_op(ctx: &mut Cold<'_>, instr: Instr, frame: &mut [u64]) -> Result<(), AllocExit> {
+pub(super) fn cold_op(ctx: &mut Cold<'_>, instr: Instr, frame: &mut [u64]) -> Result<(), OpExit> {
     let Cold {
         module,
         func,
@@ -208,6 +208,14 @@ pub(super) fn cold_op(ctx: &mut Cold<'_>, instr: Instr, frame: &mut [u64]) -> Re
             let (kind, seg) = (code!().arrays[access as usize].kind, &instance!().elems[elem as usize]);
             gc_objects::array_init_elem(frame, kind, seg, args)?
         }
+
+        // ---------------- exceptions (`exceptions.rs`)
+        I::Throw { tag, args } => {
+            let store_tag = instance!().tags[tag as usize];
+            let exn = exceptions::throw_new(frame, allocator!(), &module.tags[tag as usize], store_tag, args)?;
+            return Err(OpExit::Throw(exn));
+        }
+        I::ThrowRef { exn } => return Err(OpExit::Throw(exceptions::throw_ref(frame, exn)?)),
         other => unreachable!("hot instruction {other:?} reached the cold path"),
     }
     Ok(())

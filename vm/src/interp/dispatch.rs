@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::cold::{Cold, cold_op};
-use super::gc_objects::{self, AllocExit};
+use super::gc_objects::{self, OpExit};
 use super::memory::MemView;
 use super::operands::{get, set};
 use super::{memory, numeric, tables};
@@ -56,6 +56,8 @@ pub(super) enum Exit {
         slots: usize,
     },
     Trap(TrapKind),
+    /// The instruction at `pos` threw the exception `exn` (an object reference): unwind (`exceptions.rs`).
+    Throw(u64),
 }
 
 /// Run from `pos` while control stays in `pos.inst`.
@@ -90,7 +92,7 @@ fn dispatch(
 ) -> Exit {
     let inst_id = pos.inst;
     let max_depth = store.rt.config.max_call_depth;
-    let StoreState { rt, mutator, instances, funcs, memories, tables, globals } = store;
+    let StoreState { rt, mutator, instances, funcs, memories, tables, globals, .. } = store;
     let (registry, heap) = (&rt.types, &rt.heap);
     let crate::mutator::Mutator { exec, cache, alloc, link, .. } = mutator;
     let stop: &AtomicBool = link.stop_flag();
@@ -581,10 +583,14 @@ fn dispatch(
                 };
                 match cold_op(&mut ctx, other, frame) {
                     Ok(()) => {}
-                    Err(AllocExit::Trap(k)) => trap!(k),
-                    Err(AllocExit::Collect) => {
+                    Err(OpExit::Trap(k)) => trap!(k),
+                    Err(OpExit::Collect) => {
                         save!();
                         return Exit::Collect;
+                    }
+                    Err(OpExit::Throw(exn)) => {
+                        save!();
+                        return Exit::Throw(exn);
                     }
                 }
             }

@@ -4,7 +4,7 @@
 //! Objects are reached through `gcglue.rs` (the only place a slot value becomes a [`gc::ObjRef`]); field and
 //! element accesses come with their offset and [`StorageKind`] already resolved by the translator (the
 //! function's field and array-access tables, looked up by `cold.rs`). Allocation goes through an
-//! [`Allocator`]: when the heap wants a collection first, the handler stops with [`AllocExit::Collect`]
+//! [`Allocator`]: when the heap wants a collection first, the handler stops with [`OpExit::Collect`]
 //! before writing anything, the dispatch loop leaves so the driver can collect with the whole store, and the
 //! instruction runs again with `may_collect = false` (see `mutator::AllocState::gc_retry`).
 
@@ -18,17 +18,19 @@ use crate::state::FuncEntity;
 use crate::types::{TypeKind, TypeRegistry};
 use crate::values::{self, i31_raw};
 
-/// Why an instruction that allocates did not complete.
-pub(super) enum AllocExit {
+/// Why an instruction of the cold path did not complete.
+pub(super) enum OpExit {
     Trap(TrapKind),
     /// The heap asks for a collection before this allocation; the instruction runs again after it.
     Collect,
+    /// The instruction threw this exception (`throw`, `throw_ref`; see `exceptions.rs`).
+    Throw(u64),
 }
 
-impl From<TrapKind> for AllocExit {
+impl From<TrapKind> for OpExit {
     #[inline(always)]
-    fn from(k: TrapKind) -> AllocExit {
-        AllocExit::Trap(k)
+    fn from(k: TrapKind) -> OpExit {
+        OpExit::Trap(k)
     }
 }
 
@@ -48,14 +50,14 @@ impl Allocator<'_> {
     fn new_object(
         &mut self,
         alloc: impl FnOnce(&gc::Heap, &mut gc::ThreadCache, bool) -> Result<gc::ObjRef, gc::AllocError>,
-    ) -> Result<gc::ObjRef, AllocExit> {
+    ) -> Result<gc::ObjRef, OpExit> {
         if let Some(t) = self.state.tracing.as_mut() {
             t.set_site(self.module, self.func, self.pc);
         }
         let may_collect = !std::mem::take(&mut self.state.gc_retry);
         match alloc(self.heap, self.cache, may_collect) {
             Ok(o) => Ok(o),
-            Err(gc::AllocError::CollectionNeeded) => Err(AllocExit::Collect),
+            Err(gc::AllocError::CollectionNeeded) => Err(OpExit::Collect),
             Err(gc::AllocError::OutOfMemory { limit }) => {
                 Err(TrapKind::OutOfMemory { limit_bytes: limit as u64 }.into())
             }
@@ -63,12 +65,12 @@ impl Allocator<'_> {
     }
 
     #[inline(always)]
-    fn new_struct(&mut self, type_id: u32) -> Result<gc::ObjRef, AllocExit> {
+    pub(super) fn new_struct(&mut self, type_id: u32) -> Result<gc::ObjRef, OpExit> {
         self.new_object(|heap, cache, may_collect| heap.alloc_struct(cache, type_id, may_collect))
     }
 
     #[inline(always)]
-    fn new_array(&mut self, type_id: u32, len: u32) -> Result<gc::ObjRef, AllocExit> {
+    fn new_array(&mut self, type_id: u32, len: u32) -> Result<gc::ObjRef, OpExit> {
         self.new_object(|heap, cache, may_collect| heap.alloc_array(cache, type_id, len, may_collect))
     }
 }
@@ -173,7 +175,7 @@ pub(super) fn struct_new(
     type_id: u32,
     dst: Slot,
     args: Slot,
-) -> Result<(), AllocExit> {
+) -> Result<(), OpExit> {
     let o = alloc.new_struct(type_id)?;
     if let TypeKind::Struct { fields } = &registry.get(type_id).kind {
         for (i, f) in fields.iter().enumerate() {
@@ -192,7 +194,7 @@ pub(super) fn struct_new_default(
     alloc: &mut Allocator<'_>,
     type_id: u32,
     dst: Slot,
-) -> Result<(), AllocExit> {
+) -> Result<(), OpExit> {
     let o = alloc.new_struct(type_id)?;
     set(frame, dst, o.raw());
     Ok(())
@@ -246,7 +248,7 @@ pub(super) fn array_new(
     type_id: u32,
     dst: Slot,
     args: Slot,
-) -> Result<(), AllocExit> {
+) -> Result<(), OpExit> {
     let (value, len): (u64, u32) = (get(frame, args), get(frame, args + 1));
     let kind = registry.array_elem(type_id);
     let o = alloc.new_array(type_id, len)?;
@@ -267,7 +269,7 @@ pub(super) fn array_new_default(
     type_id: u32,
     dst: Slot,
     len: Slot,
-) -> Result<(), AllocExit> {
+) -> Result<(), OpExit> {
     let len: u32 = get(frame, len);
     let o = alloc.new_array(type_id, len)?;
     set(frame, dst, o.raw());
@@ -285,7 +287,7 @@ pub(super) fn array_new_fixed(
     dst: Slot,
     args: Slot,
     len: u32,
-) -> Result<(), AllocExit> {
+) -> Result<(), OpExit> {
     let kind = registry.array_elem(type_id);
     let o = alloc.new_array(type_id, len)?;
     for i in 0..len {
@@ -306,7 +308,7 @@ pub(super) fn array_new_data(
     seg: &[u8],
     dst: Slot,
     args: Slot,
-) -> Result<(), AllocExit> {
+) -> Result<(), OpExit> {
     let (offset, len) = (get::<u32>(frame, args) as u64, get::<u32>(frame, args + 1));
     let kind = registry.array_elem(type_id);
     let size = kind.size() as u64;
@@ -333,7 +335,7 @@ pub(super) fn array_new_elem(
     seg: &[u64],
     dst: Slot,
     args: Slot,
-) -> Result<(), AllocExit> {
+) -> Result<(), OpExit> {
     let (offset, len) = (get::<u32>(frame, args) as u64, get::<u32>(frame, args + 1));
     if !in_bounds(offset, len as u64, seg.len()) {
         return Err(TrapKind::TableOutOfBounds.into());

@@ -48,7 +48,7 @@ pub(super) fn call_host(store: &mut StoreState, func: u32, base: usize, caller: 
         out.iter().zip(results.iter()).map(fits).collect()
     });
     for a in &args {
-        if let Val::Ref(Ref::Struct(h) | Ref::Array(h)) = a {
+        if let Val::Ref(Ref::Struct(h) | Ref::Array(h) | Ref::Exn(h)) = a {
             store.mutator.handles.remove(*h);
         }
     }

@@ -29,13 +29,15 @@
 //!   the instruction again.
 //! - `atomics.rs`: the threads proposal's atomic instructions (cold) and `memory.atomic.wait`, which
 //!   blocks outside the loop.
+//! - `exceptions.rs`: `throw` (the exception is a heap object), `throw_ref`, and unwinding the frames to
+//!   the handler ([`Exit::Throw`] goes to `rethrow` here, which calls it).
 //! - `cold.rs`: the out-of-line path for instructions that are rare in hot code (memories other than 0,
 //!   bulk memory, tables, references, GC objects): a second `match` behind one call, resolving the
 //!   instance's index spaces before calling the same family files' handlers.
 //! - `operands.rs`: how a slot holds each value type, shared by every family.
 //!
-//! Imports point one way: `mod.rs` → `dispatch.rs`, `host.rs`; `dispatch.rs` → `cold.rs` and the family
-//! files; `cold.rs` → the family files; the family files → `operands.rs` (and `numeric.rs` → `float.rs`).
+//! Imports point one way: `mod.rs` → `dispatch.rs`, `host.rs`, `exceptions.rs`; `dispatch.rs` → `cold.rs` and
+//! the family files; `cold.rs` → the family files; the family files → `operands.rs` (and `numeric.rs` → `float.rs`).
 //! No file imports `mod.rs`.
 //!
 //! # GC safety
@@ -52,6 +54,7 @@
 mod atomics;
 mod cold;
 mod dispatch;
+mod exceptions;
 mod float;
 mod gc_objects;
 mod host;
@@ -161,6 +164,14 @@ fn run(store: &mut StoreState, mut pos: Position, depth0: usize) -> Result<(), T
                     call_host(store, func, base, Some(pos.inst))
                 };
                 if let Err(mut t) = result {
+                    if let TrapKind::UncaughtException { exn, .. } = t.kind
+                        && let Some(raw) = store.mutator.handles.get(exn)
+                    {
+                        // An exception out of the host (thrown by wasm it called): throw it again here.
+                        store.mutator.handles.remove(exn);
+                        rethrow(store, &mut pos, depth0, raw, tail, t.backtrace)?;
+                        continue;
+                    }
                     if t.backtrace.is_empty() {
                         t.backtrace = backtrace(store, pos, depth0);
                     }
@@ -199,8 +210,29 @@ fn run(store: &mut StoreState, mut pos: Position, depth0: usize) -> Result<(), T
                 let bt = backtrace(store, pos, depth0);
                 return Err(Trap { kind, backtrace: bt });
             }
+            Exit::Throw(exn) => rethrow(store, &mut pos, depth0, exn, false, Vec::new())?,
         }
     }
+}
+
+/// Unwind to the handler of `exn` thrown at `pos` (see `exceptions.rs`), or leave with the
+/// `UncaughtException` trap: its backtrace is `inner` (the frames of a nested invocation it came out of) and
+/// this invocation's frames from the throw outwards.
+fn rethrow(
+    store: &mut StoreState,
+    pos: &mut Position,
+    depth0: usize,
+    exn: u64,
+    skip_current: bool,
+    mut inner: Vec<WasmFrame>,
+) -> Result<(), Trap> {
+    if exceptions::unwind(store, pos, depth0, exn, skip_current) {
+        return Ok(());
+    }
+    inner.extend(backtrace(store, *pos, depth0));
+    let tag = exceptions::exception_tag_name(&store.rt.types, exn);
+    let exn = store.mutator.handles.insert(exn);
+    Err(Trap { kind: TrapKind::UncaughtException { exn, tag }, backtrace: inner })
 }
 
 /// The wasm backtrace, innermost first.

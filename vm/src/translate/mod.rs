@@ -24,6 +24,7 @@
 //! [`StackMap`].
 
 mod atomics;
+mod exceptions;
 
 use crate::bytecode::*;
 use crate::types::{RtHeapType, RtValType, TypeKind, TypeRegistry, canonical_heap_type};
@@ -38,6 +39,8 @@ pub struct ModuleEnv<'a> {
     /// Function index → canonical type id.
     pub func_types: &'a [u32],
     pub num_imported_funcs: u32,
+    /// The tag index space.
+    pub tags: &'a [crate::module::TagDesc],
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -60,6 +63,13 @@ enum CtrlKind {
     Loop,
     If,
     Else,
+    /// `try_table`: its catch clauses become handlers at its `end`.
+    TryTable,
+    /// The body of a legacy `try`.
+    Try,
+    /// A `catch`/`catch_all` arm of a legacy `try`: the caught exception sits in the slot at the block's
+    /// height (a hidden stack entry under the payload), where `rethrow` finds it.
+    LegacyCatch,
 }
 
 struct Ctrl {
@@ -76,6 +86,14 @@ struct Ctrl {
     else_fixup: Option<usize>,
     /// Whether the code at the block's entry was reachable (false: the whole block is dead).
     live: bool,
+    /// Handler-table entries landing at this block's end (catch clauses naming its label).
+    handler_fixups: Vec<usize>,
+    /// `try_table` and `try`: the first instruction of the protected body.
+    try_start: usize,
+    /// `try_table`: its catch clauses.
+    catches: Vec<wasmparser::Catch>,
+    /// Legacy `try`: the end of the protected body, once the first `catch` or `catch_all` has been seen.
+    body_end: Option<usize>,
 }
 
 impl Ctrl {
@@ -106,6 +124,7 @@ pub struct Translator<'a> {
     fields: Vec<FieldAccess>,
     arrays: Vec<ArrayAccess>,
     casts: Vec<CastTarget>,
+    handlers: Vec<Handler>,
     stack_maps: Vec<StackMap>,
     stack: Vec<Entry>,
     ctrls: Vec<Ctrl>,
@@ -163,6 +182,7 @@ impl<'a> Translator<'a> {
             fields: Vec::new(),
             arrays: Vec::new(),
             casts: Vec::new(),
+            handlers: Vec::new(),
             stack_maps: Vec::new(),
             stack: Vec::new(),
             ctrls: Vec::new(),
@@ -186,6 +206,10 @@ impl<'a> Translator<'a> {
             fixups: Vec::new(),
             else_fixup: None,
             live: true,
+            handler_fixups: Vec::new(),
+            try_start: 0,
+            catches: Vec::new(),
+            body_end: None,
         });
         let mut reader = body.get_operators_reader()?;
         while !reader.eof() {
@@ -218,6 +242,7 @@ impl<'a> Translator<'a> {
             num_results: results.len() as u16,
             stack_maps: t.stack_maps.into(),
             wasm_offsets: t.offsets.into(),
+            handlers: t.handlers.into(),
         };
         Ok((compiled, validator.into_allocations()))
     }
@@ -566,6 +591,10 @@ impl<'a> Translator<'a> {
             fixups: Vec::new(),
             else_fixup: None,
             live,
+            handler_fixups: Vec::new(),
+            try_start: self.pc(),
+            catches: Vec::new(),
+            body_end: None,
         });
         self.fusable = None;
     }
@@ -578,13 +607,16 @@ impl<'a> Translator<'a> {
     }
 
     fn end(&mut self) {
+        if self.ctrls.last().is_some_and(|c| c.live) {
+            self.end_exception_block();
+        }
         let ctrl = self.ctrls.pop().expect("validated nesting");
         if !ctrl.live {
             return; // a block opened in dead code: still dead after it
         }
         let n = ctrl.result_refs.len();
         if ctrl.kind == CtrlKind::Func {
-            if self.reachable && ctrl.fixups.is_empty() {
+            if self.reachable && ctrl.fixups.is_empty() && ctrl.handler_fixups.is_empty() {
                 self.emit_return(n);
                 return;
             }
@@ -595,7 +627,10 @@ impl<'a> Translator<'a> {
             for at in &ctrl.fixups {
                 self.patch(*at, here);
             }
-            if self.reachable || !ctrl.fixups.is_empty() {
+            for &h in &ctrl.handler_fixups {
+                self.set_handler_target(h, here);
+            }
+            if self.reachable || !ctrl.fixups.is_empty() || !ctrl.handler_fixups.is_empty() {
                 self.reset_stack_to(0, &ctrl.result_refs);
                 self.emit_return(n);
             }
@@ -608,7 +643,10 @@ impl<'a> Translator<'a> {
         for at in &ctrl.fixups {
             self.patch(*at, here);
         }
-        let mut reachable = self.reachable || !ctrl.fixups.is_empty();
+        for &h in &ctrl.handler_fixups {
+            self.set_handler_target(h, here);
+        }
+        let mut reachable = self.reachable || !ctrl.fixups.is_empty() || !ctrl.handler_fixups.is_empty();
         if let Some(at) = ctrl.else_fixup {
             // `if` without `else`: the false path falls through to the end.
             self.patch(at, here);
@@ -798,8 +836,21 @@ impl<'a> Translator<'a> {
         // Control structure is tracked even in dead code; everything else is skipped there.
         if !self.reachable {
             match op {
-                O::Block { .. } | O::Loop { .. } | O::If { .. } => {
+                O::Block { .. } | O::Loop { .. } | O::If { .. } | O::TryTable { .. } | O::Try { .. } => {
                     self.push_ctrl(CtrlKind::Block, BlockType::Empty);
+                    return Ok(());
+                }
+                // A live `try` whose body ended unreachable: its catch arms are reachable.
+                O::Catch { tag_index } => {
+                    self.legacy_catch(Some(*tag_index));
+                    return Ok(());
+                }
+                O::CatchAll => {
+                    self.legacy_catch(None);
+                    return Ok(());
+                }
+                O::Delegate { relative_depth } => {
+                    self.delegate(*relative_depth);
                     return Ok(());
                 }
                 O::Else => {
@@ -839,6 +890,14 @@ impl<'a> Translator<'a> {
             }
             O::Else => self.else_arm(),
             O::End => self.end(),
+            O::TryTable { ref try_table } => self.try_table(try_table.ty, try_table.catches.clone()),
+            O::Throw { tag_index } => self.throw(tag_index),
+            O::ThrowRef => self.throw_ref(),
+            O::Try { blockty } => self.legacy_try(blockty),
+            O::Catch { tag_index } => self.legacy_catch(Some(tag_index)),
+            O::CatchAll => self.legacy_catch(None),
+            O::Delegate { relative_depth } => self.delegate(relative_depth),
+            O::Rethrow { relative_depth } => self.rethrow(relative_depth),
             O::Br { relative_depth } => {
                 self.br(relative_depth);
                 self.set_unreachable();
