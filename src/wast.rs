@@ -50,6 +50,8 @@ pub struct WastOptions {
     /// Fail `assert_invalid`/`assert_malformed`/`assert_unlinkable` (and `assert_trap` beyond
     /// the alias table) when the rejection's wording does not contain the expected message.
     pub strict_messages: bool,
+    /// The tiers every store of the script runs with (`vmrun wast --jit=...`).
+    pub jit: vm::JitConfig,
 }
 
 /// The outcome of one script.
@@ -193,7 +195,7 @@ struct ScriptRunner {
 
 impl ScriptRunner {
     fn new(opts: WastOptions) -> ScriptRunner {
-        let mut store = Store::new(vm::Config::default());
+        let mut store = Store::new(vm::Config { jit: opts.jit.clone(), ..vm::Config::default() });
         let mut linker = Linker::new();
         define_spectest(&mut store, &mut linker);
         ScriptRunner {

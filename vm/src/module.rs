@@ -137,6 +137,11 @@ pub struct ModuleData {
     pub datas: Vec<DataSegment>,
     /// Translated bodies of the defined functions.
     pub code: Vec<CompiledFunc>,
+    /// Where each defined function's body lies in `source.wasm` (the compiled tier reads it again).
+    pub body_ranges: Vec<std::ops::Range<usize>>,
+    /// Compiled code per defined function: unset until compilation is tried, then the code or `None`
+    /// (the compiler declined). Shared by every instance of the module (`tier.rs`).
+    pub compiled: Box<[std::sync::OnceLock<Option<crate::tier::CompiledFunc>>]>,
 }
 
 fn err(source: &Source, e: CompileError) -> Error {
@@ -387,6 +392,7 @@ fn load_validated(
 
     let env = ModuleEnv { registry, types: &types, type_ids: &type_ids, func_types: &func_types, num_imported_funcs };
     let mut code = Vec::with_capacity(bodies.len());
+    let body_ranges = bodies.iter().map(|(_, body)| { let r = body.range(); r.start as usize..r.end as usize }).collect();
     let mut allocs = wasmparser::FuncValidatorAllocations::default();
     for (i, (func, body)) in bodies.into_iter().enumerate() {
         let fv = func.into_validator(allocs);
@@ -407,6 +413,8 @@ fn load_validated(
         start,
         elems,
         datas,
+        compiled: code.iter().map(|_| Default::default()).collect(),
         code,
+        body_ranges,
     })
 }

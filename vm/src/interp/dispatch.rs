@@ -11,7 +11,7 @@
 //! registers free.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::cold::{Cold, cold_op};
 use super::gc_objects::{self, AllocExit};
@@ -50,6 +50,18 @@ pub(super) enum Exit {
     GrowStack {
         slots: usize,
     },
+    /// Call compiled defined function `func` of this instance with its arguments at absolute slot `base`;
+    /// `tail` as for `Host`. `pos` is at the call.
+    Jit {
+        func: u32,
+        base: usize,
+        tail: bool,
+    },
+    /// Defined function `func` has been called often enough (`auto`): compile it, then run the call at
+    /// `pos` again.
+    TierUp {
+        func: u32,
+    },
     Trap(TrapKind),
 }
 
@@ -66,7 +78,8 @@ pub(super) fn execute(store: &mut StoreState, pos: &mut Position, depth0: usize)
         Some(m) => unsafe { m.as_mut_slice() },
         None => &mut [],
     };
-    dispatch(store, &module, pos, depth0, &mut mem, mem0_index)
+    let tier_slots = store.instances[inst_id as usize].tier_slots.clone();
+    dispatch(store, &module, pos, depth0, &mut mem, mem0_index, &tier_slots)
 }
 
 fn dispatch(
@@ -76,6 +89,7 @@ fn dispatch(
     depth0: usize,
     mem: &mut &mut [u8],
     mem0_index: Option<u32>,
+    tier_slots: &[AtomicU64],
 ) -> Exit {
     let inst_id = pos.inst;
     let max_depth = store.rt.config.max_call_depth;
@@ -161,10 +175,32 @@ fn dispatch(
             fetch_and_continue!();
         }};
     }
+    // The callee's tier slot (`tier.rs`): 0 (always, with `--jit=off`) interprets it; otherwise count
+    // the call towards tier-up or call the compiled code. `$jit` leaves the loop for the compiled call.
+    macro_rules! check_tier {
+        ($callee:expr, $jit:expr) => {{
+            let callee: u32 = $callee;
+            let slot = tier_slots[callee as usize].load(Ordering::Relaxed);
+            if slot != 0 {
+                if slot & 1 == 0 {
+                    $jit;
+                } else if slot == 1 {
+                    save!();
+                    return Exit::TierUp { func: callee };
+                } else {
+                    tier_slots[callee as usize].store(slot - 2, Ordering::Relaxed);
+                }
+            }
+        }};
+    }
     // Enter a callee of this module at `base` (relative to the current frame).
     macro_rules! call_local {
         ($callee:expr, $base:expr) => {{
             let callee: u32 = $callee;
+            check_tier!(callee, {
+                save!();
+                return Exit::Jit { func: callee, base: pos.fp + $base as usize, tail: false };
+            });
             let next = &module.code[callee as usize];
             let new_fp = pos.fp + $base as usize;
             if frames.len() >= max_depth {
@@ -187,6 +223,11 @@ fn dispatch(
             let next = &module.code[callee as usize];
             let np = next.num_params as usize;
             let b = $base as usize;
+            check_tier!(callee, {
+                frame.copy_within(b..b + np, 0);
+                save!();
+                return Exit::Jit { func: callee, base: pos.fp, tail: true };
+            });
             ensure_stack!(pos.fp + next.frame_size as usize);
             frame.copy_within(b..b + np, 0);
             next.init_frame(frame);
