@@ -41,6 +41,30 @@ use cranelift_module::Module;
 use vm::tier::{CodePtr, CompiledFunc, Compiler, FuncInput, Libcalls, Unsupported};
 use vm::types::RtValType;
 
+/// Bugs planted for the negative controls of the tests (`VMRUN_JIT_DEBUG`), read once per compiler:
+/// a test that runs both tiers must fail with each of them.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct InjectedBugs {
+    /// `i32-add-is-sub`: `i32.add` compiles to a subtraction.
+    pub i32_add_is_sub: bool,
+    /// `no-bounds-check`: memory accesses skip the bounds check (an out-of-bounds access then faults).
+    pub no_bounds_check: bool,
+    /// `no-stack-check`: prologues skip the stack-limit check (deep recursion reaches the guard page).
+    pub no_stack_check: bool,
+}
+
+impl InjectedBugs {
+    fn from_env() -> InjectedBugs {
+        let v = std::env::var("VMRUN_JIT_DEBUG").unwrap_or_default();
+        let has = |name: &str| v.split(',').any(|s| s.trim() == name);
+        InjectedBugs {
+            i32_add_is_sub: has("i32-add-is-sub"),
+            no_bounds_check: has("no-bounds-check"),
+            no_stack_check: has("no-stack-check"),
+        }
+    }
+}
+
 /// A signature as the cache key of trampolines: parameter and result types.
 type SigKey = (Vec<RtValType>, Vec<RtValType>);
 
@@ -48,6 +72,7 @@ type SigKey = (Vec<RtValType>, Vec<RtValType>);
 pub struct CraneliftCompiler {
     inner: Mutex<Inner>,
     libcalls: Libcalls,
+    bugs: InjectedBugs,
 }
 
 struct Inner {
@@ -87,6 +112,7 @@ impl CraneliftCompiler {
                 stubs: HashMap::new(),
             }),
             libcalls: vm::libcalls(),
+            bugs: InjectedBugs::from_env(),
         })
     }
 }
@@ -133,7 +159,7 @@ impl Compiler for CraneliftCompiler {
         let inner = &mut *inner;
         inner.ctx.func = ir::Function::new();
         let target = inner.target();
-        let translated = translate::translate(input, &mut inner.ctx.func, &mut inner.fctx, &self.libcalls, &target);
+        let translated = translate::translate(input, &mut inner.ctx.func, &mut inner.fctx, &self.libcalls, &target, self.bugs);
         if let Err(e) = translated {
             // The builder stopped half-way: start the next function from clean contexts.
             inner.ctx.clear();

@@ -185,6 +185,7 @@ impl FuncTranslator<'_, '_> {
             O::I32Clz | O::I64Clz => un!(clz),
             O::I32Ctz | O::I64Ctz => un!(ctz),
             O::I32Popcnt | O::I64Popcnt => un!(popcnt),
+            O::I32Add if self.bugs.i32_add_is_sub => bin!(isub),
             O::I32Add | O::I64Add => bin!(iadd),
             O::I32Sub | O::I64Sub => bin!(isub),
             O::I32Mul | O::I64Mul => bin!(imul),

@@ -31,6 +31,7 @@ use vm::tier::{FuncInput, Libcalls, TrapCode, Unsupported, VmCtx};
 use vm::types::RtValType;
 use wasmparser::{BinaryReader, BlockType, FunctionBody, MemArg, Operator, ValType};
 
+use crate::InjectedBugs;
 use crate::abi::{self, Target, clif_type, load_slot, store_slot, trusted, wasm_signature};
 
 /// Translate the function `input` names into `func`.
@@ -40,13 +41,14 @@ pub fn translate(
     fctx: &mut FunctionBuilderContext,
     libcalls: &Libcalls,
     target: &Target,
+    bugs: InjectedBugs,
 ) -> Result<(), Unsupported> {
     let (params, results) = input.func_signature(input.func_index);
     *func = ir::Function::with_name_signature(ir::UserFuncName::default(), wasm_signature(params, results)?);
     let range = input.body();
     let body = FunctionBody::new(BinaryReader::new(&input.wasm()[range.clone()], range.start as u64));
     let b = FunctionBuilder::new(func, fctx);
-    let mut t = FuncTranslator::new(b, input, libcalls, target, params, results)?;
+    let mut t = FuncTranslator::new(b, input, libcalls, target, params, results, bugs)?;
     t.declare_locals(&body)?;
     let mut reader = body.get_operators_reader().map_err(parse_error)?;
     while !reader.eof() {
@@ -121,6 +123,7 @@ pub(crate) struct FuncTranslator<'a, 'b> {
     reachable: bool,
     /// Frames opened inside dead code, skipped until their `end`.
     dead_depth: u32,
+    pub(crate) bugs: InjectedBugs,
 }
 
 impl<'a, 'b> FuncTranslator<'a, 'b> {
@@ -131,6 +134,7 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
         target: &'a Target,
         params: &[RtValType],
         results: &[RtValType],
+        bugs: InjectedBugs,
     ) -> Result<Self, Unsupported> {
         let (memories, shared) = input.memories();
         if shared {
@@ -177,6 +181,7 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
             unwind_block,
             reachable: true,
             dead_depth: 0,
+            bugs,
         };
         t.stack_check();
         let end_block = t.block_with_params(&results);
@@ -210,6 +215,9 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
     /// The prologue's stack-limit check. An overflow records the trap without a frame of its own: the
     /// caller adds its frame at the call, which is where the interpreter reports it too.
     fn stack_check(&mut self) {
+        if self.bugs.no_stack_check {
+            return;
+        }
         let sp = self.b.ins().get_stack_pointer(types::I64);
         let limit = self.b.ins().load(types::I64, trusted().with_readonly(), self.vmctx, VmCtx::STACK_LIMIT);
         let over = self.b.ins().icmp(IntCC::UnsignedLessThan, sp, limit);
@@ -704,7 +712,9 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
         let end = self.b.ins().iadd(a, end_off);
         let len = self.memory_len();
         let oob = self.b.ins().icmp(IntCC::UnsignedGreaterThan, end, len);
-        self.trap_if(oob, TrapCode::MemoryOutOfBounds, offset);
+        if !self.bugs.no_bounds_check {
+            self.trap_if(oob, TrapCode::MemoryOutOfBounds, offset);
+        }
         let base = self.b.ins().iadd(self.mem_base, a);
         Ok(if memarg.offset == 0 {
             base

@@ -260,12 +260,27 @@ fn param_result_counts(store: &StoreState, func: u32) -> (usize, usize) {
     }
 }
 
-/// Call store function `func` with the arguments at `args`, writing its results there.
-fn call_store_func(store: &mut StoreState, func: u32, args: *mut u64) -> Result<(), Trap> {
+/// Call store function `func` from compiled code of instance `inst` with the arguments at `args`,
+/// writing its results there.
+fn call_store_func(store: &mut StoreState, inst: u32, func: u32, args: *mut u64) -> Result<(), Trap> {
     let (np, nr) = param_result_counts(store, func);
     // SAFETY: the caller (a stub or compiled code) passes a buffer of max(params, results) slots.
     let params = unsafe { std::slice::from_raw_parts(args, np) }.to_vec();
-    let results = super::invoke(store, func, &params)?;
+    let results = if let FuncKind::Host(_) = store.funcs[func as usize].kind {
+        // A host function sees the calling instance (its memory, for WASI), as from the interpreter.
+        if store.mutator.native_bounds.remaining() < crate::native_stack::REENTRY_MARGIN {
+            return Err(Trap::new(TrapKind::CallStackExhausted));
+        }
+        let base = store.mutator.exec.sp;
+        if !store.mutator.exec.stack.grow(base + np.max(nr)) {
+            return Err(Trap::new(TrapKind::CallStackExhausted));
+        }
+        store.mutator.exec.stack[base..base + np].copy_from_slice(&params);
+        super::call_host(store, func, base, Some(inst))?;
+        store.mutator.exec.stack[base..base + nr].to_vec()
+    } else {
+        super::invoke(store, func, &params)?
+    };
     debug_assert_eq!(results.len(), nr);
     // SAFETY: as above.
     unsafe { std::ptr::copy_nonoverlapping(results.as_ptr(), args, nr) };
@@ -273,7 +288,7 @@ fn call_store_func(store: &mut StoreState, func: u32, args: *mut u64) -> Result<
 }
 
 extern "C" fn lib_call(vmctx: *mut VmCtx, func: u64, args: *mut u64) -> u32 {
-    with_store(vmctx, |store, _| call_store_func(store, func as u32, args))
+    with_store(vmctx, |store, inst| call_store_func(store, inst, func as u32, args))
 }
 
 extern "C" fn lib_call_indirect(vmctx: *mut VmCtx, table: u32, type_id: u32, index: u32, args: *mut u64) -> u32 {
@@ -281,14 +296,19 @@ extern "C" fn lib_call_indirect(vmctx: *mut VmCtx, table: u32, type_id: u32, ind
         let t = store.instances[inst as usize].tables[table as usize];
         let f = super::tables::indirect_callee(&store.tables[t as usize], &store.rt.types, &store.funcs, index, type_id)
             .map_err(Trap::new)?;
-        call_store_func(store, f, args)
+        call_store_func(store, inst, f, args)
     })
 }
 
+/// `func` is `u32::MAX` for a trap that names no frame of its own (the prologue's stack check: the
+/// caller's frame, added as it unwinds, is where the interpreter reports exhaustion too).
 extern "C" fn lib_trap(vmctx: *mut VmCtx, code: u32, func: u32, offset: u32) -> u32 {
     with_store(vmctx, |store, inst| {
-        let frame = wasm_frame(&store.instances[inst as usize].module, func, offset);
-        Err(Trap { kind: TrapCode::from_u32(code), backtrace: vec![frame] })
+        let mut backtrace = Vec::new();
+        if func != u32::MAX {
+            backtrace.push(wasm_frame(&store.instances[inst as usize].module, func, offset));
+        }
+        Err(Trap { kind: TrapCode::from_u32(code), backtrace })
     })
 }
 
