@@ -871,7 +871,7 @@ mod tests {
     fn strict_messages_check_rejection_wording() {
         let script = "(assert_invalid (module (func (result i32) (i64.const 0))) \"wrong words\")";
         assert_eq!(run(script).passed, 1);
-        let strict = WastOptions { strict_messages: true };
+        let strict = WastOptions { strict_messages: true, ..WastOptions::default() };
         let report = run_wast_text("s.wast", script, &strict).expect("parses");
         assert_eq!(report.failures.len(), 1);
         assert!(report.failures[0].contains("expected `wrong words`"), "{}", report.failures[0]);
