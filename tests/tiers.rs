@@ -110,11 +110,13 @@ fn traps_unwind_through_mixed_frames_with_the_same_backtrace() {
 #[test]
 fn recursion_through_both_tiers_exhausts_the_stack_cleanly() {
     for tier in TIERS {
-        let out = run(tier, &["--invoke", "ping_pong", MIXED, "0"]);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(134), "{tier:?}: {err}");
-        assert!(err.starts_with("error: wasm trap: call stack exhausted\nwasm backtrace:\n"), "{tier:?}: {err}");
-        assert!(err.contains("mixed!pong at"), "{tier:?}: {err}");
+        for (export, frame) in [("ping_pong", "mixed!pong at"), ("deep", "mixed!deep at")] {
+            let out = run(tier, &["--invoke", export, MIXED, "0"]);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(134), "{tier:?} {export}: {err}");
+            assert!(err.starts_with("error: wasm trap: call stack exhausted\nwasm backtrace:\n"), "{tier:?}: {err}");
+            assert!(err.contains(frame), "{tier:?} {export}: {err}");
+        }
     }
 }
 
