@@ -53,7 +53,8 @@ fn every_program_prints_what_the_readme_says() {
         }
         // Every tier: the interpreter, every function compiled up front, and tier-up after 2 calls.
         for tier in [&["--jit=off"][..], &["--jit=eager"], &["--jit=auto", "--jit-threshold", "2"]] {
-            let out = Command::new(env!("CARGO_BIN_EXE_vmrun")).args(tier).args(&row.args).output().expect("vmrun starts");
+            let out =
+                Command::new(env!("CARGO_BIN_EXE_vmrun")).args(tier).args(&row.args).output().expect("vmrun starts");
             let stdout = String::from_utf8_lossy(&out.stdout);
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert_eq!(
@@ -70,9 +71,11 @@ fn every_program_prints_what_the_readme_says() {
 /// The core programs really run compiled with `--jit=eager` (none of their functions falls back).
 #[test]
 fn core_programs_compile_completely() {
-    for (file, export, arg) in
-        [("programs/fib.wat", "fib", "20"), ("programs/sieve.wat", "sieve", "100"), ("programs/mandelbrot.wat", "mandelbrot", "20")]
-    {
+    for (file, export, arg) in [
+        ("programs/fib.wat", "fib", "20"),
+        ("programs/sieve.wat", "sieve", "100"),
+        ("programs/mandelbrot.wat", "mandelbrot", "20"),
+    ] {
         let out = Command::new(env!("CARGO_BIN_EXE_vmrun"))
             .args(["--jit=eager", "--jit-stats", "--invoke", export, file, arg])
             .output()

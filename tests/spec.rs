@@ -61,7 +61,11 @@ fn run_files(group: &str, files: Vec<TestFile<'static>>) -> Vec<FileOutcome> {
 fn run_files_eager(group: &str, files: Vec<TestFile<'static>>) -> Vec<FileOutcome> {
     run_files_with(&format!("{group} (jit eager)"), files, || {
         let compiler = jit::CraneliftCompiler::new().expect("a Cranelift backend for this machine");
-        let jit = vm::JitConfig { mode: vm::tier::JitMode::Eager, compiler: Some(std::sync::Arc::new(compiler)), ..Default::default() };
+        let jit = vm::JitConfig {
+            mode: vm::tier::JitMode::Eager,
+            compiler: Some(std::sync::Arc::new(compiler)),
+            ..Default::default()
+        };
         WastOptions { jit, ..WastOptions::default() }
     })
 }

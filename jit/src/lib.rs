@@ -125,10 +125,8 @@ impl Inner {
     /// Define `ctx.func` as a new function and return its address and code size.
     fn define(&mut self) -> Result<(CodePtr, usize), Unsupported> {
         let sig = self.ctx.func.signature.clone();
-        let id = self
-            .module
-            .declare_anonymous_function(&sig)
-            .map_err(|e| Unsupported::new(format!("cranelift: {e}")))?;
+        let id =
+            self.module.declare_anonymous_function(&sig).map_err(|e| Unsupported::new(format!("cranelift: {e}")))?;
         self.ctx.func.name = UserFuncName::user(0, id.as_u32());
         let r = self.module.define_function(id, &mut self.ctx);
         let size = self.ctx.compiled_code().map_or(0, |c| c.code_buffer().len());
@@ -159,7 +157,8 @@ impl Compiler for CraneliftCompiler {
         let inner = &mut *inner;
         inner.ctx.func = ir::Function::new();
         let target = inner.target();
-        let translated = translate::translate(input, &mut inner.ctx.func, &mut inner.fctx, &self.libcalls, &target, self.bugs);
+        let translated =
+            translate::translate(input, &mut inner.ctx.func, &mut inner.fctx, &self.libcalls, &target, self.bugs);
         if let Err(e) = translated {
             // The builder stopped half-way: start the next function from clean contexts.
             inner.ctx.clear();

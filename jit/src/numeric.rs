@@ -93,8 +93,11 @@ impl FuncTranslator<'_, '_> {
         self.binary(|t, a, b| {
             let r = if max { t.b.ins().fmax(a, b) } else { t.b.ins().fmin(a, b) };
             let nan = t.b.ins().fcmp(FloatCC::Unordered, a, b);
-            let canon =
-                if ty == F32 { t.b.ins().f32const(Ieee32::with_bits(0x7FC0_0000)) } else { t.b.ins().f64const(Ieee64::with_bits(0x7FF8_0000_0000_0000)) };
+            let canon = if ty == F32 {
+                t.b.ins().f32const(Ieee32::with_bits(0x7FC0_0000))
+            } else {
+                t.b.ins().f64const(Ieee64::with_bits(0x7FF8_0000_0000_0000))
+            };
             t.b.ins().select(nan, canon, r)
         });
     }
@@ -114,7 +117,8 @@ impl FuncTranslator<'_, '_> {
         self.trap_if(nan, TrapCode::InvalidConversionToInteger, offset);
         let lo_v = self.b.ins().f64const(lo);
         let hi_v = self.b.ins().f64const(hi);
-        let below = self.b.ins().fcmp(if lo_inclusive { FloatCC::LessThan } else { FloatCC::LessThanOrEqual }, wide, lo_v);
+        let below =
+            self.b.ins().fcmp(if lo_inclusive { FloatCC::LessThan } else { FloatCC::LessThanOrEqual }, wide, lo_v);
         let above = self.b.ins().fcmp(FloatCC::GreaterThanOrEqual, wide, hi_v);
         let out = self.b.ins().bor(below, above);
         self.trap_if(out, TrapCode::IntegerOverflow, offset);

@@ -71,7 +71,8 @@ pub fn interpreter_stub(
         store_slot(&mut b, v, args, i);
     }
     let i64s = [types::I64; 3];
-    let status = abi::call_libcall(&mut b, target.call_conv, libcalls.call, &i64s, &[types::I32], &[vmctx, ctx, args])[0];
+    let status =
+        abi::call_libcall(&mut b, target.call_conv, libcalls.call, &i64s, &[types::I32], &[vmctx, ctx, args])[0];
     let mut rets = vec![status];
     for (i, &t) in result_types.iter().enumerate() {
         rets.push(load_slot(&mut b, t, args, i));

@@ -23,8 +23,7 @@
 
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{
-    self, Block, BlockArg, InstBuilder, JumpTableData, MemFlagsData, StackSlotData, StackSlotKind, Type, Value,
-    types,
+    self, Block, BlockArg, InstBuilder, JumpTableData, MemFlagsData, StackSlotData, StackSlotKind, Type, Value, types,
 };
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use vm::tier::{FuncInput, Libcalls, TrapCode, Unsupported, VmCtx};
@@ -408,7 +407,8 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
                 let frame = &self.control[self.control.len() - 1 - relative_depth as usize];
                 let (target, n) = (frame.branch_target, frame.branch_types().len());
                 self.mark_end_reachable(relative_depth);
-                let args: Vec<BlockArg> = self.stack[self.stack.len() - n..].iter().map(|&v| BlockArg::Value(v)).collect();
+                let args: Vec<BlockArg> =
+                    self.stack[self.stack.len() - n..].iter().map(|&v| BlockArg::Value(v)).collect();
                 let cont = self.b.create_block();
                 self.b.ins().brif(cond, target, &args, cont, &[]);
                 self.b.switch_to_block(cont);
@@ -500,7 +500,8 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
                 let call_conv = self.target.call_conv;
                 let args = [self.vmctx, delta];
                 let sig = [types::I64, types::I32];
-                let r = abi::call_libcall(&mut self.b, call_conv, self.libcalls.memory_grow, &sig, &[types::I32], &args);
+                let r =
+                    abi::call_libcall(&mut self.b, call_conv, self.libcalls.memory_grow, &sig, &[types::I32], &args);
                 self.push(r[0]);
             }
             O::MemoryFill { mem } => self.bulk_memory(mem, self.libcalls.memory_fill, offset)?,
@@ -812,4 +813,3 @@ fn rt_type(t: ValType) -> Result<RtValType, Unsupported> {
         ValType::Ref(_) => return Err(Unsupported::new("reference-typed values")),
     })
 }
-

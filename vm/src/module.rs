@@ -392,7 +392,13 @@ fn load_validated(
 
     let env = ModuleEnv { registry, types: &types, type_ids: &type_ids, func_types: &func_types, num_imported_funcs };
     let mut code = Vec::with_capacity(bodies.len());
-    let body_ranges = bodies.iter().map(|(_, body)| { let r = body.range(); r.start as usize..r.end as usize }).collect();
+    let body_ranges = bodies
+        .iter()
+        .map(|(_, body)| {
+            let r = body.range();
+            r.start as usize..r.end as usize
+        })
+        .collect();
     let mut allocs = wasmparser::FuncValidatorAllocations::default();
     for (i, (func, body)) in bodies.into_iter().enumerate() {
         let fv = func.into_validator(allocs);

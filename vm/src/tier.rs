@@ -153,7 +153,8 @@ impl<'a> FuncInput<'a> {
             _ => None,
         });
         let n = imported.clone().count() as u32;
-        let d = if g < n { imported.nth(g as usize).expect("counted") } else { &self.module.globals[(g - n) as usize].0 };
+        let d =
+            if g < n { imported.nth(g as usize).expect("counted") } else { &self.module.globals[(g - n) as usize].0 };
         (d.ty, d.mutable)
     }
 

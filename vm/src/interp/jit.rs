@@ -65,11 +65,8 @@ pub(crate) fn compiled_code<'m>(rt: &Runtime, module: &'m ModuleData, index: u32
     let compiler = rt.config.jit.compiler.as_ref()?;
     module.compiled[index as usize]
         .get_or_init(|| {
-            let input = crate::tier::FuncInput {
-                module,
-                registry: &rt.types,
-                func_index: module.num_imported_funcs + index,
-            };
+            let input =
+                crate::tier::FuncInput { module, registry: &rt.types, func_index: module.num_imported_funcs + index };
             let start = std::time::Instant::now();
             let r = compiler.compile(&input);
             let name = || {
@@ -294,8 +291,9 @@ extern "C" fn lib_call(vmctx: *mut VmCtx, func: u64, args: *mut u64) -> u32 {
 extern "C" fn lib_call_indirect(vmctx: *mut VmCtx, table: u32, type_id: u32, index: u32, args: *mut u64) -> u32 {
     with_store(vmctx, |store, inst| {
         let t = store.instances[inst as usize].tables[table as usize];
-        let f = super::tables::indirect_callee(&store.tables[t as usize], &store.rt.types, &store.funcs, index, type_id)
-            .map_err(Trap::new)?;
+        let f =
+            super::tables::indirect_callee(&store.tables[t as usize], &store.rt.types, &store.funcs, index, type_id)
+                .map_err(Trap::new)?;
         call_store_func(store, inst, f, args)
     })
 }
