@@ -63,6 +63,9 @@ struct Cli {
     gc: GcOptions,
 
     #[command(flatten)]
+    jit: JitOptions,
+
+    #[command(flatten)]
     trace: trace_cmd::TraceOptions,
 
     /// The program: WebAssembly text or binary (told apart by content, not extension).
@@ -126,6 +129,57 @@ impl GcOptions {
     }
 }
 
+/// Execution tiers.
+#[derive(clap::Args, Debug, Clone)]
+#[command(next_help_heading = "Compiled tier")]
+struct JitOptions {
+    /// `off`: interpret only; `auto`: compile a function once it is hot; `eager`: compile every
+    /// function when its module loads. Functions the compiler cannot handle stay interpreted.
+    #[arg(long, value_name = "MODE", default_value = "auto", value_parser = ["off", "auto", "eager"])]
+    jit: String,
+
+    /// With --jit=auto, calls of a function before it is compiled.
+    #[arg(long, value_name = "N", default_value_t = vm::DEFAULT_JIT_THRESHOLD)]
+    jit_threshold: u32,
+
+    /// Print what the compiled tier did to stderr at exit (compiled and interpreted functions, with the
+    /// construct that kept each interpreted; OSR entries; compile time; code bytes).
+    #[arg(long)]
+    jit_stats: bool,
+}
+
+impl JitOptions {
+    fn jit_config(&self) -> Result<vm::JitConfig> {
+        use vm::tier::JitMode;
+        let mode = match self.jit.as_str() {
+            "off" => JitMode::Off,
+            "eager" => JitMode::Eager,
+            _ => JitMode::Auto,
+        };
+        let compiler: Option<std::sync::Arc<dyn vm::tier::Compiler>> = match mode {
+            JitMode::Off => None,
+            _ => Some(std::sync::Arc::new(jit::CraneliftCompiler::new().map_err(|e| anyhow!(e))?)),
+        };
+        Ok(vm::JitConfig { mode, threshold: self.jit_threshold.max(1), compiler })
+    }
+}
+
+fn print_jit_stats(stats: &vm::tier::JitStats) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let unsupported = stats.unsupported();
+    eprintln!(
+        "jit: {} functions compiled ({} bytes of code, compile time {:.3} ms), {} left interpreted, {} OSR entries",
+        stats.compiled.load(Relaxed),
+        stats.code_bytes.load(Relaxed),
+        stats.compile_nanos.load(Relaxed) as f64 / 1e6,
+        stats.unsupported_count.load(Relaxed),
+        stats.osr_entries.load(Relaxed),
+    );
+    for (func, reason) in unsupported {
+        eprintln!("jit: interpreted {func}: {reason}");
+    }
+}
+
 /// `64MiB`, `64M`, `1G`, `512k`, `65536` (bytes), the value of option `flag`. Units are powers of 1024.
 fn parse_size(flag: &str, s: &str) -> Result<usize> {
     let t = s.trim();
@@ -172,6 +226,9 @@ enum Command {
         /// contain the expected message.
         #[arg(long)]
         strict_messages: bool,
+
+        #[command(flatten)]
+        jit: JitOptions,
     },
     /// Read a trace written by `--trace allocfree`.
     Trace {
@@ -367,21 +424,25 @@ fn trap_outcome(t: Trap) -> Result<Outcome, Failure> {
 
 fn run(cli: Cli) -> Result<Outcome, Failure> {
     match &cli.command {
-        Some(Command::Wast { files, verbose, strict_messages }) => {
-            let opts = wast::WastOptions { strict_messages: *strict_messages, ..Default::default() };
+        Some(Command::Wast { files, verbose, strict_messages, jit }) => {
+            let opts =
+                wast::WastOptions { strict_messages: *strict_messages, jit: jit.jit_config()?, ..Default::default() };
             return run_wast(files, *verbose, &opts);
         }
         Some(Command::Trace { action }) => return action.run().map(|()| Outcome::Success).map_err(Failure::Error),
         None => {}
     }
     let file = cli.file.as_deref().ok_or_else(|| anyhow!("no program given (see --help)"))?;
-    let config = vm::Config { gc: cli.gc.heap_config()?, ..vm::Config::default() };
+    let config = vm::Config { gc: cli.gc.heap_config()?, jit: cli.jit.jit_config()?, ..vm::Config::default() };
     let mut store = Store::new(config);
     cli.trace.start(&mut store)?;
     let outcome = run_program(&cli, file, &mut store);
     cli.trace.finish(&mut store)?;
     if cli.gc.gc_stats {
         print_gc_stats(&store.gc_stats());
+    }
+    if cli.jit.jit_stats {
+        print_jit_stats(store.runtime().jit_stats());
     }
     outcome
 }

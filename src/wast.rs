@@ -52,6 +52,8 @@ pub struct WastOptions {
     pub strict_messages: bool,
     /// The features modules may use; `None` for everything vmrun runs (`vm::Config::default`).
     pub features: Option<vm::wasmparser::WasmFeatures>,
+    /// The tiers every store of the script runs with (`vmrun wast --jit=...`).
+    pub jit: vm::JitConfig,
 }
 
 /// The outcome of one script.
@@ -200,7 +202,7 @@ struct ScriptRunner {
 
 impl ScriptRunner {
     fn new(opts: WastOptions) -> ScriptRunner {
-        let mut config = vm::Config::default();
+        let mut config = vm::Config { jit: opts.jit.clone(), ..vm::Config::default() };
         if let Some(features) = opts.features {
             config.features = features;
         }

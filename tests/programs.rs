@@ -51,15 +51,38 @@ fn every_program_prints_what_the_readme_says() {
             eprintln!("skipped in a debug build: vmrun {}", row.args.join(" "));
             continue;
         }
-        let out = Command::new(env!("CARGO_BIN_EXE_vmrun")).args(&row.args).output().expect("vmrun starts");
-        let stdout = String::from_utf8_lossy(&out.stdout);
+        // Every tier: the interpreter, every function compiled up front, and tier-up after 2 calls.
+        for tier in [&["--jit=off"][..], &["--jit=eager"], &["--jit=auto", "--jit-threshold", "2"]] {
+            let out =
+                Command::new(env!("CARGO_BIN_EXE_vmrun")).args(tier).args(&row.args).output().expect("vmrun starts");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(
+                (out.status.code(), stdout.as_ref(), stderr.as_ref()),
+                (Some(0), row.expected.as_str(), ""),
+                "vmrun {} {}",
+                tier.join(" "),
+                row.args.join(" ")
+            );
+        }
+    }
+}
+
+/// The core programs really run compiled with `--jit=eager` (none of their functions falls back).
+#[test]
+fn core_programs_compile_completely() {
+    for (file, export, arg) in [
+        ("programs/fib.wat", "fib", "20"),
+        ("programs/sieve.wat", "sieve", "100"),
+        ("programs/mandelbrot.wat", "mandelbrot", "20"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_vmrun"))
+            .args(["--jit=eager", "--jit-stats", "--invoke", export, file, arg])
+            .output()
+            .expect("vmrun starts");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(
-            (out.status.code(), stdout.as_ref(), stderr.as_ref()),
-            (Some(0), row.expected.as_str(), ""),
-            "vmrun {}",
-            row.args.join(" ")
-        );
+        assert!(stderr.contains(" 0 left interpreted"), "{file}: {stderr}");
+        assert!(!stderr.starts_with("jit: 0 functions compiled"), "{file}: {stderr}");
     }
 }
 

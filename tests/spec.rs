@@ -51,13 +51,26 @@ impl FileOutcome {
     }
 }
 
-/// Run every file on a thread with a large stack, printing per-file counts.
+/// Run every file on a thread with a large stack, printing per-file counts (interpreter only).
 fn run_files(group: &str, files: Vec<TestFile<'static>>) -> Vec<FileOutcome> {
-    run_files_with(group, files, WastOptions::default())
+    run_files_with(group, files, WastOptions::default)
 }
 
-/// [`run_files`] with options (a proposal's own feature set).
-fn run_files_with(group: &str, files: Vec<TestFile<'static>>, opts: WastOptions) -> Vec<FileOutcome> {
+/// The same with every function compiled when its module loads (`vmrun wast --jit=eager`); functions
+/// the compiler declines run interpreted, so every file must pass here too.
+fn run_files_eager(group: &str, files: Vec<TestFile<'static>>) -> Vec<FileOutcome> {
+    run_files_with(&format!("{group} (jit eager)"), files, || {
+        let compiler = jit::CraneliftCompiler::new().expect("a Cranelift backend for this machine");
+        let jit = vm::JitConfig {
+            mode: vm::tier::JitMode::Eager,
+            compiler: Some(std::sync::Arc::new(compiler)),
+            ..Default::default()
+        };
+        WastOptions { jit, ..WastOptions::default() }
+    })
+}
+
+fn run_files_with(group: &str, files: Vec<TestFile<'static>>, opts: fn() -> WastOptions) -> Vec<FileOutcome> {
     let group = group.to_string();
     std::thread::Builder::new()
         .name(format!("spec {group}"))
@@ -68,7 +81,7 @@ fn run_files_with(group: &str, files: Vec<TestFile<'static>>, opts: WastOptions)
                 .map(|file| {
                     let name = format!("{group}/{}", file.name());
                     let started = std::time::Instant::now();
-                    let report = run_wast_text(&name, file.contents, &opts).map_err(|e| format!("{e:#}"));
+                    let report = run_wast_text(&name, file.contents, &opts()).map_err(|e| format!("{e:#}"));
                     let counts = match &report {
                         Ok(r) if r.passed == 0 && r.skipped > 0 => format!("{r} -- ALL SKIPPED"),
                         Ok(r) => r.to_string(),
@@ -206,6 +219,30 @@ fn proposal_extended_const() {
 #[test]
 fn proposal_threads() {
     use vm::wasmparser::WasmFeatures;
-    let opts = WastOptions { features: Some(WasmFeatures::WASM1 | WasmFeatures::THREADS), ..Default::default() };
+    let opts = || WastOptions { features: Some(WasmFeatures::WASM1 | WasmFeatures::THREADS), ..Default::default() };
     check("threads", &run_files_with("threads", proposal_files(Proposal::Threads), opts));
+}
+
+// ---- the same groups with every function compiled up front (`vmrun wast --jit=eager`)
+
+#[test]
+fn core_wasm_3_0_jit_eager() {
+    check("wasm-v3", &run_files_eager("wasm-v3", spec_files(SpecVersion::V3)));
+}
+
+#[test]
+fn core_wasm_2_0_without_3_0_version_jit_eager() {
+    let v3 = spec_files(SpecVersion::V3);
+    let only_in_v2: Vec<_> =
+        spec_files(SpecVersion::V2).into_iter().filter(|f| !v3.iter().any(|new| new.name() == f.name())).collect();
+    check("wasm-v2", &run_files_eager("wasm-v2", only_in_v2));
+}
+
+#[test]
+fn proposals_jit_eager() {
+    for (group, proposal) in
+        [("gc", Proposal::GC), ("multi-memory", Proposal::MultiMemory), ("extended-const", Proposal::ExtendedConst)]
+    {
+        check(group, &run_files_eager(group, proposal_files(proposal)));
+    }
 }

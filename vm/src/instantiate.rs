@@ -32,6 +32,12 @@ impl StoreState {
             elems: Vec::new(),
             datas: Vec::new(),
             exports: Vec::new(),
+            tier_slots: {
+                let jit = &self.rt.config.jit;
+                let slot = crate::interp::initial_slot(jit.effective_mode(), jit.threshold);
+                m.code.iter().map(|_| std::sync::atomic::AtomicU64::new(slot)).collect()
+            },
+            tier: None,
         };
         // ---- resolve imports
         for imp in &m.imports {
@@ -121,12 +127,21 @@ impl StoreState {
         result.map(|()| InstanceId(inst_id))
     }
 
+    /// Add a global; compiled instances learn the new addresses if the vector moved.
+    pub(crate) fn push_global(&mut self, g: GlobalEntity) {
+        let before = self.globals.as_ptr();
+        self.globals.push(g);
+        if self.globals.as_ptr() != before {
+            crate::interp::refresh_global_addresses(self);
+        }
+    }
+
     fn initialize(&mut self, inst_id: u32, m: &ModuleData) -> Result<(), Error> {
         let trap = |k: TrapKind| Error::Trap(Trap::new(k));
         // globals
         for (desc, init) in &m.globals {
             let value = self.eval_const(inst_id, init).map_err(Error::Trap)?;
-            self.globals.push(GlobalEntity { value, desc: desc.clone() });
+            self.push_global(GlobalEntity { value, desc: desc.clone() });
             let g = self.globals.len() as u32 - 1;
             self.instances[inst_id as usize].globals.push(g);
         }
@@ -207,6 +222,9 @@ impl StoreState {
                 }
                 self.instances[inst_id as usize].datas[i] = Arc::from([]);
             }
+        }
+        if self.rt.config.jit.effective_mode() == crate::tier::JitMode::Eager {
+            crate::interp::link_eager(self, inst_id);
         }
         // start function
         if let Some(start) = m.start {

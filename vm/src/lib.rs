@@ -27,6 +27,7 @@ mod stack;
 mod state;
 mod store;
 pub mod threads;
+pub mod tier;
 mod tracing;
 mod translate;
 mod trap;
@@ -36,11 +37,15 @@ pub mod wasi;
 
 pub use linker::Linker;
 pub use loader::{Source, SourceLoc};
-pub use runtime::{Config, ModuleId, Runtime};
+pub use runtime::{Config, DEFAULT_JIT_THRESHOLD, JitConfig, ModuleId, Runtime};
 pub use state::{Caller, HostFn};
 pub use store::Store;
 pub use trap::{Trap, TrapKind, WasmFrame};
 pub use values::{Extern, Func, FuncType, Global, InstanceId, Memory, ObjHandle, Ref, Table, Tag, Val, ValType};
+/// Addresses of the VM functions compiled code calls (for the compiler: `tier.rs`).
+pub fn libcalls() -> tier::Libcalls {
+    interp::libcalls()
+}
 /// The decoder/validator whose types appear in this API (global, table and memory types).
 pub use wasmparser;
 

@@ -239,6 +239,12 @@ impl LinearMemory {
         self.len.load(if self.shared { Ordering::Acquire } else { Ordering::Relaxed })
     }
 
+    /// Address of the byte length, for compiled code's bounds checks (a plain load is a `Relaxed` one
+    /// on the targets compiled code runs on; compiled code is used only with non-shared memories).
+    pub fn len_address(&self) -> usize {
+        self.len.as_ptr() as usize
+    }
+
     /// The current size in Wasm pages (`memory.size`).
     #[inline]
     pub fn pages(&self) -> u64 {

@@ -157,6 +157,11 @@ pub struct ModuleData {
     pub datas: Vec<DataSegment>,
     /// Translated bodies of the defined functions.
     pub code: Vec<CompiledFunc>,
+    /// Where each defined function's body lies in `source.wasm` (the compiled tier reads it again).
+    pub body_ranges: Vec<std::ops::Range<usize>>,
+    /// Compiled code per defined function: unset until compilation is tried, then the code or `None`
+    /// (the compiler declined). Shared by every instance of the module (`tier.rs`).
+    pub compiled: Box<[std::sync::OnceLock<Option<crate::tier::CompiledFunc>>]>,
 }
 
 fn err(source: &Source, e: CompileError) -> Error {
@@ -451,6 +456,13 @@ fn load_validated(
         tags: &tags,
     };
     let mut code = Vec::with_capacity(bodies.len());
+    let body_ranges = bodies
+        .iter()
+        .map(|(_, body)| {
+            let r = body.range();
+            r.start as usize..r.end as usize
+        })
+        .collect();
     let mut allocs = wasmparser::FuncValidatorAllocations::default();
     for (i, (func, body)) in bodies.into_iter().enumerate() {
         let fv = func.into_validator(allocs);
@@ -473,6 +485,8 @@ fn load_validated(
         start,
         elems,
         datas,
+        compiled: code.iter().map(|_| Default::default()).collect(),
         code,
+        body_ranges,
     })
 }

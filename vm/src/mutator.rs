@@ -82,6 +82,10 @@ pub(crate) struct Mutator {
     pub native_bounds: StackBounds,
     /// The stop flag and the hand-off with collectors on other threads (`vm/src/safepoint.rs`).
     pub link: gc::MutatorLink,
+    /// The trap compiled code is unwinding with (`interp/jit.rs`), until its entry takes it.
+    pub jit_trap: Option<crate::Trap>,
+    /// A panic caught in a library call of compiled code, resumed at its entry.
+    pub jit_panic: Option<Box<dyn std::any::Any + Send>>,
 }
 
 impl Mutator {
@@ -107,6 +111,8 @@ impl Mutator {
             native: Some(native),
             native_bounds,
             link,
+            jit_trap: None,
+            jit_panic: None,
         }
     }
 

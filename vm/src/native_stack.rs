@@ -217,6 +217,11 @@ pub(crate) struct StackBounds {
 }
 
 impl StackBounds {
+    /// Lowest usable byte (compiled code's stack limit is this plus the re-entry margin).
+    pub fn low(self) -> usize {
+        self.low
+    }
+
     /// Whether the calling code runs on the stack (its stack pointer lies in the usable range).
     #[inline]
     pub fn is_current(self) -> bool {

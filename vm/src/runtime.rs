@@ -14,6 +14,7 @@
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use crate::module::{self, ModuleData};
+use crate::tier::{Compiler, JitMode, JitStats};
 use crate::types::TypeRegistry;
 use crate::{Error, FuncType, Source, ValType};
 
@@ -35,6 +36,41 @@ pub struct Config {
     /// fewer, e.g. for a proposal's spec tests written before later features made their modules valid.
     /// Function references are always added (`Runtime::new` says why).
     pub features: wasmparser::WasmFeatures,
+    /// The compiled tier (`tier.rs`).
+    pub jit: JitConfig,
+}
+
+/// The compiled tier's settings: which tiers run, when `auto` compiles, and the compiler (`None`: the
+/// interpreter only, whatever the mode).
+#[derive(Clone)]
+pub struct JitConfig {
+    pub mode: JitMode,
+    /// Calls of a function before `auto` compiles it.
+    pub threshold: u32,
+    pub compiler: Option<Arc<dyn Compiler>>,
+}
+
+impl Default for JitConfig {
+    fn default() -> Self {
+        JitConfig { mode: JitMode::Auto, threshold: DEFAULT_JIT_THRESHOLD, compiler: None }
+    }
+}
+
+impl JitConfig {
+    /// The mode in effect: `Off` without a compiler.
+    pub fn effective_mode(&self) -> JitMode {
+        if self.compiler.is_some() { self.mode } else { JitMode::Off }
+    }
+}
+
+impl std::fmt::Debug for JitConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JitConfig")
+            .field("mode", &self.mode)
+            .field("threshold", &self.threshold)
+            .field("compiler", &self.compiler.is_some())
+            .finish()
+    }
 }
 
 impl Default for Config {
@@ -46,9 +82,13 @@ impl Default for Config {
             memory_reservation_bytes: crate::memory::default_reserve_bytes(),
             gc: gc::HeapConfig::default(),
             features: module::features(),
+            jit: JitConfig::default(),
         }
     }
 }
+
+/// Calls of a function before `auto` compiles it.
+pub const DEFAULT_JIT_THRESHOLD: u32 = 1000;
 
 /// A loaded module: an index into the runtime's module list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -64,6 +104,8 @@ pub struct Runtime {
     /// The alloc/free trace in progress (`Store::trace_allocations` until `finish_trace`): stores made
     /// meanwhile (threads of the program) join it with their own per-thread buffer.
     pub(crate) active_trace: Mutex<Option<Arc<vmtrace::Tracer>>>,
+    /// What the compiled tier did (`--jit-stats`).
+    pub(crate) jit_stats: JitStats,
 }
 
 const _: () = {
@@ -92,6 +134,7 @@ impl Runtime {
             validator,
             modules: RwLock::new(Vec::new()),
             active_trace: Mutex::new(None),
+            jit_stats: JitStats::default(),
         })
     }
 
@@ -104,9 +147,17 @@ impl Runtime {
         self.heap.stats()
     }
 
+    /// What the compiled tier did so far.
+    pub fn jit_stats(&self) -> &JitStats {
+        &self.jit_stats
+    }
+
     /// Decode, validate and translate a module; its struct and array types are registered with the heap.
     pub fn load_module(&self, source: Source) -> Result<ModuleId, Error> {
         let data = self.load(source)?;
+        if self.config.jit.effective_mode() == JitMode::Eager {
+            self.compile_all(&data);
+        }
         let mut modules = ignore_poison(self.modules.write());
         modules.push(Arc::new(data));
         Ok(ModuleId(modules.len() as u32 - 1))
@@ -120,6 +171,13 @@ impl Runtime {
                 heap.register_type(id, layout);
             }
         })
+    }
+
+    /// `--jit=eager`: compile every defined function of a module before it is shared.
+    fn compile_all(&self, module: &ModuleData) {
+        for index in 0..module.code.len() as u32 {
+            crate::interp::compiled_code(self, module, index);
+        }
     }
 
     /// Every module loaded so far.

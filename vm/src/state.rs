@@ -9,11 +9,13 @@
 //! public facade (`store.rs`) are built on it, so no file below the facade needs the facade.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use crate::memory::LinearMemory;
 use crate::module::{GlobalDesc, ModuleData, TableDesc};
 use crate::mutator::Mutator;
 use crate::runtime::Runtime;
+use crate::tier::{FuncEntry, VmCtx};
 use crate::{Extern, Trap, Val};
 
 /// A host function. It reads `params` and writes exactly `results.len()` results. Host functions may
@@ -85,6 +87,21 @@ pub(crate) struct Instance {
     /// Data segments (emptied by `data.drop` and after active initialization).
     pub datas: Vec<Arc<[u8]>>,
     pub exports: Vec<(String, Extern)>,
+    /// The interpreter's per-defined-function tier word (`tier.rs`: 0 interpreted, odd a countdown to
+    /// tier-up, even the address of the compiled code). Shared with the dispatch loop, which holds a clone.
+    pub tier_slots: Arc<[AtomicU64]>,
+    /// What compiled code of this instance reads, built when the first compiled function of it runs.
+    pub tier: Option<Box<InstanceTier>>,
+}
+
+/// An instance's tables for compiled code (`tier.rs`). Boxed pieces: compiled code holds their addresses.
+pub(crate) struct InstanceTier {
+    pub vmctx: Box<VmCtx>,
+    /// One per function of the index space; `vmctx.entries` points here.
+    pub entries: Box<[FuncEntry]>,
+    /// The address of each global's value (index space); `vmctx.globals` points here. Rebuilt when the
+    /// store's global vector moves (`interp::jit::refresh_global_addresses`).
+    pub global_ptrs: Box<[usize]>,
 }
 
 /// Everything one store owns; the public [`crate::Store`] holds it boxed (the collector reaches it through

@@ -199,7 +199,7 @@ impl Store {
         if !host_value_fits(&s, &init, value, desc.ty) {
             return Err(Trap::new(TrapKind::Host(format!("{init:?} does not match the global's type"))));
         }
-        s.globals.push(GlobalEntity { value, desc });
+        s.push_global(GlobalEntity { value, desc });
         Ok(Global(s.globals.len() as u32 - 1))
     }
 

@@ -11,7 +11,7 @@
 //! registers free.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::cold::{Cold, cold_op};
 use super::gc_objects::{self, OpExit};
@@ -54,6 +54,18 @@ pub(super) enum Exit {
     /// stack has grown (or traps if it cannot).
     GrowStack {
         slots: usize,
+    },
+    /// Call compiled defined function `func` of this instance with its arguments at absolute slot `base`;
+    /// `tail` as for `Host`. `pos` is at the call.
+    Jit {
+        func: u32,
+        base: usize,
+        tail: bool,
+    },
+    /// Defined function `func` has been called often enough (`auto`): compile it, then run the call at
+    /// `pos` again.
+    TierUp {
+        func: u32,
     },
     Trap(TrapKind),
     /// The instruction at `pos` threw the exception `exn` (an object reference): unwind (`exceptions.rs`).
@@ -189,10 +201,35 @@ fn dispatch(
             fetch_and_continue!();
         }};
     }
+    // The callee's tier slot (`tier.rs`): 0 (always, with `--jit=off`) interprets it; otherwise count
+    // the call towards tier-up or call the compiled code. `$jit` leaves the loop for the compiled call.
+    macro_rules! check_tier {
+        ($callee:expr, $jit:expr) => {{
+            let callee: u32 = $callee;
+            // Read through the instance at the call rather than held in a register across the loop:
+            // one more live value in the loop cost 5-10 % on call-free loops (mandelbrot, matmul).
+            let tier_slots: &[AtomicU64] = &instances[inst_id as usize].tier_slots;
+            let slot = tier_slots[callee as usize].load(Ordering::Relaxed);
+            if slot != 0 {
+                if slot & 1 == 0 {
+                    $jit;
+                } else if slot == 1 {
+                    save!();
+                    return Exit::TierUp { func: callee };
+                } else {
+                    tier_slots[callee as usize].store(slot - 2, Ordering::Relaxed);
+                }
+            }
+        }};
+    }
     // Enter a callee of this module at `base` (relative to the current frame).
     macro_rules! call_local {
         ($callee:expr, $base:expr) => {{
             let callee: u32 = $callee;
+            check_tier!(callee, {
+                save!();
+                return Exit::Jit { func: callee, base: pos.fp + $base as usize, tail: false };
+            });
             let next = &module.code[callee as usize];
             let new_fp = pos.fp + $base as usize;
             if frames.len() >= max_depth {
@@ -215,6 +252,11 @@ fn dispatch(
             let next = &module.code[callee as usize];
             let np = next.num_params as usize;
             let b = $base as usize;
+            check_tier!(callee, {
+                frame.copy_within(b..b + np, 0);
+                save!();
+                return Exit::Jit { func: callee, base: pos.fp, tail: true };
+            });
             ensure_stack!(pos.fp + next.frame_size as usize);
             frame.copy_within(b..b + np, 0);
             next.init_frame(frame);

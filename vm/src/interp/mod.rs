@@ -58,6 +58,7 @@ mod exceptions;
 mod float;
 mod gc_objects;
 mod host;
+mod jit;
 mod memory;
 mod numeric;
 mod operands;
@@ -68,12 +69,13 @@ use std::sync::atomic::Ordering;
 
 use self::dispatch::{Exit, execute};
 use self::host::call_host;
+pub(crate) use self::jit::{compiled_code, initial_slot, libcalls, link_eager, refresh_global_addresses};
 use crate::mutator::{Frame, Position};
 use crate::native_stack::REENTRY_MARGIN;
 use crate::safepoint;
 use crate::state::{FuncKind, StoreState};
 use crate::types::TypeKind;
-use crate::{Trap, TrapKind, WasmFrame};
+use crate::{Trap, TrapKind, WasmFrame, tier};
 
 /// Call `func` (a store function index) with raw arguments; returns raw results. Runs on the mutator's
 /// native stack: the outermost invocation switches to it, a nested one (host → wasm) is already there and
@@ -106,6 +108,16 @@ fn invoke_here(store: &mut StoreState, func: u32, args: &[u64]) -> Result<Vec<u6
         }
         FuncKind::Wasm { instance, index } => (*instance, *index),
     };
+    if let Some(code) = compiled_for_entry(store, inst, index) {
+        let base = store.mutator.exec.sp;
+        let (np, nr) = (args.len(), func_result_count(store, func));
+        if !store.mutator.exec.stack.grow(base + np.max(nr)) {
+            return Err(Trap::new(TrapKind::CallStackExhausted));
+        }
+        store.mutator.exec.stack[base..base + np].copy_from_slice(args);
+        jit::call_compiled(store, inst, code, base, np.max(nr))?;
+        return Ok(store.mutator.exec.stack[base..base + nr].to_vec());
+    }
     let module = store.instances[inst as usize].module.clone();
     let cf = &module.code[index as usize];
     let base = store.mutator.exec.sp;
@@ -131,6 +143,25 @@ fn invoke_here(store: &mut StoreState, func: u32, args: &[u64]) -> Result<Vec<u6
     result.map(|()| store.mutator.exec.stack[base..base + cf.num_results as usize].to_vec())
 }
 
+/// The compiled code to enter defined function `index` of `inst` with, counting the entry towards
+/// tier-up as a call from the interpreter does.
+fn compiled_for_entry(store: &mut StoreState, inst: u32, index: u32) -> Option<&'static tier::CompiledFunc> {
+    let slot = &store.instances[inst as usize].tier_slots[index as usize];
+    match slot.load(Ordering::Relaxed) {
+        0 => None,
+        1 => {
+            jit::tier_up(store, inst, index);
+            let v = store.instances[inst as usize].tier_slots[index as usize].load(Ordering::Relaxed);
+            (v != 0).then(|| jit::slot_code(v))
+        }
+        v if v & 1 == 1 => {
+            slot.store(v - 2, Ordering::Relaxed);
+            None
+        }
+        v => Some(jit::slot_code(v)),
+    }
+}
+
 fn func_result_count(store: &StoreState, func: u32) -> usize {
     match &store.rt.types.get(store.funcs[func as usize].ty).kind {
         TypeKind::Func { results, .. } => results.len(),
@@ -150,7 +181,58 @@ fn run(store: &mut StoreState, mut pos: Position, depth0: usize) -> Result<(), T
                     store.mutator.exec.top = Some(pos);
                     safepoint::park(store);
                 }
+                if pos.pc == 0
+                    && let Some(code) = compiled_for_entry(store, pos.inst, pos.func)
+                {
+                    // The callee's frame is set up at `pos.fp`: run it compiled and return from it.
+                    let (np, nr) = {
+                        let cf = &store.instances[pos.inst as usize].module.code[pos.func as usize];
+                        (cf.num_params as usize, cf.num_results as usize)
+                    };
+                    // The caller (if any) is already a frame; nothing runs in this one meanwhile.
+                    store.mutator.exec.top = None;
+                    if let Err(mut t) = jit::call_compiled(store, pos.inst, code, pos.fp, np.max(nr)) {
+                        if let Some(f) = store.mutator.exec.frames.get(depth0..).and_then(|f| f.last()).copied() {
+                            let caller = Position { inst: f.inst, func: f.func, pc: f.pc as usize, fp: f.fp as usize };
+                            store.mutator.exec.frames.pop();
+                            t.backtrace.extend(backtrace(store, caller, depth0));
+                        }
+                        return Err(t);
+                    }
+                    match return_to_caller(store, depth0) {
+                        Some(p) => pos = p,
+                        None => return Ok(()),
+                    }
+                }
             }
+            Exit::Jit { func, base, tail } => {
+                store.mutator.exec.top = Some(pos);
+                let v = store.instances[pos.inst as usize].tier_slots[func as usize].load(Ordering::Relaxed);
+                let code = jit::slot_code(v);
+                let (np, nr) = {
+                    let cf = &store.instances[pos.inst as usize].module.code[func as usize];
+                    (cf.num_params as usize, cf.num_results as usize)
+                };
+                if let Err(mut t) = jit::call_compiled(store, pos.inst, code, base, np.max(nr)) {
+                    if let Some(raw) = take_exception(store, &t) {
+                        // Thrown by interpreted code the compiled code called (compiled frames only pass it
+                        // on): throw it again here, where this invocation's handlers can take it.
+                        rethrow(store, &mut pos, depth0, raw, tail, t.backtrace)?;
+                        continue;
+                    }
+                    t.backtrace.extend(backtrace(store, pos, depth0));
+                    return Err(t);
+                }
+                if tail {
+                    match return_to_caller(store, depth0) {
+                        Some(p) => pos = p,
+                        None => return Ok(()),
+                    }
+                } else {
+                    pos.pc += 1;
+                }
+            }
+            Exit::TierUp { func } => jit::tier_up(store, pos.inst, func),
             Exit::Safepoint { resume } => {
                 store.mutator.exec.top = Some(pos);
                 safepoint::park(store);
@@ -164,11 +246,8 @@ fn run(store: &mut StoreState, mut pos: Position, depth0: usize) -> Result<(), T
                     call_host(store, func, base, Some(pos.inst))
                 };
                 if let Err(mut t) = result {
-                    if let TrapKind::UncaughtException { exn, .. } = t.kind
-                        && let Some(raw) = store.mutator.handles.get(exn)
-                    {
+                    if let Some(raw) = take_exception(store, &t) {
                         // An exception out of the host (thrown by wasm it called): throw it again here.
-                        store.mutator.handles.remove(exn);
                         rethrow(store, &mut pos, depth0, raw, tail, t.backtrace)?;
                         continue;
                     }
@@ -179,11 +258,10 @@ fn run(store: &mut StoreState, mut pos: Position, depth0: usize) -> Result<(), T
                 }
                 if tail {
                     // The host results sit at the frame base: finish the `return_call`.
-                    if store.mutator.exec.frames.len() == depth0 {
-                        return Ok(());
+                    match return_to_caller(store, depth0) {
+                        Some(p) => pos = p,
+                        None => return Ok(()),
                     }
-                    let f = store.mutator.exec.frames.pop().expect("frame above depth0");
-                    pos = Position { inst: f.inst, func: f.func, pc: f.pc as usize + 1, fp: f.fp as usize };
                 } else {
                     pos.pc += 1;
                 }
@@ -215,6 +293,15 @@ fn run(store: &mut StoreState, mut pos: Position, depth0: usize) -> Result<(), T
     }
 }
 
+/// The exception an `UncaughtException` trap carries out of a nested invocation (through a host function or
+/// compiled code), taken back from its handle so it can be thrown again in this one; `None` for other traps.
+fn take_exception(store: &mut StoreState, t: &Trap) -> Option<u64> {
+    let TrapKind::UncaughtException { exn, .. } = t.kind else { return None };
+    let raw = store.mutator.handles.get(exn)?;
+    store.mutator.handles.remove(exn);
+    Some(raw)
+}
+
 /// Unwind to the handler of `exn` thrown at `pos` (see `exceptions.rs`), or leave with the
 /// `UncaughtException` trap: its backtrace is `inner` (the frames of a nested invocation it came out of) and
 /// this invocation's frames from the throw outwards.
@@ -235,21 +322,23 @@ fn rethrow(
     Err(Trap { kind: TrapKind::UncaughtException { exn, tag }, backtrace: inner })
 }
 
+/// Return from the running function, whose results sit at its frame base: the caller's position after
+/// its call, or `None` when the entry function returned.
+fn return_to_caller(store: &mut StoreState, depth0: usize) -> Option<Position> {
+    if store.mutator.exec.frames.len() == depth0 {
+        return None;
+    }
+    let f = store.mutator.exec.frames.pop().expect("frame above depth0");
+    Some(Position { inst: f.inst, func: f.func, pc: f.pc as usize + 1, fp: f.fp as usize })
+}
+
 /// The wasm backtrace, innermost first.
 fn backtrace(store: &StoreState, top: Position, depth0: usize) -> Vec<WasmFrame> {
     let mut out = Vec::new();
     let mut push = |inst: u32, func: u32, pc: usize| {
         let m = &store.instances[inst as usize].module;
-        let cf = &m.code[func as usize];
-        let offset = cf.wasm_offsets.get(pc).copied().unwrap_or(0);
-        let func_index = m.num_imported_funcs + func;
-        out.push(WasmFrame {
-            module: m.source.module_name().map(str::to_string),
-            func_index,
-            func_name: m.source.func_name(func_index).map(str::to_string),
-            offset,
-            source: m.source.location(offset as usize),
-        });
+        let offset = m.code[func as usize].wasm_offsets.get(pc).copied().unwrap_or(0);
+        out.push(jit::wasm_frame(m, m.num_imported_funcs + func, offset));
     };
     push(top.inst, top.func, top.pc);
     for f in store.mutator.exec.frames[depth0..].iter().rev() {

@@ -1,0 +1,85 @@
+//! Per-signature glue between Rust, compiled code and the interpreter.
+//!
+//! - The **array entry** (`extern "C" fn(code, vmctx, args: *mut u64) -> u32`): how Rust calls compiled
+//!   code. Loads the parameters from the interpreter's slots, calls `code` in the compiled convention and
+//!   stores the results over the arguments, returning the callee's status.
+//! - The **interpreter stub** (compiled convention): what an entry-table slot holds for a function that
+//!   is not compiled (or is a host function). Spills its parameters into a stack buffer of slots and calls
+//!   the VM's `call` library function with its `callee_ctx`, the store function index.
+
+use cranelift_codegen::ir::{self, InstBuilder, StackSlotData, StackSlotKind, types};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use vm::tier::{Libcalls, Unsupported};
+use vm::types::RtValType;
+
+use crate::abi::{self, Target, clif_type, load_slot, store_slot, wasm_signature};
+
+pub fn array_entry(
+    func: &mut ir::Function,
+    fctx: &mut FunctionBuilderContext,
+    target: &Target,
+    params: &[RtValType],
+    results: &[RtValType],
+) -> Result<(), Unsupported> {
+    let callee_sig = wasm_signature(params, results)?;
+    let param_types: Vec<_> = params.iter().map(|&t| clif_type(t)).collect::<Result<_, _>>()?;
+    *func = ir::Function::with_name_signature(
+        ir::UserFuncName::default(),
+        abi::native_signature(target.call_conv, &[types::I64; 3], &[types::I32]),
+    );
+    let mut b = FunctionBuilder::new(func, fctx);
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    let [code, vmctx, args] = b.block_params(entry).try_into().expect("three parameters");
+    let mut call_args = vec![b.ins().iconst(types::I64, 0), vmctx];
+    for (i, &t) in param_types.iter().enumerate() {
+        call_args.push(load_slot(&mut b, t, args, i));
+    }
+    let sig = b.import_signature(callee_sig);
+    let call = b.ins().call_indirect(sig, code, &call_args);
+    let rets = b.inst_results(call).to_vec();
+    for (i, &v) in rets[1..].iter().enumerate() {
+        store_slot(&mut b, v, args, i);
+    }
+    b.ins().return_(&rets[..1]);
+    b.seal_all_blocks();
+    b.finalize(target.frontend);
+    Ok(())
+}
+
+pub fn interpreter_stub(
+    func: &mut ir::Function,
+    fctx: &mut FunctionBuilderContext,
+    libcalls: &Libcalls,
+    target: &Target,
+    params: &[RtValType],
+    results: &[RtValType],
+) -> Result<(), Unsupported> {
+    let result_types: Vec<_> = results.iter().map(|&t| clif_type(t)).collect::<Result<_, _>>()?;
+    *func = ir::Function::with_name_signature(ir::UserFuncName::default(), wasm_signature(params, results)?);
+    let slots = params.len().max(results.len()).max(1);
+    let mut b = FunctionBuilder::new(func, fctx);
+    let buffer = b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, (slots * 8) as u32, 3));
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    let values = b.block_params(entry).to_vec();
+    let (ctx, vmctx) = (values[0], values[1]);
+    let args = b.ins().stack_addr(types::I64, buffer, 0);
+    for (i, &v) in values[2..].iter().enumerate() {
+        store_slot(&mut b, v, args, i);
+    }
+    let i64s = [types::I64; 3];
+    let status =
+        abi::call_libcall(&mut b, target.call_conv, libcalls.call, &i64s, &[types::I32], &[vmctx, ctx, args])[0];
+    let mut rets = vec![status];
+    for (i, &t) in result_types.iter().enumerate() {
+        rets.push(load_slot(&mut b, t, args, i));
+    }
+    // On a trap the loaded results are whatever the buffer held; the caller ignores them.
+    b.ins().return_(&rets);
+    b.seal_all_blocks();
+    b.finalize(target.frontend);
+    Ok(())
+}

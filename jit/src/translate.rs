@@ -1,0 +1,815 @@
+//! One function's wasm operators → Cranelift IR.
+//!
+//! The translator walks the operators once with a **value stack** of SSA values and a **control stack**
+//! of frames (block, loop, if), as wasmtime's `code_translator` does. Locals are Cranelift `Variable`s,
+//! so the SSA builder places the phis. A frame's *end block* takes its results as block parameters; a
+//! loop's *header* takes its parameters, so `br` to a loop passes them and `br` to a block passes the
+//! results. After an unconditional transfer (`br`, `return`, `unreachable`, `br_table`) the rest of the
+//! frame is dead: operators are skipped (counting nested frames) until its `else` or `end`.
+//!
+//! **Run-time checks, all explicit (no signal handlers, nothing Memcheck could mistake for an error):**
+//! - the prologue compares the stack pointer with `VmCtx::stack_limit` (call stack exhausted);
+//! - each memory access checks `addr + offset + size <= len` against memory 0's current byte length
+//!   (loaded through `VmCtx::mem0_len` at every access, so growth by any path is seen);
+//! - division, remainder and float-to-int truncation check their operands as the interpreter does;
+//! - loop headers poll the mutator's stop flag (the safepoint a collection on another thread waits for).
+//!
+//! A failed check jumps to the function's *trap block*, which records the trap with the operator's
+//! offset (`Libcalls::trap`) and returns status 1. After every call the status is tested; non-zero jumps
+//! to the *unwind block*, which adds this frame at the call's offset (`Libcalls::unwind`) and returns 1.
+//!
+//! Anything outside the supported set (references, tables other than through `call_indirect`, bulk
+//! memory, memories other than 0, SIMD, GC, exceptions) returns [`Unsupported`] with the operator's name.
+
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::{
+    self, Block, BlockArg, InstBuilder, JumpTableData, MemFlagsData, StackSlotData, StackSlotKind, Type, Value, types,
+};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
+use vm::tier::{FuncInput, Libcalls, TrapCode, Unsupported, VmCtx};
+use vm::types::RtValType;
+use wasmparser::{BinaryReader, BlockType, FunctionBody, MemArg, Operator, ValType};
+
+use crate::InjectedBugs;
+use crate::abi::{self, Target, clif_type, load_slot, store_slot, trusted, wasm_signature};
+
+/// Translate the function `input` names into `func`.
+pub fn translate(
+    input: &FuncInput<'_>,
+    func: &mut ir::Function,
+    fctx: &mut FunctionBuilderContext,
+    libcalls: &Libcalls,
+    target: &Target,
+    bugs: InjectedBugs,
+) -> Result<(), Unsupported> {
+    let (params, results) = input.func_signature(input.func_index);
+    *func = ir::Function::with_name_signature(ir::UserFuncName::default(), wasm_signature(params, results)?);
+    let range = input.body();
+    let body = FunctionBody::new(BinaryReader::new(&input.wasm()[range.clone()], range.start as u64));
+    let b = FunctionBuilder::new(func, fctx);
+    let mut t = FuncTranslator::new(b, input, libcalls, target, params, results, bugs)?;
+    t.declare_locals(&body)?;
+    let mut reader = body.get_operators_reader().map_err(parse_error)?;
+    while !reader.eof() {
+        let offset = reader.original_position() as u32;
+        let op = reader.read().map_err(parse_error)?;
+        t.operator(op, offset)?;
+    }
+    t.finish();
+    Ok(())
+}
+
+fn parse_error(e: wasmparser::BinaryReaderError) -> Unsupported {
+    Unsupported::new(format!("unreadable body: {e}"))
+}
+
+/// The name of an operator, for `--jit-stats` (its `Debug` text up to the first field).
+fn op_name(op: &Operator<'_>) -> String {
+    let text = format!("{op:?}");
+    let end = text.find([' ', '{', '(']).unwrap_or(text.len());
+    text[..end].to_string()
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FrameKind {
+    Block,
+    Loop,
+    /// `else_block` takes the `if`'s parameters; `else_seen` once `else` was translated.
+    If {
+        else_block: Block,
+        else_seen: bool,
+    },
+}
+
+struct Frame {
+    kind: FrameKind,
+    /// Where `br` to this frame goes: the loop header, or the end block.
+    branch_target: Block,
+    end_block: Block,
+    params: Vec<Type>,
+    results: Vec<Type>,
+    /// Value-stack height below the frame's parameters.
+    height: usize,
+    /// Whether anything jumps to `end_block`.
+    end_reachable: bool,
+}
+
+impl Frame {
+    /// Types a branch to this frame carries.
+    fn branch_types(&self) -> &[Type] {
+        if self.kind == FrameKind::Loop { &self.params } else { &self.results }
+    }
+}
+
+pub(crate) struct FuncTranslator<'a, 'b> {
+    pub(crate) b: FunctionBuilder<'b>,
+    input: &'a FuncInput<'a>,
+    libcalls: &'a Libcalls,
+    target: &'a Target,
+    vmctx: Value,
+    /// Loaded from the `VmCtx` once in the entry block (they never change for an instance).
+    mem_base: Value,
+    mem_len_addr: Value,
+    globals: Value,
+    entries: Value,
+    stop_flag: Value,
+    locals: Vec<(Variable, Type)>,
+    stack: Vec<Value>,
+    control: Vec<Frame>,
+    results: Vec<Type>,
+    trap_block: Block,
+    unwind_block: Block,
+    reachable: bool,
+    /// Frames opened inside dead code, skipped until their `end`.
+    dead_depth: u32,
+    pub(crate) bugs: InjectedBugs,
+}
+
+impl<'a, 'b> FuncTranslator<'a, 'b> {
+    fn new(
+        mut b: FunctionBuilder<'b>,
+        input: &'a FuncInput<'a>,
+        libcalls: &'a Libcalls,
+        target: &'a Target,
+        params: &[RtValType],
+        results: &[RtValType],
+        bugs: InjectedBugs,
+    ) -> Result<Self, Unsupported> {
+        let (memories, shared) = input.memories();
+        if shared {
+            return Err(Unsupported::new("shared memory"));
+        }
+        let _ = memories;
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        let args = b.block_params(entry).to_vec();
+        let vmctx = args[1];
+        let field = |b: &mut FunctionBuilder, off: i32| b.ins().load(types::I64, trusted().with_readonly(), vmctx, off);
+        let mem_base = field(&mut b, VmCtx::MEM0_BASE);
+        let mem_len_addr = field(&mut b, VmCtx::MEM0_LEN);
+        let globals = field(&mut b, VmCtx::GLOBALS);
+        let entries = field(&mut b, VmCtx::ENTRIES);
+        let stop_flag = field(&mut b, VmCtx::STOP_FLAG);
+        let mut locals = Vec::new();
+        for (i, &p) in params.iter().enumerate() {
+            let ty = clif_type(p)?;
+            let var = b.declare_var(ty);
+            b.def_var(var, args[2 + i]);
+            locals.push((var, ty));
+        }
+        let results: Vec<Type> = results.iter().map(|&r| clif_type(r)).collect::<Result<_, _>>()?;
+        let trap_block = b.create_block();
+        let unwind_block = b.create_block();
+        let mut t = FuncTranslator {
+            b,
+            input,
+            libcalls,
+            target,
+            vmctx,
+            mem_base,
+            mem_len_addr,
+            globals,
+            entries,
+            stop_flag,
+            locals,
+            stack: Vec::new(),
+            control: Vec::new(),
+            results: results.clone(),
+            trap_block,
+            unwind_block,
+            reachable: true,
+            dead_depth: 0,
+            bugs,
+        };
+        t.stack_check();
+        let end_block = t.block_with_params(&results);
+        t.control.push(Frame {
+            kind: FrameKind::Block,
+            branch_target: end_block,
+            end_block,
+            params: Vec::new(),
+            results,
+            height: 0,
+            end_reachable: false,
+        });
+        Ok(t)
+    }
+
+    fn declare_locals(&mut self, body: &FunctionBody<'_>) -> Result<(), Unsupported> {
+        let mut reader = body.get_locals_reader().map_err(parse_error)?;
+        for _ in 0..reader.get_count() {
+            let (count, ty) = reader.read().map_err(parse_error)?;
+            let ty = clif_type(rt_type(ty)?)?;
+            let zero = abi::zero(&mut self.b, ty);
+            for _ in 0..count {
+                let var = self.b.declare_var(ty);
+                self.b.def_var(var, zero);
+                self.locals.push((var, ty));
+            }
+        }
+        Ok(())
+    }
+
+    /// The prologue's stack-limit check. An overflow records the trap without a frame of its own: the
+    /// caller adds its frame at the call, which is where the interpreter reports it too.
+    fn stack_check(&mut self) {
+        if self.bugs.no_stack_check {
+            return;
+        }
+        let sp = self.b.ins().get_stack_pointer(types::I64);
+        let limit = self.b.ins().load(types::I64, trusted().with_readonly(), self.vmctx, VmCtx::STACK_LIMIT);
+        let over = self.b.ins().icmp(IntCC::UnsignedLessThan, sp, limit);
+        let overflow = self.b.create_block();
+        let body = self.b.create_block();
+        self.b.ins().brif(over, overflow, &[], body, &[]);
+        self.b.set_cold_block(overflow);
+        self.b.switch_to_block(overflow);
+        let code = self.b.ins().iconst(types::I32, TrapCode::CallStackExhausted as i64);
+        let no_func = self.b.ins().iconst(types::I32, u32::MAX as i64);
+        let zero = self.b.ins().iconst(types::I32, 0);
+        let i32s = [types::I64, types::I32, types::I32, types::I32];
+        let args = [self.vmctx, code, no_func, zero];
+        abi::call_libcall(&mut self.b, self.target.call_conv, self.libcalls.trap, &i32s, &[types::I32], &args);
+        self.return_trapped();
+        self.b.switch_to_block(body);
+    }
+
+    /// Return status 1 with zero results.
+    fn return_trapped(&mut self) {
+        let mut rets = vec![self.b.ins().iconst(types::I32, 1)];
+        for &ty in &self.results.clone() {
+            rets.push(abi::zero(&mut self.b, ty));
+        }
+        self.b.ins().return_(&rets);
+    }
+
+    fn block_with_params(&mut self, types: &[Type]) -> Block {
+        let block = self.b.create_block();
+        for &ty in types {
+            self.b.append_block_param(block, ty);
+        }
+        block
+    }
+
+    pub(crate) fn pop(&mut self) -> Value {
+        self.stack.pop().expect("validated: operand on the stack")
+    }
+
+    fn pop_n(&mut self, n: usize) -> Vec<Value> {
+        let at = self.stack.len() - n;
+        self.stack.split_off(at)
+    }
+
+    pub(crate) fn push(&mut self, v: Value) {
+        self.stack.push(v);
+    }
+
+    /// The trap and unwind blocks, emitted once at the end.
+    fn finish(mut self) {
+        let func_index = self.input.func_index;
+        let i32s = [types::I64, types::I32, types::I32, types::I32];
+        self.b.set_cold_block(self.trap_block);
+        let code = self.b.append_block_param(self.trap_block, types::I32);
+        let offset = self.b.append_block_param(self.trap_block, types::I32);
+        self.b.switch_to_block(self.trap_block);
+        let f = self.b.ins().iconst(types::I32, func_index as i64);
+        let args = [self.vmctx, code, f, offset];
+        abi::call_libcall(&mut self.b, self.target.call_conv, self.libcalls.trap, &i32s, &[types::I32], &args);
+        self.return_trapped();
+
+        self.b.set_cold_block(self.unwind_block);
+        let offset = self.b.append_block_param(self.unwind_block, types::I32);
+        self.b.switch_to_block(self.unwind_block);
+        let f = self.b.ins().iconst(types::I32, func_index as i64);
+        let args = [self.vmctx, f, offset];
+        abi::call_libcall(&mut self.b, self.target.call_conv, self.libcalls.unwind, &i32s[..3], &[types::I32], &args);
+        self.return_trapped();
+
+        self.b.seal_all_blocks();
+        self.b.finalize(self.target.frontend);
+    }
+
+    /// Branch to the trap block with `code` when `cond` is non-zero.
+    pub(crate) fn trap_if(&mut self, cond: Value, code: TrapCode, offset: u32) {
+        let code = self.b.ins().iconst(types::I32, code as i64);
+        let off = self.b.ins().iconst(types::I32, offset as i64);
+        let cont = self.b.create_block();
+        let trap = self.trap_block;
+        self.b.ins().brif(cond, trap, &[BlockArg::Value(code), BlockArg::Value(off)], cont, &[]);
+        self.b.switch_to_block(cont);
+    }
+
+    /// Jump to the trap block.
+    fn trap(&mut self, code: TrapCode, offset: u32) {
+        let code = self.b.ins().iconst(types::I32, code as i64);
+        let off = self.b.ins().iconst(types::I32, offset as i64);
+        let trap = self.trap_block;
+        self.b.ins().jump(trap, &[BlockArg::Value(code), BlockArg::Value(off)]);
+    }
+
+    /// After a call returning `status`: unwind when it is non-zero.
+    fn check_status(&mut self, status: Value, offset: u32) {
+        let off = self.b.ins().iconst(types::I32, offset as i64);
+        let cont = self.b.create_block();
+        let unwind = self.unwind_block;
+        self.b.ins().brif(status, unwind, &[BlockArg::Value(off)], cont, &[]);
+        self.b.switch_to_block(cont);
+    }
+
+    fn block_type(&self, bt: BlockType) -> Result<(Vec<Type>, Vec<Type>), Unsupported> {
+        Ok(match bt {
+            BlockType::Empty => (Vec::new(), Vec::new()),
+            BlockType::Type(t) => (Vec::new(), vec![clif_type(rt_type(t)?)?]),
+            BlockType::FuncType(i) => {
+                let (p, r) = self.input.type_signature(i).ok_or_else(|| Unsupported::new("block type"))?;
+                let conv = |l: &[RtValType]| l.iter().map(|&t| clif_type(t)).collect::<Result<Vec<_>, _>>();
+                (conv(p)?, conv(r)?)
+            }
+        })
+    }
+
+    fn operator(&mut self, op: Operator<'_>, offset: u32) -> Result<(), Unsupported> {
+        if !self.reachable {
+            return self.dead_operator(op);
+        }
+        use Operator as O;
+        match op {
+            O::Nop => {}
+            O::Unreachable => {
+                self.trap(TrapCode::Unreachable, offset);
+                self.reachable = false;
+            }
+            O::Block { blockty } => {
+                let (params, results) = self.block_type(blockty)?;
+                let end_block = self.block_with_params(&results);
+                let height = self.stack.len() - params.len();
+                self.control.push(Frame {
+                    kind: FrameKind::Block,
+                    branch_target: end_block,
+                    end_block,
+                    params,
+                    results,
+                    height,
+                    end_reachable: false,
+                });
+            }
+            O::Loop { blockty } => {
+                let (params, results) = self.block_type(blockty)?;
+                let header = self.block_with_params(&params);
+                let args = self.pop_n(params.len());
+                self.jump(header, &args);
+                self.b.switch_to_block(header);
+                let height = self.stack.len();
+                self.stack.extend(self.b.block_params(header).to_vec());
+                self.safepoint_poll();
+                let end_block = self.block_with_params(&results);
+                self.control.push(Frame {
+                    kind: FrameKind::Loop,
+                    branch_target: header,
+                    end_block,
+                    params,
+                    results,
+                    height,
+                    end_reachable: false,
+                });
+            }
+            O::If { blockty } => {
+                let (params, results) = self.block_type(blockty)?;
+                let cond = self.pop();
+                let then_block = self.block_with_params(&params);
+                let else_block = self.block_with_params(&params);
+                let end_block = self.block_with_params(&results);
+                let args = self.pop_n(params.len());
+                let a: Vec<BlockArg> = args.iter().map(|&v| BlockArg::Value(v)).collect();
+                self.b.ins().brif(cond, then_block, &a, else_block, &a);
+                self.b.switch_to_block(then_block);
+                let height = self.stack.len();
+                self.stack.extend(self.b.block_params(then_block).to_vec());
+                self.control.push(Frame {
+                    kind: FrameKind::If { else_block, else_seen: false },
+                    branch_target: end_block,
+                    end_block,
+                    params,
+                    results,
+                    height,
+                    end_reachable: false,
+                });
+            }
+            O::Else => self.else_(),
+            O::End => self.end(),
+            O::Br { relative_depth } => {
+                self.br(relative_depth);
+                self.reachable = false;
+            }
+            O::BrIf { relative_depth } => {
+                let cond = self.pop();
+                let frame = &self.control[self.control.len() - 1 - relative_depth as usize];
+                let (target, n) = (frame.branch_target, frame.branch_types().len());
+                self.mark_end_reachable(relative_depth);
+                let args: Vec<BlockArg> =
+                    self.stack[self.stack.len() - n..].iter().map(|&v| BlockArg::Value(v)).collect();
+                let cont = self.b.create_block();
+                self.b.ins().brif(cond, target, &args, cont, &[]);
+                self.b.switch_to_block(cont);
+            }
+            O::BrTable { targets } => {
+                let index = self.pop();
+                let mut calls = Vec::new();
+                let mut depths: Vec<u32> = Vec::new();
+                for t in targets.targets() {
+                    depths.push(t.map_err(parse_error)?);
+                }
+                let default = targets.default();
+                for &d in depths.iter().chain(std::iter::once(&default)) {
+                    let frame = &self.control[self.control.len() - 1 - d as usize];
+                    let (target, n) = (frame.branch_target, frame.branch_types().len());
+                    self.mark_end_reachable(d);
+                    let args: Vec<BlockArg> =
+                        self.stack[self.stack.len() - n..].iter().map(|&v| BlockArg::Value(v)).collect();
+                    calls.push(self.b.func.dfg.block_call(target, &args));
+                }
+                let default_call = calls.pop().expect("the default target");
+                let jt = self.b.create_jump_table(JumpTableData::new(default_call, &calls));
+                self.b.ins().br_table(index, jt);
+                self.reachable = false;
+            }
+            O::Return => {
+                let n = self.results.len();
+                let vals = self.pop_n(n);
+                self.return_values(&vals);
+                self.reachable = false;
+            }
+            O::Call { function_index } => self.call(function_index, offset, false)?,
+            O::ReturnCall { function_index } => self.call(function_index, offset, true)?,
+            O::CallIndirect { type_index, table_index } => self.call_indirect(type_index, table_index, offset)?,
+            O::Drop => {
+                self.pop();
+            }
+            O::Select => {
+                let cond = self.pop();
+                let bv = self.pop();
+                let av = self.pop();
+                let v = self.b.ins().select(cond, av, bv);
+                self.push(v);
+            }
+            O::TypedSelect { ty } => {
+                clif_type(rt_type(ty)?)?;
+                let cond = self.pop();
+                let bv = self.pop();
+                let av = self.pop();
+                let v = self.b.ins().select(cond, av, bv);
+                self.push(v);
+            }
+            O::LocalGet { local_index } => {
+                let v = self.b.use_var(self.locals[local_index as usize].0);
+                self.push(v);
+            }
+            O::LocalSet { local_index } => {
+                let v = self.pop();
+                self.b.def_var(self.locals[local_index as usize].0, v);
+            }
+            O::LocalTee { local_index } => {
+                let v = *self.stack.last().expect("validated");
+                self.b.def_var(self.locals[local_index as usize].0, v);
+            }
+            O::GlobalGet { global_index } => {
+                let (ty, _) = self.input.global(global_index);
+                let ty = clif_type(ty)?;
+                let addr = self.global_address(global_index);
+                let v = self.b.ins().load(ty, trusted(), addr, 0);
+                self.push(v);
+            }
+            O::GlobalSet { global_index } => {
+                let (ty, _) = self.input.global(global_index);
+                clif_type(ty)?;
+                let v = self.pop();
+                let addr = self.global_address(global_index);
+                store_slot(&mut self.b, v, addr, 0);
+            }
+            O::MemorySize { mem } => {
+                self.memory_zero(mem)?;
+                let len = self.memory_len();
+                let pages = self.b.ins().ushr_imm_u(len, 16);
+                let v = self.b.ins().ireduce(types::I32, pages);
+                self.push(v);
+            }
+            O::MemoryGrow { mem } => {
+                self.memory_zero(mem)?;
+                let delta = self.pop();
+                let call_conv = self.target.call_conv;
+                let args = [self.vmctx, delta];
+                let sig = [types::I64, types::I32];
+                let r =
+                    abi::call_libcall(&mut self.b, call_conv, self.libcalls.memory_grow, &sig, &[types::I32], &args);
+                self.push(r[0]);
+            }
+            O::MemoryFill { mem } => self.bulk_memory(mem, self.libcalls.memory_fill, offset)?,
+            O::MemoryCopy { dst_mem, src_mem } if dst_mem == src_mem => {
+                self.bulk_memory(dst_mem, self.libcalls.memory_copy, offset)?
+            }
+            other => {
+                if !self.memory_op(&other, offset)? && !self.numeric_op(&other, offset)? {
+                    return Err(Unsupported::new(op_name(&other)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// An operator in dead code: only the frame structure matters.
+    fn dead_operator(&mut self, op: Operator<'_>) -> Result<(), Unsupported> {
+        match op {
+            Operator::Block { .. } | Operator::Loop { .. } | Operator::If { .. } => self.dead_depth += 1,
+            Operator::Else if self.dead_depth == 0 => self.else_(),
+            Operator::End if self.dead_depth == 0 => self.end(),
+            Operator::End => self.dead_depth -= 1,
+            Operator::TryTable { .. } | Operator::Try { .. } => {
+                return Err(Unsupported::new(op_name(&op)));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn jump(&mut self, block: Block, args: &[Value]) {
+        let a: Vec<BlockArg> = args.iter().map(|&v| BlockArg::Value(v)).collect();
+        self.b.ins().jump(block, &a);
+    }
+
+    fn mark_end_reachable(&mut self, depth: u32) {
+        let i = self.control.len() - 1 - depth as usize;
+        if self.control[i].kind != FrameKind::Loop {
+            self.control[i].end_reachable = true;
+        }
+    }
+
+    fn br(&mut self, depth: u32) {
+        let frame = &self.control[self.control.len() - 1 - depth as usize];
+        let (target, n) = (frame.branch_target, frame.branch_types().len());
+        self.mark_end_reachable(depth);
+        let args = self.stack[self.stack.len() - n..].to_vec();
+        self.jump(target, &args);
+    }
+
+    fn else_(&mut self) {
+        let frame = self.control.last_mut().expect("validated: else in an if");
+        let FrameKind::If { else_block, .. } = frame.kind else { unreachable!("validated: else in an if") };
+        frame.kind = FrameKind::If { else_block, else_seen: true };
+        let (end_block, n, height) = (frame.end_block, frame.results.len(), frame.height);
+        if self.reachable {
+            frame.end_reachable = true;
+            let vals = self.pop_n(n);
+            self.jump(end_block, &vals);
+        }
+        self.stack.truncate(height);
+        self.b.switch_to_block(else_block);
+        self.stack.extend(self.b.block_params(else_block).to_vec());
+        self.reachable = true;
+        self.dead_depth = 0;
+    }
+
+    fn end(&mut self) {
+        let mut frame = self.control.pop().expect("validated: end of a frame");
+        if self.reachable {
+            frame.end_reachable = true;
+            let vals = self.pop_n(frame.results.len());
+            self.jump(frame.end_block, &vals);
+        }
+        if let FrameKind::If { else_block, else_seen: false } = frame.kind {
+            // No `else`: the parameters pass through (validation makes them the results).
+            self.b.switch_to_block(else_block);
+            let params = self.b.block_params(else_block).to_vec();
+            self.jump(frame.end_block, &params);
+            frame.end_reachable = true;
+        }
+        self.stack.truncate(frame.height);
+        self.dead_depth = 0;
+        if !frame.end_reachable {
+            self.reachable = false;
+            if self.control.is_empty() {
+                // The function's end is unreachable; its block still needs a terminator.
+                self.b.switch_to_block(frame.end_block);
+                self.return_trapped();
+            }
+            return;
+        }
+        self.b.switch_to_block(frame.end_block);
+        let vals = self.b.block_params(frame.end_block).to_vec();
+        if self.control.is_empty() {
+            self.return_values(&vals);
+            self.reachable = false;
+        } else {
+            self.stack.extend(vals);
+            self.reachable = true;
+        }
+    }
+
+    fn return_values(&mut self, vals: &[Value]) {
+        let mut rets = vec![self.b.ins().iconst(types::I32, 0)];
+        rets.extend_from_slice(vals);
+        self.b.ins().return_(&rets);
+    }
+
+    /// At a loop header: park if another thread asked for a collection.
+    fn safepoint_poll(&mut self) {
+        let flag = self.b.ins().load(types::I8, trusted(), self.stop_flag, 0);
+        let park = self.b.create_block();
+        let cont = self.b.create_block();
+        self.b.ins().brif(flag, park, &[], cont, &[]);
+        self.b.set_cold_block(park);
+        self.b.switch_to_block(park);
+        let call_conv = self.target.call_conv;
+        abi::call_libcall(&mut self.b, call_conv, self.libcalls.safepoint, &[types::I64], &[types::I32], &[self.vmctx]);
+        self.b.ins().jump(cont, &[]);
+        self.b.switch_to_block(cont);
+    }
+
+    fn global_address(&mut self, g: u32) -> Value {
+        self.b.ins().load(types::I64, trusted(), self.globals, (g * 8) as i32)
+    }
+
+    fn call(&mut self, func: u32, offset: u32, tail: bool) -> Result<(), Unsupported> {
+        let (params, results) = self.input.func_signature(func);
+        let sig = wasm_signature(params, results)?;
+        let args = self.pop_n(params.len());
+        let sig = self.b.import_signature(sig);
+        let entry = (func as i32) * 16;
+        let code = self.b.ins().load(types::I64, trusted(), self.entries, entry);
+        let ctx = self.b.ins().load(types::I64, trusted(), self.entries, entry + 8);
+        let mut call_args = vec![ctx, self.vmctx];
+        call_args.extend(args);
+        if tail {
+            self.b.ins().return_call_indirect(sig, code, &call_args);
+            self.reachable = false;
+            return Ok(());
+        }
+        let call = self.b.ins().call_indirect(sig, code, &call_args);
+        let rets = self.b.inst_results(call).to_vec();
+        self.check_status(rets[0], offset);
+        self.stack.extend_from_slice(&rets[1..]);
+        Ok(())
+    }
+
+    fn call_indirect(&mut self, type_index: u32, table: u32, offset: u32) -> Result<(), Unsupported> {
+        let (params, results) =
+            self.input.type_signature(type_index).ok_or_else(|| Unsupported::new("call_indirect type"))?;
+        let result_types: Vec<Type> = results.iter().map(|&t| clif_type(t)).collect::<Result<_, _>>()?;
+        for &p in params {
+            clif_type(p)?;
+        }
+        let index = self.pop();
+        let args = self.pop_n(params.len());
+        let slots = params.len().max(results.len()).max(1);
+        let slot = StackSlotData::new(StackSlotKind::ExplicitSlot, (slots * 8) as u32, 3);
+        let buffer = self.b.create_sized_stack_slot(slot);
+        let buf = self.b.ins().stack_addr(types::I64, buffer, 0);
+        for (i, &v) in args.iter().enumerate() {
+            store_slot(&mut self.b, v, buf, i);
+        }
+        let t = self.b.ins().iconst(types::I32, table as i64);
+        let ty = self.b.ins().iconst(types::I32, self.input.canonical_type(type_index) as i64);
+        let sig = [types::I64, types::I32, types::I32, types::I32, types::I64];
+        let call_args = [self.vmctx, t, ty, index, buf];
+        let call_conv = self.target.call_conv;
+        let status =
+            abi::call_libcall(&mut self.b, call_conv, self.libcalls.call_indirect, &sig, &[types::I32], &call_args)[0];
+        self.check_status(status, offset);
+        for (i, &ty) in result_types.iter().enumerate() {
+            let v = load_slot(&mut self.b, ty, buf, i);
+            self.push(v);
+        }
+        Ok(())
+    }
+
+    /// `memory.fill` / `memory.copy` of memory 0: a library call on the three i32 operands.
+    fn bulk_memory(&mut self, mem: u32, libcall: usize, offset: u32) -> Result<(), Unsupported> {
+        self.memory_zero(mem)?;
+        let ops = self.pop_n(3);
+        let sig = [types::I64, types::I32, types::I32, types::I32];
+        let args = [self.vmctx, ops[0], ops[1], ops[2]];
+        let oob = abi::call_libcall(&mut self.b, self.target.call_conv, libcall, &sig, &[types::I32], &args)[0];
+        self.trap_if(oob, TrapCode::MemoryOutOfBounds, offset);
+        Ok(())
+    }
+
+    fn memory_zero(&self, mem: u32) -> Result<(), Unsupported> {
+        if mem != 0 { Err(Unsupported::new("memories other than 0")) } else { Ok(()) }
+    }
+
+    fn memory_len(&mut self) -> Value {
+        self.b.ins().load(types::I64, trusted(), self.mem_len_addr, 0)
+    }
+
+    /// The native address of `addr + memarg.offset` after checking that `size` bytes there are inside
+    /// memory 0; traps otherwise.
+    fn checked_address(&mut self, addr: Value, memarg: &MemArg, size: u64, offset: u32) -> Result<Value, Unsupported> {
+        match memarg.target {
+            wasmparser::MemArgTarget::Memory(m) => self.memory_zero(m)?,
+            wasmparser::MemArgTarget::Array(_) => return Err(Unsupported::new("array memory access")),
+        }
+        let a = self.b.ins().uextend(types::I64, addr);
+        let end_off = self.b.ins().iconst(types::I64, (memarg.offset + size) as i64);
+        let end = self.b.ins().iadd(a, end_off);
+        let len = self.memory_len();
+        let oob = self.b.ins().icmp(IntCC::UnsignedGreaterThan, end, len);
+        if !self.bugs.no_bounds_check {
+            self.trap_if(oob, TrapCode::MemoryOutOfBounds, offset);
+        }
+        let base = self.b.ins().iadd(self.mem_base, a);
+        Ok(if memarg.offset == 0 {
+            base
+        } else {
+            let off = self.b.ins().iconst(types::I64, memarg.offset as i64);
+            self.b.ins().iadd(base, off)
+        })
+    }
+
+    /// Loads and stores of memory 0; false if `op` is not one.
+    fn memory_op(&mut self, op: &Operator<'_>, offset: u32) -> Result<bool, Unsupported> {
+        use Operator as O;
+        use types::{F32, F64, I32, I64};
+        #[derive(Clone, Copy)]
+        enum Ext {
+            None,
+            S8,
+            U8,
+            S16,
+            U16,
+            S32,
+            U32,
+        }
+        let heap = MemFlagsData::new().with_notrap();
+        let (memarg, load) = match op {
+            O::I32Load { memarg } => (memarg, Some((I32, Ext::None, 4))),
+            O::I64Load { memarg } => (memarg, Some((I64, Ext::None, 8))),
+            O::F32Load { memarg } => (memarg, Some((F32, Ext::None, 4))),
+            O::F64Load { memarg } => (memarg, Some((F64, Ext::None, 8))),
+            O::I32Load8S { memarg } => (memarg, Some((I32, Ext::S8, 1))),
+            O::I32Load8U { memarg } => (memarg, Some((I32, Ext::U8, 1))),
+            O::I32Load16S { memarg } => (memarg, Some((I32, Ext::S16, 2))),
+            O::I32Load16U { memarg } => (memarg, Some((I32, Ext::U16, 2))),
+            O::I64Load8S { memarg } => (memarg, Some((I64, Ext::S8, 1))),
+            O::I64Load8U { memarg } => (memarg, Some((I64, Ext::U8, 1))),
+            O::I64Load16S { memarg } => (memarg, Some((I64, Ext::S16, 2))),
+            O::I64Load16U { memarg } => (memarg, Some((I64, Ext::U16, 2))),
+            O::I64Load32S { memarg } => (memarg, Some((I64, Ext::S32, 4))),
+            O::I64Load32U { memarg } => (memarg, Some((I64, Ext::U32, 4))),
+            O::I32Store { memarg }
+            | O::I64Store { memarg }
+            | O::F32Store { memarg }
+            | O::F64Store { memarg }
+            | O::I32Store8 { memarg }
+            | O::I32Store16 { memarg }
+            | O::I64Store8 { memarg }
+            | O::I64Store16 { memarg }
+            | O::I64Store32 { memarg } => (memarg, None),
+            _ => return Ok(false),
+        };
+        if let Some((ty, ext, size)) = load {
+            let addr = self.pop();
+            let p = self.checked_address(addr, memarg, size, offset)?;
+            let ins = self.b.ins();
+            let v = match ext {
+                Ext::None => ins.load(ty, heap, p, 0),
+                Ext::S8 => ins.sload8(ty, heap, p, 0),
+                Ext::U8 => ins.uload8(ty, heap, p, 0),
+                Ext::S16 => ins.sload16(ty, heap, p, 0),
+                Ext::U16 => ins.uload16(ty, heap, p, 0),
+                Ext::S32 => ins.sload32(heap, p, 0),
+                Ext::U32 => ins.uload32(heap, p, 0),
+            };
+            self.push(v);
+            return Ok(true);
+        }
+        let value = self.pop();
+        let addr = self.pop();
+        let size = match op {
+            O::I32Store8 { .. } | O::I64Store8 { .. } => 1,
+            O::I32Store16 { .. } | O::I64Store16 { .. } => 2,
+            O::I64Store32 { .. } => 4,
+            _ => self.b.func.dfg.value_type(value).bytes() as u64,
+        };
+        let p = self.checked_address(addr, memarg, size, offset)?;
+        let ins = self.b.ins();
+        match size {
+            1 if !matches!(op, O::I32Store { .. } | O::F32Store { .. }) => ins.istore8(heap, value, p, 0),
+            2 => ins.istore16(heap, value, p, 0),
+            4 if matches!(op, O::I64Store32 { .. }) => ins.istore32(heap, value, p, 0),
+            _ => ins.store(heap, value, p, 0),
+        };
+        Ok(true)
+    }
+}
+
+/// A wasm value type as the VM's (numbers only reach the compiler's types).
+fn rt_type(t: ValType) -> Result<RtValType, Unsupported> {
+    Ok(match t {
+        ValType::I32 => RtValType::I32,
+        ValType::I64 => RtValType::I64,
+        ValType::F32 => RtValType::F32,
+        ValType::F64 => RtValType::F64,
+        ValType::V128 => RtValType::V128,
+        ValType::Ref(_) => return Err(Unsupported::new("reference-typed values")),
+    })
+}

@@ -1,0 +1,356 @@
+//! The interpreter's side of the compiled tier (`vm/src/tier.rs` is the interface): entering compiled
+//! code from Rust, the library calls compiled code makes back into the VM, the per-instance tables, and
+//! tier-up.
+//!
+//! **Entering** ([`call_compiled`]): the arguments are already in value-stack slots (the interpreter's
+//! calling convention); the signature's array entry reads them, calls the code and writes the results
+//! over them, so to the interpreter a compiled callee looks like a host call that writes its results at
+//! the frame base. `exec.sp` moves above those slots first, so a nested invocation (compiled code calling
+//! an interpreted function through [`lib_call`]) starts above them, and `exec.top` keeps the interpreted
+//! caller's position, so a collection during the call scans that caller by its call-site stack map.
+//!
+//! **Library calls** are `extern "C"`; each catches panics (a panic must not unwind through compiled
+//! frames) and turns a trap into the store's pending trap plus status 1, which compiled frames pass down
+//! to [`call_compiled`], each adding its wasm frame (`lib_unwind`). A caught panic is resumed there, on
+//! the Rust side of the entry.
+//!
+//! **Tier-up** (`auto`): an instance's `tier_slots` start at an odd countdown; the dispatch loop
+//! decrements it at each call and leaves with `Exit::TierUp` when it runs out; [`tier_up`] compiles the
+//! function (once per module: the code is cached in `ModuleData::compiled`) and stores its address in the
+//! slot and in the instance's entry table.
+
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::sync::atomic::Ordering;
+
+use crate::module::ModuleData;
+use crate::runtime::Runtime;
+use crate::state::{FuncKind, InstanceTier, StoreState};
+use crate::tier::{CompiledFunc, FuncEntry, JitMode, Libcalls, TrapCode, VmCtx};
+use crate::types::TypeKind;
+use crate::{Trap, TrapKind, WasmFrame};
+
+/// What compiled code calls, for the compiler to link against.
+pub(crate) fn libcalls() -> Libcalls {
+    Libcalls {
+        call: lib_call as *const () as usize,
+        call_indirect: lib_call_indirect as *const () as usize,
+        trap: lib_trap as *const () as usize,
+        unwind: lib_unwind as *const () as usize,
+        memory_grow: lib_memory_grow as *const () as usize,
+        safepoint: lib_safepoint as *const () as usize,
+        memory_fill: lib_memory_fill as *const () as usize,
+        memory_copy: lib_memory_copy as *const () as usize,
+    }
+}
+
+/// The initial tier slot of a defined function: a countdown in `auto`, 0 (interpreted, not counted)
+/// otherwise; compiled code's slots are set when the instance is created.
+pub(crate) fn initial_slot(mode: JitMode, threshold: u32) -> u64 {
+    match mode {
+        JitMode::Auto => ((threshold.max(1) as u64) << 1) | 1,
+        JitMode::Off | JitMode::Eager => 0,
+    }
+}
+
+/// The compiled function a non-zero, even tier slot points at.
+pub(crate) fn slot_code(slot: u64) -> &'static CompiledFunc {
+    // SAFETY: even non-zero slots are only written by `set_compiled` with the address of a
+    // `CompiledFunc` inside a module's `compiled` cells; the module lives behind an `Arc` as long as the
+    // runtime (`Runtime::modules`), which outlives every store and so every instance that reads the slot.
+    unsafe { &*(slot as usize as *const CompiledFunc) }
+}
+
+/// The compiled code of defined function `index`, compiling it first if that was not tried yet.
+pub(crate) fn compiled_code<'m>(rt: &Runtime, module: &'m ModuleData, index: u32) -> Option<&'m CompiledFunc> {
+    let compiler = rt.config.jit.compiler.as_ref()?;
+    module.compiled[index as usize]
+        .get_or_init(|| {
+            let input =
+                crate::tier::FuncInput { module, registry: &rt.types, func_index: module.num_imported_funcs + index };
+            let start = std::time::Instant::now();
+            let r = compiler.compile(&input);
+            let name = || {
+                let fi = module.num_imported_funcs + index;
+                module.source.func_name(fi).map_or_else(|| format!("func[{fi}]"), |n| format!("${n}"))
+            };
+            rt.jit_stats.record(&r, start.elapsed().as_nanos() as u64, name);
+            r.ok()
+        })
+        .as_ref()
+}
+
+/// The tier slot's value for a compiled function.
+fn slot_of(code: &CompiledFunc) -> u64 {
+    code as *const CompiledFunc as usize as u64
+}
+
+/// Compile defined function `index` of instance `inst` (its countdown ran out) and switch the instance's
+/// tables to it; a function the compiler declines gets slot 0 and stays interpreted.
+pub(super) fn tier_up(store: &mut StoreState, inst: u32, index: u32) {
+    let module = store.instances[inst as usize].module.clone();
+    let slot = match compiled_code(&store.rt, &module, index) {
+        Some(code) => {
+            ensure_tier(store, inst);
+            let t = store.instances[inst as usize].tier.as_mut().expect("just built");
+            t.entries[(module.num_imported_funcs + index) as usize].code = code.code.0;
+            slot_of(code)
+        }
+        None => 0,
+    };
+    store.instances[inst as usize].tier_slots[index as usize].store(slot, Ordering::Relaxed);
+}
+
+/// Set up the instance's slots for eagerly compiled code (at instantiation, `eager`).
+pub(crate) fn link_eager(store: &mut StoreState, inst: u32) {
+    let module = store.instances[inst as usize].module.clone();
+    for index in 0..module.code.len() as u32 {
+        if let Some(code) = compiled_code(&store.rt, &module, index) {
+            store.instances[inst as usize].tier_slots[index as usize].store(slot_of(code), Ordering::Relaxed);
+        }
+    }
+}
+
+/// Build the instance's [`VmCtx`] and entry table if it has none yet.
+fn ensure_tier(store: &mut StoreState, inst: u32) {
+    if store.instances[inst as usize].tier.is_some() {
+        return;
+    }
+    let Some(compiler) = store.rt.config.jit.compiler.clone() else { return };
+    let module = store.instances[inst as usize].module.clone();
+    let mut entries = Vec::with_capacity(module.func_types.len());
+    for (i, &sf) in store.instances[inst as usize].funcs.iter().enumerate() {
+        let compiled = match &store.funcs[sf as usize].kind {
+            FuncKind::Wasm { instance, index } if *instance == inst => {
+                module.compiled[*index as usize].get().and_then(|c| c.as_ref())
+            }
+            _ => None,
+        };
+        let entry = match compiled {
+            Some(c) => FuncEntry { code: c.code.0, ctx: 0 },
+            None => {
+                let (params, results) = match &store.rt.types.get(module.func_types[i]).kind {
+                    TypeKind::Func { params, results } => (params, results),
+                    _ => unreachable!("functions have function types"),
+                };
+                // A signature the compiler cannot pass is one no compiled caller uses.
+                let code = compiler.interpreter_stub(params, results).map_or(0, |c| c.0);
+                FuncEntry { code, ctx: sf as usize }
+            }
+        };
+        entries.push(entry);
+    }
+    let entries = entries.into_boxed_slice();
+    let mut vmctx = Box::new(VmCtx {
+        store: 0,
+        stack_limit: store.mutator.native_bounds.low() + crate::native_stack::REENTRY_MARGIN,
+        mem0_base: 0,
+        mem0_len: 0,
+        globals: 0,
+        entries: entries.as_ptr() as usize,
+        stop_flag: store.mutator.link.stop_flag() as *const _ as usize,
+        instance: inst,
+        _pad: 0,
+        zero: 0,
+    });
+    vmctx.mem0_len = &vmctx.zero as *const usize as usize;
+    if let Some(&m) = store.instances[inst as usize].memories.first() {
+        let mem = &store.memories[m as usize];
+        vmctx.mem0_base = mem.base() as usize;
+        vmctx.mem0_len = mem.len_address();
+    }
+    let mut t = InstanceTier { vmctx, entries, global_ptrs: Box::new([]) };
+    t.global_ptrs = global_addresses(store, inst);
+    t.vmctx.globals = t.global_ptrs.as_ptr() as usize;
+    store.instances[inst as usize].tier = Some(Box::new(t));
+}
+
+fn global_addresses(store: &mut StoreState, inst: u32) -> Box<[usize]> {
+    let ids = store.instances[inst as usize].globals.clone();
+    ids.iter().map(|&g| &mut store.globals[g as usize].value as *mut u64 as usize).collect()
+}
+
+/// After `store.globals` reallocated: every compiled instance's global addresses again.
+pub(crate) fn refresh_global_addresses(store: &mut StoreState) {
+    for inst in 0..store.instances.len() as u32 {
+        if store.instances[inst as usize].tier.is_some() {
+            let addrs = global_addresses(store, inst);
+            let t = store.instances[inst as usize].tier.as_mut().expect("checked");
+            t.global_ptrs = addrs;
+            t.vmctx.globals = t.global_ptrs.as_ptr() as usize;
+        }
+    }
+}
+
+/// Run compiled `code` of instance `inst` with its arguments in value-stack slots `base..`; the results
+/// replace them. `slots` is how many slots the call may write (max of parameters and results).
+pub(super) fn call_compiled(
+    store: &mut StoreState,
+    inst: u32,
+    code: &CompiledFunc,
+    base: usize,
+    slots: usize,
+) -> Result<(), Trap> {
+    ensure_tier(store, inst);
+    if !store.mutator.exec.stack.grow(base + slots) {
+        return Err(Trap::new(TrapKind::CallStackExhausted));
+    }
+    let saved_sp = store.mutator.exec.sp;
+    store.mutator.exec.sp = store.mutator.exec.sp.max(base + slots);
+    let args = store.mutator.exec.stack[base..].as_mut_ptr();
+    let state: *mut StoreState = store;
+    let vmctx: *mut VmCtx = &mut *store.instances[inst as usize].tier.as_mut().expect("built above").vmctx;
+    // SAFETY: `vmctx` is boxed in the instance (stable address) and lives while the store does.
+    unsafe { (*vmctx).store = state as usize };
+    // SAFETY: `array_entry` is the compiler's entry for this function's signature (`tier.rs`: `extern
+    // "C" fn(code, vmctx, args) -> u32`); `args` points at `slots` committed value-stack slots, which
+    // nothing else uses until the call returns (`exec.sp` is above them). The store is reached again only
+    // through `vmctx.store`, derived from `store` just above, and `store` is not used until the call
+    // returns. We run on the native stack (every caller is inside `invoke`).
+    let status = unsafe {
+        let entry: extern "C" fn(usize, *mut VmCtx, *mut u64) -> u32 = std::mem::transmute(code.array_entry.0);
+        entry(code.code.0, vmctx, args)
+    };
+    store.mutator.exec.sp = saved_sp;
+    if status == 0 {
+        return Ok(());
+    }
+    if let Some(panic) = store.mutator.jit_panic.take() {
+        resume_unwind(panic);
+    }
+    Err(store.mutator.jit_trap.take().unwrap_or_else(|| Trap::new(TrapKind::Host("compiled code failed".into()))))
+}
+
+/// The wasm frame of function `func_index` (index space) of `module` at byte `offset`.
+pub(super) fn wasm_frame(module: &ModuleData, func_index: u32, offset: u32) -> WasmFrame {
+    WasmFrame {
+        module: module.source.module_name().map(str::to_string),
+        func_index,
+        func_name: module.source.func_name(func_index).map(str::to_string),
+        offset,
+        source: module.source.location(offset as usize),
+    }
+}
+
+/// Run a library call's body with the store; a trap becomes the pending trap and status 1, a panic is
+/// kept for `call_compiled` to resume.
+fn with_store(vmctx: *mut VmCtx, f: impl FnOnce(&mut StoreState, u32) -> Result<(), Trap>) -> u32 {
+    // SAFETY: compiled code passes the `VmCtx` it was entered with, whose `store` field `call_compiled`
+    // set from the `&mut StoreState` it holds unused for the duration of the call.
+    let (store, inst) = unsafe { (&mut *((*vmctx).store as *mut StoreState), (*vmctx).instance) };
+    match catch_unwind(AssertUnwindSafe(|| f(store, inst))) {
+        Ok(Ok(())) => 0,
+        Ok(Err(trap)) => {
+            store.mutator.jit_trap = Some(trap);
+            1
+        }
+        Err(panic) => {
+            store.mutator.jit_panic = Some(panic);
+            1
+        }
+    }
+}
+
+fn param_result_counts(store: &StoreState, func: u32) -> (usize, usize) {
+    match &store.rt.types.get(store.funcs[func as usize].ty).kind {
+        TypeKind::Func { params, results } => (params.len(), results.len()),
+        _ => unreachable!("functions have function types"),
+    }
+}
+
+/// Call store function `func` from compiled code of instance `inst` with the arguments at `args`,
+/// writing its results there.
+fn call_store_func(store: &mut StoreState, inst: u32, func: u32, args: *mut u64) -> Result<(), Trap> {
+    let (np, nr) = param_result_counts(store, func);
+    // SAFETY: the caller (a stub or compiled code) passes a buffer of max(params, results) slots.
+    let params = unsafe { std::slice::from_raw_parts(args, np) }.to_vec();
+    let results = if let FuncKind::Host(_) = store.funcs[func as usize].kind {
+        // A host function sees the calling instance (its memory, for WASI), as from the interpreter.
+        if store.mutator.native_bounds.remaining() < crate::native_stack::REENTRY_MARGIN {
+            return Err(Trap::new(TrapKind::CallStackExhausted));
+        }
+        let base = store.mutator.exec.sp;
+        if !store.mutator.exec.stack.grow(base + np.max(nr)) {
+            return Err(Trap::new(TrapKind::CallStackExhausted));
+        }
+        store.mutator.exec.stack[base..base + np].copy_from_slice(&params);
+        super::call_host(store, func, base, Some(inst))?;
+        store.mutator.exec.stack[base..base + nr].to_vec()
+    } else {
+        super::invoke(store, func, &params)?
+    };
+    debug_assert_eq!(results.len(), nr);
+    // SAFETY: as above.
+    unsafe { std::ptr::copy_nonoverlapping(results.as_ptr(), args, nr) };
+    Ok(())
+}
+
+extern "C" fn lib_call(vmctx: *mut VmCtx, func: u64, args: *mut u64) -> u32 {
+    with_store(vmctx, |store, inst| call_store_func(store, inst, func as u32, args))
+}
+
+extern "C" fn lib_call_indirect(vmctx: *mut VmCtx, table: u32, type_id: u32, index: u32, args: *mut u64) -> u32 {
+    with_store(vmctx, |store, inst| {
+        let t = store.instances[inst as usize].tables[table as usize];
+        let f =
+            super::tables::indirect_callee(&store.tables[t as usize], &store.rt.types, &store.funcs, index, type_id)
+                .map_err(Trap::new)?;
+        call_store_func(store, inst, f, args)
+    })
+}
+
+/// `func` is `u32::MAX` for a trap that names no frame of its own (the prologue's stack check: the
+/// caller's frame, added as it unwinds, is where the interpreter reports exhaustion too).
+extern "C" fn lib_trap(vmctx: *mut VmCtx, code: u32, func: u32, offset: u32) -> u32 {
+    with_store(vmctx, |store, inst| {
+        let mut backtrace = Vec::new();
+        if func != u32::MAX {
+            backtrace.push(wasm_frame(&store.instances[inst as usize].module, func, offset));
+        }
+        Err(Trap { kind: TrapCode::from_u32(code), backtrace })
+    })
+}
+
+extern "C" fn lib_unwind(vmctx: *mut VmCtx, func: u32, offset: u32) -> u32 {
+    with_store(vmctx, |store, inst| {
+        let frame = wasm_frame(&store.instances[inst as usize].module, func, offset);
+        let mut trap = store.mutator.jit_trap.take().unwrap_or_else(|| Trap::new(TrapKind::Unreachable));
+        trap.backtrace.push(frame);
+        Err(trap)
+    })
+}
+
+extern "C" fn lib_memory_grow(vmctx: *mut VmCtx, delta: u32) -> u32 {
+    let mut old = u32::MAX;
+    with_store(vmctx, |store, inst| {
+        let m = store.instances[inst as usize].memories[0];
+        old = store.memories[m as usize].grow(delta as u64).map_or(u32::MAX, |p| p as u32);
+        Ok(())
+    });
+    old
+}
+
+extern "C" fn lib_safepoint(vmctx: *mut VmCtx) -> u32 {
+    with_store(vmctx, |store, _| {
+        crate::safepoint::park(store);
+        Ok(())
+    })
+}
+
+/// Memory 0 of the instance `vmctx` belongs to.
+fn memory0(vmctx: *mut VmCtx) -> &'static crate::memory::LinearMemory {
+    // SAFETY: as in `with_store`; the memory lives (behind its `Arc`) as long as the store, which outlives
+    // the compiled call that asks.
+    let (store, inst) = unsafe { (&*((*vmctx).store as *const StoreState), (*vmctx).instance) };
+    let m = store.instances[inst as usize].memories[0];
+    // SAFETY: see above; the reference does not outlive the library call.
+    unsafe { &*std::sync::Arc::as_ptr(&store.memories[m as usize]) }
+}
+
+extern "C" fn lib_memory_fill(vmctx: *mut VmCtx, dst: u32, value: u32, len: u32) -> u32 {
+    memory0(vmctx).fill(dst as u64, value as u8, len as u64).is_err() as u32
+}
+
+extern "C" fn lib_memory_copy(vmctx: *mut VmCtx, dst: u32, src: u32, len: u32) -> u32 {
+    let m = memory0(vmctx);
+    m.copy_from(dst as u64, m, src as u64, len as u64).is_err() as u32
+}
