@@ -47,7 +47,7 @@ impl Cell {
     /// `size` is the whole access's size (1..=8), `mask` its bytes in this granule.
     pub(crate) fn new(epoch: Epoch, mask: u8, size: u8, write: bool, atomic: bool, site: u64) -> Cell {
         debug_assert!((1..=8).contains(&size) && mask != 0);
-        let flags = u8::from(write) * WRITE | u8::from(atomic) * ATOMIC | (size - 1) << SIZE_SHIFT;
+        let flags = (u8::from(write) * WRITE) | (u8::from(atomic) * ATOMIC) | ((size - 1) << SIZE_SHIFT);
         Cell { epoch, mask, flags, site }
     }
 

@@ -190,12 +190,8 @@ impl ShadowMap {
     fn forget_by_scan(&self, lo: u64, hi: u64) {
         for padded in self.shards.iter() {
             let mut shard = padded.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let in_range: Vec<u64> = shard
-                .pages
-                .keys()
-                .copied()
-                .filter(|&p| p >= lo / PAGE_BYTES && p * PAGE_BYTES < hi)
-                .collect();
+            let in_range: Vec<u64> =
+                shard.pages.keys().copied().filter(|&p| p >= lo / PAGE_BYTES && p * PAGE_BYTES < hi).collect();
             for page_no in in_range {
                 shard.forget_in_page(page_no, lo, hi);
             }

@@ -148,7 +148,8 @@ fn release_acquire_through_a_sync_address_orders_accesses() {
 #[test]
 fn sync_on_another_address_or_before_the_access_does_not_order() {
     let det = Detector::new();
-    let out = two_threads(&det, &[write(0, 8, 1), Step::Release(0x1000)], &[Step::Acquire(0x2000), write(0, 8, 2)], false);
+    let out =
+        two_threads(&det, &[write(0, 8, 1), Step::Release(0x1000)], &[Step::Acquire(0x2000), write(0, 8, 2)], false);
     expect_one_race(&out, (Write, 0, 8, 2), (Write, 0, 8, 1));
     // A write after the release is in a new epoch: the acquirer is not ordered after it.
     let det = Detector::new();
@@ -184,7 +185,8 @@ fn each_site_pair_is_reported_once_in_either_order() {
     let det = Detector::new();
     // Same two sites on five different addresses, then the same pair with the roles reversed.
     let first: Vec<_> = (0..5).map(|i| write(i * 64, 4, 1)).chain((0..5).map(|i| write(1000 + i * 64, 4, 2))).collect();
-    let second: Vec<_> = (0..5).map(|i| write(i * 64, 4, 2)).chain((0..5).map(|i| write(1000 + i * 64, 4, 1))).collect();
+    let second: Vec<_> =
+        (0..5).map(|i| write(i * 64, 4, 2)).chain((0..5).map(|i| write(1000 + i * 64, 4, 1))).collect();
     let out = two_threads(&det, &first, &second, false);
     assert_eq!(out.second.len(), 1, "{:?}", out.second);
     // A different site on the same addresses is a new pair.

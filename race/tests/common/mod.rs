@@ -88,5 +88,10 @@ pub fn expect_one_race(outcome: &Outcome, current: (AccessKind, u64, u8, u64), p
 }
 
 pub fn expect_no_race(outcome: &Outcome) {
-    assert!(outcome.first.is_empty() && outcome.second.is_empty(), "false race: {:?} {:?}", outcome.first, outcome.second);
+    assert!(
+        outcome.first.is_empty() && outcome.second.is_empty(),
+        "false race: {:?} {:?}",
+        outcome.first,
+        outcome.second
+    );
 }
