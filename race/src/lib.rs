@@ -432,3 +432,24 @@ impl Detector {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+    fn assert_send<T: Send>() {}
+
+    #[test]
+    fn detector_is_shared_and_contexts_move_between_threads() {
+        assert_send_sync::<Detector>();
+        assert_send::<ThreadCtx>();
+    }
+
+    #[test]
+    fn kinds_round_trip_through_cell_flags() {
+        for kind in [AccessKind::Read, AccessKind::Write, AccessKind::AtomicRead, AccessKind::AtomicWrite] {
+            assert_eq!(AccessKind::from_flags(kind.is_write(), kind.is_atomic()), kind);
+        }
+    }
+}
