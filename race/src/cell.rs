@@ -9,7 +9,7 @@
 //!   conflict (overlapping byte masks, at least one write, not both atomic). Different threads are implied:
 //!   a thread's own earlier accesses are always covered. The cell is returned to the caller.
 //! - **Already known** (FastTrack's same-epoch rule): `old` has `cur`'s epoch, covers its bytes, and is at
-//!   least as strong (a write if `cur` writes, plain if `old` is plain... see [`Cell::subsumes`]). Any later
+//!   least as strong (a write if `cur` writes, plain if `cur` is plain; see [`Cell::subsumes`]). Any later
 //!   access that races with `cur` races with `old` too, so `cur` is not stored.
 //! - **Superseded**: `old` is ordered before `cur`, and `cur` covers `old`'s bytes and is at least as
 //!   strong. Any later access racing with `old` is not ordered after `cur` either (else it would be after

@@ -19,7 +19,7 @@
 //! - **Thread context** ([`ThreadCtx`], one per thread, owned by it, never locked): the thread id and a
 //!   vector clock (`clock.rs`); its own component is the thread's current *epoch*, which ticks at each
 //!   release and spawn, so all accesses between two releases share one epoch.
-//! - **Shadow map** (`shadow.rs`): for each touched 8-byte *granule*, [`CELLS`](cell::CELLS) = 4 *cells*
+//! - **Shadow map** (`shadow.rs`): for each touched 8-byte *granule*, four *cells*
 //!   (`cell.rs`), each an earlier access packed as {thread, epoch} in one word, a byte mask (which of the
 //!   8 bytes it touched: partial overlaps and unaligned accesses are exact), write/atomic flags with the
 //!   access size, and the VM's site. 72 bytes per touched granule. Granules live in 512-byte pages
