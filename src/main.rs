@@ -65,6 +65,16 @@ struct Cli {
     #[command(flatten)]
     jit: JitOptions,
 
+    /// Detect data races between threads (happens-before, like Go's -race): each race is reported on
+    /// stderr as it is found, and a run that found any ends with `Found N data race(s)` and exit code 66.
+    /// Runs every function in the interpreter.
+    #[arg(long)]
+    race: bool,
+
+    /// With --race, print the detector's state at exit: threads, synchronization objects, shadow memory.
+    #[arg(long, requires = "race")]
+    race_stats: bool,
+
     #[command(flatten)]
     trace: trace_cmd::TraceOptions,
 
@@ -433,7 +443,8 @@ fn run(cli: Cli) -> Result<Outcome, Failure> {
         None => {}
     }
     let file = cli.file.as_deref().ok_or_else(|| anyhow!("no program given (see --help)"))?;
-    let config = vm::Config { gc: cli.gc.heap_config()?, jit: cli.jit.jit_config()?, ..vm::Config::default() };
+    let config =
+        vm::Config { gc: cli.gc.heap_config()?, jit: cli.jit.jit_config()?, race: cli.race, ..vm::Config::default() };
     let mut store = Store::new(config);
     cli.trace.start(&mut store)?;
     let outcome = run_program(&cli, file, &mut store);
@@ -444,8 +455,32 @@ fn run(cli: Cli) -> Result<Outcome, Failure> {
     if cli.jit.jit_stats {
         print_jit_stats(store.runtime().jit_stats());
     }
-    outcome
+    if let Some(stats) = store.race_stats().filter(|_| cli.race_stats) {
+        eprintln!(
+            "race: {} threads live, {} synchronization objects ({} bytes), {} shadow granules ({} bytes), {} races",
+            stats.threads,
+            stats.live_sync_objects,
+            stats.sync_bytes,
+            stats.shadow_granules,
+            stats.shadow_bytes,
+            stats.races
+        );
+    }
+    match store.races_found() {
+        0 => outcome,
+        n => {
+            eprintln!("Found {n} data race(s)");
+            // A run that trapped or failed keeps its own status; a clean run with races exits 66, as Go's.
+            match outcome {
+                Ok(_) => Ok(Outcome::Exit(RACE_EXIT)),
+                failed => failed,
+            }
+        }
+    }
 }
+
+/// The exit code of a run that found data races (as Go's race detector).
+const RACE_EXIT: i32 = 66;
 
 fn run_program(cli: &Cli, file: &Path, store: &mut Store) -> Result<Outcome, Failure> {
     let mut linker = Linker::new();

@@ -142,6 +142,11 @@ macro_rules! define_instrs {
             Load { kind: MemOp, mem: u16, dst: Slot, addr: Slot, offset: u32 },
             /// Generic store to memory `mem`.
             Store { kind: MemOp, mem: u16, addr: Slot, value: Slot, offset: u32 },
+            /// `Load` with the race detector's hook (`--race`, a shared memory): chosen at translation, so
+            /// without `--race` no access pays for it.
+            RaceLoad { kind: MemOp, mem: u16, dst: Slot, addr: Slot, offset: u32 },
+            /// `Store` with the race detector's hook.
+            RaceStore { kind: MemOp, mem: u16, addr: Slot, value: Slot, offset: u32 },
             MemorySize { mem: u32, dst: Slot },
             MemoryGrow { mem: u32, dst: Slot, delta: Slot },
             /// `memory.fill mem` with operands `dst`, `val`, `len` in slots `args..args+3`.

@@ -21,6 +21,7 @@ mod memory_atomic;
 mod module;
 mod mutator;
 mod native_stack;
+mod race;
 mod runtime;
 mod safepoint;
 mod stack;
@@ -46,6 +47,8 @@ pub use values::{Extern, Func, FuncType, Global, InstanceId, Memory, ObjHandle, 
 pub fn libcalls() -> tier::Libcalls {
     interp::libcalls()
 }
+/// The race detector's types in this API (`Store::race_stats`).
+pub use vmrace;
 /// The decoder/validator whose types appear in this API (global, table and memory types).
 pub use wasmparser;
 

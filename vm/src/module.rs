@@ -140,6 +140,8 @@ pub struct TagDesc {
 
 pub struct ModuleData {
     pub source: Source,
+    /// The module's index in its runtime (set when the runtime adds it; race reports name sites by it).
+    pub index: u32,
     pub type_ids: Vec<u32>,
     /// Canonical type of every function in the function index space.
     pub func_types: Vec<u32>,
@@ -234,10 +236,12 @@ fn tag_desc(
 }
 
 /// Decode, validate and translate `source` with the store's shared validator.
+/// With `race`, accesses to shared memories are translated with the race detector's hooks (`race.rs`).
 pub fn load(
     validator: &mut Validator,
     registry: &TypeRegistry,
     source: Source,
+    race: bool,
     mut on_new_type: impl FnMut(u32, &crate::types::TypeInfo),
 ) -> Result<ModuleData, Error> {
     // Validate with a throwaway validator first: a failed validation leaves a validator unusable,
@@ -246,7 +250,7 @@ pub fn load(
     if let Err(e) = crate::loader::validate_all(&mut Validator::new_with_features(features), &source.wasm) {
         return Err(err(&source, e.into()));
     }
-    let result = load_validated(validator, registry, &source, &mut on_new_type);
+    let result = load_validated(validator, registry, &source, race, &mut on_new_type);
     match result {
         Ok(parts) => {
             validator.reset();
@@ -264,6 +268,7 @@ fn load_validated(
     validator: &mut Validator,
     registry: &TypeRegistry,
     source: &Source,
+    race: bool,
     on_new_type: &mut impl FnMut(u32, &crate::types::TypeInfo),
 ) -> Result<ModuleData, CompileError> {
     let wasm: &[u8] = &source.wasm;
@@ -366,6 +371,13 @@ fn load_validated(
 
     let mut imports = Vec::new();
     let mut num_imported_funcs = 0;
+    // The memory index space (imports first): which memories' accesses the race detector sees.
+    let imported_shared = raw_imports.iter().filter_map(|(_, _, ty)| match ty {
+        TypeRef::Memory(m) => Some(m.shared),
+        _ => None,
+    });
+    let race_memories: Vec<bool> =
+        imported_shared.chain(raw_memories.iter().map(|m| m.shared)).map(|shared| race && shared).collect();
     for (module, name, ty) in raw_imports {
         let desc = match ty {
             TypeRef::Func(t) | TypeRef::FuncExact(t) => {
@@ -454,6 +466,7 @@ fn load_validated(
         func_types: &func_types,
         num_imported_funcs,
         tags: &tags,
+        race_memories: &race_memories,
     };
     let mut code = Vec::with_capacity(bodies.len());
     let body_ranges = bodies
@@ -471,6 +484,7 @@ fn load_validated(
         code.push(compiled);
     }
     Ok(ModuleData {
+        index: 0,
         source: Source::from_binary("", Vec::new()),
         type_ids,
         func_types,

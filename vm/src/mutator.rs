@@ -86,10 +86,18 @@ pub(crate) struct Mutator {
     pub jit_trap: Option<crate::Trap>,
     /// A panic caught in a library call of compiled code, resumed at its entry.
     pub jit_panic: Option<Box<dyn std::any::Any + Send>>,
+    /// The race detector's context for this thread (`--race`; `race.rs`). Boxed: the thread cache holds its
+    /// address as the heap's per-thread `race_ctx`.
+    pub race: Option<Box<vmrace::ThreadCtx>>,
 }
 
 impl Mutator {
-    pub fn new(heap: &gc::Heap, value_stack_slots: usize, native_stack_bytes: usize) -> Mutator {
+    pub fn new(
+        heap: &gc::Heap,
+        value_stack_slots: usize,
+        native_stack_bytes: usize,
+        race: Option<Box<vmrace::ThreadCtx>>,
+    ) -> Mutator {
         // The reservation is address space only (no swap reserved, pages appear when touched); failing to
         // map it means the process has no address space left, which no program could survive.
         let exec = ExecState::new(value_stack_slots)
@@ -98,6 +106,9 @@ impl Mutator {
             .unwrap_or_else(|e| panic!("cannot map the native stack ({native_stack_bytes} bytes): {e}"));
         let link = heap.register_mutator();
         let mut cache = heap.new_thread_cache();
+        if let Some(ctx) = &race {
+            cache.set_race_ctx(&**ctx as *const vmrace::ThreadCtx as usize);
+        }
         for (base, bytes) in [exec.stack.extent(), native.extent()] {
             heap.notify_stack_alloc(&mut cache, base, bytes);
         }
@@ -113,6 +124,7 @@ impl Mutator {
             link,
             jit_trap: None,
             jit_panic: None,
+            race,
         }
     }
 
@@ -127,5 +139,7 @@ impl Mutator {
         for (base, bytes) in self.stacks() {
             heap.notify_stack_free(&mut self.cache, base, bytes);
         }
+        // The heap forgets the context's address before the context goes.
+        self.cache.set_race_ctx(0);
     }
 }

@@ -38,6 +38,10 @@ pub struct Config {
     pub features: wasmparser::WasmFeatures,
     /// The compiled tier (`tier.rs`).
     pub jit: JitConfig,
+    /// `--race`: detect data races between threads (`race.rs`). Accesses to shared memories are then
+    /// translated with the detector's hooks, and functions stay interpreted (the compiled tier does not
+    /// call the hooks yet).
+    pub race: bool,
 }
 
 /// The compiled tier's settings: which tiers run, when `auto` compiles, and the compiler (`None`: the
@@ -83,6 +87,7 @@ impl Default for Config {
             gc: gc::HeapConfig::default(),
             features: module::features(),
             jit: JitConfig::default(),
+            race: false,
         }
     }
 }
@@ -106,6 +111,8 @@ pub struct Runtime {
     pub(crate) active_trace: Mutex<Option<Arc<vmtrace::Tracer>>>,
     /// What the compiled tier did (`--jit-stats`).
     pub(crate) jit_stats: JitStats,
+    /// The race detector, with `Config::race`.
+    pub(crate) race: Option<Arc<crate::race::RaceRuntime>>,
 }
 
 const _: () = {
@@ -121,12 +128,21 @@ fn ignore_poison<G>(r: Result<G, PoisonError<G>>) -> G {
 
 impl Runtime {
     pub fn new(config: Config) -> Arc<Runtime> {
+        let mut config = config;
+        if config.race {
+            // The compiled tier does not call the race hooks yet: with `--race` everything is interpreted.
+            config.jit.mode = JitMode::Off;
+        }
         let heap = gc::Heap::new(config.gc.clone());
         // The type registry's ids are wasmparser's canonical type ids, which it makes only when function
         // references (or GC) are on; without them each module would get types of its own and no import of
         // a function could match. Function references add no instructions a smaller set's tests reject.
         let features = config.features | wasmparser::WasmFeatures::FUNCTION_REFERENCES;
         let validator = Mutex::new(wasmparser::Validator::new_with_features(features));
+        let race = config.race.then(|| Arc::new(crate::race::RaceRuntime::new()));
+        if let Some(race) = &race {
+            heap.add_observer(Arc::new(crate::race::RaceObserver { race: race.clone() }));
+        }
         Arc::new(Runtime {
             config,
             heap,
@@ -135,6 +151,7 @@ impl Runtime {
             modules: RwLock::new(Vec::new()),
             active_trace: Mutex::new(None),
             jit_stats: JitStats::default(),
+            race,
         })
     }
 
@@ -154,11 +171,12 @@ impl Runtime {
 
     /// Decode, validate and translate a module; its struct and array types are registered with the heap.
     pub fn load_module(&self, source: Source) -> Result<ModuleId, Error> {
-        let data = self.load(source)?;
+        let mut data = self.load(source)?;
         if self.config.jit.effective_mode() == JitMode::Eager {
             self.compile_all(&data);
         }
         let mut modules = ignore_poison(self.modules.write());
+        data.index = modules.len() as u32;
         modules.push(Arc::new(data));
         Ok(ModuleId(modules.len() as u32 - 1))
     }
@@ -166,7 +184,7 @@ impl Runtime {
     fn load(&self, source: Source) -> Result<ModuleData, Error> {
         let heap = &self.heap;
         let mut validator = ignore_poison(self.validator.lock());
-        module::load(&mut validator, &self.types, source, |id, info| {
+        module::load(&mut validator, &self.types, source, self.race.is_some(), |id, info| {
             if let Some(layout) = crate::gcglue::layout_of(info) {
                 heap.register_type(id, layout);
             }

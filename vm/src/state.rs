@@ -119,8 +119,11 @@ pub(crate) struct StoreState {
 }
 
 impl StoreState {
-    pub fn new(rt: Arc<Runtime>) -> StoreState {
-        let mutator = Mutator::new(&rt.heap, rt.config.value_stack_slots, rt.config.native_stack_bytes);
+    /// The state of a new store on `rt`; `race` is its thread's race context if a spawning thread made one
+    /// (`--race`), else the store gets a context of its own.
+    pub fn new(rt: Arc<Runtime>, race: Option<Box<vmrace::ThreadCtx>>) -> StoreState {
+        let race = race.or_else(|| rt.race.as_ref().map(|r| r.new_thread()));
+        let mutator = Mutator::new(&rt.heap, rt.config.value_stack_slots, rt.config.native_stack_bytes, race);
         StoreState {
             rt,
             mutator,

@@ -39,6 +39,9 @@ impl Drop for Store {
         // An embedder that never called `finish_trace` still gets a complete file (errors have nowhere to go).
         let _ = crate::safepoint::finish_trace(&mut self.s);
         self.s.mutator.retire(&self.s.rt.heap);
+        if let (Some(race), Some(ctx)) = (&self.s.rt.race, self.s.mutator.race.take()) {
+            race.detector.exit(*ctx);
+        }
     }
 }
 
@@ -50,7 +53,12 @@ impl Store {
 
     /// Another store (a mutator of its own) on `rt`: it shares the heap, the types and the loaded modules.
     pub fn with_runtime(rt: Arc<Runtime>) -> Store {
-        let mut s = Box::new(StoreState::new(rt));
+        Store::on_thread(rt, None)
+    }
+
+    /// [`Store::with_runtime`] for a thread spawned by another, with the race context the spawn made.
+    pub(crate) fn on_thread(rt: Arc<Runtime>, race: Option<Box<vmrace::ThreadCtx>>) -> Store {
+        let mut s = Box::new(StoreState::new(rt, race));
         // A trace in progress on the runtime (another store's): this thread joins it.
         let active = s.rt.active_trace.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         if let Some(tracer) = active {
@@ -69,6 +77,16 @@ impl Store {
 
     pub fn runtime(&self) -> &Arc<Runtime> {
         &self.s.rt
+    }
+
+    /// `--race`: data races reported so far (0 without the detector).
+    pub fn races_found(&self) -> usize {
+        self.s.rt.race.as_ref().map_or(0, |r| r.races())
+    }
+
+    /// `--race-stats`: the detector's live state (`None` without it).
+    pub fn race_stats(&self) -> Option<vmrace::Stats> {
+        self.s.rt.race.as_ref().map(|r| r.detector.stats())
     }
 
     /// Sends every allocation and free, with sites, type names and heap snapshots, to `tracer` until

@@ -28,7 +28,7 @@ use crate::memory::LinearMemory;
 use crate::module::ImportDesc;
 use crate::runtime::{ModuleId, Runtime};
 use crate::state::{FuncEntity, FuncKind, HostFn};
-use crate::{Error, Extern, Func, FuncType, Linker, Memory, Store, Trap, TrapKind, Val, ValType};
+use crate::{Caller, Error, Extern, Func, FuncType, Linker, Memory, Store, Trap, TrapKind, Val, ValType};
 
 /// How a spawned thread ended, for the embedder's handler (see the module comment).
 #[derive(Debug)]
@@ -193,12 +193,12 @@ impl WasiThreads {
         let ty = FuncType { params: vec![ValType::I32], results: vec![ValType::I32] };
         let f = store.new_host_func(
             ty,
-            Box::new(move |_, args, results| {
+            Box::new(move |caller: &mut Caller<'_>, args, results| {
                 let start_arg = match args.first() {
                     Some(Val::I32(a)) => *a,
                     _ => 0,
                 };
-                results[0] = Val::I32(spawner.upgrade().map_or(-1, |s| spawn(&s, start_arg)));
+                results[0] = Val::I32(spawner.upgrade().map_or(-1, |s| spawn(&s, caller, start_arg)));
                 Ok(())
             }),
         );
@@ -244,7 +244,7 @@ impl WasiThreads {
 }
 
 /// `thread-spawn`: the new thread's id, or -1 if it could not be started.
-fn spawn(spawner: &Arc<Spawner>, start_arg: i32) -> i32 {
+fn spawn(spawner: &Arc<Spawner>, caller: &mut Caller<'_>, start_arg: i32) -> i32 {
     if spawner.program.get().is_none() {
         return -1;
     }
@@ -255,10 +255,19 @@ fn spawn(spawner: &Arc<Spawner>, start_arg: i32) -> i32 {
     };
     let tid = prev + 1;
     let s = spawner.clone();
+    // `--race`: the spawn is an edge from everything the parent did so far to the child.
+    let parent = &mut *caller.state;
+    let race_ctx = match parent.rt.race.clone() {
+        Some(race) => {
+            let created_at = crate::interp::host_call_backtrace(parent);
+            parent.mutator.race.as_deref_mut().map(|ctx| race.spawn(ctx, created_at))
+        }
+        None => None,
+    };
     // Holding the list while the thread starts, so it is listed before it can finish.
     let mut handles = lock(&spawner.handles);
     let started = std::thread::Builder::new().name(format!("wasm thread {tid}")).spawn(move || {
-        run_thread(&s, tid, start_arg);
+        run_thread(&s, tid, start_arg, race_ctx);
         lock(&s.finished).push(tid);
     });
     match started {
@@ -271,8 +280,9 @@ fn spawn(spawner: &Arc<Spawner>, start_arg: i32) -> i32 {
 }
 
 /// The body of a spawned thread.
-fn run_thread(spawner: &Spawner, tid: u32, start_arg: i32) {
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| start_thread(spawner, tid, start_arg)));
+fn run_thread(spawner: &Spawner, tid: u32, start_arg: i32, race: Option<Box<vmrace::ThreadCtx>>) {
+    let outcome =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| start_thread(spawner, tid, start_arg, race)));
     let outcome = outcome.unwrap_or_else(|panic| {
         let msg = panic
             .downcast_ref::<String>()
@@ -296,9 +306,14 @@ fn planted_bug_thread_exit_ignored() -> bool {
 }
 
 /// Instantiates the program on a new store and runs `wasi_thread_start(tid, start_arg)`.
-fn start_thread(spawner: &Spawner, tid: u32, start_arg: i32) -> Result<(), ThreadExit> {
+fn start_thread(
+    spawner: &Spawner,
+    tid: u32,
+    start_arg: i32,
+    race: Option<Box<vmrace::ThreadCtx>>,
+) -> Result<(), ThreadExit> {
     let (module, imports) = spawner.program.get().expect("spawn checks the program is set");
-    let mut store = Store::with_runtime(spawner.rt.clone());
+    let mut store = Store::on_thread(spawner.rt.clone(), race);
     let linker = imports.materialize(&mut store);
     let outcome = (|| {
         let instance = store.instantiate(*module, &linker).map_err(|e| ThreadExit::Failed(e.to_string()))?;

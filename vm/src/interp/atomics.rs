@@ -16,7 +16,7 @@ use crate::{Trap, TrapKind};
 
 /// The address of an atomic access: the i32 in `args` plus the static offset, without wrapping.
 #[inline]
-fn address(frame: &[u64], args: Slot, offset: u32) -> u64 {
+pub(super) fn address(frame: &[u64], args: Slot, offset: u32) -> u64 {
     get::<u32>(frame, args) as u64 + offset as u64
 }
 
@@ -94,6 +94,12 @@ pub(super) fn wait(store: &mut StoreState, pos: Position) -> Result<(), Trap> {
     let result = memory_atomic::wait(&memory, at, width as u64, expected, timeout);
     store.mutator.link.leave_native();
     let result = result.map_err(Trap::new)?;
+    // `--race`: woken by a notify, this thread now sees what the notifier did before it (`race.rs`).
+    if result == memory_atomic::WaitResult::Woken
+        && let (Some(race), Some(ctx)) = (&store.rt.race, store.mutator.race.as_deref_mut())
+    {
+        race.detector.acquire(ctx, memory.base() as u64 + at);
+    }
     set(&mut store.mutator.exec.stack[pos.fp..], dst, result as u32);
     Ok(())
 }

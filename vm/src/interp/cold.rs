@@ -12,6 +12,8 @@ use std::sync::Arc;
 
 use super::gc_objects::{self, Allocator, OpExit};
 use super::memory::MemView;
+use super::operands::get;
+use super::race_hooks::{RaceHooks, site_of};
 use super::{atomics, exceptions, memory, tables};
 use crate::bytecode::Instr;
 use crate::memory::LinearMemory;
@@ -19,6 +21,7 @@ use crate::module::ModuleData;
 use crate::mutator::AllocState;
 use crate::state::{FuncEntity, Instance, TableEntity};
 use crate::types::TypeRegistry;
+use vmrace::AccessKind;
 
 /// What the cold instructions need besides the frame.
 pub(super) struct Cold<'a> {
@@ -38,6 +41,8 @@ pub(super) struct Cold<'a> {
     pub alloc: &'a mut AllocState,
     /// Where the instruction is (for allocation sites).
     pub pc: usize,
+    /// `--race`: the detector and this thread's context.
+    pub race: Option<RaceHooks<'a>>,
 }
 
 /// Execute an instruction that is not on the hot path.
@@ -58,6 +63,7 @@ pub(super) fn cold_op(ctx: &mut Cold<'_>, instr: Instr, frame: &mut [u64]) -> Re
         cache,
         alloc,
         pc,
+        race,
     } = ctx;
     let (module, func, mem0_index) = (*module, *func, *mem0_index);
     let inst_id = *inst_id as usize;
@@ -96,6 +102,15 @@ pub(super) fn cold_op(ctx: &mut Cold<'_>, instr: Instr, frame: &mut [u64]) -> Re
             &mut Allocator { heap: *heap, cache: &mut **cache, state: &mut **alloc, module, func, pc: *pc }
         };
     }
+    // `--race`: an atomic's access (after it was made) and its synchronization.
+    macro_rules! race_atomic_at {
+        ($m:expr, $at:expr, $width:expr, $kind:expr, $acquire:expr, $release:expr) => {
+            if let Some(r) = race.as_mut() {
+                r.sync(memory_of!($m), $at, $acquire, $release);
+                r.access(memory_of!($m), $at, $width as u32, $kind, site_of(module, func, *pc))?;
+            }
+        };
+    }
     use Instr as I;
     match instr {
         // ---------------- memories (`memory.rs`; memory 0's loads and stores are hot)
@@ -125,16 +140,49 @@ pub(super) fn cold_op(ctx: &mut Cold<'_>, instr: Instr, frame: &mut [u64]) -> Re
 
         // ---------------- atomics (`atomics.rs`; `memory.atomic.wait` leaves the loop instead)
         I::AtomicLoad { mem: m, width, dst, args, offset } => {
-            atomics::load(frame, memory_of!(m), width, dst, args, offset)?
+            // The address first: the result goes to the slot it was in.
+            let at = atomics::address(frame, args, offset);
+            atomics::load(frame, memory_of!(m), width, dst, args, offset)?;
+            race_atomic_at!(m, at, width, AccessKind::AtomicRead, true, false);
         }
-        I::AtomicStore { mem: m, width, args, offset } => atomics::store(frame, memory_of!(m), width, args, offset)?,
+        I::AtomicStore { mem: m, width, args, offset } => {
+            let at = atomics::address(frame, args, offset);
+            atomics::store(frame, memory_of!(m), width, args, offset)?;
+            race_atomic_at!(m, at, width, AccessKind::AtomicWrite, false, true);
+        }
         I::AtomicRmw { op, mem: m, width, dst, args, offset } => {
-            atomics::rmw(frame, memory_of!(m), op, width, dst, args, offset)?
+            let at = atomics::address(frame, args, offset);
+            atomics::rmw(frame, memory_of!(m), op, width, dst, args, offset)?;
+            race_atomic_at!(m, at, width, AccessKind::AtomicWrite, true, true);
         }
         I::AtomicCmpxchg { mem: m, width, dst, args, offset } => {
-            atomics::cmpxchg(frame, memory_of!(m), width, dst, args, offset)?
+            let at = atomics::address(frame, args, offset);
+            atomics::cmpxchg(frame, memory_of!(m), width, dst, args, offset)?;
+            race_atomic_at!(m, at, width, AccessKind::AtomicWrite, true, true);
         }
-        I::AtomicNotify { mem: m, dst, args, offset } => atomics::notify(frame, memory_of!(m), dst, args, offset)?,
+        I::AtomicNotify { mem: m, dst, args, offset } => {
+            // Whatever the notifier did before happens before what the woken threads do after.
+            let at = atomics::address(frame, args, offset);
+            if let Some(r) = race.as_mut() {
+                r.sync(memory_of!(m), at, false, true);
+            }
+            atomics::notify(frame, memory_of!(m), dst, args, offset)?
+        }
+        I::RaceLoad { kind, mem: m, dst, addr, offset } => {
+            // The address first: `dst` may be the slot it was in.
+            let at = get::<u32>(frame, addr) as u64 + offset as u64;
+            memory::load_any(frame, MemView::of(memory_of!(m)), kind, dst, addr, offset)?;
+            if let Some(r) = race.as_mut() {
+                r.access(memory_of!(m), at, kind.width(), AccessKind::Read, site_of(module, func, *pc))?;
+            }
+        }
+        I::RaceStore { kind, mem: m, addr, value, offset } => {
+            let at = get::<u32>(frame, addr) as u64 + offset as u64;
+            memory::store_any(frame, MemView::of(memory_of!(m)), kind, addr, value, offset)?;
+            if let Some(r) = race.as_mut() {
+                r.access(memory_of!(m), at, kind.width(), AccessKind::Write, site_of(module, func, *pc))?;
+            }
+        }
         I::AtomicFence => std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst),
 
         // ---------------- tables and references (`tables.rs`)

@@ -17,6 +17,7 @@ use super::cold::{Cold, cold_op};
 use super::gc_objects::{self, OpExit};
 use super::memory::MemView;
 use super::operands::{get, set};
+use super::race_hooks::RaceHooks;
 use super::{memory, numeric, tables};
 use crate::TrapKind;
 use crate::bytecode::Instr;
@@ -70,6 +71,9 @@ pub(super) enum Exit {
     Trap(TrapKind),
     /// The instruction at `pos` threw the exception `exn` (an object reference): unwind (`exceptions.rs`).
     Throw(u64),
+    /// `--race`: the instruction at `pos` completed and raced with an earlier access; report it, then go
+    /// on after the instruction.
+    Race(Box<super::race_hooks::FoundRace>),
 }
 
 /// Run from `pos` while control stays in `pos.inst`.
@@ -106,7 +110,8 @@ fn dispatch(
     let max_depth = store.rt.config.max_call_depth;
     let StoreState { rt, mutator, instances, funcs, memories, tables, globals, .. } = store;
     let (registry, heap) = (&rt.types, &rt.heap);
-    let crate::mutator::Mutator { exec, cache, alloc, link, .. } = mutator;
+    let crate::mutator::Mutator { exec, cache, alloc, link, race: race_ctx, .. } = mutator;
+    let race_rt = rt.race.as_deref();
     let stop: &AtomicBool = link.stop_flag();
     let stack_len = exec.stack.len();
     let mut code: &[Instr] = &module.code[pos.func as usize].code;
@@ -622,6 +627,10 @@ fn dispatch(
                     cache: &mut *cache,
                     alloc: &mut *alloc,
                     pc,
+                    race: match (race_rt, race_ctx.as_deref_mut()) {
+                        (Some(rt), Some(ctx)) => Some(RaceHooks { rt, ctx }),
+                        _ => None,
+                    },
                 };
                 match cold_op(&mut ctx, other, frame) {
                     Ok(()) => {}
@@ -633,6 +642,10 @@ fn dispatch(
                     Err(OpExit::Throw(exn)) => {
                         save!();
                         return Exit::Throw(exn);
+                    }
+                    Err(OpExit::Race(found)) => {
+                        save!();
+                        return Exit::Race(found);
                     }
                 }
             }

@@ -25,6 +25,8 @@ pub(super) enum OpExit {
     Collect,
     /// The instruction threw this exception (`throw`, `throw_ref`; see `exceptions.rs`).
     Throw(u64),
+    /// `--race`: the instruction completed and the detector found a race with it (`race_hooks.rs`).
+    Race(Box<super::race_hooks::FoundRace>),
 }
 
 impl From<TrapKind> for OpExit {

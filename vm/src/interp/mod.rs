@@ -62,6 +62,7 @@ mod jit;
 mod memory;
 mod numeric;
 mod operands;
+mod race_hooks;
 mod tables;
 
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
@@ -289,6 +290,13 @@ fn run(store: &mut StoreState, mut pos: Position, depth0: usize) -> Result<(), T
                 return Err(Trap { kind, backtrace: bt });
             }
             Exit::Throw(exn) => rethrow(store, &mut pos, depth0, exn, false, Vec::new())?,
+            Exit::Race(found) => {
+                if let Some(race) = &store.rt.race {
+                    let bt = backtrace(store, pos, depth0);
+                    race.report(&found.race, &bt, &store.rt.modules(), found.base);
+                }
+                pos.pc += 1;
+            }
         }
     }
 }
@@ -330,6 +338,12 @@ fn return_to_caller(store: &mut StoreState, depth0: usize) -> Option<Position> {
     }
     let f = store.mutator.exec.frames.pop().expect("frame above depth0");
     Some(Position { inst: f.inst, func: f.func, pc: f.pc as usize + 1, fp: f.fp as usize })
+}
+
+/// The wasm backtrace of a store in a host call (its wasm frames, innermost first), e.g. where a thread
+/// was spawned.
+pub(crate) fn host_call_backtrace(store: &StoreState) -> Vec<WasmFrame> {
+    store.mutator.exec.top.map_or_else(Vec::new, |top| backtrace(store, top, 0))
 }
 
 /// The wasm backtrace, innermost first.

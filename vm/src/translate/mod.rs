@@ -41,6 +41,9 @@ pub struct ModuleEnv<'a> {
     pub num_imported_funcs: u32,
     /// The tag index space.
     pub tags: &'a [crate::module::TagDesc],
+    /// By memory index: whether plain loads and stores get the race detector's hooks (`--race` and a
+    /// shared memory), translated as `RaceLoad`/`RaceStore`.
+    pub race_memories: &'a [bool],
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -737,10 +740,18 @@ impl<'a> Translator<'a> {
         let dst = self.push_temp(is_ref);
         let offset = memarg.offset as u32;
         match memarg.target {
+            MemArgTarget::Memory(mem) if self.race_hooked(mem) => {
+                self.emit_result(Instr::RaceLoad { kind, mem: mem as u16, dst, addr, offset })
+            }
             MemArgTarget::Memory(0) => self.emit_result(fast(dst, addr, offset)),
             MemArgTarget::Memory(mem) => self.emit_result(Instr::Load { kind, mem: mem as u16, dst, addr, offset }),
             MemArgTarget::Array(_) => unreachable!("array memargs are not enabled"),
         }
+    }
+
+    /// Whether plain accesses to memory `mem` are translated with race hooks (see `ModuleEnv`).
+    fn race_hooked(&self, mem: u32) -> bool {
+        self.env.race_memories.get(mem as usize).copied().unwrap_or(false)
     }
 
     fn store(&mut self, memarg: &MemArg, fast: fn(Slot, Slot, u32) -> Instr, kind: MemOp) {
@@ -748,6 +759,9 @@ impl<'a> Translator<'a> {
         let addr = self.pop_slot();
         let offset = memarg.offset as u32;
         match memarg.target {
+            MemArgTarget::Memory(mem) if self.race_hooked(mem) => {
+                self.emit(Instr::RaceStore { kind, mem: mem as u16, addr, value, offset });
+            }
             MemArgTarget::Memory(0) => {
                 self.emit(fast(addr, value, offset));
             }

@@ -1,0 +1,61 @@
+//! The interpreter's calls into the race detector (`--race`; the model is `vm/src/race.rs`).
+//!
+//! Only instructions the translator chose for race mode (`RaceLoad`/`RaceStore`) and the atomics reach
+//! these functions, and only when the runtime has a detector: an access is reported after it was made
+//! (so a trap comes first and is not a race), at the host address of the bytes, with the instruction's
+//! site. A race found leaves the dispatch loop (`OpExit::Race`) so the report gets the full backtrace;
+//! execution then goes on after the instruction, as Go's race detector goes on after a report.
+
+use vmrace::{AccessKind, Race, Site, ThreadCtx};
+
+use super::gc_objects::OpExit;
+use crate::memory::LinearMemory;
+use crate::module::ModuleData;
+use crate::race::{RaceRuntime, site};
+
+/// What a race-mode instruction needs: the detector and the running thread's context.
+pub(super) struct RaceHooks<'a> {
+    pub rt: &'a RaceRuntime,
+    pub ctx: &'a mut ThreadCtx,
+}
+
+/// The site of the instruction at `pc` of `module`'s defined function `func`.
+pub(super) fn site_of(module: &ModuleData, func: u32, pc: usize) -> Site {
+    site(module, module.code[func as usize].wasm_offsets.get(pc).copied().unwrap_or(0))
+}
+
+/// A race the detector found, with the base of the memory it is in (reports show offsets).
+pub(crate) struct FoundRace {
+    pub race: Race,
+    pub base: u64,
+}
+
+impl RaceHooks<'_> {
+    /// Reports an access of `width` bytes at offset `at` of `memory`, made by the instruction at `site`.
+    pub fn access(
+        &mut self,
+        memory: &LinearMemory,
+        at: u64,
+        width: u32,
+        kind: AccessKind,
+        site: Site,
+    ) -> Result<(), OpExit> {
+        let base = memory.base() as u64;
+        match self.rt.detector.access(self.ctx, base + at, width as u8, kind, site) {
+            None => Ok(()),
+            Some(race) => Err(OpExit::Race(Box::new(FoundRace { race, base }))),
+        }
+    }
+
+    /// The synchronization of an atomic at offset `at` of `memory`: a load acquires, a store releases,
+    /// a read-modify-write does both (the threads proposal's atomics are sequentially consistent).
+    pub fn sync(&mut self, memory: &LinearMemory, at: u64, acquire: bool, release: bool) {
+        let addr = memory.base() as u64 + at;
+        match (acquire, release) {
+            (true, true) => self.rt.detector.acq_rel(self.ctx, addr),
+            (true, false) => self.rt.detector.acquire(self.ctx, addr),
+            (false, true) => self.rt.detector.release(self.ctx, addr),
+            (false, false) => {}
+        }
+    }
+}

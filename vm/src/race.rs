@@ -1,0 +1,206 @@
+//! `vmrun --race`: the VM's side of data-race detection. The detector (`vmrace`: vector clocks, FastTrack
+//! epochs in ThreadSanitizer-style shadow cells) knows addresses, threads and edges; this file tells it
+//! what the program does and turns what it finds into reports.
+//!
+//! # What the detector hears, and from where
+//!
+//! - **Threads**: every mutator has a race context ([`vmrace::ThreadCtx`], boxed so its address is stable;
+//!   the heap carries that address as the thread cache's `race_ctx`, the way Go keeps a `racectx` per P).
+//!   A thread spawned with `thread-spawn` gets its context from its parent's (`spawn`: an edge parent →
+//!   child, `threads.rs`); any other store is a child of the runtime's root context. A store's drop is the
+//!   thread's exit.
+//! - **Plain accesses** to shared memories: the translator emits `RaceLoad`/`RaceStore` for them only when
+//!   the runtime was made with [`crate::Config::race`], so without `--race` no access pays anything. The
+//!   address the detector sees is the host address (the memory's base plus the offset), unique across
+//!   memories and heap objects.
+//! - **Atomics** are atomic accesses plus edges through their address: a load acquires, a store releases,
+//!   a read-modify-write or compare-exchange does both. `memory.atomic.notify` releases the address before
+//!   it wakes anyone, and a `wait` that was woken acquires it; a wait that timed out acquires nothing.
+//! - **Heap objects** ([`RaceObserver`], a heap observer): an allocation resets the slot's shadow (a reused
+//!   slot never races with its previous object), and every object the sweep frees, and every span it
+//!   gives back, releases the shadow state and the synchronization objects in its range, on the collecting
+//!   thread's own context. That is the seed's fix: without it the detector's state grows with everything
+//!   ever allocated.
+//!
+//! # Reports
+//!
+//! A race is printed when it is found, Go-style: the access with its wasm backtrace, the earlier conflicting
+//! access (its site: function and `file:line:col`; the detector keeps one site per shadow cell, not a
+//! stack), and where each thread was created. The CLI ends with `Found N data race(s)` and exit code 66.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use vmrace::{AccessKind, Detector, Race, Site, ThreadCtx, ThreadId};
+
+use crate::WasmFrame;
+use crate::module::ModuleData;
+
+/// The runtime's race detector and what the reports need.
+pub(crate) struct RaceRuntime {
+    pub detector: Detector,
+    /// The parent of stores not made by `thread-spawn` (the first of them is the program's main thread).
+    root: Mutex<ThreadCtx>,
+    /// Where each thread was created (the spawning thread's backtrace); none for the root's children.
+    created_at: Mutex<HashMap<ThreadId, Vec<WasmFrame>>>,
+    /// Races reported so far.
+    reported: AtomicUsize,
+}
+
+impl RaceRuntime {
+    pub fn new() -> RaceRuntime {
+        let detector = Detector::new();
+        let root = Mutex::new(detector.main_thread());
+        RaceRuntime { detector, root, created_at: Mutex::new(HashMap::new()), reported: AtomicUsize::new(0) }
+    }
+
+    /// A context for a store that no thread spawned.
+    pub fn new_thread(&self) -> Box<ThreadCtx> {
+        Box::new(self.detector.spawn(&mut lock(&self.root)))
+    }
+
+    /// A context for a thread `parent` spawns at `backtrace`.
+    pub fn spawn(&self, parent: &mut ThreadCtx, backtrace: Vec<WasmFrame>) -> Box<ThreadCtx> {
+        let child = self.detector.spawn(parent);
+        lock(&self.created_at).insert(child.id(), backtrace);
+        Box::new(child)
+    }
+
+    /// Races reported so far.
+    pub fn races(&self) -> usize {
+        self.reported.load(Ordering::Relaxed)
+    }
+
+    /// Prints the report of `race`, found at `backtrace` (innermost first), to stderr.
+    pub fn report(&self, race: &Race, backtrace: &[WasmFrame], modules: &[Arc<ModuleData>], base: u64) {
+        self.reported.fetch_add(1, Ordering::Relaxed);
+        let created_at = lock(&self.created_at);
+        let mut out = String::from("==================\nWARNING: DATA RACE\n");
+        let (cur, prev) = (&race.current, &race.previous);
+        out += &format!("{} by thread {}:\n", describe_access(cur, base), cur.thread);
+        for (i, f) in backtrace.iter().enumerate() {
+            out += &format!("  {i:>3}: {}\n", describe_frame(f));
+        }
+        let previous = describe_access(prev, base);
+        out += &format!("\nPrevious {}{} by thread {}:\n", previous[..1].to_lowercase(), &previous[1..], prev.thread);
+        out += &format!("    0: {}\n", describe_site(prev.site, modules));
+        for thread in [cur.thread, prev.thread] {
+            match created_at.get(&thread) {
+                Some(frames) if !frames.is_empty() => {
+                    out += &format!("\nThread {thread} created at:\n");
+                    for (i, f) in frames.iter().enumerate() {
+                        out += &format!("  {i:>3}: {}\n", describe_frame(f));
+                    }
+                }
+                _ => out += &format!("\nThread {thread} is the program's main thread.\n"),
+            }
+        }
+        out += "==================\n";
+        let _ = std::io::stderr().lock().write_all(out.as_bytes());
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The site of an access: the module's index in the runtime and the wasm offset of the instruction.
+pub(crate) fn site(module: &ModuleData, offset: u32) -> Site {
+    Site((module.index as u64) << 32 | offset as u64)
+}
+
+/// `Write at 0x10 (4 bytes)`: the address as an offset in the memory whose base is `base`.
+fn describe_access(a: &vmrace::Access, base: u64) -> String {
+    let what = match a.kind {
+        AccessKind::Read => "Read",
+        AccessKind::Write => "Write",
+        AccessKind::AtomicRead => "Atomic read",
+        AccessKind::AtomicWrite => "Atomic write",
+    };
+    format!("{what} at {:#x} ({} bytes)", a.addr.wrapping_sub(base), a.size)
+}
+
+/// `module!function at file:line:col` for a site, as backtraces print frames.
+fn describe_site(site: Site, modules: &[Arc<ModuleData>]) -> String {
+    let (index, offset) = ((site.0 >> 32) as usize, site.0 as u32);
+    let Some(m) = modules.get(index) else { return format!("offset {offset:#x}") };
+    // The function whose instructions came from `offset`.
+    let func = m.code.iter().position(|c| c.wasm_offsets.contains(&offset));
+    let func_index = func.map(|f| m.num_imported_funcs + f as u32);
+    let frame = WasmFrame {
+        module: m.source.module_name().map(str::to_string),
+        func_index: func_index.unwrap_or(u32::MAX),
+        func_name: func_index.and_then(|f| m.source.func_name(f)).map(str::to_string),
+        offset,
+        source: m.source.location(offset as usize),
+    };
+    describe_frame(&frame)
+}
+
+/// `module!function at file:line:col` (as the CLI prints trap backtraces).
+fn describe_frame(f: &WasmFrame) -> String {
+    let module = f.module.as_deref().map(|m| format!("{m}!")).unwrap_or_default();
+    let func = match &f.func_name {
+        Some(name) => name.clone(),
+        None => format!("<unknown> (func {})", f.func_index),
+    };
+    let at = match &f.source {
+        Some(loc) => loc.to_string(),
+        None => format!("offset {:#x}", f.offset),
+    };
+    format!("{module}{func} at {at}")
+}
+
+/// The heap's side: allocations reset shadow state, the sweep's frees release it (see the module comment).
+pub(crate) struct RaceObserver {
+    pub race: Arc<RaceRuntime>,
+}
+
+impl RaceObserver {
+    /// The collecting (or allocating) thread's context, from the heap's per-thread slot.
+    fn ctx(ctx: &gc::ObserverCtx) -> Option<&ThreadCtx> {
+        if ctx.race_ctx == 0 {
+            return None;
+        }
+        // SAFETY: a nonzero `race_ctx` is the address of a mutator's boxed `ThreadCtx`, set when the mutator
+        // was made and cleared before the box is dropped (`Mutator::retire`). Heap events carry the context
+        // of the thread that sends them (the sweep runs on the collecting thread), so this is that thread's
+        // own context, used only for the duration of the call, while the thread is inside the heap and holds
+        // no other reference to it.
+        Some(unsafe { &*(ctx.race_ctx as *const ThreadCtx) })
+    }
+}
+
+impl gc::HeapObserver for RaceObserver {
+    fn object_alloc(&self, _ctx: &gc::ObserverCtx, obj: &gc::observer::ObjectInfo) {
+        self.race.detector.reset_range(obj.addr as u64, obj.size as u64);
+    }
+
+    fn object_free(&self, ctx: &gc::ObserverCtx, obj: &gc::observer::ObjectInfo) {
+        if crate::race::planted_bug_skip_racefree() {
+            return;
+        }
+        if let Some(collector) = Self::ctx(ctx) {
+            self.race.detector.free_range(collector, obj.addr as u64, obj.size as u64);
+        }
+    }
+
+    fn span_free(&self, ctx: &gc::ObserverCtx, span: &gc::observer::SpanInfo) {
+        if crate::race::planted_bug_skip_racefree() {
+            return;
+        }
+        if let Some(collector) = Self::ctx(ctx) {
+            let bytes = (span.npages * gc::PAGE_SIZE) as u64;
+            self.race.detector.free_range(collector, span.base as u64, bytes);
+        }
+    }
+}
+
+/// `VMRUN_RACE_DEBUG=skip-racefree`: the planted bug of the leak test's negative control (the sweep's
+/// frees do not reach the detector, so its state grows without bound).
+pub(crate) fn planted_bug_skip_racefree() -> bool {
+    static BUG: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *BUG.get_or_init(|| std::env::var_os("VMRUN_RACE_DEBUG").is_some_and(|v| v == "skip-racefree"))
+}
