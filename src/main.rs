@@ -365,7 +365,7 @@ fn describe_trap(t: &Trap) -> String {
         }
     }
     let shown = |(i, f, repeats): &(usize, &WasmFrame, usize), out: &mut String| {
-        out.push_str(&format!("  {i:>3}: {}\n", describe_frame(f)));
+        out.push_str(&format!("  {i:>3}: {}\n", f));
         if *repeats > 0 {
             out.push_str(&format!("       ... the frame above repeated {repeats} more times\n"));
         }
@@ -384,20 +384,6 @@ fn describe_trap(t: &Trap) -> String {
 
 fn same_place(a: &WasmFrame, b: &WasmFrame) -> bool {
     a.module == b.module && a.func_index == b.func_index && a.offset == b.offset
-}
-
-/// `module!function at file:line:col`, or with `<unknown> (func N)` and a byte offset.
-fn describe_frame(f: &WasmFrame) -> String {
-    let module = f.module.as_deref().map(|m| format!("{m}!")).unwrap_or_default();
-    let func = match &f.func_name {
-        Some(name) => name.clone(),
-        None => format!("<unknown> (func {})", f.func_index),
-    };
-    let at = match &f.source {
-        Some(loc) => loc.to_string(),
-        None => format!("offset {:#x}", f.offset),
-    };
-    format!("{module}{func} at {at}")
 }
 
 /// A spawned wasm thread ended by `proc_exit`, a trap or a failure: as wasi-threads says, that ends the

@@ -81,7 +81,7 @@ impl RaceRuntime {
         let (cur, prev) = (&race.current, &race.previous);
         out += &format!("{} by thread {}:\n", describe_access(cur, base), cur.thread);
         for (i, f) in backtrace.iter().enumerate() {
-            out += &format!("  {i:>3}: {}\n", describe_frame(f));
+            out += &format!("  {i:>3}: {}\n", f);
         }
         let previous = describe_access(prev, base);
         out += &format!("\nPrevious {}{} by thread {}:\n", previous[..1].to_lowercase(), &previous[1..], prev.thread);
@@ -91,7 +91,7 @@ impl RaceRuntime {
                 Some(frames) if !frames.is_empty() => {
                     out += &format!("\nThread {thread} created at:\n");
                     for (i, f) in frames.iter().enumerate() {
-                        out += &format!("  {i:>3}: {}\n", describe_frame(f));
+                        out += &format!("  {i:>3}: {}\n", f);
                     }
                 }
                 _ => out += &format!("\nThread {thread} is the program's main thread.\n"),
@@ -136,21 +136,7 @@ fn describe_site(site: Site, modules: &[Arc<ModuleData>]) -> String {
         offset,
         source: m.source.location(offset as usize),
     };
-    describe_frame(&frame)
-}
-
-/// `module!function at file:line:col` (as the CLI prints trap backtraces).
-fn describe_frame(f: &WasmFrame) -> String {
-    let module = f.module.as_deref().map(|m| format!("{m}!")).unwrap_or_default();
-    let func = match &f.func_name {
-        Some(name) => name.clone(),
-        None => format!("<unknown> (func {})", f.func_index),
-    };
-    let at = match &f.source {
-        Some(loc) => loc.to_string(),
-        None => format!("offset {:#x}", f.offset),
-    };
-    format!("{module}{func} at {at}")
+    frame.to_string()
 }
 
 /// The heap's side: allocations reset shadow state, the sweep's frees release it (see the module comment).

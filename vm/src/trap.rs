@@ -119,6 +119,24 @@ impl Trap {
     }
 }
 
+/// `module!function at file:line:col`, or with `<unknown> (func N)` and a byte offset where the name
+/// section or the line table has nothing: how backtraces print a frame (the CLI, race reports).
+impl fmt::Display for WasmFrame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(m) = &self.module {
+            write!(f, "{m}!")?;
+        }
+        match &self.func_name {
+            Some(name) => f.write_str(name)?,
+            None => write!(f, "<unknown> (func {})", self.func_index)?,
+        }
+        match &self.source {
+            Some(loc) => write!(f, " at {loc}"),
+            None => write!(f, " at offset {:#x}", self.offset),
+        }
+    }
+}
+
 impl fmt::Display for Trap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.kind)
