@@ -164,3 +164,28 @@ fn a_thread_exit_that_does_not_end_the_program_is_caught() {
     let failure = failure.expect("the planted bug makes the run fail");
     println!("caught: {failure}");
 }
+
+fn vmrun_fixture(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_vmrun")).args(args).output().expect("vmrun starts");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn threads_that_cannot_run_fail_cleanly() {
+    // A trap on a spawned thread ends the program like one on the main thread, naming the thread.
+    let (code, _, err) = vmrun_fixture(&["tests/fixtures/threads/trap_in_thread.wat"]);
+    assert_eq!(code, Some(134), "{err}");
+    assert!(err.starts_with("error: wasm trap in thread 1: integer divide by zero\nwasm backtrace:\n"), "{err}");
+    assert!(err.contains("boom at tests/fixtures/threads/trap_in_thread.wat:"), "{err}");
+    // No `wasi_thread_start`: one line, exit 1.
+    let (code, _, err) = vmrun_fixture(&["tests/fixtures/threads/no_thread_start.wat"]);
+    assert_eq!((code, err.lines().count()), (Some(1), 1), "{err}");
+    assert!(err.contains("could not start: the module exports no `wasi_thread_start` function"), "{err}");
+    // A module whose memory is its own (not an imported shared one) cannot spawn: -1.
+    let (code, out, err) = vmrun_fixture(&["--invoke", "_start", "tests/fixtures/threads/private_memory.wat"]);
+    assert_eq!((code, out.as_str(), err.as_str()), (Some(0), "-1\n", ""));
+}

@@ -83,6 +83,11 @@ impl ThreadImports {
             };
             defs.push((imp.module.clone(), imp.name.clone(), portable));
         }
+        // wasi-threads: the threads share the program's memory, which must be an imported shared one (a
+        // memory the module defines would be a new, private memory in each thread's instance).
+        if !defs.iter().any(|(_, _, d)| matches!(d, PortableExtern::Memory(_))) {
+            return Err(Error::Link("threads need the module to import a shared memory".into()));
+        }
         Ok(ThreadImports { defs })
     }
 
