@@ -156,7 +156,7 @@ pub(crate) fn fd_write_unlocked(
 }
 
 /// `VMRUN_VM_DEBUG=wasi-read-holds-lock`: the planted bug `tests/wasi_threads.rs` shows its
-/// blocking-read test catches (`fd_read` on a stream waits with the state locked, as it once did).
+/// blocked-input test catches (`fd_read` on a stream waits with the state locked, as it once did).
 fn planted_bug_read_holds_lock() -> bool {
     static PLANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *PLANTED.get_or_init(|| std::env::var_os("VMRUN_VM_DEBUG").is_some_and(|v| v == "wasi-read-holds-lock"))

@@ -116,9 +116,14 @@ pub(crate) fn poll_oneoff(
     }
     let raw = mem.slice(subs, count.checked_mul(layout.size as u32).ok_or(Errno::Fault)?)?.to_vec();
     mem.slice(events, count.checked_mul(32).ok_or(Errno::Fault)?)?;
-    let waits: Vec<(&[u8], Wait)> = {
-        let state = lock(state);
-        raw.chunks_exact(layout.size).map(|s| (s, state.wait_for(s, layout))).collect()
+    let guard = lock(state);
+    let waits: Vec<(&[u8], Wait)> = raw.chunks_exact(layout.size).map(|s| (s, guard.wait_for(s, layout))).collect();
+    // Released before waiting (the planted bug keeps it through the wait).
+    let _held = if planted_bug_poll_holds_lock() {
+        Some(guard)
+    } else {
+        drop(guard);
+        None
     };
     let ready_now = waits.iter().any(|(_, w)| matches!(w, Wait::Now(_)));
     let first_deadline = waits.iter().filter_map(|(_, w)| if let Wait::Clock(ns) = w { Some(*ns) } else { None }).min();
@@ -152,6 +157,13 @@ pub(crate) fn poll_oneoff(
         written += 1;
     }
     mem.write_u32(nevents, written as u32)
+}
+
+/// `VMRUN_VM_DEBUG=wasi-poll-holds-lock`: the planted bug `tests/wasi_threads.rs` shows its
+/// blocked-input test catches (`poll_oneoff` waits with the state locked).
+fn planted_bug_poll_holds_lock() -> bool {
+    static PLANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PLANTED.get_or_init(|| std::env::var_os("VMRUN_VM_DEBUG").is_some_and(|v| v == "wasi-poll-holds-lock"))
 }
 
 /// Wait on the host descriptors among `waits` for up to `timeout_ns` (forever if `None`);
