@@ -1,10 +1,14 @@
 //! Programs built from C with wasi-libc, through the real `vmrun`: `programs/wasi_walk.c` (a
 //! directory walker), `programs/wasi_copy.c` (a file copy) and `tests/fixtures/wasi_fsops.c` (every
 //! file-system operation, used to attack the sandbox). Each runs in a fresh temporary tree, and the
-//! host file system is checked afterwards.
+//! host file system is checked afterwards. Preview 0 (`wasi_unstable`) has two programs of its own,
+//! hand-written `.wat` (`tests/fixtures/wasi0_read.wat`, `wasi0_write.wat`: no toolchain here still
+//! emits preview 0), checked for their output and the file they write.
 //!
-//! Negative control: `VMRUN_VM_DEBUG=wasi-dotdot-escape` plants a sandbox escape, and
-//! `a_planted_escape_is_caught` shows the sandbox test then fails (files outside change).
+//! Negative controls: `VMRUN_VM_DEBUG=wasi-dotdot-escape` plants a sandbox escape, and
+//! `a_planted_escape_is_caught` shows the sandbox test then fails (files outside change);
+//! `VMRUN_VM_DEBUG=wasi0-whence-as-preview1` takes preview 0 `whence` values as preview1's, and
+//! `a_preview0_whence_bug_is_caught` shows both preview 0 programs then fail.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -8,6 +8,10 @@
 //! rely on it). Thread scheduling differs from run to run, so each program runs many times, several at
 //! once: `VMRUN_THREAD_TEST_RUNS` times each (default 5 here; 50 is the bar, see BENCHMARKS.md),
 //! and a run that takes longer than [`HANG_AFTER`] is a hang, which fails the test.
+//!
+//! `tests/fixtures/wasi_threads_blocked_input.wat` checks that threads waiting in `fd_read` and
+//! `poll_oneoff` on stdin do not hold the WASI state lock (another thread writes and exits
+//! promptly); the planted bugs `wasi-read-holds-lock` and `wasi-poll-holds-lock` make it hang.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

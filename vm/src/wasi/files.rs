@@ -5,7 +5,9 @@
 //! it (`readv`-like loops, `pwritev`, `lseek`, `fstat`, `ftruncate`, `futimens`, `fallocate`,
 //! `posix_fadvise`, `fsync`, `fcntl`, `getdents`); append mode is the host's `O_APPEND`, so a
 //! write lands at the end exactly as for a native program. The standard streams are the
-//! embedder's readers and writers. Every call checks the descriptor's kind first (so a directory
+//! embedder's readers and writers; `fd_read_unlocked`/`fd_write_unlocked` (what the linker calls)
+//! use them with the state lock released, since a read of stdin can wait forever and guest
+//! threads share the state. Every call checks the descriptor's kind first (so a directory
 //! read is `isdir`, a stream seek `spipe`), then the right it needs (`notcapable`).
 
 use super::abi::{Errno, Filestat, GuestMemory, advice, fdflags, fstflags, rights, whence};
