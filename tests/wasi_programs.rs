@@ -1,10 +1,14 @@
 //! Programs built from C with wasi-libc, through the real `vmrun`: `programs/wasi_walk.c` (a
 //! directory walker), `programs/wasi_copy.c` (a file copy) and `tests/fixtures/wasi_fsops.c` (every
 //! file-system operation, used to attack the sandbox). Each runs in a fresh temporary tree, and the
-//! host file system is checked afterwards.
+//! host file system is checked afterwards. Preview 0 (`wasi_unstable`) has two programs of its own,
+//! hand-written `.wat` (`tests/fixtures/wasi0_read.wat`, `wasi0_write.wat`: no toolchain here still
+//! emits preview 0), checked for their output and the file they write.
 //!
-//! Negative control: `VMRUN_VM_DEBUG=wasi-dotdot-escape` plants a sandbox escape, and
-//! `a_planted_escape_is_caught` shows the sandbox test then fails (files outside change).
+//! Negative controls: `VMRUN_VM_DEBUG=wasi-dotdot-escape` plants a sandbox escape, and
+//! `a_planted_escape_is_caught` shows the sandbox test then fails (files outside change);
+//! `VMRUN_VM_DEBUG=wasi0-whence-as-preview1` takes preview 0 `whence` values as preview1's, and
+//! `a_preview0_whence_bug_is_caught` shows both preview 0 programs then fail.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -242,4 +246,41 @@ fn c_programs_run_traced() {
     );
     let summary = vmrun(&s.0, &["trace", "summary", trace.to_str().unwrap()], None);
     assert_eq!(summary.status.code(), Some(0), "{}", text(&summary.stderr));
+}
+
+/// Run a preview 0 fixture (`tests/fixtures/wasi0_*.wat`, hand-written `wasi_unstable` programs) with
+/// `root/` pre-opened as `.`.
+fn run_preview0(s: &Scratch, fixture: &str, bug: Option<&str>) -> Output {
+    vmrun(&s.root(), &["--dir", ".", &program(&format!("tests/fixtures/{fixture}"))], bug)
+}
+
+#[test]
+fn a_preview0_program_reads_a_file() {
+    let s = Scratch::new("wasi0-read");
+    std::fs::write(s.root().join("input.txt"), "hello, preview zero\n").unwrap();
+    let out = run_preview0(&s, "wasi0_read.wat", None);
+    assert_eq!((out.status.code(), text(&out.stderr)), (Some(0), String::new()));
+    assert_eq!(text(&out.stdout), " preview zero\nero\n", "from offset 6 (set=2), then the last 4 bytes (end=1)");
+}
+
+#[test]
+fn a_preview0_program_writes_a_file() {
+    let s = Scratch::new("wasi0-write");
+    std::fs::write(s.root().join("out.txt"), "old contents, longer than the new ones\n").unwrap();
+    let out = run_preview0(&s, "wasi0_write.wat", None);
+    assert_eq!((out.status.code(), text(&out.stderr), text(&out.stdout)), (Some(0), String::new(), "wrote\n".into()));
+    assert_eq!(std::fs::read_to_string(s.root().join("out.txt")).unwrap(), "01ab4567yZ\n");
+}
+
+/// Negative control: taking preview 0 `whence` values as preview1's (`VMRUN_VM_DEBUG=wasi0-whence-as-preview1`)
+/// makes both programs fail their seek checks.
+#[test]
+fn a_preview0_whence_bug_is_caught() {
+    let s = Scratch::new("wasi0-bug");
+    std::fs::write(s.root().join("input.txt"), "hello, preview zero\n").unwrap();
+    let read = run_preview0(&s, "wasi0_read.wat", Some("wasi0-whence-as-preview1"));
+    assert_ne!((read.status.code(), text(&read.stdout)), (Some(0), " preview zero\nero\n".into()));
+    let write = run_preview0(&s, "wasi0_write.wat", Some("wasi0-whence-as-preview1"));
+    assert_ne!(write.status.code(), Some(0));
+    assert_ne!(std::fs::read_to_string(s.root().join("out.txt")).unwrap_or_default(), "01ab4567yZ\n");
 }

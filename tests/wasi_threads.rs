@@ -8,6 +8,10 @@
 //! rely on it). Thread scheduling differs from run to run, so each program runs many times, several at
 //! once: `VMRUN_THREAD_TEST_RUNS` times each (default 5 here; 50 is the bar, see BENCHMARKS.md),
 //! and a run that takes longer than [`HANG_AFTER`] is a hang, which fails the test.
+//!
+//! `tests/fixtures/wasi_threads_blocked_input.wat` checks that threads waiting in `fd_read` and
+//! `poll_oneoff` on stdin do not hold the WASI state lock (another thread writes and exits
+//! promptly); the planted bugs `wasi-read-holds-lock` and `wasi-poll-holds-lock` make it hang.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -188,4 +192,44 @@ fn threads_that_cannot_run_fail_cleanly() {
     // A module whose memory is its own (not an imported shared one) cannot spawn: -1.
     let (code, out, err) = vmrun_fixture(&["--invoke", "_start", "tests/fixtures/threads/private_memory.wat"]);
     assert_eq!((code, out.as_str(), err.as_str()), (Some(0), "-1\n", ""));
+}
+
+/// `tests/fixtures/wasi_threads_blocked_input.wat`: the main thread waits in `fd_read` and another in
+/// `poll_oneoff` on a stdin that stays open, while a third writes a line and calls `proc_exit(7)`;
+/// the (exit code, stdout) of the run, or `None` if it was still running after `limit`.
+fn run_blocked_input(planted_bug: Option<&str>, limit: Duration) -> Option<(Option<i32>, String)> {
+    let program = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wasi_threads_blocked_input.wat");
+    let mut run = start_with(&program, 7, planted_bug);
+    loop {
+        if let Some(status) = run.child.try_wait().expect("wait for vmrun") {
+            let mut out = String::new();
+            run.child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+            return Some((status.code(), out));
+        }
+        if run.started.elapsed() > limit {
+            let _ = run.child.kill();
+            let _ = run.child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_thread_blocked_on_input_does_not_stop_the_others_wasi_calls() {
+    let started = Instant::now();
+    let outcome = run_blocked_input(None, Duration::from_secs(20));
+    let took = started.elapsed();
+    assert_eq!(outcome, Some((Some(7), "written while the others wait for input\n".to_string())), "after {took:?}");
+    assert!(took < Duration::from_secs(5), "the run should end promptly (300 ms of waiting), took {took:?}");
+}
+
+/// Negative controls: with `fd_read` or `poll_oneoff` waiting while holding the state lock (the
+/// planted bugs), the writing thread never gets through and the same run hangs.
+#[test]
+fn a_blocked_call_holding_the_wasi_lock_is_caught() {
+    for bug in ["wasi-read-holds-lock", "wasi-poll-holds-lock"] {
+        let outcome = run_blocked_input(Some(bug), Duration::from_secs(3));
+        assert_eq!(outcome, None, "with {bug} the run must hang behind the lock");
+    }
 }

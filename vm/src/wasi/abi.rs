@@ -1,6 +1,13 @@
 //! The WASI preview1 ABI: errno values, the numeric constants of the `wasi_snapshot_preview1`
 //! witx definitions, and bounds-checked access to guest memory.
 //!
+//! Preview 0 (`wasi_unstable`, the snapshot older toolchains target) shares every constant here
+//! except `whence` (its order is cur, end, set) and two layouts: `filestat` (its `nlink` is a u32,
+//! so the record is 56 bytes, not 64) and the clock `subscription` (an extra `identifier` field;
+//! that one lives in `poll.rs`). [`Filestat`] writes either layout and [`whence::from_preview0`]
+//! maps the seek origin; everything else (errno, rights, fdstat, dirent, event, prestat, the
+//! function signatures) is the same in both witx files.
+//!
 //! Every guest pointer and length goes through [`GuestMemory`], whose accessors return
 //! [`Errno::Fault`] for any range outside linear memory (including `ptr + len` overflowing u32),
 //! so a malicious or buggy guest gets an errno, never a host panic.
@@ -278,6 +285,72 @@ pub mod whence {
     pub const SET: u32 = 0;
     pub const CUR: u32 = 1;
     pub const END: u32 = 2;
+
+    /// The preview1 `whence` for preview 0's (whose enum is `cur`, `end`, `set`); an unknown value
+    /// stays unknown, so `fd_seek` answers `inval` for it as for a bad preview1 value.
+    pub fn from_preview0(how: u32) -> u32 {
+        if planted_bug_preview0_whence() {
+            return how;
+        }
+        match how {
+            0 => CUR,
+            1 => END,
+            2 => SET,
+            other => other.max(3),
+        }
+    }
+
+    /// `VMRUN_VM_DEBUG=wasi0-whence-as-preview1`: the planted bug `tests/wasi_programs.rs` shows the
+    /// preview 0 seek test catches (preview 0 `whence` values taken as preview1's).
+    fn planted_bug_preview0_whence() -> bool {
+        static PLANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *PLANTED.get_or_init(|| std::env::var_os("VMRUN_VM_DEBUG").is_some_and(|v| v == "wasi0-whence-as-preview1"))
+    }
+}
+
+/// A `filestat` record, written in the layout of either snapshot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Filestat {
+    pub dev: u64,
+    pub ino: u64,
+    pub filetype: u8,
+    pub nlink: u64,
+    pub size: u64,
+    pub atim: u64,
+    pub mtim: u64,
+    pub ctim: u64,
+}
+
+impl Filestat {
+    /// Preview1: dev @0, ino @8, filetype @16, nlink u64 @24, size @32, atim @40, mtim @48,
+    /// ctim @56; 64 bytes.
+    pub fn preview1(&self) -> [u8; 64] {
+        let mut out = [0u8; 64];
+        out[0..8].copy_from_slice(&self.dev.to_le_bytes());
+        out[8..16].copy_from_slice(&self.ino.to_le_bytes());
+        out[16] = self.filetype;
+        out[24..32].copy_from_slice(&self.nlink.to_le_bytes());
+        out[32..40].copy_from_slice(&self.size.to_le_bytes());
+        out[40..48].copy_from_slice(&self.atim.to_le_bytes());
+        out[48..56].copy_from_slice(&self.mtim.to_le_bytes());
+        out[56..64].copy_from_slice(&self.ctim.to_le_bytes());
+        out
+    }
+
+    /// Preview 0 (`linkcount` is u32): dev @0, ino @8, filetype @16, nlink u32 @20, size @24,
+    /// atim @32, mtim @40, ctim @48; 56 bytes. A link count beyond u32 saturates.
+    pub fn preview0(&self) -> [u8; 56] {
+        let mut out = [0u8; 56];
+        out[0..8].copy_from_slice(&self.dev.to_le_bytes());
+        out[8..16].copy_from_slice(&self.ino.to_le_bytes());
+        out[16] = self.filetype;
+        out[20..24].copy_from_slice(&u32::try_from(self.nlink).unwrap_or(u32::MAX).to_le_bytes());
+        out[24..32].copy_from_slice(&self.size.to_le_bytes());
+        out[32..40].copy_from_slice(&self.atim.to_le_bytes());
+        out[40..48].copy_from_slice(&self.mtim.to_le_bytes());
+        out[48..56].copy_from_slice(&self.ctim.to_le_bytes());
+        out
+    }
 }
 
 /// `advice` of `fd_advise`.
@@ -378,6 +451,31 @@ impl<'a> GuestMemory<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn filestat_layouts_of_both_snapshots() {
+        let st = Filestat { dev: 1, ino: 2, filetype: 4, nlink: 3, size: 5, atim: 6, mtim: 7, ctim: 8 };
+        let (p1, p0) = (st.preview1(), st.preview0());
+        let u64_at = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
+        let fields1: Vec<u64> = [0, 8, 24, 32, 40, 48, 56].iter().map(|&at| u64_at(&p1, at)).collect();
+        assert_eq!((fields1, p1[16]), (vec![1, 2, 3, 5, 6, 7, 8], 4));
+        let fields0: Vec<u64> = [0, 8, 24, 32, 40, 48].iter().map(|&at| u64_at(&p0, at)).collect();
+        assert_eq!((fields0, p0[16]), (vec![1, 2, 5, 6, 7, 8], 4));
+        assert_eq!(u32::from_le_bytes(p0[20..24].try_into().unwrap()), 3, "preview 0 nlink is a u32 at 20");
+        assert_eq!(&p0[17..20], &[0, 0, 0], "padding stays zero");
+        let many = Filestat { nlink: u64::MAX, ..st }.preview0();
+        assert_eq!(u32::from_le_bytes(many[20..24].try_into().unwrap()), u32::MAX);
+    }
+
+    #[test]
+    fn preview0_whence_maps_to_preview1() {
+        assert_eq!(
+            [0, 1, 2].map(whence::from_preview0),
+            [whence::CUR, whence::END, whence::SET],
+            "preview 0 is cur, end, set"
+        );
+        assert!(whence::from_preview0(3) > whence::END && whence::from_preview0(u32::MAX) > whence::END);
+    }
 
     #[test]
     fn accesses_at_the_end_of_memory_are_checked() {

@@ -14,11 +14,16 @@ use super::abi::{Errno, filetype, rights};
 use rustix::fd::{AsFd, OwnedFd};
 use std::fs::File;
 use std::io::{Read, Write};
+use std::sync::{Arc, Mutex};
 
 /// A standard stream: a reader or writer the embedder gave, and the host descriptor behind it
 /// when it is the process's own (then `poll_oneoff` can wait on it and `isatty` asks the host).
+///
+/// The reader or writer has its own lock: `fd_read` and `fd_write` clone the `Arc` under the
+/// state lock and use it after releasing that, so a thread waiting for input blocks only the
+/// threads that want the same stream (see `files::fd_read_unlocked`).
 pub(crate) struct Stream {
-    pub io: StreamIo,
+    pub io: Arc<Mutex<StreamIo>>,
     pub host: Option<OwnedFd>,
 }
 
@@ -28,6 +33,10 @@ pub(crate) enum StreamIo {
 }
 
 impl Stream {
+    pub fn new(io: StreamIo, host: Option<OwnedFd>) -> Stream {
+        Stream { io: Arc::new(Mutex::new(io)), host }
+    }
+
     /// `filetype` as the guest sees it: a character device only if the host stream is a terminal.
     pub fn filetype(&self) -> u8 {
         match &self.host {

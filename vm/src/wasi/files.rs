@@ -5,31 +5,34 @@
 //! it (`readv`-like loops, `pwritev`, `lseek`, `fstat`, `ftruncate`, `futimens`, `fallocate`,
 //! `posix_fadvise`, `fsync`, `fcntl`, `getdents`); append mode is the host's `O_APPEND`, so a
 //! write lands at the end exactly as for a native program. The standard streams are the
-//! embedder's readers and writers. Every call checks the descriptor's kind first (so a directory
+//! embedder's readers and writers; `fd_read_unlocked`/`fd_write_unlocked` (what the linker calls)
+//! use them with the state lock released, since a read of stdin can wait forever and guest
+//! threads share the state. Every call checks the descriptor's kind first (so a directory
 //! read is `isdir`, a stream seek `spipe`), then the right it needs (`notcapable`).
 
-use super::abi::{Errno, GuestMemory, advice, fdflags, fstflags, rights, whence};
+use super::abi::{Errno, Filestat, GuestMemory, advice, fdflags, fstflags, rights, whence};
 use super::fdtable::{Entry, Kind, StreamIo, filetype_of};
-use super::syscalls::WasiState;
+use super::syscalls::{WasiState, lock};
 use rustix::fd::{AsFd, BorrowedFd};
 use rustix::fs::{FileType, OFlags, Stat, Timespec, Timestamps};
 use std::io::{IoSlice, Read, Write};
+use std::sync::{Arc, Mutex};
 
-/// Write a 64-byte `filestat` for host metadata `st`.
+/// The `filestat` of host metadata `st`.
 // `stat`'s field types differ between targets (`st_nlink` is 32-bit on aarch64), hence the casts.
 #[allow(clippy::unnecessary_cast)]
-pub(crate) fn write_filestat(mem: &mut GuestMemory, ptr: u32, st: &Stat) -> Result<(), Errno> {
+pub(crate) fn filestat_of(st: &Stat) -> Filestat {
     let nanos = |s: i64, ns: i64| (s as u64).wrapping_mul(1_000_000_000).wrapping_add(ns as u64);
-    let mut out = [0u8; 64];
-    out[0..8].copy_from_slice(&(st.st_dev as u64).to_le_bytes());
-    out[8..16].copy_from_slice(&(st.st_ino as u64).to_le_bytes());
-    out[16] = filetype_of(FileType::from_raw_mode(st.st_mode as _));
-    out[24..32].copy_from_slice(&(st.st_nlink as u64).to_le_bytes());
-    out[32..40].copy_from_slice(&(st.st_size as u64).to_le_bytes());
-    out[40..48].copy_from_slice(&nanos(st.st_atime as i64, st.st_atime_nsec as i64).to_le_bytes());
-    out[48..56].copy_from_slice(&nanos(st.st_mtime as i64, st.st_mtime_nsec as i64).to_le_bytes());
-    out[56..64].copy_from_slice(&nanos(st.st_ctime as i64, st.st_ctime_nsec as i64).to_le_bytes());
-    mem.write_bytes(ptr, &out)
+    Filestat {
+        dev: st.st_dev as u64,
+        ino: st.st_ino as u64,
+        filetype: filetype_of(FileType::from_raw_mode(st.st_mode as _)),
+        nlink: st.st_nlink as u64,
+        size: st.st_size as u64,
+        atim: nanos(st.st_atime as i64, st.st_atime_nsec as i64),
+        mtim: nanos(st.st_mtime as i64, st.st_mtime_nsec as i64),
+        ctim: nanos(st.st_ctime as i64, st.st_ctime_nsec as i64),
+    }
 }
 
 /// The host timestamps for a `*_set_times` call; setting a time and "now" together is `inval`.
@@ -79,22 +82,94 @@ fn data_file(entry: &Entry, right: u64) -> Result<&std::fs::File, Errno> {
     Ok(f)
 }
 
+/// Read a stream into the iovecs, holding only the stream's own lock; stops at a short read.
+fn read_stream(io: &Mutex<StreamIo>, mem: &mut GuestMemory, iovs: &[(u32, u32)], nread: u32) -> Result<(), Errno> {
+    let mut io = io.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let StreamIo::Input(r) = &mut *io else { return Err(Errno::Badf) };
+    let mut total = 0usize;
+    for &(buf, len) in iovs {
+        let n = r.read(mem.slice_mut(buf, len)?).map_err(|e| Errno::from_io(&e))?;
+        total += n;
+        if n < len as usize {
+            break;
+        }
+    }
+    mem.write_u32(nread, total as u32)
+}
+
+/// Write every buffer to a stream, holding only the stream's own lock; the byte count written.
+fn write_stream(io: &Mutex<StreamIo>, bufs: &[&[u8]]) -> Result<usize, Errno> {
+    let mut io = io.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let StreamIo::Output(w) = &mut *io else { return Err(Errno::Badf) };
+    for b in bufs {
+        w.write_all(b).map_err(|e| Errno::from_io(&e))?;
+    }
+    // Keep stdout and stderr in program order for a reader of both.
+    w.flush().map_err(|e| Errno::from_io(&e))?;
+    Ok(bufs.iter().map(|b| b.len()).sum())
+}
+
+/// The reader or writer of `fd` if it is a stream (cloned, so it can be used unlocked).
+fn stream_of(state: &Mutex<WasiState>, fd: u32) -> Result<Option<Arc<Mutex<StreamIo>>>, Errno> {
+    Ok(match &lock(state).fds.get(fd)?.kind {
+        Kind::Stream(s) => Some(s.io.clone()),
+        _ => None,
+    })
+}
+
+/// `fd_read` as the linker calls it on the shared state: a stream (which may wait for input
+/// indefinitely, as stdin does) is read with the state lock released, so other threads' WASI
+/// calls go on meanwhile; files and directories are read under the lock (they do not wait).
+pub(crate) fn fd_read_unlocked(
+    state: &Mutex<WasiState>,
+    mem: &mut GuestMemory,
+    fd: u32,
+    iovs: u32,
+    n: u32,
+    nread: u32,
+) -> Result<(), Errno> {
+    if planted_bug_read_holds_lock() {
+        return lock(state).fd_read(mem, fd, iovs, n, nread);
+    }
+    match stream_of(state, fd)? {
+        Some(io) => read_stream(&io, mem, &mem.iovecs(iovs, n)?, nread),
+        None => lock(state).fd_read(mem, fd, iovs, n, nread),
+    }
+}
+
+/// `fd_write` on the shared state: a stream (a full pipe can block) is written unlocked.
+pub(crate) fn fd_write_unlocked(
+    state: &Mutex<WasiState>,
+    mem: &mut GuestMemory,
+    fd: u32,
+    iovs: u32,
+    n: u32,
+    nwritten: u32,
+) -> Result<(), Errno> {
+    match stream_of(state, fd)? {
+        Some(io) => {
+            let iovs = mem.iovecs(iovs, n)?;
+            let bufs: Vec<&[u8]> = iovs.iter().map(|&(p, l)| mem.slice(p, l)).collect::<Result<_, _>>()?;
+            let total = write_stream(&io, &bufs)?;
+            mem.write_u32(nwritten, total as u32)
+        }
+        None => lock(state).fd_write(mem, fd, iovs, n, nwritten),
+    }
+}
+
+/// `VMRUN_VM_DEBUG=wasi-read-holds-lock`: the planted bug `tests/wasi_threads.rs` shows its
+/// blocked-input test catches (`fd_read` on a stream waits with the state locked, as it once did).
+fn planted_bug_read_holds_lock() -> bool {
+    static PLANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PLANTED.get_or_init(|| std::env::var_os("VMRUN_VM_DEBUG").is_some_and(|v| v == "wasi-read-holds-lock"))
+}
+
 impl WasiState {
     pub fn fd_write(&mut self, mem: &mut GuestMemory, fd: u32, iovs: u32, n: u32, nwritten: u32) -> Result<(), Errno> {
         let iovs = mem.iovecs(iovs, n)?;
         let bufs: Vec<&[u8]> = iovs.iter().map(|&(p, l)| mem.slice(p, l)).collect::<Result<_, _>>()?;
-        let total = match &mut self.fds.get_mut(fd)?.kind {
-            Kind::Stream(s) => match &mut s.io {
-                StreamIo::Output(w) => {
-                    for b in &bufs {
-                        w.write_all(b).map_err(|e| Errno::from_io(&e))?;
-                    }
-                    // Keep stdout and stderr in program order for a reader of both.
-                    w.flush().map_err(|e| Errno::from_io(&e))?;
-                    bufs.iter().map(|b| b.len()).sum()
-                }
-                StreamIo::Input(_) => return Err(Errno::Badf),
-            },
+        let total = match &self.fds.get(fd)?.kind {
+            Kind::Stream(s) => write_stream(&s.io, &bufs)?,
             _ => {
                 let f = data_file(self.fds.get(fd)?, rights::FD_WRITE)?;
                 let slices: Vec<IoSlice> = bufs.iter().map(|b| IoSlice::new(b)).collect();
@@ -146,22 +221,20 @@ impl WasiState {
         nread: u32,
     ) -> Result<(), Errno> {
         let iovs = mem.iovecs(iovs.0, iovs.1)?;
-        let entry = self.fds.get_mut(fd)?;
+        let entry = self.fds.get(fd)?;
+        let f = match &entry.kind {
+            Kind::Stream(_) if at.is_some() => return Err(Errno::Spipe),
+            Kind::Stream(s) => return read_stream(&s.io, mem, &iovs, nread),
+            Kind::Dir(_) => return Err(Errno::Isdir),
+            Kind::File(f) if entry.base & rights::FD_READ != 0 => f,
+            Kind::File(_) => return Err(Errno::Notcapable),
+        };
         let mut total = 0usize;
         for &(buf, len) in &iovs {
             let out = mem.slice_mut(buf, len)?;
-            let n = match &mut entry.kind {
-                Kind::Stream(s) => match (&mut s.io, at) {
-                    (StreamIo::Input(r), None) => r.read(out).map_err(|e| Errno::from_io(&e))?,
-                    (StreamIo::Input(_), Some(_)) => return Err(Errno::Spipe),
-                    (StreamIo::Output(_), _) => return Err(Errno::Badf),
-                },
-                Kind::Dir(_) => return Err(Errno::Isdir),
-                Kind::File(f) if entry.base & rights::FD_READ != 0 => match at {
-                    None => rustix::io::read(&*f, out)?,
-                    Some(at) => rustix::io::pread(&*f, out, at + total as u64)?,
-                },
-                Kind::File(_) => return Err(Errno::Notcapable),
+            let n = match at {
+                None => rustix::io::read(f, out)?,
+                Some(at) => rustix::io::pread(f, out, at + total as u64)?,
             };
             total += n;
             if n < len as usize {
@@ -245,6 +318,11 @@ impl WasiState {
     }
 
     pub fn fd_filestat_get(&mut self, mem: &mut GuestMemory, fd: u32, buf: u32) -> Result<(), Errno> {
+        mem.write_bytes(buf, &self.fd_filestat(fd)?.preview1())
+    }
+
+    /// What `fd_filestat_get` reports, in either snapshot's layout.
+    pub fn fd_filestat(&self, fd: u32) -> Result<Filestat, Errno> {
         let entry = self.fds.get(fd)?;
         entry.require(rights::FD_FILESTAT_GET)?;
         let host = match &entry.kind {
@@ -252,12 +330,8 @@ impl WasiState {
             _ => Some(entry.host_fd()?),
         };
         match host {
-            Some(h) => write_filestat(mem, buf, &rustix::fs::fstat(h)?),
-            None => {
-                let mut out = [0u8; 64];
-                out[16] = entry.filetype();
-                mem.write_bytes(buf, &out)
-            }
+            Some(h) => Ok(filestat_of(&rustix::fs::fstat(h)?)),
+            None => Ok(Filestat { filetype: entry.filetype(), ..Filestat::default() }),
         }
     }
 

@@ -7,9 +7,9 @@
 //! (nothing outside a pre-opened directory is opened, created, renamed or deleted) therefore
 //! rests on `sandbox.rs` alone; see its comment for the rules.
 
-use super::abi::{Errno, GuestMemory, fdflags, lookupflags, oflags, rights};
+use super::abi::{Errno, Filestat, GuestMemory, fdflags, lookupflags, oflags, rights};
 use super::fdtable::{Entry, Kind, filetype_of, rights_for};
-use super::files::{timestamps, write_filestat};
+use super::files::{filestat_of, timestamps};
 use super::sandbox::{self, Follow, Target};
 use super::syscalls::WasiState;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
@@ -142,9 +142,15 @@ impl WasiState {
         path: (u32, u32),
         buf: u32,
     ) -> Result<(), Errno> {
+        let st = self.path_filestat(mem, fd, lookup, path)?;
+        mem.write_bytes(buf, &st.preview1())
+    }
+
+    /// What `path_filestat_get` reports, in either snapshot's layout.
+    pub fn path_filestat(&self, mem: &GuestMemory, fd: u32, lookup: u32, path: (u32, u32)) -> Result<Filestat, Errno> {
         let (dir, path) = dir_path(self, mem, fd, path, rights::PATH_FILESTAT_GET)?;
         let t = resolve(dir, &path, lookup & lookupflags::SYMLINK_FOLLOW != 0)?;
-        write_filestat(mem, buf, &stat_target(&t)?)
+        Ok(filestat_of(&stat_target(&t)?))
     }
 
     #[allow(clippy::too_many_arguments)] // the preview1 signature

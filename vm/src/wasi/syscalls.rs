@@ -10,6 +10,7 @@ use super::abi::{Errno, GuestMemory, clockid};
 use super::fdtable::FdTable;
 use crate::Val;
 use rustix::time::ClockId;
+use std::sync::{Mutex, MutexGuard};
 
 /// Everything the WASI calls of one program share.
 pub(crate) struct WasiState {
@@ -17,6 +18,12 @@ pub(crate) struct WasiState {
     /// `NAME=VALUE` strings.
     pub env: Vec<String>,
     pub fds: FdTable,
+}
+
+/// The state, locked; a thread that panicked while holding the lock left no half-done table
+/// change behind (every call checks before it mutates), so a poisoned lock is still usable.
+pub(crate) fn lock(state: &Mutex<WasiState>) -> MutexGuard<'_, WasiState> {
+    state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The parameters of a host call, read by position. The interpreter has already checked them
@@ -178,7 +185,7 @@ pub(crate) mod testing {
     }
 
     fn stream(io: StreamIo) -> Entry {
-        Entry::new(Kind::Stream(Stream { io, host: None }), rights::STREAM, 0)
+        Entry::new(Kind::Stream(Stream::new(io, None)), rights::STREAM, 0)
     }
 
     pub fn state(stdin: &'static [u8], stdout: Captured) -> WasiState {
