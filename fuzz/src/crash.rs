@@ -127,9 +127,35 @@ const WAT_SEEDS: &[&str] = &[
 ];
 
 const WAT_TOKENS: &[&str] = &[
-    "(", ")", "(module", "(func", "$x", "i32.const", "0x", "-0", "nan:0x7fffff", "inf", "1_000", "\"\\u{}\"",
-    "\"", ";;", "(;", ";)", "i64.const 18446744073709551616", "offset=4294967296", "align=3", "local.get 4294967295",
-    "(param", "(result", "(ref null", "br 99", "@custom", "(@name", "end", "block", "unreachable",
+    "(",
+    ")",
+    "(module",
+    "(func",
+    "$x",
+    "i32.const",
+    "0x",
+    "-0",
+    "nan:0x7fffff",
+    "inf",
+    "1_000",
+    "\"\\u{}\"",
+    "\"",
+    ";;",
+    "(;",
+    ";)",
+    "i64.const 18446744073709551616",
+    "offset=4294967296",
+    "align=3",
+    "local.get 4294967295",
+    "(param",
+    "(result",
+    "(ref null",
+    "br 99",
+    "@custom",
+    "(@name",
+    "end",
+    "block",
+    "unreachable",
 ];
 
 fn wat_input(rng: &mut SplitMix64) -> String {
@@ -221,7 +247,22 @@ fn read_trace(bytes: &[u8], scratch: &Path) -> bool {
     trace.error.is_none()
 }
 
-pub fn run(target: Target, seed: u64, skip: u64, iterations: u64, out_dir: &Path, wd: &Arc<Watchdog>) -> anyhow::Result<Stats> {
+/// Test hook for the negative control: `VMRUN_FUZZ_PANIC=1` panics inside the guarded reader call of the
+/// first iteration, as a reader bug would. The run must report it and exit with code 1.
+fn planted_panic(first: bool) {
+    if first && std::env::var("VMRUN_FUZZ_PANIC").as_deref() == Ok("1") {
+        panic!("planted panic (VMRUN_FUZZ_PANIC=1)");
+    }
+}
+
+pub fn run(
+    target: Target,
+    seed: u64,
+    skip: u64,
+    iterations: u64,
+    out_dir: &Path,
+    wd: &Arc<Watchdog>,
+) -> anyhow::Result<Stats> {
     let tiers = [
         vm::Config { memory_reservation_bytes: 64 << 20, ..vm::Config::default() },
         vm::Config {
@@ -245,10 +286,13 @@ pub fn run(target: Target, seed: u64, skip: u64, iterations: u64, out_dir: &Path
             Target::Trace => trace_input(&mut rng, &trace_seed),
         };
         wd.arm(seed, i, &input);
-        let result = catch_unwind(AssertUnwindSafe(|| match target {
-            Target::Loader => load_binary(&input, &tiers),
-            Target::Wat => load_text(std::str::from_utf8(&input).unwrap_or_default()),
-            Target::Trace => read_trace(&input, &scratch),
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            planted_panic(i == skip);
+            match target {
+                Target::Loader => load_binary(&input, &tiers),
+                Target::Wat => load_text(std::str::from_utf8(&input).unwrap_or_default()),
+                Target::Trace => read_trace(&input, &scratch),
+            }
         }));
         wd.disarm();
         stats.inputs += 1;
@@ -261,7 +305,11 @@ pub fn run(target: Target, seed: u64, skip: u64, iterations: u64, out_dir: &Path
                 let file = out_dir.join(format!("crash-{label}-{seed}-{i}.bin"));
                 std::fs::create_dir_all(out_dir)?;
                 std::fs::write(&file, &input)?;
-                println!("PANIC seed {seed} iteration {i}: {}\n  input written to {}", panic_message(&*p), file.display());
+                println!(
+                    "PANIC seed {seed} iteration {i}: {}\n  input written to {}",
+                    panic_message(&*p),
+                    file.display()
+                );
             }
         }
     }

@@ -51,6 +51,10 @@ struct RunArgs {
     /// Print every iteration.
     #[arg(long)]
     verbose: bool,
+    /// `diff` only: run this module (`.wasm` or `.wat`) instead of generated ones (a regression check or
+    /// a minimized divergence); arguments are still drawn from the seed.
+    #[arg(long)]
+    module: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -64,6 +68,8 @@ enum Command {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// Print a (failing) module as text, to read or minimize it.
+    Print { file: PathBuf },
 }
 
 /// Turns an iteration that runs too long into a reported failure (see the module comment).
@@ -140,6 +146,13 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let start = Instant::now();
     let result = match &cli.command {
+        Command::Print { file } => std::fs::read(file)
+            .map_err(anyhow::Error::from)
+            .and_then(|b| Ok(wasmprinter::print_bytes(b)?))
+            .map(|text| {
+                println!("{text}");
+                0
+            }),
         Command::Diff(run) => {
             let wd = Watchdog::start(Duration::from_secs(run.timeout), run.out_dir.clone(), "diff");
             let opts = diff::DiffOptions {
@@ -148,6 +161,16 @@ fn main() -> std::process::ExitCode {
                 iterations: run.iterations,
                 out_dir: &run.out_dir,
                 verbose: run.verbose,
+                module: match &run.module {
+                    Some(path) => match wat::parse_file(path) {
+                        Ok(wasm) => Some(wasm),
+                        Err(e) => {
+                            eprintln!("vmrun-fuzz: {e}");
+                            return std::process::ExitCode::from(2);
+                        }
+                    },
+                    None => None,
+                },
             };
             diff::run(&opts, &wd).map(|s| {
                 println!(
