@@ -162,7 +162,12 @@ fn iteration(
         stats.exhausted += 1;
     }
     if let Some(d) = compare("interpreter", &interp, "wasmi", &reference) {
-        return Err(d);
+        // Triage: when both vmrun tiers agree, the reference engine is the first suspect.
+        let tiers = match compare("interpreter", &interp, "jit", &jit) {
+            None => "vmrun's tiers agree".to_string(),
+            Some(t) => format!("vmrun's tiers differ too: {t}"),
+        };
+        return Err(format!("{d} ({tiers})"));
     }
     if let Some(d) = compare("interpreter", &interp, "jit", &jit) {
         return Err(d);

@@ -146,13 +146,12 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let start = Instant::now();
     let result = match &cli.command {
-        Command::Print { file } => std::fs::read(file)
-            .map_err(anyhow::Error::from)
-            .and_then(|b| Ok(wasmprinter::print_bytes(b)?))
-            .map(|text| {
+        Command::Print { file } => {
+            std::fs::read(file).map_err(anyhow::Error::from).and_then(wasmprinter::print_bytes).map(|text| {
                 println!("{text}");
                 0
-            }),
+            })
+        }
         Command::Diff(run) => {
             let wd = Watchdog::start(Duration::from_secs(run.timeout), run.out_dir.clone(), "diff");
             let opts = diff::DiffOptions {
