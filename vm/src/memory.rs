@@ -372,8 +372,8 @@ impl LinearMemory {
     /// `&mut` view, compiled code or another thread), and the memory must outlive it. For a
     /// non-shared memory that means: the owning thread holds no other view and runs no Wasm. A
     /// concurrent `grow` is harmless (the slice keeps the old length).
-    /// (Tests check the mapping through it; the VM reads and writes through its own views.)
-    #[cfg(test)]
+    /// (Tests check the mapping through it, `Store::memory_bytes` copies from it; the VM reads and writes
+    /// through its own views.)
     pub unsafe fn as_slice(&self) -> &[u8] {
         // SAFETY: `[base, base + len)` is committed and mapped while `self` lives; exclusivity of
         // writes is the caller's promise.

@@ -272,6 +272,15 @@ impl Store {
         raw_to_val(&rt.types, &mut mutator.handles, e.value, e.desc.ty)
     }
 
+    /// A copy of a linear memory's committed bytes, for embedders that compare final states (the
+    /// differential fuzzer in `fuzz/`). Shared memories are copied too; other threads may be writing them.
+    pub fn memory_bytes(&self, mem: Memory) -> Vec<u8> {
+        let m = &self.s.memories[mem.0 as usize];
+        // SAFETY: `&self` means no call of this store is running, so nothing of this store writes the memory
+        // while the slice lives; the bytes are copied out before the borrow ends.
+        unsafe { m.as_slice() }.to_vec()
+    }
+
     /// A table of `ty.initial` null elements.
     pub fn new_table(&mut self, ty: wasmparser::TableType) -> Table {
         let RtValType::Ref { nullable, heap } = self.rt_val_type(ValType::Ref(ty.element_type)) else {
