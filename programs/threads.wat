@@ -112,5 +112,7 @@
     (drop (memory.atomic.notify (i32.const 16) (i32.const 1)))
     (loop $spin
       (br_if $spin (i32.eqz (i32.atomic.load (i32.const 12)))))
-    (i32.load (i32.const 65536)))
+    (i32.load (i32.const 65536))
+    ;; As in `run_threads`: let the grower return from `wasi_thread_start` before the program ends.
+    (drop (memory.atomic.wait32 (i32.const 20) (i32.const 0) (i64.const 20_000_000))))
 )
