@@ -102,11 +102,20 @@ pub(super) fn cold_op(ctx: &mut Cold<'_>, instr: Instr, frame: &mut [u64]) -> Re
             &mut Allocator { heap: *heap, cache: &mut **cache, state: &mut **alloc, module, func, pc: *pc }
         };
     }
-    // `--race`: an atomic's access (after it was made) and its synchronization.
+    // `--race`: an atomic's synchronization and access. A release is recorded before the operation makes its
+    // value visible and an acquire after it has read, so another thread that sees the value also sees the
+    // release (the other order lets an acquirer run first and miss the edge: a false report).
+    macro_rules! race_release {
+        ($m:expr, $at:expr) => {
+            if let Some(r) = race.as_mut() {
+                r.sync(memory_of!($m), $at, false, true);
+            }
+        };
+    }
     macro_rules! race_atomic_at {
         ($m:expr, $at:expr, $width:expr, $kind:expr, $acquire:expr, $release:expr) => {
             if let Some(r) = race.as_mut() {
-                r.sync(memory_of!($m), $at, $acquire, $release);
+                r.sync(memory_of!($m), $at, $acquire, false);
                 r.access(memory_of!($m), $at, $width as u32, $kind, site_of(module, func, *pc))?;
             }
         };
@@ -147,16 +156,19 @@ pub(super) fn cold_op(ctx: &mut Cold<'_>, instr: Instr, frame: &mut [u64]) -> Re
         }
         I::AtomicStore { mem: m, width, args, offset } => {
             let at = atomics::address(frame, args, offset);
+            race_release!(m, at);
             atomics::store(frame, memory_of!(m), width, args, offset)?;
             race_atomic_at!(m, at, width, AccessKind::AtomicWrite, false, true);
         }
         I::AtomicRmw { op, mem: m, width, dst, args, offset } => {
             let at = atomics::address(frame, args, offset);
+            race_release!(m, at);
             atomics::rmw(frame, memory_of!(m), op, width, dst, args, offset)?;
             race_atomic_at!(m, at, width, AccessKind::AtomicWrite, true, true);
         }
         I::AtomicCmpxchg { mem: m, width, dst, args, offset } => {
             let at = atomics::address(frame, args, offset);
+            race_release!(m, at);
             atomics::cmpxchg(frame, memory_of!(m), width, dst, args, offset)?;
             race_atomic_at!(m, at, width, AccessKind::AtomicWrite, true, true);
         }
