@@ -3,7 +3,7 @@
 //! # What it compiles from, and why
 //!
 //! Each function is compiled from its **wasm operators**, read again from the module's binary with
-//! wasmparser (`translate.rs`), not from the interpreter's bytecode. The bytecode's frames are untyped
+//! wasmparser (`translate/`), not from the interpreter's bytecode. The bytecode's frames are untyped
 //! 8-byte slots, shaped for a dispatch loop (operands fused, values copied into branch targets' slots);
 //! compiled from it, every slot would be a memory location or a variable of one width, and Cranelift would
 //! have to rediscover types and SSA form. From the operators, as wasmtime's translator does, every value
@@ -17,7 +17,7 @@
 //!   as the compiler, which the runtime holds), the ISA flags, and per-signature code cached by signature:
 //!   the *array entry* Rust calls compiled code through and the *interpreter stub* compiled code calls a
 //!   non-compiled function through (`trampolines.rs`).
-//! - `translate.rs`: one function's operators → Cranelift IR (control stack, value stack, locals,
+//! - `translate/`: one function's operators → Cranelift IR (control stack, value stack, locals,
 //!   memory accesses with explicit bounds checks, calls through the instance's entry table, traps as
 //!   status returns).
 //! - `abi.rs`: the calling convention both share (signatures, value types, slot loads and stores).
@@ -25,7 +25,7 @@
 //! The conventions (status returns, the entry table, the `VmCtx` fields) are `vm/src/tier.rs`'s.
 
 mod abi;
-mod numeric;
+
 mod trampolines;
 mod translate;
 

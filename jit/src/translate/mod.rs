@@ -22,16 +22,18 @@
 //! memory, memories other than 0, SIMD, GC, exceptions) returns [`Unsupported`] with the operator's name.
 
 use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::{
-    self, Block, BlockArg, InstBuilder, JumpTableData, MemFlagsData, StackSlotData, StackSlotKind, Type, Value, types,
-};
+use cranelift_codegen::ir::{self, Block, BlockArg, InstBuilder, JumpTableData, Type, Value, types};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use vm::tier::{FuncInput, Libcalls, TrapCode, Unsupported, VmCtx};
 use vm::types::RtValType;
-use wasmparser::{BinaryReader, BlockType, FunctionBody, MemArg, Operator, ValType};
+use wasmparser::{BinaryReader, BlockType, FunctionBody, Operator, ValType};
 
 use crate::InjectedBugs;
-use crate::abi::{self, Target, clif_type, load_slot, store_slot, trusted, wasm_signature};
+use crate::abi::{self, Target, clif_type, store_slot, trusted, wasm_signature};
+
+mod calls;
+mod memory;
+mod numeric;
 
 /// Translate the function `input` names into `func`.
 pub fn translate(
@@ -627,178 +629,6 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
 
     fn global_address(&mut self, g: u32) -> Value {
         self.b.ins().load(types::I64, trusted(), self.globals, (g * 8) as i32)
-    }
-
-    fn call(&mut self, func: u32, offset: u32, tail: bool) -> Result<(), Unsupported> {
-        let (params, results) = self.input.func_signature(func);
-        let sig = wasm_signature(params, results)?;
-        let args = self.pop_n(params.len());
-        let sig = self.b.import_signature(sig);
-        let entry = (func as i32) * 16;
-        let code = self.b.ins().load(types::I64, trusted(), self.entries, entry);
-        let ctx = self.b.ins().load(types::I64, trusted(), self.entries, entry + 8);
-        let mut call_args = vec![ctx, self.vmctx];
-        call_args.extend(args);
-        if tail {
-            self.b.ins().return_call_indirect(sig, code, &call_args);
-            self.reachable = false;
-            return Ok(());
-        }
-        let call = self.b.ins().call_indirect(sig, code, &call_args);
-        let rets = self.b.inst_results(call).to_vec();
-        self.check_status(rets[0], offset);
-        self.stack.extend_from_slice(&rets[1..]);
-        Ok(())
-    }
-
-    fn call_indirect(&mut self, type_index: u32, table: u32, offset: u32) -> Result<(), Unsupported> {
-        let (params, results) =
-            self.input.type_signature(type_index).ok_or_else(|| Unsupported::new("call_indirect type"))?;
-        let result_types: Vec<Type> = results.iter().map(|&t| clif_type(t)).collect::<Result<_, _>>()?;
-        for &p in params {
-            clif_type(p)?;
-        }
-        let index = self.pop();
-        let args = self.pop_n(params.len());
-        let slots = params.len().max(results.len()).max(1);
-        let slot = StackSlotData::new(StackSlotKind::ExplicitSlot, (slots * 8) as u32, 3);
-        let buffer = self.b.create_sized_stack_slot(slot);
-        let buf = self.b.ins().stack_addr(types::I64, buffer, 0);
-        for (i, &v) in args.iter().enumerate() {
-            store_slot(&mut self.b, v, buf, i);
-        }
-        let t = self.b.ins().iconst(types::I32, table as i64);
-        let ty = self.b.ins().iconst(types::I32, self.input.canonical_type(type_index) as i64);
-        let sig = [types::I64, types::I32, types::I32, types::I32, types::I64];
-        let call_args = [self.vmctx, t, ty, index, buf];
-        let call_conv = self.target.call_conv;
-        let status =
-            abi::call_libcall(&mut self.b, call_conv, self.libcalls.call_indirect, &sig, &[types::I32], &call_args)[0];
-        self.check_status(status, offset);
-        for (i, &ty) in result_types.iter().enumerate() {
-            let v = load_slot(&mut self.b, ty, buf, i);
-            self.push(v);
-        }
-        Ok(())
-    }
-
-    /// `memory.fill` / `memory.copy` of memory 0: a library call on the three i32 operands.
-    fn bulk_memory(&mut self, mem: u32, libcall: usize, offset: u32) -> Result<(), Unsupported> {
-        self.memory_zero(mem)?;
-        let ops = self.pop_n(3);
-        let sig = [types::I64, types::I32, types::I32, types::I32];
-        let args = [self.vmctx, ops[0], ops[1], ops[2]];
-        let oob = abi::call_libcall(&mut self.b, self.target.call_conv, libcall, &sig, &[types::I32], &args)[0];
-        self.trap_if(oob, TrapCode::MemoryOutOfBounds, offset);
-        Ok(())
-    }
-
-    fn memory_zero(&self, mem: u32) -> Result<(), Unsupported> {
-        if mem != 0 { Err(Unsupported::new("memories other than 0")) } else { Ok(()) }
-    }
-
-    fn memory_len(&mut self) -> Value {
-        self.b.ins().load(types::I64, trusted(), self.mem_len_addr, 0)
-    }
-
-    /// The native address of `addr + memarg.offset` after checking that `size` bytes there are inside
-    /// memory 0; traps otherwise.
-    fn checked_address(&mut self, addr: Value, memarg: &MemArg, size: u64, offset: u32) -> Result<Value, Unsupported> {
-        match memarg.target {
-            wasmparser::MemArgTarget::Memory(m) => self.memory_zero(m)?,
-            wasmparser::MemArgTarget::Array(_) => return Err(Unsupported::new("array memory access")),
-        }
-        let a = self.b.ins().uextend(types::I64, addr);
-        let end_off = self.b.ins().iconst(types::I64, (memarg.offset + size) as i64);
-        let end = self.b.ins().iadd(a, end_off);
-        let len = self.memory_len();
-        let oob = self.b.ins().icmp(IntCC::UnsignedGreaterThan, end, len);
-        if !self.bugs.no_bounds_check {
-            self.trap_if(oob, TrapCode::MemoryOutOfBounds, offset);
-        }
-        let base = self.b.ins().iadd(self.mem_base, a);
-        Ok(if memarg.offset == 0 {
-            base
-        } else {
-            let off = self.b.ins().iconst(types::I64, memarg.offset as i64);
-            self.b.ins().iadd(base, off)
-        })
-    }
-
-    /// Loads and stores of memory 0; false if `op` is not one.
-    fn memory_op(&mut self, op: &Operator<'_>, offset: u32) -> Result<bool, Unsupported> {
-        use Operator as O;
-        use types::{F32, F64, I32, I64};
-        #[derive(Clone, Copy)]
-        enum Ext {
-            None,
-            S8,
-            U8,
-            S16,
-            U16,
-            S32,
-            U32,
-        }
-        let heap = MemFlagsData::new().with_notrap();
-        let (memarg, load) = match op {
-            O::I32Load { memarg } => (memarg, Some((I32, Ext::None, 4))),
-            O::I64Load { memarg } => (memarg, Some((I64, Ext::None, 8))),
-            O::F32Load { memarg } => (memarg, Some((F32, Ext::None, 4))),
-            O::F64Load { memarg } => (memarg, Some((F64, Ext::None, 8))),
-            O::I32Load8S { memarg } => (memarg, Some((I32, Ext::S8, 1))),
-            O::I32Load8U { memarg } => (memarg, Some((I32, Ext::U8, 1))),
-            O::I32Load16S { memarg } => (memarg, Some((I32, Ext::S16, 2))),
-            O::I32Load16U { memarg } => (memarg, Some((I32, Ext::U16, 2))),
-            O::I64Load8S { memarg } => (memarg, Some((I64, Ext::S8, 1))),
-            O::I64Load8U { memarg } => (memarg, Some((I64, Ext::U8, 1))),
-            O::I64Load16S { memarg } => (memarg, Some((I64, Ext::S16, 2))),
-            O::I64Load16U { memarg } => (memarg, Some((I64, Ext::U16, 2))),
-            O::I64Load32S { memarg } => (memarg, Some((I64, Ext::S32, 4))),
-            O::I64Load32U { memarg } => (memarg, Some((I64, Ext::U32, 4))),
-            O::I32Store { memarg }
-            | O::I64Store { memarg }
-            | O::F32Store { memarg }
-            | O::F64Store { memarg }
-            | O::I32Store8 { memarg }
-            | O::I32Store16 { memarg }
-            | O::I64Store8 { memarg }
-            | O::I64Store16 { memarg }
-            | O::I64Store32 { memarg } => (memarg, None),
-            _ => return Ok(false),
-        };
-        if let Some((ty, ext, size)) = load {
-            let addr = self.pop();
-            let p = self.checked_address(addr, memarg, size, offset)?;
-            let ins = self.b.ins();
-            let v = match ext {
-                Ext::None => ins.load(ty, heap, p, 0),
-                Ext::S8 => ins.sload8(ty, heap, p, 0),
-                Ext::U8 => ins.uload8(ty, heap, p, 0),
-                Ext::S16 => ins.sload16(ty, heap, p, 0),
-                Ext::U16 => ins.uload16(ty, heap, p, 0),
-                Ext::S32 => ins.sload32(heap, p, 0),
-                Ext::U32 => ins.uload32(heap, p, 0),
-            };
-            self.push(v);
-            return Ok(true);
-        }
-        let value = self.pop();
-        let addr = self.pop();
-        let size = match op {
-            O::I32Store8 { .. } | O::I64Store8 { .. } => 1,
-            O::I32Store16 { .. } | O::I64Store16 { .. } => 2,
-            O::I64Store32 { .. } => 4,
-            _ => self.b.func.dfg.value_type(value).bytes() as u64,
-        };
-        let p = self.checked_address(addr, memarg, size, offset)?;
-        let ins = self.b.ins();
-        match size {
-            1 if !matches!(op, O::I32Store { .. } | O::F32Store { .. }) => ins.istore8(heap, value, p, 0),
-            2 => ins.istore16(heap, value, p, 0),
-            4 if matches!(op, O::I64Store32 { .. }) => ins.istore32(heap, value, p, 0),
-            _ => ins.store(heap, value, p, 0),
-        };
-        Ok(true)
     }
 }
 

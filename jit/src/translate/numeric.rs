@@ -10,7 +10,7 @@ use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Type, Value, types};
 use vm::tier::{TrapCode, Unsupported};
 use wasmparser::Operator;
 
-use crate::translate::FuncTranslator;
+use super::FuncTranslator;
 
 use types::{F32, F64, I32, I64};
 
