@@ -423,7 +423,7 @@ fn run(cli: Cli) -> Result<Outcome, Failure> {
         Some(Command::Wast { files, verbose, strict_messages, jit }) => {
             let opts =
                 wast::WastOptions { strict_messages: *strict_messages, jit: jit.jit_config()?, ..Default::default() };
-            return run_wast(files, *verbose, &opts);
+            return run_wast(files, *verbose, jit.jit_stats, &opts);
         }
         Some(Command::Trace { action }) => return action.run().map(|()| Outcome::Success).map_err(Failure::Error),
         None => {}
@@ -612,7 +612,7 @@ fn list_exports(store: &Store, instance: InstanceId) -> String {
 
 /// Runs every script; fails (exit 1) if a directive failed or a script checked nothing (every directive
 /// skipped, or none at all), which is reported as `error: FILE: ...`.
-fn run_wast(files: &[PathBuf], verbose: bool, opts: &wast::WastOptions) -> Result<Outcome, Failure> {
+fn run_wast(files: &[PathBuf], verbose: bool, jit_stats: bool, opts: &wast::WastOptions) -> Result<Outcome, Failure> {
     let mut total = wast::WastReport::default();
     let mut empty = false;
     for f in files {
@@ -634,8 +634,18 @@ fn run_wast(files: &[PathBuf], verbose: bool, opts: &wast::WastOptions) -> Resul
         for (why, n) in report.skip_reasons {
             *total.skip_reasons.entry(why).or_default() += n;
         }
+        total.jit_compiled += report.jit_compiled;
+        total
+            .jit_interpreted
+            .extend(report.jit_interpreted.into_iter().map(|(func, why)| (format!("{}: {func}", f.display()), why)));
     }
     println!("{total}");
+    if jit_stats {
+        eprintln!("jit: {} functions compiled, {} left interpreted", total.jit_compiled, total.jit_interpreted.len());
+        for (func, why) in &total.jit_interpreted {
+            eprintln!("jit: interpreted {func}: {why}");
+        }
+    }
     Ok(if total.failures.is_empty() && !empty { Outcome::Success } else { Outcome::Exit(1) })
 }
 

@@ -73,6 +73,10 @@ pub struct WastReport {
     pub skips: Vec<String>,
     /// Why directives were skipped, with counts.
     pub skip_reasons: BTreeMap<String, usize>,
+    /// Functions the compiled tier compiled, and those it left interpreted with the construct that kept
+    /// each (`vmrun wast --jit-stats`).
+    pub jit_compiled: u64,
+    pub jit_interpreted: Vec<(String, String)>,
 }
 
 impl fmt::Display for WastReport {
@@ -126,6 +130,9 @@ pub fn run_wast_text(name: &str, text: &str, opts: &WastOptions) -> Result<WastR
             }
         }
     }
+    let stats = runner.store.runtime().jit_stats();
+    report.jit_compiled = stats.compiled.load(std::sync::atomic::Ordering::Relaxed);
+    report.jit_interpreted = stats.unsupported();
     Ok(report)
 }
 

@@ -14,17 +14,30 @@ pub struct Target {
     pub frontend: cranelift_codegen::isa::TargetFrontendConfig,
 }
 
-/// Cranelift's type for a wasm value type, if compiled code handles it (numbers only for now: a
-/// reference would need a stack map in every frame that holds it).
+/// Cranelift's type for a wasm value type, if compiled code handles it. A reference is its 64-bit
+/// encoding (`gc::value`); the translator declares every reference value as needing a stack map.
 pub fn clif_type(t: RtValType) -> Result<Type, Unsupported> {
     Ok(match t {
         RtValType::I32 => types::I32,
-        RtValType::I64 => types::I64,
+        RtValType::I64 | RtValType::Ref { .. } => types::I64,
         RtValType::F32 => types::F32,
         RtValType::F64 => types::F64,
         RtValType::V128 => return Err(Unsupported::new("v128 values")),
-        RtValType::Ref { .. } => return Err(Unsupported::new("reference-typed values")),
     })
+}
+
+/// Whether values of `t` are references (may hold a heap object the collector must see).
+pub fn is_ref(t: RtValType) -> bool {
+    matches!(t, RtValType::Ref { .. })
+}
+
+/// The exit trampoline's signature (platform C convention): `(target, vmctx, a0, a1, a2, a3) -> i64`.
+/// Every library call goes through it with its arguments widened to 64 bits (unused ones zero); see
+/// `trampolines::exit_trampoline`.
+pub const EXIT_ARGS: usize = 4;
+
+pub fn exit_signature(call_conv: CallConv) -> Signature {
+    native_signature(call_conv, &[types::I64; 2 + EXIT_ARGS], &[types::I64])
 }
 
 /// The compiled convention: `(callee_ctx, vmctx, params...) -> (status, results...)`, Cranelift's

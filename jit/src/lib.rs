@@ -38,7 +38,7 @@ use cranelift_codegen::{Context, ir};
 use cranelift_frontend::FunctionBuilderContext;
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::Module;
-use vm::tier::{CodePtr, CompiledFunc, Compiler, FuncInput, Libcalls, Unsupported};
+use vm::tier::{CodePtr, CompiledFunc, Compiler, FuncInput, Libcalls, StackMap, Unsupported};
 use vm::types::RtValType;
 
 /// Bugs planted for the negative controls of the tests (`VMRUN_JIT_DEBUG`), read once per compiler:
@@ -51,6 +51,9 @@ pub(crate) struct InjectedBugs {
     pub no_bounds_check: bool,
     /// `no-stack-check`: prologues skip the stack-limit check (deep recursion reaches the guard page).
     pub no_stack_check: bool,
+    /// `no-call-result-maps`: references returned by calls are not declared for stack maps, so a
+    /// collection during a later call frees what only such a value holds.
+    pub no_call_result_maps: bool,
 }
 
 impl InjectedBugs {
@@ -61,6 +64,7 @@ impl InjectedBugs {
             i32_add_is_sub: has("i32-add-is-sub"),
             no_bounds_check: has("no-bounds-check"),
             no_stack_check: has("no-stack-check"),
+            no_call_result_maps: has("no-call-result-maps"),
         }
     }
 }
@@ -81,6 +85,8 @@ struct Inner {
     fctx: FunctionBuilderContext,
     array_entries: HashMap<SigKey, CodePtr>,
     stubs: HashMap<SigKey, CodePtr>,
+    /// The exit trampoline, compiled with the first function.
+    exit: Option<CodePtr>,
 }
 
 // SAFETY: `JITModule` holds raw pointers to the code memory it owns and is not `Send` for that reason
@@ -110,6 +116,7 @@ impl CraneliftCompiler {
                 fctx: FunctionBuilderContext::new(),
                 array_entries: HashMap::new(),
                 stubs: HashMap::new(),
+                exit: None,
             }),
             libcalls: vm::libcalls(),
             bugs: InjectedBugs::from_env(),
@@ -122,18 +129,32 @@ impl Inner {
         abi::Target { call_conv: self.module.isa().default_call_conv(), frontend: self.module.target_config() }
     }
 
-    /// Define `ctx.func` as a new function and return its address and code size.
-    fn define(&mut self) -> Result<(CodePtr, usize), Unsupported> {
+    /// Define `ctx.func` as a new function and return its address, code size and stack maps.
+    fn define(&mut self) -> Result<(CodePtr, usize, Box<[StackMap]>), Unsupported> {
         let sig = self.ctx.func.signature.clone();
         let id =
             self.module.declare_anonymous_function(&sig).map_err(|e| Unsupported::new(format!("cranelift: {e}")))?;
         self.ctx.func.name = UserFuncName::user(0, id.as_u32());
         let r = self.module.define_function(id, &mut self.ctx);
-        let size = self.ctx.compiled_code().map_or(0, |c| c.code_buffer().len());
+        let (size, maps) = match self.ctx.compiled_code() {
+            Some(c) => (c.code_buffer().len(), stack_maps(c.buffer.user_stack_maps())),
+            None => (0, Box::default()),
+        };
         self.module.clear_context(&mut self.ctx);
         r.map_err(|e| Unsupported::new(format!("cranelift: {e:?}")))?;
         self.module.finalize_definitions().map_err(|e| Unsupported::new(format!("cranelift: {e}")))?;
-        Ok((CodePtr(self.module.get_finalized_function(id) as usize), size))
+        Ok((CodePtr(self.module.get_finalized_function(id) as usize), size, maps))
+    }
+
+    fn exit_trampoline(&mut self) -> Result<CodePtr, Unsupported> {
+        if let Some(c) = self.exit {
+            return Ok(c);
+        }
+        let target = self.target();
+        trampolines::exit_trampoline(&mut self.ctx.func, &mut self.fctx, &target)?;
+        let (code, _, _) = self.define()?;
+        self.exit = Some(code);
+        Ok(code)
     }
 
     fn array_entry(&mut self, params: &[RtValType], results: &[RtValType]) -> Result<CodePtr, Unsupported> {
@@ -143,7 +164,7 @@ impl Inner {
         }
         let target = self.target();
         trampolines::array_entry(&mut self.ctx.func, &mut self.fctx, &target, params, results)?;
-        let (code, _) = self.define()?;
+        let (code, _, _) = self.define()?;
         self.array_entries.insert(key, code);
         Ok(code)
     }
@@ -154,19 +175,20 @@ impl Compiler for CraneliftCompiler {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let (params, results) = input.func_signature(input.func_index);
         let array_entry = inner.array_entry(params, results)?;
+        let exit = inner.exit_trampoline()?;
         let inner = &mut *inner;
         inner.ctx.func = ir::Function::new();
         let target = inner.target();
-        let translated =
-            translate::translate(input, &mut inner.ctx.func, &mut inner.fctx, &self.libcalls, &target, self.bugs);
+        let vm = translate::VmCalls { libcalls: &self.libcalls, exit: exit.0 };
+        let translated = translate::translate(input, &mut inner.ctx.func, &mut inner.fctx, &vm, &target, self.bugs);
         if let Err(e) = translated {
             // The builder stopped half-way: start the next function from clean contexts.
             inner.ctx.clear();
             inner.fctx = FunctionBuilderContext::new();
             return Err(e);
         }
-        let (code, code_bytes) = inner.define()?;
-        Ok(CompiledFunc { code, array_entry, code_bytes })
+        let (code, code_bytes, stack_maps) = inner.define()?;
+        Ok(CompiledFunc { code, array_entry, code_bytes, stack_maps })
     }
 
     fn interpreter_stub(&self, params: &[RtValType], results: &[RtValType]) -> Result<CodePtr, Unsupported> {
@@ -178,8 +200,28 @@ impl Compiler for CraneliftCompiler {
         let inner = &mut *inner;
         let target = inner.target();
         trampolines::interpreter_stub(&mut inner.ctx.func, &mut inner.fctx, &self.libcalls, &target, params, results)?;
-        let (code, _) = inner.define()?;
+        let (code, _, _) = inner.define()?;
         inner.stubs.insert(key, code);
         Ok(code)
     }
+}
+
+/// The VM's stack maps from Cranelift's: `(return-address offset, frame span, map)`, sorted by offset.
+fn stack_maps(maps: &[(u32, u32, ir::UserStackMap)]) -> Box<[StackMap]> {
+    let mut out: Vec<StackMap> = maps
+        .iter()
+        .map(|(ret_offset, span, map)| StackMap {
+            ret_offset: *ret_offset,
+            span: *span,
+            slots: map
+                .entries()
+                .map(|(ty, offset)| {
+                    debug_assert_eq!(ty, ir::types::I64, "references are 64-bit");
+                    offset
+                })
+                .collect(),
+        })
+        .collect();
+    out.sort_by_key(|m| m.ret_offset);
+    out.into()
 }

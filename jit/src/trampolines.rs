@@ -6,10 +6,14 @@
 //! - The **interpreter stub** (compiled convention): what an entry-table slot holds for a function that
 //!   is not compiled (or is a host function). Spills its parameters into a stack buffer of slots and calls
 //!   the VM's `call` library function with its `callee_ctx`, the store function index.
+//! - The **exit trampoline** (one, C convention): how compiled functions call the VM's library
+//!   functions. It records its caller's frame pointer and the call's return address in the mutator's
+//!   `JitExit` (`VmCtx::jit_exit`) before calling the target, so a collection inside the call can walk
+//!   the compiled frames from there (`vm/src/interp/jit_gc.rs`). The stubs record the same themselves.
 
 use cranelift_codegen::ir::{self, InstBuilder, StackSlotData, StackSlotKind, types};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
-use vm::tier::{Libcalls, Unsupported};
+use vm::tier::{JitExit, Libcalls, Unsupported, VmCtx};
 use vm::types::RtValType;
 
 use crate::abi::{self, Target, clif_type, load_slot, store_slot, wasm_signature};
@@ -70,6 +74,7 @@ pub fn interpreter_stub(
     for (i, &v) in values[2..].iter().enumerate() {
         store_slot(&mut b, v, args, i);
     }
+    record_exit(&mut b, vmctx);
     let i64s = [types::I64; 3];
     let status =
         abi::call_libcall(&mut b, target.call_conv, libcalls.call, &i64s, &[types::I32], &[vmctx, ctx, args])[0];
@@ -79,6 +84,44 @@ pub fn interpreter_stub(
     }
     // On a trap the loaded results are whatever the buffer held; the caller ignores them.
     b.ins().return_(&rets);
+    b.seal_all_blocks();
+    b.finalize(target.frontend);
+    Ok(())
+}
+
+/// Record the calling compiled frame (this function's caller) in the mutator's exit record: its frame
+/// pointer (the one this frame saved) and the return address into it.
+fn record_exit(b: &mut FunctionBuilder, vmctx: ir::Value) {
+    let fp = b.ins().get_frame_pointer(types::I64);
+    let caller_fp = b.ins().load(types::I64, abi::trusted(), fp, 0);
+    let ra = b.ins().get_return_address(types::I64);
+    let cell = b.ins().load(types::I64, abi::trusted(), vmctx, VmCtx::JIT_EXIT);
+    b.ins().store(abi::trusted(), caller_fp, cell, JitExit::FP);
+    b.ins().store(abi::trusted(), ra, cell, JitExit::PC);
+}
+
+/// The exit trampoline (see the module comment): `(target, vmctx, a0..a3) -> i64` calls
+/// `target(vmctx, a0..a3)` after recording the exit. Library functions take at most four arguments after
+/// `vmctx`, all integers, so one signature serves them all (extra arguments are ignored by the C
+/// convention).
+pub fn exit_trampoline(
+    func: &mut ir::Function,
+    fctx: &mut FunctionBuilderContext,
+    target: &Target,
+) -> Result<(), Unsupported> {
+    *func = ir::Function::with_name_signature(ir::UserFuncName::default(), abi::exit_signature(target.call_conv));
+    let mut b = FunctionBuilder::new(func, fctx);
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    let params = b.block_params(entry).to_vec();
+    let (callee, vmctx) = (params[0], params[1]);
+    record_exit(&mut b, vmctx);
+    let sig =
+        b.import_signature(abi::native_signature(target.call_conv, &[types::I64; 1 + abi::EXIT_ARGS], &[types::I64]));
+    let call = b.ins().call_indirect(sig, callee, &params[1..]);
+    let r = b.inst_results(call)[0];
+    b.ins().return_(&[r]);
     b.seal_all_blocks();
     b.finalize(target.frontend);
     Ok(())

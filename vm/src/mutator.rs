@@ -49,11 +49,24 @@ pub(crate) struct ExecState {
     /// The running function, set whenever the dispatch loop leaves for something that may collect
     /// (allocation, host call, safepoint), for root scanning and backtraces.
     pub top: Option<Position>,
+    /// Where compiled code last called out to the VM (written by compiled code through
+    /// `VmCtx::jit_exit`): the innermost run of compiled frames, walked for roots.
+    pub jit_exit: crate::tier::JitExit,
+    /// The exits of the outer runs of compiled frames, suspended under a nested entry (compiled code
+    /// called the VM, which entered compiled code again), innermost last.
+    pub jit_segments: Vec<crate::tier::JitExit>,
 }
 
 impl ExecState {
     pub fn new(slots: usize) -> std::io::Result<ExecState> {
-        Ok(ExecState { stack: ValueStack::new(slots)?, frames: Vec::new(), sp: 0, top: None })
+        Ok(ExecState {
+            stack: ValueStack::new(slots)?,
+            frames: Vec::new(),
+            sp: 0,
+            top: None,
+            jit_exit: Default::default(),
+            jit_segments: Vec::new(),
+        })
     }
 }
 

@@ -111,6 +111,8 @@ pub struct Runtime {
     pub(crate) active_trace: Mutex<Option<Arc<vmtrace::Tracer>>>,
     /// What the compiled tier did (`--jit-stats`).
     pub(crate) jit_stats: JitStats,
+    /// Compiled functions by address, for walking compiled frames.
+    pub(crate) jit_code: crate::tier::CodeMap,
     /// The race detector, with `Config::race`.
     pub(crate) race: Option<Arc<crate::race::RaceRuntime>>,
 }
@@ -151,6 +153,7 @@ impl Runtime {
             modules: RwLock::new(Vec::new()),
             active_trace: Mutex::new(None),
             jit_stats: JitStats::default(),
+            jit_code: Default::default(),
             race,
         })
     }

@@ -37,6 +37,7 @@ struct StoreRoots<'a> {
     types: &'a TypeRegistry,
     host_roots: &'a [u64],
     handles: &'a crate::handles::HandleTable,
+    jit_code: &'a crate::tier::CodeMap,
 }
 
 impl gc::RootSet for StoreRoots<'_> {
@@ -60,6 +61,7 @@ impl gc::RootSet for StoreRoots<'_> {
         if let Some(top) = exec.top {
             frame(top.inst, top.func, top.pc, top.fp);
         }
+        crate::interp::visit_compiled_frames(&exec.jit_exit, &exec.jit_segments, self.jit_code, visit);
         for g in self.globals {
             if matches!(g.desc.ty, crate::types::RtValType::Ref { .. }) {
                 visit(g.value);
@@ -98,6 +100,7 @@ macro_rules! split_roots {
             types: &$rt.types,
             host_roots: &$mutator.host_roots,
             handles: &$mutator.handles,
+            jit_code: &$rt.jit_code,
         };
     };
 }
@@ -124,7 +127,8 @@ pub(crate) fn park(state: &mut StoreState) {
 pub(crate) fn collect(state: &mut StoreState) {
     let StoreState { rt, mutator, instances, globals, tables, .. } = state;
     let Mutator { exec, cache, alloc, host_roots, handles, link, .. } = mutator;
-    let mut roots = StoreRoots { exec, instances, globals, tables, types: &rt.types, host_roots, handles };
+    let mut roots =
+        StoreRoots { exec, instances, globals, tables, types: &rt.types, host_roots, handles, jit_code: &rt.jit_code };
     let Some(world) = rt.heap.stop_the_world(link, &mut roots) else { return };
     rt.heap.collect(&world, cache, &mut roots);
     // The world is stopped, so the tracer may snapshot the heap for a new generation.

@@ -52,7 +52,7 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::module::ModuleData;
-use crate::types::{RtValType, TypeKind, TypeRegistry};
+use crate::types::{FieldLayout, RtHeapType, RtValType, StorageKind, TypeKind, TypeRegistry};
 
 /// Which tiers run code (`--jit`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -82,13 +82,48 @@ impl Unsupported {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CodePtr(pub usize);
 
-/// A compiled function: its code (the calling convention of the module comment) and the array entry for
-/// its signature.
+/// A compiled function: its code (the calling convention of the module comment), the array entry for
+/// its signature, and its stack maps.
 #[derive(Clone, Debug)]
 pub struct CompiledFunc {
     pub code: CodePtr,
     pub array_entry: CodePtr,
     pub code_bytes: usize,
+    /// One per call site with references live across it, sorted by `ret_offset`.
+    pub stack_maps: Box<[StackMap]>,
+}
+
+/// Where a compiled frame keeps its live references while one of its calls is in progress (Cranelift's
+/// user stack map of that call): at the call's return address `code + ret_offset`, the frame's stack
+/// pointer is `fp - span`, and each of `slots` is the byte offset from it of an 8-byte reference.
+#[derive(Clone, Debug)]
+pub struct StackMap {
+    pub ret_offset: u32,
+    pub span: u32,
+    pub slots: Box<[u32]>,
+}
+
+impl CompiledFunc {
+    /// The stack map of the call returning to `ret_offset`; `None` if nothing is live across it.
+    pub fn stack_map_at(&self, ret_offset: u32) -> Option<&StackMap> {
+        self.stack_maps.binary_search_by_key(&ret_offset, |m| m.ret_offset).ok().map(|i| &self.stack_maps[i])
+    }
+}
+
+/// Where compiled code last left for the VM: the frame pointer of the compiled frame that made the call
+/// and the call's return address. Written by compiled code itself on every exit (the exit trampoline and
+/// the interpreter stubs, through [`VmCtx::jit_exit`]), so the collector can walk the compiled frames of a
+/// thread that is in the VM from the innermost one out. Zero when no compiled frame is suspended.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct JitExit {
+    pub fp: usize,
+    pub pc: usize,
+}
+
+impl JitExit {
+    pub const FP: i32 = std::mem::offset_of!(JitExit, fp) as i32;
+    pub const PC: i32 = std::mem::offset_of!(JitExit, pc) as i32;
 }
 
 /// The compiler the runtime calls. Implemented by the `jit` crate.
@@ -124,6 +159,10 @@ impl<'a> FuncInput<'a> {
         self.module.num_imported_funcs
     }
 
+    pub fn num_defined_funcs(&self) -> u32 {
+        self.module.code.len() as u32
+    }
+
     /// Parameter and result types of function `func` (index space).
     pub fn func_signature(&self, func: u32) -> (&'a [RtValType], &'a [RtValType]) {
         self.signature_of(self.module.func_types[func as usize]).expect("functions have function types")
@@ -137,6 +176,48 @@ impl<'a> FuncInput<'a> {
     /// Canonical id of the module's type `type_index` (what `call_indirect` checks against).
     pub fn canonical_type(&self, type_index: u32) -> u32 {
         self.module.type_ids[type_index as usize]
+    }
+
+    /// A value type of the function's body (module-relative type indices) with canonical ids.
+    pub fn val_type(&self, t: wasmparser::ValType) -> RtValType {
+        match t {
+            wasmparser::ValType::I32 => RtValType::I32,
+            wasmparser::ValType::I64 => RtValType::I64,
+            wasmparser::ValType::F32 => RtValType::F32,
+            wasmparser::ValType::F64 => RtValType::F64,
+            wasmparser::ValType::V128 => RtValType::V128,
+            wasmparser::ValType::Ref(r) => {
+                RtValType::Ref { nullable: r.is_nullable(), heap: self.heap_type(r.heap_type()) }
+            }
+        }
+    }
+
+    /// A heap type of the function's body with canonical ids.
+    pub fn heap_type(&self, h: wasmparser::HeapType) -> RtHeapType {
+        match h {
+            wasmparser::HeapType::Concrete(i) | wasmparser::HeapType::Exact(i) => match i.as_module_index() {
+                Some(i) => RtHeapType::Concrete(self.canonical_type(i)),
+                // Bodies read from the binary only hold module indices.
+                None => RtHeapType::Any,
+            },
+            abstract_type => crate::types::canonical_heap_type_abstract(abstract_type).unwrap_or(RtHeapType::Any),
+        }
+    }
+
+    /// Field layouts of the module's struct type `type_index`.
+    pub fn struct_fields(&self, type_index: u32) -> &'a [FieldLayout] {
+        match &self.registry.get(self.canonical_type(type_index)).kind {
+            TypeKind::Struct { fields } => fields,
+            _ => &[],
+        }
+    }
+
+    /// Element storage of the module's array type `type_index`, and whether elements are floats.
+    pub fn array_elem(&self, type_index: u32) -> (StorageKind, bool) {
+        match &self.registry.get(self.canonical_type(type_index)).kind {
+            TypeKind::Array { elem, float, .. } => (*elem, *float),
+            _ => (StorageKind::B64, false),
+        }
     }
 
     fn signature_of(&self, id: u32) -> Option<(&'a [RtValType], &'a [RtValType])> {
@@ -205,9 +286,15 @@ pub struct VmCtx {
     pub stop_flag: usize,
     /// The instance's index in its store.
     pub instance: u32,
-    pub _pad: u32,
+    /// Store index of the instance's first defined function (the others follow consecutively).
+    pub defined_base: u32,
     /// A zero length for instances without a memory.
     pub zero: usize,
+    /// Address of the running mutator's [`JitExit`] record (set with `store` on every entry).
+    pub jit_exit: usize,
+    /// Address of the instance's function index space as store function indices (`u32`s), for
+    /// `ref.func`.
+    pub funcs: usize,
 }
 
 macro_rules! offset {
@@ -224,6 +311,9 @@ impl VmCtx {
     pub const GLOBALS: i32 = offset!(globals);
     pub const ENTRIES: i32 = offset!(entries);
     pub const STOP_FLAG: i32 = offset!(stop_flag);
+    pub const JIT_EXIT: i32 = offset!(jit_exit);
+    pub const FUNCS: i32 = offset!(funcs);
+    pub const DEFINED_BASE: i32 = offset!(defined_base);
 }
 
 /// Addresses of the `extern "C"` functions compiled code calls (`interp/jit.rs` implements them). All
@@ -248,6 +338,97 @@ pub struct Libcalls {
     /// `fn(vmctx, dst: u32, src: u32, len: u32) -> u32`: `memory.copy` within memory 0; 1 when out of
     /// bounds.
     pub memory_copy: usize,
+    /// `fn(vmctx, type_id: u32, site: u64) -> u64`: a new struct of canonical type `type_id`, zeroed (every
+    /// field's default); 0 when a trap is pending (out of memory). May collect. `site` is
+    /// [`alloc_site`]'s (for the alloc/free tracer).
+    pub struct_new: usize,
+    /// `fn(vmctx, type_id: u32, len: u32, site: u64) -> u64`: a new zeroed array; 0 on a pending trap.
+    pub array_new: usize,
+    /// `fn(vmctx, op: u32, site: u64, args: *mut u64) -> u32`: an [`ArrayOp`] with its immediates and
+    /// operands in `args` (see there); 0 done, 1 trap pending. `NewData`/`NewElem` may collect.
+    pub array_op: usize,
+    /// `fn(vmctx, raw: u64, heap: u64, nullable: u32) -> u32`: 1 if reference `raw` matches the cast target
+    /// (`heap` encoded by [`encode_heap_type`]).
+    pub ref_test: usize,
+}
+
+/// The site word of an allocation for [`Libcalls::struct_new`] and friends: defined function index and
+/// wasm offset, so the tracer names the same site as for the interpreter.
+pub fn alloc_site(defined_func: u32, offset: u32) -> u64 {
+    (defined_func as u64) << 32 | offset as u64
+}
+
+/// The array instructions compiled code leaves to the VM ([`Libcalls::array_op`]). `args[0]` and
+/// `args[1]` are immediates, the operands follow from `args[2]` in the instruction's order:
+/// - `NewData`/`NewElem`: canonical type id, segment index; offset, length. The new array goes to `args[0]`.
+/// - `Fill`: type id, unused; array, offset, value, count.
+/// - `Copy`: destination type id, source type id; destination array, offset, source array, offset, count.
+/// - `InitData`/`InitElem`: type id, segment index; array, offset, segment offset, count.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArrayOp {
+    NewData = 0,
+    NewElem = 1,
+    Fill = 2,
+    Copy = 3,
+    InitData = 4,
+    InitElem = 5,
+}
+
+impl ArrayOp {
+    pub(crate) fn from_u32(op: u32) -> Option<ArrayOp> {
+        use ArrayOp as A;
+        [A::NewData, A::NewElem, A::Fill, A::Copy, A::InitData, A::InitElem].get(op as usize).copied()
+    }
+}
+
+/// Bytes of a heap object's header (type id, then array length); fields and elements follow.
+pub const OBJECT_HEADER: usize = gc::HEADER_SIZE;
+
+const ABSTRACT_HEAP: u64 = 1 << 32;
+
+/// A cast target's heap type as one word for [`Libcalls::ref_test`]: a canonical type id, or an abstract
+/// heap type above `u32::MAX`.
+pub fn encode_heap_type(h: RtHeapType) -> u64 {
+    use RtHeapType as H;
+    let abstract_code = match h {
+        H::Concrete(id) => return id as u64,
+        H::Any => 0,
+        H::Eq => 1,
+        H::I31 => 2,
+        H::Struct => 3,
+        H::Array => 4,
+        H::None => 5,
+        H::Func => 6,
+        H::NoFunc => 7,
+        H::Extern => 8,
+        H::NoExtern => 9,
+        H::Exn => 10,
+        H::NoExn => 11,
+    };
+    ABSTRACT_HEAP | abstract_code
+}
+
+pub(crate) fn decode_heap_type(code: u64) -> RtHeapType {
+    use RtHeapType as H;
+    if code < ABSTRACT_HEAP {
+        return H::Concrete(code as u32);
+    }
+    const ABSTRACT: [RtHeapType; 12] = [
+        H::Any,
+        H::Eq,
+        H::I31,
+        H::Struct,
+        H::Array,
+        H::None,
+        H::Func,
+        H::NoFunc,
+        H::Extern,
+        H::NoExtern,
+        H::Exn,
+        H::NoExn,
+    ];
+    ABSTRACT.get((code - ABSTRACT_HEAP) as usize).copied().unwrap_or(H::None)
 }
 
 /// Traps compiled code raises itself (`Libcalls::trap`'s code argument).
@@ -260,6 +441,13 @@ pub enum TrapCode {
     InvalidConversionToInteger = 3,
     MemoryOutOfBounds = 4,
     CallStackExhausted = 5,
+    NullReference = 6,
+    NullFunctionReference = 7,
+    NullStructReference = 8,
+    NullArrayReference = 9,
+    NullI31Reference = 10,
+    CastFailure = 11,
+    ArrayOutOfBounds = 12,
 }
 
 impl TrapCode {
@@ -271,9 +459,47 @@ impl TrapCode {
             2 => K::IntegerOverflow,
             3 => K::InvalidConversionToInteger,
             4 => K::MemoryOutOfBounds,
+            6 => K::NullReference,
+            7 => K::NullFunctionReference,
+            8 => K::NullStructReference,
+            9 => K::NullArrayReference,
+            10 => K::NullI31Reference,
+            11 => K::CastFailure,
+            12 => K::ArrayOutOfBounds,
             _ => K::CallStackExhausted,
         }
     }
+}
+
+/// The compiled functions of a runtime by code address: how the collector finds the stack maps of the
+/// compiled frames it walks. Entries are added as functions are compiled and never removed (code memory
+/// lives as long as the runtime, and so does every `CompiledFunc`, inside its module's `compiled` cells).
+#[derive(Default)]
+pub(crate) struct CodeMap {
+    funcs: std::sync::RwLock<std::collections::BTreeMap<usize, &'static CompiledFunc>>,
+}
+
+impl CodeMap {
+    /// Add `f`, which lives as long as the runtime (see the type comment).
+    pub(crate) fn register(&self, f: &'static CompiledFunc) {
+        self.funcs.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert(f.code.0, f);
+    }
+
+    /// A snapshot view for one walk.
+    pub(crate) fn read(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, std::collections::BTreeMap<usize, &'static CompiledFunc>> {
+        self.funcs.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The compiled function whose code contains `pc`, in a [`CodeMap::read`] view.
+pub(crate) fn function_at(
+    funcs: &std::collections::BTreeMap<usize, &'static CompiledFunc>,
+    pc: usize,
+) -> Option<&'static CompiledFunc> {
+    let (&start, &f) = funcs.range(..=pc).next_back()?;
+    (pc < start + f.code_bytes).then_some(f)
 }
 
 /// `--jit-stats`: what the tier did, summed over the runtime's life.

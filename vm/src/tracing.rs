@@ -76,6 +76,13 @@ impl AllocTracing {
     #[inline(never)]
     pub fn set_site(&mut self, module: &ModuleData, func: u32, pc: usize) {
         let offset = module.code[func as usize].wasm_offsets.get(pc).copied().unwrap_or(0);
+        self.set_site_at(module, func, offset);
+    }
+
+    /// Names the site of an allocation at wasm `offset` of `module`'s defined function `func` (compiled
+    /// code knows offsets, not bytecode pcs).
+    #[inline(never)]
+    pub fn set_site_at(&mut self, module: &ModuleData, func: u32, offset: u32) {
         let module_addr = module as *const ModuleData as usize;
         let entry = &mut self.recent[offset as usize % SITE_CACHE];
         let site = if entry.module == module_addr && entry.offset == offset {

@@ -58,6 +58,8 @@ pub enum TypeKind {
     Array {
         elem: StorageKind,
         mutable: bool,
+        /// `f32`/`f64` elements (see [`FieldLayout::float`]).
+        float: bool,
     },
     /// The exception objects of one tag of one module (`exnref` values): not a wasm type, a heap layout
     /// registered per tag (see [`TypeRegistry::register_exn_type`]). `fields[0]` holds the identity of the
@@ -101,6 +103,8 @@ pub struct FieldLayout {
     pub offset: u32,
     pub kind: StorageKind,
     pub mutable: bool,
+    /// An `f32`/`f64` field (the kind says only its size): compiled code loads it as a float.
+    pub float: bool,
 }
 
 /// Everything known about one canonical type.
@@ -205,12 +209,14 @@ impl TypeRegistry {
         on_new: &mut impl FnMut(u32, &TypeInfo),
     ) -> u32 {
         let id = self.next_exn_id.fetch_sub(1, Ordering::Relaxed);
-        let kinds = std::iter::once(StorageKind::B64).chain(params.iter().map(|t| match t {
-            RtValType::I32 | RtValType::F32 => StorageKind::B32,
-            RtValType::I64 | RtValType::F64 | RtValType::V128 => StorageKind::B64,
-            RtValType::Ref { .. } => StorageKind::Ref,
+        let kinds = std::iter::once((StorageKind::B64, false)).chain(params.iter().map(|t| match t {
+            RtValType::I32 => (StorageKind::B32, false),
+            RtValType::F32 => (StorageKind::B32, true),
+            RtValType::I64 | RtValType::V128 => (StorageKind::B64, false),
+            RtValType::F64 => (StorageKind::B64, true),
+            RtValType::Ref { .. } => (StorageKind::Ref, false),
         }));
-        let (fields, struct_size) = lay_out_fields(kinds.map(|k| (k, false)));
+        let (fields, struct_size) = lay_out_fields(kinds.map(|(k, float)| (k, false, float)));
         let info =
             TypeInfo { kind: TypeKind::Exn { fields, name: name.into() }, display: vec![id].into(), struct_size };
         on_new(id, &info);
@@ -282,12 +288,14 @@ impl TypeRegistry {
                 0,
             ),
             CompositeInnerType::Struct(s) => {
-                let (fields, size) =
-                    lay_out_fields(s.fields.iter().map(|f| (storage_kind(f.element_type, false), f.mutable)));
+                let (fields, size) = lay_out_fields(
+                    s.fields.iter().map(|f| (storage_kind(f.element_type, false), f.mutable, is_float(f.element_type))),
+                );
                 (TypeKind::Struct { fields }, size)
             }
             CompositeInnerType::Array(a) => {
-                (TypeKind::Array { elem: storage_kind(a.0.element_type, false), mutable: a.0.mutable }, 0)
+                let (elem, float) = (storage_kind(a.0.element_type, false), is_float(a.0.element_type));
+                (TypeKind::Array { elem, mutable: a.0.mutable, float }, 0)
             }
             CompositeInnerType::Cont(_) => (TypeKind::Struct { fields: Box::new([]) }, 0),
         };
@@ -299,16 +307,21 @@ impl TypeRegistry {
 
 /// Fields in declaration order after the object header, each at its natural alignment; returns them and the
 /// payload size (header excluded, rounded up to 8).
-fn lay_out_fields(fields: impl Iterator<Item = (StorageKind, bool)>) -> (Box<[FieldLayout]>, u32) {
+fn lay_out_fields(fields: impl Iterator<Item = (StorageKind, bool, bool)>) -> (Box<[FieldLayout]>, u32) {
     let mut offset = gc::HEADER_SIZE as u32;
     let mut out = Vec::new();
-    for (kind, mutable) in fields {
+    for (kind, mutable, float) in fields {
         let size = kind.size();
         offset = offset.next_multiple_of(size);
-        out.push(FieldLayout { offset, kind, mutable });
+        out.push(FieldLayout { offset, kind, mutable, float });
         offset += size;
     }
     (out.into(), offset.next_multiple_of(8) - gc::HEADER_SIZE as u32)
+}
+
+/// Whether a field or element holds an `f32` or `f64`.
+fn is_float(st: StorageType) -> bool {
+    matches!(st, StorageType::Val(ValType::F32 | ValType::F64))
 }
 
 /// Storage kind of a field; `signed` picks the extension for packed reads.
@@ -350,8 +363,25 @@ pub fn canonical_val_type(types: &Types, vt: ValType, within: Option<CoreTypeId>
     }
 }
 
+/// An abstract heap type as the runtime's (`None` for a concrete one).
+pub fn canonical_heap_type_abstract(ht: HeapType) -> Option<RtHeapType> {
+    match ht {
+        HeapType::Abstract { .. } => Some(canonical_heap_type_of_abstract(ht)),
+        _ => None,
+    }
+}
+
 /// Canonicalize a heap type. Module-relative indices are looked up in `module_ids`.
 pub fn canonical_heap_type(types: &Types, ht: HeapType, within: Option<CoreTypeId>, module_ids: &[u32]) -> RtHeapType {
+    match ht {
+        HeapType::Abstract { .. } => canonical_heap_type_of_abstract(ht),
+        HeapType::Concrete(idx) | HeapType::Exact(idx) => {
+            RtHeapType::Concrete(canonical_index(types, idx, within, module_ids))
+        }
+    }
+}
+
+fn canonical_heap_type_of_abstract(ht: HeapType) -> RtHeapType {
     match ht {
         HeapType::Abstract { ty, .. } => match ty {
             AbstractHeapType::Any => RtHeapType::Any,
@@ -368,9 +398,7 @@ pub fn canonical_heap_type(types: &Types, ht: HeapType, within: Option<CoreTypeI
             AbstractHeapType::NoExn => RtHeapType::NoExn,
             AbstractHeapType::Cont | AbstractHeapType::NoCont => RtHeapType::None,
         },
-        HeapType::Concrete(idx) | HeapType::Exact(idx) => {
-            RtHeapType::Concrete(canonical_index(types, idx, within, module_ids))
-        }
+        HeapType::Concrete(_) | HeapType::Exact(_) => unreachable!("called for abstract heap types"),
     }
 }
 

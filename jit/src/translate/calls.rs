@@ -1,8 +1,14 @@
-//! Calls: direct (through the instance's entry table, so a callee's tier change is one store) and
-//! `call_indirect` (a library call that checks the table entry's type).
+//! Calls: direct (through the instance's entry table, so a callee's tier change is one store),
+//! `call_indirect` (a library call that checks the table entry's type) and `call_ref` (the entry table
+//! when the reference names a function of this instance, the VM otherwise).
+//!
+//! Every call is a safepoint: Cranelift spills the references live across it and records the call's stack
+//! map. Reference results are declared as they come back.
 
-use cranelift_codegen::ir::{InstBuilder, StackSlotData, StackSlotKind, Type, types};
-use vm::tier::Unsupported;
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::{BlockArg, InstBuilder, SigRef, StackSlotData, StackSlotKind, Value, types};
+use vm::tier::{TrapCode, Unsupported, VmCtx};
+use vm::types::RtValType;
 
 use super::FuncTranslator;
 use crate::abi::{self, clif_type, load_slot, store_slot, trusted, wasm_signature};
@@ -10,53 +16,140 @@ use crate::abi::{self, clif_type, load_slot, store_slot, trusted, wasm_signature
 impl FuncTranslator<'_, '_> {
     pub(super) fn call(&mut self, func: u32, offset: u32, tail: bool) -> Result<(), Unsupported> {
         let (params, results) = self.input.func_signature(func);
-        let sig = wasm_signature(params, results)?;
+        let sig = self.b.import_signature(wasm_signature(params, results)?);
         let args = self.pop_n(params.len());
-        let sig = self.b.import_signature(sig);
-        let entry = (func as i32) * 16;
-        let code = self.b.ins().load(types::I64, trusted(), self.entries, entry);
-        let ctx = self.b.ins().load(types::I64, trusted(), self.entries, entry + 8);
+        let entry = self.b.ins().iconst(types::I64, func as i64 * 16);
+        let entry = self.b.ins().iadd(self.entries, entry);
+        self.call_entry(sig, entry, args, results, offset, tail);
+        Ok(())
+    }
+
+    /// Call through the [`vm::tier::FuncEntry`] at address `entry`.
+    fn call_entry(
+        &mut self,
+        sig: SigRef,
+        entry: Value,
+        args: Vec<Value>,
+        results: &[RtValType],
+        offset: u32,
+        tail: bool,
+    ) {
+        let code = self.b.ins().load(types::I64, trusted(), entry, 0);
+        let ctx = self.b.ins().load(types::I64, trusted(), entry, 8);
         let mut call_args = vec![ctx, self.vmctx];
         call_args.extend(args);
         if tail {
             self.b.ins().return_call_indirect(sig, code, &call_args);
             self.reachable = false;
-            return Ok(());
+            return;
         }
         let call = self.b.ins().call_indirect(sig, code, &call_args);
         let rets = self.b.inst_results(call).to_vec();
         self.check_status(rets[0], offset);
-        self.stack.extend_from_slice(&rets[1..]);
-        Ok(())
+        self.push_results(&rets[1..], results);
     }
 
-    pub(super) fn call_indirect(&mut self, type_index: u32, table: u32, offset: u32) -> Result<(), Unsupported> {
-        let (params, results) =
-            self.input.type_signature(type_index).ok_or_else(|| Unsupported::new("call_indirect type"))?;
-        let result_types: Vec<Type> = results.iter().map(|&t| clif_type(t)).collect::<Result<_, _>>()?;
-        for &p in params {
-            clif_type(p)?;
+    /// Push call results, declaring the references.
+    fn push_results(&mut self, values: &[Value], types: &[RtValType]) {
+        for (&v, &t) in values.iter().zip(types) {
+            if abi::is_ref(t) && !self.bugs.no_call_result_maps {
+                self.declare_ref(v);
+            }
+            self.push(v);
         }
-        let index = self.pop();
-        let args = self.pop_n(params.len());
-        let slots = params.len().max(results.len()).max(1);
+    }
+
+    /// A stack buffer of 8-byte slots for a call through the VM, holding `args`.
+    fn slot_buffer(&mut self, args: &[Value], results: usize) -> Value {
+        let slots = args.len().max(results).max(1);
         let slot = StackSlotData::new(StackSlotKind::ExplicitSlot, (slots * 8) as u32, 3);
         let buffer = self.b.create_sized_stack_slot(slot);
         let buf = self.b.ins().stack_addr(types::I64, buffer, 0);
         for (i, &v) in args.iter().enumerate() {
             store_slot(&mut self.b, v, buf, i);
         }
+        buf
+    }
+
+    /// The results a call through the VM left in `buf`.
+    fn load_results(&mut self, buf: Value, results: &[RtValType]) -> Result<Vec<Value>, Unsupported> {
+        let mut out = Vec::with_capacity(results.len());
+        for (i, &t) in results.iter().enumerate() {
+            out.push(load_slot(&mut self.b, clif_type(t)?, buf, i));
+        }
+        Ok(out)
+    }
+
+    pub(super) fn call_indirect(&mut self, type_index: u32, table: u32, offset: u32) -> Result<(), Unsupported> {
+        let (params, results) =
+            self.input.type_signature(type_index).ok_or_else(|| Unsupported::new("call_indirect type"))?;
+        wasm_signature(params, results)?;
+        let index = self.pop();
+        let args = self.pop_n(params.len());
+        let buf = self.slot_buffer(&args, results.len());
         let t = self.b.ins().iconst(types::I32, table as i64);
         let ty = self.b.ins().iconst(types::I32, self.input.canonical_type(type_index) as i64);
-        let sig = [types::I64, types::I32, types::I32, types::I32, types::I64];
-        let call_args = [self.vmctx, t, ty, index, buf];
-        let call_conv = self.target.call_conv;
-        let status =
-            abi::call_libcall(&mut self.b, call_conv, self.libcalls.call_indirect, &sig, &[types::I32], &call_args)[0];
-        self.check_status(status, offset);
-        for (i, &ty) in result_types.iter().enumerate() {
-            let v = load_slot(&mut self.b, ty, buf, i);
-            self.push(v);
+        let status = self.call_vm(self.libcalls.call_indirect, &[t, ty, index, buf], Some(types::I32));
+        self.check_status(status.expect("a status"), offset);
+        let values = self.load_results(buf, results)?;
+        self.push_results(&values, results);
+        Ok(())
+    }
+
+    /// `call_ref` / `return_call_ref` of type `type_index`. A reference to a function of this instance
+    /// (defined functions have consecutive store indices from `VmCtx::defined_base`) is called through
+    /// the entry table, so tail calls stay tail calls; any other function through the VM's `call`.
+    pub(super) fn call_ref(&mut self, type_index: u32, offset: u32, tail: bool) -> Result<(), Unsupported> {
+        let (params, results) =
+            self.input.type_signature(type_index).ok_or_else(|| Unsupported::new("call_ref type"))?;
+        let sig = self.b.import_signature(wasm_signature(params, results)?);
+        let callee = self.pop();
+        let args = self.pop_n(params.len());
+        let is_null = self.b.ins().icmp_imm_s(IntCC::Equal, callee, 0);
+        self.trap_if(is_null, TrapCode::NullFunctionReference, offset);
+        let store_index = self.b.ins().ushr_imm_u(callee, 3);
+        let base = self.b.ins().uload32(trusted().with_readonly(), self.vmctx, VmCtx::DEFINED_BASE);
+        let defined = self.b.ins().isub(store_index, base);
+        let here = self.b.ins().icmp_imm_s(IntCC::UnsignedLessThan, defined, self.input.num_defined_funcs() as i64);
+        let (local, other) = (self.b.create_block(), self.b.create_block());
+        self.b.ins().brif(here, local, &[], other, &[]);
+
+        let mut join_types = vec![RtValType::I32];
+        join_types.extend_from_slice(results);
+        let join = self.block_with_params(&join_types)?;
+        self.b.switch_to_block(local);
+        let index = self.b.ins().iadd_imm_s(defined, self.input.num_imported_funcs() as i64);
+        let entry = self.b.ins().imul_imm_s(index, 16);
+        let entry = self.b.ins().iadd(self.entries, entry);
+        let code = self.b.ins().load(types::I64, trusted(), entry, 0);
+        let ctx = self.b.ins().load(types::I64, trusted(), entry, 8);
+        let mut call_args = vec![ctx, self.vmctx];
+        call_args.extend(&args);
+        if tail {
+            self.b.ins().return_call_indirect(sig, code, &call_args);
+        } else {
+            let call = self.b.ins().call_indirect(sig, code, &call_args);
+            let rets: Vec<BlockArg> = self.b.inst_results(call).iter().map(|&v| BlockArg::Value(v)).collect();
+            self.b.ins().jump(join, &rets);
+        }
+
+        // Another instance's function (or a host function): the VM calls it. Not a tail call: a chain
+        // of `return_call_ref`s across instances grows the native stack.
+        self.b.switch_to_block(other);
+        let buf = self.slot_buffer(&args, results.len());
+        let status = self.call_vm(self.libcalls.call, &[store_index, buf], Some(types::I32)).expect("a status");
+        let mut rets = vec![BlockArg::Value(status)];
+        rets.extend(self.load_results(buf, results)?.into_iter().map(BlockArg::Value));
+        self.b.ins().jump(join, &rets);
+
+        self.b.switch_to_block(join);
+        let rets = self.b.block_params(join).to_vec();
+        self.check_status(rets[0], offset);
+        if tail {
+            self.return_values(&rets[1..]);
+            self.reachable = false;
+        } else {
+            self.stack.extend_from_slice(&rets[1..]);
         }
         Ok(())
     }

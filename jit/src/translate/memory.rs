@@ -7,16 +7,14 @@ use vm::tier::{TrapCode, Unsupported};
 use wasmparser::{MemArg, Operator};
 
 use super::FuncTranslator;
-use crate::abi::{self, trusted};
+use crate::abi::trusted;
 
 impl FuncTranslator<'_, '_> {
     /// `memory.fill` / `memory.copy` of memory 0: a library call on the three i32 operands.
     pub(super) fn bulk_memory(&mut self, mem: u32, libcall: usize, offset: u32) -> Result<(), Unsupported> {
         self.memory_zero(mem)?;
         let ops = self.pop_n(3);
-        let sig = [types::I64, types::I32, types::I32, types::I32];
-        let args = [self.vmctx, ops[0], ops[1], ops[2]];
-        let oob = abi::call_libcall(&mut self.b, self.target.call_conv, libcall, &sig, &[types::I32], &args)[0];
+        let oob = self.call_vm(libcall, &ops, Some(types::I32)).expect("a result");
         self.trap_if(oob, TrapCode::MemoryOutOfBounds, offset);
         Ok(())
     }

@@ -26,21 +26,29 @@ use cranelift_codegen::ir::{self, Block, BlockArg, InstBuilder, JumpTableData, T
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use vm::tier::{FuncInput, Libcalls, TrapCode, Unsupported, VmCtx};
 use vm::types::RtValType;
-use wasmparser::{BinaryReader, BlockType, FunctionBody, Operator, ValType};
+use wasmparser::{BinaryReader, BlockType, FunctionBody, Operator};
 
 use crate::InjectedBugs;
 use crate::abi::{self, Target, clif_type, store_slot, trusted, wasm_signature};
 
 mod calls;
+mod gc;
 mod memory;
 mod numeric;
+mod refs;
+
+/// How compiled code reaches the VM: the library functions, called through the exit trampoline.
+pub struct VmCalls<'a> {
+    pub libcalls: &'a Libcalls,
+    pub exit: usize,
+}
 
 /// Translate the function `input` names into `func`.
 pub fn translate(
     input: &FuncInput<'_>,
     func: &mut ir::Function,
     fctx: &mut FunctionBuilderContext,
-    libcalls: &Libcalls,
+    vm: &VmCalls<'_>,
     target: &Target,
     bugs: InjectedBugs,
 ) -> Result<(), Unsupported> {
@@ -49,7 +57,7 @@ pub fn translate(
     let range = input.body();
     let body = FunctionBody::new(BinaryReader::new(&input.wasm()[range.clone()], range.start as u64));
     let b = FunctionBuilder::new(func, fctx);
-    let mut t = FuncTranslator::new(b, input, libcalls, target, params, results, bugs)?;
+    let mut t = FuncTranslator::new(b, input, vm, target, params, results, bugs)?;
     t.declare_locals(&body)?;
     let mut reader = body.get_operators_reader().map_err(parse_error)?;
     while !reader.eof() {
@@ -88,8 +96,8 @@ struct Frame {
     /// Where `br` to this frame goes: the loop header, or the end block.
     branch_target: Block,
     end_block: Block,
-    params: Vec<Type>,
-    results: Vec<Type>,
+    params: Vec<RtValType>,
+    results: Vec<RtValType>,
     /// Value-stack height below the frame's parameters.
     height: usize,
     /// Whether anything jumps to `end_block`.
@@ -98,15 +106,24 @@ struct Frame {
 
 impl Frame {
     /// Types a branch to this frame carries.
-    fn branch_types(&self) -> &[Type] {
+    fn branch_types(&self) -> &[RtValType] {
         if self.kind == FrameKind::Loop { &self.params } else { &self.results }
     }
+}
+
+/// A wasm local: its variable and whether it holds references.
+#[derive(Clone, Copy)]
+struct Local {
+    var: Variable,
+    is_ref: bool,
 }
 
 pub(crate) struct FuncTranslator<'a, 'b> {
     pub(crate) b: FunctionBuilder<'b>,
     input: &'a FuncInput<'a>,
     libcalls: &'a Libcalls,
+    /// The exit trampoline every library call goes through.
+    exit: usize,
     target: &'a Target,
     vmctx: Value,
     /// Loaded from the `VmCtx` once in the entry block (they never change for an instance).
@@ -115,9 +132,10 @@ pub(crate) struct FuncTranslator<'a, 'b> {
     globals: Value,
     entries: Value,
     stop_flag: Value,
-    locals: Vec<(Variable, Type)>,
+    locals: Vec<Local>,
     stack: Vec<Value>,
     control: Vec<Frame>,
+    /// The function's result types (Cranelift's, for the zeros returned with a trap status).
     results: Vec<Type>,
     trap_block: Block,
     unwind_block: Block,
@@ -131,7 +149,7 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
     fn new(
         mut b: FunctionBuilder<'b>,
         input: &'a FuncInput<'a>,
-        libcalls: &'a Libcalls,
+        vm: &VmCalls<'a>,
         target: &'a Target,
         params: &[RtValType],
         results: &[RtValType],
@@ -155,18 +173,23 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
         let stop_flag = field(&mut b, VmCtx::STOP_FLAG);
         let mut locals = Vec::new();
         for (i, &p) in params.iter().enumerate() {
-            let ty = clif_type(p)?;
-            let var = b.declare_var(ty);
+            let var = b.declare_var(clif_type(p)?);
+            if abi::is_ref(p) {
+                b.declare_var_needs_stack_map(var);
+                b.declare_value_needs_stack_map(args[2 + i]);
+            }
             b.def_var(var, args[2 + i]);
-            locals.push((var, ty));
+            locals.push(Local { var, is_ref: abi::is_ref(p) });
         }
+        let result_types = results.to_vec();
         let results: Vec<Type> = results.iter().map(|&r| clif_type(r)).collect::<Result<_, _>>()?;
         let trap_block = b.create_block();
         let unwind_block = b.create_block();
         let mut t = FuncTranslator {
             b,
             input,
-            libcalls,
+            libcalls: vm.libcalls,
+            exit: vm.exit,
             target,
             vmctx,
             mem_base,
@@ -185,13 +208,13 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
             bugs,
         };
         t.stack_check();
-        let end_block = t.block_with_params(&results);
+        let end_block = t.block_with_params(&result_types)?;
         t.control.push(Frame {
             kind: FrameKind::Block,
             branch_target: end_block,
             end_block,
             params: Vec::new(),
-            results,
+            results: result_types,
             height: 0,
             end_reachable: false,
         });
@@ -202,12 +225,16 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
         let mut reader = body.get_locals_reader().map_err(parse_error)?;
         for _ in 0..reader.get_count() {
             let (count, ty) = reader.read().map_err(parse_error)?;
-            let ty = clif_type(rt_type(ty)?)?;
+            let rt = self.input.val_type(ty);
+            let ty = clif_type(rt)?;
             let zero = abi::zero(&mut self.b, ty);
             for _ in 0..count {
                 let var = self.b.declare_var(ty);
+                if abi::is_ref(rt) {
+                    self.b.declare_var_needs_stack_map(var);
+                }
                 self.b.def_var(var, zero);
-                self.locals.push((var, ty));
+                self.locals.push(Local { var, is_ref: abi::is_ref(rt) });
             }
         }
         Ok(())
@@ -230,9 +257,7 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
         let code = self.b.ins().iconst(types::I32, TrapCode::CallStackExhausted as i64);
         let no_func = self.b.ins().iconst(types::I32, u32::MAX as i64);
         let zero = self.b.ins().iconst(types::I32, 0);
-        let i32s = [types::I64, types::I32, types::I32, types::I32];
-        let args = [self.vmctx, code, no_func, zero];
-        abi::call_libcall(&mut self.b, self.target.call_conv, self.libcalls.trap, &i32s, &[types::I32], &args);
+        self.call_vm(self.libcalls.trap, &[code, no_func, zero], None);
         self.return_trapped();
         self.b.switch_to_block(body);
     }
@@ -246,12 +271,44 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
         self.b.ins().return_(&rets);
     }
 
-    fn block_with_params(&mut self, types: &[Type]) -> Block {
+    /// A block taking values of `types`; reference parameters are declared for stack maps.
+    fn block_with_params(&mut self, types: &[RtValType]) -> Result<Block, Unsupported> {
         let block = self.b.create_block();
         for &ty in types {
-            self.b.append_block_param(block, ty);
+            let v = self.b.append_block_param(block, clif_type(ty)?);
+            if abi::is_ref(ty) {
+                self.b.declare_value_needs_stack_map(v);
+            }
         }
-        block
+        Ok(block)
+    }
+
+    /// Declare `v` a reference: Cranelift spills it across every call it is live across and records the
+    /// slot in the call's stack map.
+    pub(crate) fn declare_ref(&mut self, v: Value) {
+        self.b.declare_value_needs_stack_map(v);
+    }
+
+    /// Call library function `libcall` (`vmctx` first, then `args`, integers of at most 64 bits) through
+    /// the exit trampoline; its result as `result` (narrowed from the trampoline's 64 bits).
+    pub(crate) fn call_vm(&mut self, libcall: usize, args: &[Value], result: Option<Type>) -> Option<Value> {
+        debug_assert!(args.len() <= abi::EXIT_ARGS);
+        let mut call_args = vec![self.b.ins().iconst(types::I64, libcall as i64), self.vmctx];
+        for &a in args {
+            let wide = match self.b.func.dfg.value_type(a) {
+                types::I64 => a,
+                _ => self.b.ins().uextend(types::I64, a),
+            };
+            call_args.push(wide);
+        }
+        while call_args.len() < 2 + abi::EXIT_ARGS {
+            call_args.push(self.b.ins().iconst(types::I64, 0));
+        }
+        let sig = self.b.import_signature(abi::exit_signature(self.target.call_conv));
+        let exit = self.b.ins().iconst(types::I64, self.exit as i64);
+        let call = self.b.ins().call_indirect(sig, exit, &call_args);
+        let r = self.b.inst_results(call)[0];
+        result.map(|ty| if ty == types::I64 { r } else { self.b.ins().ireduce(ty, r) })
     }
 
     pub(crate) fn pop(&mut self) -> Value {
@@ -270,22 +327,19 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
     /// The trap and unwind blocks, emitted once at the end.
     fn finish(mut self) {
         let func_index = self.input.func_index;
-        let i32s = [types::I64, types::I32, types::I32, types::I32];
         self.b.set_cold_block(self.trap_block);
         let code = self.b.append_block_param(self.trap_block, types::I32);
         let offset = self.b.append_block_param(self.trap_block, types::I32);
         self.b.switch_to_block(self.trap_block);
         let f = self.b.ins().iconst(types::I32, func_index as i64);
-        let args = [self.vmctx, code, f, offset];
-        abi::call_libcall(&mut self.b, self.target.call_conv, self.libcalls.trap, &i32s, &[types::I32], &args);
+        self.call_vm(self.libcalls.trap, &[code, f, offset], None);
         self.return_trapped();
 
         self.b.set_cold_block(self.unwind_block);
         let offset = self.b.append_block_param(self.unwind_block, types::I32);
         self.b.switch_to_block(self.unwind_block);
         let f = self.b.ins().iconst(types::I32, func_index as i64);
-        let args = [self.vmctx, f, offset];
-        abi::call_libcall(&mut self.b, self.target.call_conv, self.libcalls.unwind, &i32s[..3], &[types::I32], &args);
+        self.call_vm(self.libcalls.unwind, &[f, offset], None);
         self.return_trapped();
 
         self.b.seal_all_blocks();
@@ -319,14 +373,13 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
         self.b.switch_to_block(cont);
     }
 
-    fn block_type(&self, bt: BlockType) -> Result<(Vec<Type>, Vec<Type>), Unsupported> {
+    fn block_type(&self, bt: BlockType) -> Result<(Vec<RtValType>, Vec<RtValType>), Unsupported> {
         Ok(match bt {
             BlockType::Empty => (Vec::new(), Vec::new()),
-            BlockType::Type(t) => (Vec::new(), vec![clif_type(rt_type(t)?)?]),
+            BlockType::Type(t) => (Vec::new(), vec![self.input.val_type(t)]),
             BlockType::FuncType(i) => {
                 let (p, r) = self.input.type_signature(i).ok_or_else(|| Unsupported::new("block type"))?;
-                let conv = |l: &[RtValType]| l.iter().map(|&t| clif_type(t)).collect::<Result<Vec<_>, _>>();
-                (conv(p)?, conv(r)?)
+                (p.to_vec(), r.to_vec())
             }
         })
     }
@@ -344,7 +397,7 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
             }
             O::Block { blockty } => {
                 let (params, results) = self.block_type(blockty)?;
-                let end_block = self.block_with_params(&results);
+                let end_block = self.block_with_params(&results)?;
                 let height = self.stack.len() - params.len();
                 self.control.push(Frame {
                     kind: FrameKind::Block,
@@ -358,14 +411,14 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
             }
             O::Loop { blockty } => {
                 let (params, results) = self.block_type(blockty)?;
-                let header = self.block_with_params(&params);
+                let header = self.block_with_params(&params)?;
                 let args = self.pop_n(params.len());
                 self.jump(header, &args);
                 self.b.switch_to_block(header);
                 let height = self.stack.len();
                 self.stack.extend(self.b.block_params(header).to_vec());
                 self.safepoint_poll();
-                let end_block = self.block_with_params(&results);
+                let end_block = self.block_with_params(&results)?;
                 self.control.push(Frame {
                     kind: FrameKind::Loop,
                     branch_target: header,
@@ -379,9 +432,9 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
             O::If { blockty } => {
                 let (params, results) = self.block_type(blockty)?;
                 let cond = self.pop();
-                let then_block = self.block_with_params(&params);
-                let else_block = self.block_with_params(&params);
-                let end_block = self.block_with_params(&results);
+                let then_block = self.block_with_params(&params)?;
+                let else_block = self.block_with_params(&params)?;
+                let end_block = self.block_with_params(&results)?;
                 let args = self.pop_n(params.len());
                 let a: Vec<BlockArg> = args.iter().map(|&v| BlockArg::Value(v)).collect();
                 self.b.ins().brif(cond, then_block, &a, else_block, &a);
@@ -406,14 +459,7 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
             }
             O::BrIf { relative_depth } => {
                 let cond = self.pop();
-                let frame = &self.control[self.control.len() - 1 - relative_depth as usize];
-                let (target, n) = (frame.branch_target, frame.branch_types().len());
-                self.mark_end_reachable(relative_depth);
-                let args: Vec<BlockArg> =
-                    self.stack[self.stack.len() - n..].iter().map(|&v| BlockArg::Value(v)).collect();
-                let cont = self.b.create_block();
-                self.b.ins().brif(cond, target, &args, cont, &[]);
-                self.b.switch_to_block(cont);
+                self.br_if(cond, relative_depth);
             }
             O::BrTable { targets } => {
                 let index = self.pop();
@@ -445,6 +491,8 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
             O::Call { function_index } => self.call(function_index, offset, false)?,
             O::ReturnCall { function_index } => self.call(function_index, offset, true)?,
             O::CallIndirect { type_index, table_index } => self.call_indirect(type_index, table_index, offset)?,
+            O::CallRef { type_index } => self.call_ref(type_index, offset, false)?,
+            O::ReturnCallRef { type_index } => self.call_ref(type_index, offset, true)?,
             O::Drop => {
                 self.pop();
             }
@@ -456,30 +504,41 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
                 self.push(v);
             }
             O::TypedSelect { ty } => {
-                clif_type(rt_type(ty)?)?;
+                let rt = self.input.val_type(ty);
+                clif_type(rt)?;
                 let cond = self.pop();
                 let bv = self.pop();
                 let av = self.pop();
                 let v = self.b.ins().select(cond, av, bv);
+                if abi::is_ref(rt) {
+                    self.declare_ref(v);
+                }
                 self.push(v);
             }
             O::LocalGet { local_index } => {
-                let v = self.b.use_var(self.locals[local_index as usize].0);
+                let local = self.locals[local_index as usize];
+                let v = self.b.use_var(local.var);
+                if local.is_ref {
+                    self.declare_ref(v);
+                }
                 self.push(v);
             }
             O::LocalSet { local_index } => {
                 let v = self.pop();
-                self.b.def_var(self.locals[local_index as usize].0, v);
+                self.b.def_var(self.locals[local_index as usize].var, v);
             }
             O::LocalTee { local_index } => {
                 let v = *self.stack.last().expect("validated");
-                self.b.def_var(self.locals[local_index as usize].0, v);
+                self.b.def_var(self.locals[local_index as usize].var, v);
             }
             O::GlobalGet { global_index } => {
-                let (ty, _) = self.input.global(global_index);
-                let ty = clif_type(ty)?;
+                let (rt, _) = self.input.global(global_index);
+                let ty = clif_type(rt)?;
                 let addr = self.global_address(global_index);
                 let v = self.b.ins().load(ty, trusted(), addr, 0);
+                if abi::is_ref(rt) {
+                    self.declare_ref(v);
+                }
                 self.push(v);
             }
             O::GlobalSet { global_index } => {
@@ -499,19 +558,19 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
             O::MemoryGrow { mem } => {
                 self.memory_zero(mem)?;
                 let delta = self.pop();
-                let call_conv = self.target.call_conv;
-                let args = [self.vmctx, delta];
-                let sig = [types::I64, types::I32];
-                let r =
-                    abi::call_libcall(&mut self.b, call_conv, self.libcalls.memory_grow, &sig, &[types::I32], &args);
-                self.push(r[0]);
+                let r = self.call_vm(self.libcalls.memory_grow, &[delta], Some(types::I32)).expect("a result");
+                self.push(r);
             }
             O::MemoryFill { mem } => self.bulk_memory(mem, self.libcalls.memory_fill, offset)?,
             O::MemoryCopy { dst_mem, src_mem } if dst_mem == src_mem => {
                 self.bulk_memory(dst_mem, self.libcalls.memory_copy, offset)?
             }
             other => {
-                if !self.memory_op(&other, offset)? && !self.numeric_op(&other, offset)? {
+                if !self.memory_op(&other, offset)?
+                    && !self.numeric_op(&other, offset)?
+                    && !self.reference_op(&other, offset)?
+                    && !self.gc_op(&other, offset)?
+                {
                     return Err(Unsupported::new(op_name(&other)));
                 }
             }
@@ -537,6 +596,17 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
     fn jump(&mut self, block: Block, args: &[Value]) {
         let a: Vec<BlockArg> = args.iter().map(|&v| BlockArg::Value(v)).collect();
         self.b.ins().jump(block, &a);
+    }
+
+    /// Branch to frame `depth` when `cond` is non-zero, passing the values on top of the stack.
+    pub(crate) fn br_if(&mut self, cond: Value, depth: u32) {
+        let frame = &self.control[self.control.len() - 1 - depth as usize];
+        let (target, n) = (frame.branch_target, frame.branch_types().len());
+        self.mark_end_reachable(depth);
+        let args: Vec<BlockArg> = self.stack[self.stack.len() - n..].iter().map(|&v| BlockArg::Value(v)).collect();
+        let cont = self.b.create_block();
+        self.b.ins().brif(cond, target, &args, cont, &[]);
+        self.b.switch_to_block(cont);
     }
 
     fn mark_end_reachable(&mut self, depth: u32) {
@@ -621,8 +691,7 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
         self.b.ins().brif(flag, park, &[], cont, &[]);
         self.b.set_cold_block(park);
         self.b.switch_to_block(park);
-        let call_conv = self.target.call_conv;
-        abi::call_libcall(&mut self.b, call_conv, self.libcalls.safepoint, &[types::I64], &[types::I32], &[self.vmctx]);
+        self.call_vm(self.libcalls.safepoint, &[], None);
         self.b.ins().jump(cont, &[]);
         self.b.switch_to_block(cont);
     }
@@ -630,16 +699,4 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
     fn global_address(&mut self, g: u32) -> Value {
         self.b.ins().load(types::I64, trusted(), self.globals, (g * 8) as i32)
     }
-}
-
-/// A wasm value type as the VM's (numbers only reach the compiler's types).
-fn rt_type(t: ValType) -> Result<RtValType, Unsupported> {
-    Ok(match t {
-        ValType::I32 => RtValType::I32,
-        ValType::I64 => RtValType::I64,
-        ValType::F32 => RtValType::F32,
-        ValType::F64 => RtValType::F64,
-        ValType::V128 => RtValType::V128,
-        ValType::Ref(_) => return Err(Unsupported::new("reference-typed values")),
-    })
 }

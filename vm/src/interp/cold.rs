@@ -99,7 +99,14 @@ pub(super) fn cold_op(ctx: &mut Cold<'_>, instr: Instr, frame: &mut [u64]) -> Re
     }
     macro_rules! allocator {
         () => {
-            &mut Allocator { heap: *heap, cache: &mut **cache, state: &mut **alloc, module, func, pc: *pc }
+            &mut Allocator {
+                heap: *heap,
+                cache: &mut **cache,
+                state: &mut **alloc,
+                module,
+                func,
+                site: super::gc_objects::Pc(*pc),
+            }
         };
     }
     // `--race`: an atomic's synchronization and access. A release is recorded before the operation makes its

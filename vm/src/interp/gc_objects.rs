@@ -17,6 +17,7 @@ use crate::mutator::AllocState;
 use crate::state::FuncEntity;
 use crate::types::{TypeKind, TypeRegistry};
 use crate::values::{self, i31_raw};
+pub(crate) use AllocSite::Pc;
 
 /// Why an instruction of the cold path did not complete.
 pub(super) enum OpExit {
@@ -44,7 +45,16 @@ pub(super) struct Allocator<'a> {
     pub state: &'a mut AllocState,
     pub module: &'a ModuleData,
     pub func: u32,
-    pub pc: usize,
+    pub site: AllocSite,
+}
+
+/// Where in its function an allocating instruction is.
+#[derive(Clone, Copy)]
+pub(crate) enum AllocSite {
+    /// The interpreter's bytecode pc.
+    Pc(usize),
+    /// A wasm offset (compiled code).
+    Offset(u32),
 }
 
 impl Allocator<'_> {
@@ -54,7 +64,10 @@ impl Allocator<'_> {
         alloc: impl FnOnce(&gc::Heap, &mut gc::ThreadCache, bool) -> Result<gc::ObjRef, gc::AllocError>,
     ) -> Result<gc::ObjRef, OpExit> {
         if let Some(t) = self.state.tracing.as_mut() {
-            t.set_site(self.module, self.func, self.pc);
+            match self.site {
+                AllocSite::Pc(pc) => t.set_site(self.module, self.func, pc),
+                AllocSite::Offset(offset) => t.set_site_at(self.module, self.func, offset),
+            }
         }
         let may_collect = !std::mem::take(&mut self.state.gc_retry);
         match alloc(self.heap, self.cache, may_collect) {
@@ -72,7 +85,7 @@ impl Allocator<'_> {
     }
 
     #[inline(always)]
-    fn new_array(&mut self, type_id: u32, len: u32) -> Result<gc::ObjRef, OpExit> {
+    pub(super) fn new_array(&mut self, type_id: u32, len: u32) -> Result<gc::ObjRef, OpExit> {
         self.new_object(|heap, cache, may_collect| heap.alloc_array(cache, type_id, len, may_collect))
     }
 }

@@ -40,6 +40,10 @@ pub(crate) fn libcalls() -> Libcalls {
         safepoint: lib_safepoint as *const () as usize,
         memory_fill: lib_memory_fill as *const () as usize,
         memory_copy: lib_memory_copy as *const () as usize,
+        struct_new: super::jit_gc::lib_struct_new as *const () as usize,
+        array_new: super::jit_gc::lib_array_new as *const () as usize,
+        array_op: super::jit_gc::lib_array_op as *const () as usize,
+        ref_test: super::jit_gc::lib_ref_test as *const () as usize,
     }
 }
 
@@ -63,8 +67,11 @@ pub(crate) fn slot_code(slot: u64) -> &'static CompiledFunc {
 /// The compiled code of defined function `index`, compiling it first if that was not tried yet.
 pub(crate) fn compiled_code<'m>(rt: &Runtime, module: &'m ModuleData, index: u32) -> Option<&'m CompiledFunc> {
     let compiler = rt.config.jit.compiler.as_ref()?;
+    // Only the thread whose compilation is kept registers the code, once.
+    let mut fresh = false;
     module.compiled[index as usize]
         .get_or_init(|| {
+            fresh = true;
             let input =
                 crate::tier::FuncInput { module, registry: &rt.types, func_index: module.num_imported_funcs + index };
             let start = std::time::Instant::now();
@@ -77,6 +84,13 @@ pub(crate) fn compiled_code<'m>(rt: &Runtime, module: &'m ModuleData, index: u32
             r.ok()
         })
         .as_ref()
+        .inspect(|code| {
+            if fresh {
+                // SAFETY: the code lives in `module.compiled`, and the module behind its `Arc` in the
+                // runtime's module list as long as the runtime (see `slot_code`), which owns the code map.
+                rt.jit_code.register(unsafe { &*(*code as *const CompiledFunc) });
+            }
+        })
 }
 
 /// The tier slot's value for a compiled function.
@@ -149,8 +163,14 @@ fn ensure_tier(store: &mut StoreState, inst: u32) {
         entries: entries.as_ptr() as usize,
         stop_flag: store.mutator.link.stop_flag() as *const _ as usize,
         instance: inst,
-        _pad: 0,
+        defined_base: store.instances[inst as usize]
+            .funcs
+            .get(module.num_imported_funcs as usize)
+            .copied()
+            .unwrap_or(0),
         zero: 0,
+        jit_exit: 0,
+        funcs: store.instances[inst as usize].funcs.as_ptr() as usize,
     });
     vmctx.mem0_len = &vmctx.zero as *const usize as usize;
     if let Some(&m) = store.instances[inst as usize].memories.first() {
@@ -199,8 +219,18 @@ pub(super) fn call_compiled(
     let args = store.mutator.exec.stack[base..].as_mut_ptr();
     let state: *mut StoreState = store;
     let vmctx: *mut VmCtx = &mut *store.instances[inst as usize].tier.as_mut().expect("built above").vmctx;
+    // The compiled frames of an outer entry, if any, are suspended under this one: keep their exit for
+    // the collector's walk; the new run of compiled frames records its own exits from scratch.
+    let outer_exit = std::mem::take(&mut store.mutator.exec.jit_exit);
+    if outer_exit.fp != 0 {
+        store.mutator.exec.jit_segments.push(outer_exit);
+    }
+    let exit_cell = &mut store.mutator.exec.jit_exit as *mut crate::tier::JitExit as usize;
     // SAFETY: `vmctx` is boxed in the instance (stable address) and lives while the store does.
-    unsafe { (*vmctx).store = state as usize };
+    unsafe {
+        (*vmctx).store = state as usize;
+        (*vmctx).jit_exit = exit_cell;
+    }
     // SAFETY: `array_entry` is the compiler's entry for this function's signature (`tier.rs`: `extern
     // "C" fn(code, vmctx, args) -> u32`); `args` points at `slots` committed value-stack slots, which
     // nothing else uses until the call returns (`exec.sp` is above them). The store is reached again only
@@ -211,6 +241,10 @@ pub(super) fn call_compiled(
         entry(code.code.0, vmctx, args)
     };
     store.mutator.exec.sp = saved_sp;
+    if outer_exit.fp != 0 {
+        store.mutator.exec.jit_segments.pop();
+    }
+    store.mutator.exec.jit_exit = outer_exit;
     if status == 0 {
         return Ok(());
     }
@@ -233,7 +267,7 @@ pub(super) fn wasm_frame(module: &ModuleData, func_index: u32, offset: u32) -> W
 
 /// Run a library call's body with the store; a trap becomes the pending trap and status 1, a panic is
 /// kept for `call_compiled` to resume.
-fn with_store(vmctx: *mut VmCtx, f: impl FnOnce(&mut StoreState, u32) -> Result<(), Trap>) -> u32 {
+pub(super) fn with_store(vmctx: *mut VmCtx, f: impl FnOnce(&mut StoreState, u32) -> Result<(), Trap>) -> u32 {
     // SAFETY: compiled code passes the `VmCtx` it was entered with, whose `store` field `call_compiled`
     // set from the `&mut StoreState` it holds unused for the duration of the call.
     let (store, inst) = unsafe { (&mut *((*vmctx).store as *mut StoreState), (*vmctx).instance) };

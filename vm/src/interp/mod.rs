@@ -59,6 +59,9 @@ mod float;
 mod gc_objects;
 mod host;
 mod jit;
+mod jit_gc;
+
+pub(crate) use jit_gc::visit_compiled_frames;
 mod memory;
 mod numeric;
 mod operands;

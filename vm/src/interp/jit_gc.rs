@@ -1,0 +1,174 @@
+//! The heap's side of the compiled tier: the library calls compiled code makes to allocate and for the
+//! GC instructions it does not do inline, and the walk of compiled frames for roots.
+//!
+//! # Roots in compiled frames
+//!
+//! Compiled code keeps references in registers and spill slots, not in the value stack. Cranelift spills
+//! every reference live across a call to a stack slot and records a *stack map* for the call (the jit
+//! crate declares every reference-typed value as needing one), so while a call is in progress the frame's
+//! live references are exactly the slots of that call's map. Every call out of compiled code into the VM
+//! goes through code that records the calling frame's frame pointer and the call's return address in the
+//! mutator's [`JitExit`] (`ExecState::jit_exit`). From there [`visit_compiled_frames`] follows the
+//! frame-pointer chain (Cranelift keeps frame pointers): at each frame, the return address names the
+//! function ([`CodeMap`]) and the call site's map; the walk ends at the first return address that is not
+//! in a compiled wasm function (the array entry Rust called in through). Each nested entry from the VM
+//! into compiled code saves the outer exit in `ExecState::jit_segments` (`call_compiled`), so every run of
+//! compiled frames on the thread's stack is walked, with the interpreter's frames scanned as before.
+//!
+//! # Allocation
+//!
+//! An allocation asks the heap with `may_collect`; when the heap wants a collection first, the library
+//! call collects right there (the whole store is reachable through the `VmCtx`, and every compiled frame
+//! below is described by the exit record) and allocates again without asking, as the interpreter's
+//! driver does after `Exit::Collect`.
+
+use super::gc_objects::{self, AllocSite, Allocator, OpExit};
+use super::jit::with_store;
+use crate::state::{Instance, StoreState};
+use crate::tier::{ArrayOp, CodeMap, JitExit, VmCtx, decode_heap_type, function_at};
+use crate::types::TypeRegistry;
+use crate::{Trap, TrapKind, gcglue};
+
+/// Run allocating `op` with an allocator for `site` of the instance's module (and the registry and the
+/// instance, for segments), collecting and retrying if the heap asks for a collection first; the new
+/// object's reference.
+fn allocate(
+    store: &mut StoreState,
+    inst: u32,
+    site: u64,
+    op: impl Fn(&mut Allocator<'_>, &TypeRegistry, &Instance) -> Result<gc::ObjRef, OpExit>,
+) -> Result<u64, Trap> {
+    loop {
+        let StoreState { rt, mutator, instances, .. } = &mut *store;
+        let instance = &instances[inst as usize];
+        let mut a = Allocator {
+            heap: &rt.heap,
+            cache: &mut mutator.cache,
+            state: &mut mutator.alloc,
+            module: &instance.module,
+            func: (site >> 32) as u32,
+            site: AllocSite::Offset(site as u32),
+        };
+        match op(&mut a, &rt.types, instance) {
+            Ok(o) => return Ok(o.raw()),
+            Err(OpExit::Collect) => {
+                crate::safepoint::collect(store);
+                store.mutator.alloc.gc_retry = true;
+            }
+            Err(OpExit::Trap(k)) => return Err(Trap::new(k)),
+            Err(_) => return Err(Trap::new(TrapKind::Host("unexpected exit of an allocation".into()))),
+        }
+    }
+}
+
+pub(super) extern "C" fn lib_struct_new(vmctx: *mut VmCtx, type_id: u32, site: u64) -> u64 {
+    let mut raw = 0;
+    with_store(vmctx, |store, inst| {
+        raw = allocate(store, inst, site, |a, _, _| a.new_struct(type_id))?;
+        Ok(())
+    });
+    raw
+}
+
+pub(super) extern "C" fn lib_array_new(vmctx: *mut VmCtx, type_id: u32, len: u32, site: u64) -> u64 {
+    let mut raw = 0;
+    with_store(vmctx, |store, inst| {
+        raw = allocate(store, inst, site, |a, _, _| a.new_array(type_id, len))?;
+        Ok(())
+    });
+    raw
+}
+
+/// Operands of an [`ArrayOp`] after its two immediates, as the interpreter's helpers read them from a
+/// frame (slot 0 on; the result of a `new_*` goes to slot 6).
+const RESULT_SLOT: usize = 6;
+
+pub(super) extern "C" fn lib_array_op(vmctx: *mut VmCtx, op: u32, site: u64, args: *mut u64) -> u32 {
+    with_store(vmctx, |store, inst| {
+        // SAFETY: compiled code passes a buffer of 2 immediates and up to 5 operands (`ArrayOp`).
+        let buf = unsafe { std::slice::from_raw_parts_mut(args, 7) };
+        let (imm0, imm1) = (buf[0] as u32, buf[1] as u32);
+        let mut frame = [0u64; 7];
+        frame[..5].copy_from_slice(&buf[2..7]);
+        let op = ArrayOp::from_u32(op).ok_or_else(|| Trap::new(TrapKind::Unreachable))?;
+        let registry = &store.rt.types;
+        let trap = |e: TrapKind| Trap::new(e);
+        match op {
+            ArrayOp::Fill => {
+                gc_objects::array_fill(&frame, registry.array_elem(imm0), 0).map_err(trap)?;
+            }
+            ArrayOp::Copy => {
+                let (dk, sk) = (registry.array_elem(imm0), registry.array_elem(imm1));
+                gc_objects::array_copy(&frame, dk, sk, 0).map_err(trap)?;
+            }
+            ArrayOp::InitData => {
+                let seg = &store.instances[inst as usize].datas[imm1 as usize];
+                gc_objects::array_init_data(&frame, registry.array_elem(imm0), seg, 0).map_err(trap)?;
+            }
+            ArrayOp::InitElem => {
+                let seg = &store.instances[inst as usize].elems[imm1 as usize];
+                gc_objects::array_init_elem(&frame, registry.array_elem(imm0), seg, 0).map_err(trap)?;
+            }
+            ArrayOp::NewData | ArrayOp::NewElem => {
+                buf[0] = allocate(store, inst, site, |a, types, instance| {
+                    let mut f = frame;
+                    let dst = RESULT_SLOT as u16;
+                    if op == ArrayOp::NewData {
+                        let seg = &instance.datas[imm1 as usize];
+                        gc_objects::array_new_data(&mut f, a, types, imm0, seg, dst, 0)?;
+                    } else {
+                        gc_objects::array_new_elem(&mut f, a, imm0, &instance.elems[imm1 as usize], dst, 0)?;
+                    }
+                    Ok(gcglue::obj(f[RESULT_SLOT]))
+                })?;
+            }
+        }
+        Ok(())
+    })
+}
+
+pub(super) extern "C" fn lib_ref_test(vmctx: *mut VmCtx, raw: u64, heap: u64, nullable: u32) -> u32 {
+    let mut matches = false;
+    with_store(vmctx, |store, _| {
+        let funcs = &store.funcs;
+        matches = gcglue::ref_matches(
+            &store.rt.types,
+            |f| funcs[f as usize].ty,
+            gcglue::object_type,
+            raw,
+            nullable != 0,
+            decode_heap_type(heap),
+        );
+        Ok(())
+    });
+    matches as u32
+}
+
+/// Visit the references every suspended compiled frame of the thread holds (see the module comment).
+pub(crate) fn visit_compiled_frames(exit: &JitExit, segments: &[JitExit], code: &CodeMap, visit: &mut dyn FnMut(u64)) {
+    if exit.fp == 0 && segments.is_empty() {
+        return;
+    }
+    let funcs = code.read();
+    for e in segments.iter().chain(std::iter::once(exit)) {
+        let (mut fp, mut pc) = (e.fp, e.pc);
+        while fp != 0 {
+            let Some(f) = function_at(&funcs, pc) else { break };
+            if let Some(map) = f.stack_map_at((pc - f.code.0) as u32) {
+                let sp = fp - map.span as usize;
+                for &off in &map.slots {
+                    // SAFETY: the thread is stopped (this is its root set) inside a call from this compiled
+                    // frame, so the frame is live on its native stack; the map says an 8-byte reference was
+                    // spilled at `sp + off` for the duration of the call.
+                    visit(unsafe { ((sp + off as usize) as *const u64).read() });
+                }
+            }
+            // SAFETY: compiled functions keep frame pointers: `[fp]` is the caller's frame pointer and
+            // `[fp + 8]` the return address into the caller, both written by this frame's prologue.
+            unsafe {
+                pc = ((fp + 8) as *const usize).read();
+                fp = (fp as *const usize).read();
+            }
+        }
+    }
+}
