@@ -77,6 +77,9 @@ pub struct CraneliftCompiler {
     inner: Mutex<Inner>,
     libcalls: Libcalls,
     bugs: InjectedBugs,
+    /// `VMRUN_JIT_INTERPRET=prefix`: functions whose name starts with it stay interpreted, so tests can
+    /// mix the tiers in one program deterministically.
+    interpret_prefix: Option<String>,
 }
 
 struct Inner {
@@ -120,6 +123,7 @@ impl CraneliftCompiler {
             }),
             libcalls: vm::libcalls(),
             bugs: InjectedBugs::from_env(),
+            interpret_prefix: std::env::var("VMRUN_JIT_INTERPRET").ok().filter(|p| !p.is_empty()),
         })
     }
 }
@@ -172,6 +176,11 @@ impl Inner {
 
 impl Compiler for CraneliftCompiler {
     fn compile(&self, input: &FuncInput<'_>) -> Result<CompiledFunc, Unsupported> {
+        if let Some(prefix) = &self.interpret_prefix
+            && input.func_name().is_some_and(|n| n.starts_with(prefix.as_str()))
+        {
+            return Err(Unsupported::new("kept interpreted by VMRUN_JIT_INTERPRET"));
+        }
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let (params, results) = input.func_signature(input.func_index);
         let array_entry = inner.array_entry(params, results)?;

@@ -155,6 +155,11 @@ impl<'a> FuncInput<'a> {
         self.module.body_ranges[defined].clone()
     }
 
+    /// The function's name from the name section, if it has one.
+    pub fn func_name(&self) -> Option<&'a str> {
+        self.module.source.func_name(self.func_index)
+    }
+
     pub fn num_imported_funcs(&self) -> u32 {
         self.module.num_imported_funcs
     }

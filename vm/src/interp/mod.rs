@@ -199,6 +199,12 @@ fn run(store: &mut StoreState, mut pos: Position, depth0: usize) -> Result<(), T
                         if let Some(f) = store.mutator.exec.frames.get(depth0..).and_then(|f| f.last()).copied() {
                             let caller = Position { inst: f.inst, func: f.func, pc: f.pc as usize, fp: f.fp as usize };
                             store.mutator.exec.frames.pop();
+                            if let Some(raw) = take_exception(store, &t) {
+                                // Thrown by code the compiled callee called: the caller's handlers may take it.
+                                pos = caller;
+                                rethrow(store, &mut pos, depth0, raw, false, t.backtrace)?;
+                                continue;
+                            }
                             t.backtrace.extend(backtrace(store, caller, depth0));
                         }
                         return Err(t);
