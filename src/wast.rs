@@ -54,6 +54,8 @@ pub struct WastOptions {
     pub features: Option<vm::wasmparser::WasmFeatures>,
     /// The tiers every store of the script runs with (`vmrun wast --jit=...`).
     pub jit: vm::JitConfig,
+    /// The heap's policy and debug modes (`--gc-stress`, `--gc-verify`); `None` for the default.
+    pub gc: Option<gc::HeapConfig>,
 }
 
 /// The outcome of one script.
@@ -210,6 +212,9 @@ struct ScriptRunner {
 impl ScriptRunner {
     fn new(opts: WastOptions) -> ScriptRunner {
         let mut config = vm::Config { jit: opts.jit.clone(), ..vm::Config::default() };
+        if let Some(gc) = &opts.gc {
+            config.gc = gc.clone();
+        }
         if let Some(features) = opts.features {
             config.features = features;
         }

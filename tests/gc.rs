@@ -25,17 +25,43 @@ const GC_PROGRAMS: &[(&str, &str, &str)] = &[
     ("programs/gc_exceptions.wat", "300", "168000"),
 ];
 
+/// The interpreter, every function compiled, and tier-up after one call (compiled and interpreted
+/// frames mixed on the stack while collections run).
+const TIERS: [&str; 3] = ["--jit=off", "--jit=eager", "--jit-threshold=1"];
+
 #[test]
 fn gc_programs_agree_with_and_without_stress_and_verification() {
-    for (program, arg, expected) in GC_PROGRAMS {
-        let normal = ok_stdout(&["--invoke", "run", program, arg]);
-        assert_eq!(normal.trim(), *expected, "{program} {arg}");
-        // A collection before every allocation, and the heap checked after each mark and sweep.
-        let stressed = ok_stdout(&["--gc-stress", "--gc-verify", "--invoke", "run", program, arg]);
-        assert_eq!(stressed.trim(), *expected, "{program} {arg} under --gc-stress --gc-verify");
-        let every_7th = ok_stdout(&["--gc-stress=7", "--gc-verify", "--invoke", "run", program, arg]);
-        assert_eq!(every_7th.trim(), *expected, "{program} {arg} under --gc-stress=7");
+    for tier in TIERS {
+        for (program, arg, expected) in GC_PROGRAMS {
+            let normal = ok_stdout(&[tier, "--invoke", "run", program, arg]);
+            assert_eq!(normal.trim(), *expected, "{tier} {program} {arg}");
+            // A collection before every allocation, and the heap checked after each mark and sweep.
+            let stressed = ok_stdout(&[tier, "--gc-stress", "--gc-verify", "--invoke", "run", program, arg]);
+            assert_eq!(stressed.trim(), *expected, "{tier} {program} {arg} under --gc-stress --gc-verify");
+            let every_7th = ok_stdout(&[tier, "--gc-stress=7", "--gc-verify", "--invoke", "run", program, arg]);
+            assert_eq!(every_7th.trim(), *expected, "{tier} {program} {arg} under --gc-stress=7");
+        }
     }
+}
+
+/// The negative control of the compiled tier's stack maps: with references returned by calls left out
+/// of them (`VMRUN_JIT_DEBUG=no-call-result-maps`), a subtree only a compiled frame holds across the
+/// next call is freed by the stressed collector and reused, and binary-trees goes wrong.
+#[test]
+fn a_reference_missing_from_a_stack_map_is_caught() {
+    let args = ["--jit=eager", "--gc-stress", "--gc-verify", "--invoke", "run", "programs/binary_trees.wat", "6"];
+    let run = |bug: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vmrun"));
+        cmd.args(args).env_remove("VMRUN_JIT_DEBUG");
+        if let Some(bug) = bug {
+            cmd.env("VMRUN_JIT_DEBUG", bug);
+        }
+        let out = cmd.output().expect("vmrun starts");
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    assert_eq!(run(None), (Some(0), "4398".to_string()));
+    let planted = run(Some("no-call-result-maps"));
+    assert_ne!(planted, (Some(0), "4398".to_string()), "the planted bug went unnoticed");
 }
 
 /// The negative control of the exception programs' check: with the reference payload left out of exception

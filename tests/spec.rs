@@ -59,15 +59,24 @@ fn run_files(group: &str, files: Vec<TestFile<'static>>) -> Vec<FileOutcome> {
 /// The same with every function compiled when its module loads (`vmrun wast --jit=eager`); functions
 /// the compiler declines run interpreted, so every file must pass here too.
 fn run_files_eager(group: &str, files: Vec<TestFile<'static>>) -> Vec<FileOutcome> {
-    run_files_with(&format!("{group} (jit eager)"), files, || {
-        let compiler = jit::CraneliftCompiler::new().expect("a Cranelift backend for this machine");
-        let jit = vm::JitConfig {
-            mode: vm::tier::JitMode::Eager,
-            compiler: Some(std::sync::Arc::new(compiler)),
-            ..Default::default()
-        };
-        WastOptions { jit, ..WastOptions::default() }
-    })
+    run_files_with(&format!("{group} (jit eager)"), files, eager)
+}
+
+fn eager() -> WastOptions {
+    let compiler = jit::CraneliftCompiler::new().expect("a Cranelift backend for this machine");
+    let jit = vm::JitConfig {
+        mode: vm::tier::JitMode::Eager,
+        compiler: Some(std::sync::Arc::new(compiler)),
+        ..Default::default()
+    };
+    WastOptions { jit, ..WastOptions::default() }
+}
+
+/// Compiled, with a collection at every allocation and the heap verified after each (`--gc-stress
+/// --gc-verify`): references in compiled frames must all be in stack maps.
+fn eager_under_gc_stress() -> WastOptions {
+    let gc = gc::HeapConfig { stress_every: Some(1), verify: true, ..Default::default() };
+    WastOptions { gc: Some(gc), ..eager() }
 }
 
 fn run_files_with(group: &str, files: Vec<TestFile<'static>>, opts: fn() -> WastOptions) -> Vec<FileOutcome> {
@@ -236,6 +245,17 @@ fn core_wasm_2_0_without_3_0_version_jit_eager() {
     let only_in_v2: Vec<_> =
         spec_files(SpecVersion::V2).into_iter().filter(|f| !v3.iter().any(|new| new.name() == f.name())).collect();
     check("wasm-v2", &run_files_eager("wasm-v2", only_in_v2));
+}
+
+/// Every file that allocates (the GC proposal's, and the 3.0 files of GC instructions), compiled and
+/// under a collection at every allocation with heap verification.
+#[test]
+fn gc_files_jit_eager_under_gc_stress() {
+    let allocating = |f: &TestFile<'static>| ["struct.new", "array.new", "throw"].iter().any(|op| f.raw().contains(op));
+    let mut files: Vec<_> = spec_files(SpecVersion::V3).into_iter().filter(allocating).collect();
+    files.extend(proposal_files(Proposal::GC));
+    assert!(files.len() >= 15, "{} allocating files", files.len());
+    check("gc-stress", &run_files_with("gc-stress (jit eager)", files, eager_under_gc_stress));
 }
 
 #[test]
