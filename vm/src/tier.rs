@@ -355,6 +355,36 @@ pub struct Libcalls {
     /// `fn(vmctx, raw: u64, heap: u64, nullable: u32) -> u32`: 1 if reference `raw` matches the cast target
     /// (`heap` encoded by [`encode_heap_type`]).
     pub ref_test: usize,
+    /// `fn(vmctx, op: u32, args: *mut u64) -> u32`: a [`TableOp`] with its immediates and operands in
+    /// `args` (see there); 0 done, 1 trap pending.
+    pub table_op: usize,
+}
+
+/// The table instructions compiled code leaves to the VM ([`Libcalls::table_op`]). `args[0]` is the
+/// table (instance index), `args[1]` a second immediate, the operands follow from `args[2]` in the
+/// instruction's order; a result goes to `args[0]`.
+/// - `Get`: index → element. `Set`: index, value. `Size`: → size. `Grow`: initial value, delta → old size
+///   or -1. `Fill`: index, value, count.
+/// - `Copy`: `args[1]` the source table; destination, source, count. `Init`: `args[1]` the element
+///   segment; destination, source, count. `ElemDrop`: `args[1]` the segment (`args[0]` unused).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TableOp {
+    Get = 0,
+    Set = 1,
+    Size = 2,
+    Grow = 3,
+    Fill = 4,
+    Copy = 5,
+    Init = 6,
+    ElemDrop = 7,
+}
+
+impl TableOp {
+    pub(crate) fn from_u32(op: u32) -> Option<TableOp> {
+        use TableOp as T;
+        [T::Get, T::Set, T::Size, T::Grow, T::Fill, T::Copy, T::Init, T::ElemDrop].get(op as usize).copied()
+    }
 }
 
 /// The site word of an allocation for [`Libcalls::struct_new`] and friends: defined function index and

@@ -36,6 +36,7 @@ mod gc;
 mod memory;
 mod numeric;
 mod refs;
+mod tables;
 
 /// How compiled code reaches the VM: the library functions, called through the exit trampoline.
 pub struct VmCalls<'a> {
@@ -570,6 +571,7 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
                     && !self.numeric_op(&other, offset)?
                     && !self.reference_op(&other, offset)?
                     && !self.gc_op(&other, offset)?
+                    && !self.table_op(&other, offset)?
                 {
                     return Err(Unsupported::new(op_name(&other)));
                 }

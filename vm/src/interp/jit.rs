@@ -44,6 +44,7 @@ pub(crate) fn libcalls() -> Libcalls {
         array_new: super::jit_gc::lib_array_new as *const () as usize,
         array_op: super::jit_gc::lib_array_op as *const () as usize,
         ref_test: super::jit_gc::lib_ref_test as *const () as usize,
+        table_op: super::jit_tables::lib_table_op as *const () as usize,
     }
 }
 

@@ -60,6 +60,7 @@ mod gc_objects;
 mod host;
 mod jit;
 mod jit_gc;
+mod jit_tables;
 
 pub(crate) use jit_gc::visit_compiled_frames;
 mod memory;
