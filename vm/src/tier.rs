@@ -43,8 +43,10 @@
 //!   every compiled prologue compares the stack pointer with it, so overflow is the `call stack exhausted`
 //!   trap, never a fault.
 //! - A function is compiled only when every construct in it is supported; otherwise the compiler returns
-//!   [`Unsupported`] naming the construct and the function stays interpreted (never wrong). Functions that
-//!   hold GC references are among those for now, so compiled frames never hold roots.
+//!   [`Unsupported`] naming the construct and the function stays interpreted (never wrong).
+//! - Every reference a compiled frame holds across a call is in that call's [`StackMap`], and every call
+//!   from compiled code into the VM records [`JitExit`] first (the exit trampoline, the stubs), so the
+//!   collector can walk compiled frames (`interp/jit_gc.rs`).
 //! - Code memory is never freed while the runtime lives (the compiler owns it), so a slot or entry never
 //!   dangles.
 
