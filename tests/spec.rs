@@ -260,9 +260,12 @@ fn gc_files_jit_eager_under_gc_stress() {
 
 #[test]
 fn proposals_jit_eager() {
-    for (group, proposal) in
-        [("gc", Proposal::GC), ("multi-memory", Proposal::MultiMemory), ("extended-const", Proposal::ExtendedConst)]
-    {
+    for (group, proposal) in [
+        ("gc", Proposal::GC),
+        ("multi-memory", Proposal::MultiMemory),
+        ("extended-const", Proposal::ExtendedConst),
+        ("exceptions", Proposal::ExceptionHandling),
+    ] {
         check(group, &run_files_eager(group, proposal_files(proposal)));
     }
 }

@@ -157,6 +157,13 @@ impl<'a> FuncInput<'a> {
         self.module.body_ranges[defined].clone()
     }
 
+    /// Payload types of the module's tag `tag` (index space) and where each sits in an exception object.
+    pub fn tag_payload(&self, tag: u32) -> (&'a [RtValType], &'a [FieldLayout]) {
+        let desc = &self.module.tags[tag as usize];
+        let params = self.signature_of(desc.ty).map_or(&[][..], |(p, _)| p);
+        (params, &desc.payload)
+    }
+
     /// The function's name from the name section, if it has one.
     pub fn func_name(&self) -> Option<&'a str> {
         self.module.source.func_name(self.func_index)
@@ -360,6 +367,17 @@ pub struct Libcalls {
     /// `fn(vmctx, op: u32, args: *mut u64) -> u32`: a [`TableOp`] with its immediates and operands in
     /// `args` (see there); 0 done, 1 trap pending.
     pub table_op: usize,
+    /// `fn(vmctx, tag: u32, args: *mut u64, site: u64) -> u32`: `throw` of the instance's tag `tag` with the
+    /// payload in `args`: allocates the exception and makes it the pending trap (an uncaught exception);
+    /// always 1 (unwind to a handler or out).
+    pub throw: usize,
+    /// `fn(vmctx, exn: u64) -> u32`: `throw_ref`: `exn` becomes the pending exception (or the null
+    /// exception trap); always 1.
+    pub throw_ref: usize,
+    /// `fn(vmctx, tag: u32) -> u64`: a `try_table` clause: if the pending trap is an exception of the
+    /// instance's tag `tag` (any exception for `u32::MAX`), take it (nothing is pending any more) and return
+    /// it; 0 otherwise (a trap, or another tag: unwinding goes on).
+    pub exn_catch: usize,
 }
 
 /// The table instructions compiled code leaves to the VM ([`Libcalls::table_op`]). `args[0]` is the

@@ -60,7 +60,7 @@ impl FuncTranslator<'_, '_> {
     }
 
     /// A stack buffer of 8-byte slots for a call through the VM, holding `args`.
-    fn slot_buffer(&mut self, args: &[Value], results: usize) -> Value {
+    pub(super) fn slot_buffer(&mut self, args: &[Value], results: usize) -> Value {
         let slots = args.len().max(results).max(1);
         let slot = StackSlotData::new(StackSlotKind::ExplicitSlot, (slots * 8) as u32, 3);
         let buffer = self.b.create_sized_stack_slot(slot);

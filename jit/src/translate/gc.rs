@@ -211,7 +211,7 @@ impl FuncTranslator<'_, '_> {
     }
 
     /// Load a field or element at `addr + offset` as its wasm value (packed kinds extended to i32).
-    fn load_field(&mut self, kind: StorageKind, float: bool, addr: Value, offset: i32) -> Value {
+    pub(super) fn load_field(&mut self, kind: StorageKind, float: bool, addr: Value, offset: i32) -> Value {
         let f = heap_flags();
         let ins = self.b.ins();
         let v = match kind {

@@ -32,6 +32,7 @@ use crate::InjectedBugs;
 use crate::abi::{self, Target, clif_type, store_slot, trusted, wasm_signature};
 
 mod calls;
+mod exceptions;
 mod gc;
 mod memory;
 mod numeric;
@@ -82,7 +83,7 @@ fn op_name(op: &Operator<'_>) -> String {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum FrameKind {
+pub(super) enum FrameKind {
     Block,
     Loop,
     /// `else_block` takes the `if`'s parameters; `else_seen` once `else` was translated.
@@ -92,7 +93,7 @@ enum FrameKind {
     },
 }
 
-struct Frame {
+pub(super) struct Frame {
     kind: FrameKind,
     /// Where `br` to this frame goes: the loop header, or the end block.
     branch_target: Block,
@@ -140,6 +141,8 @@ pub(crate) struct FuncTranslator<'a, 'b> {
     results: Vec<Type>,
     trap_block: Block,
     unwind_block: Block,
+    /// The `try_table`s around the current operator, innermost last (`exceptions.rs`).
+    handlers: Vec<exceptions::Handler>,
     reachable: bool,
     /// Frames opened inside dead code, skipped until their `end`.
     dead_depth: u32,
@@ -204,6 +207,7 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
             results: results.clone(),
             trap_block,
             unwind_block,
+            handlers: Vec::new(),
             reachable: true,
             dead_depth: 0,
             bugs,
@@ -365,11 +369,12 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
         self.b.ins().jump(trap, &[BlockArg::Value(code), BlockArg::Value(off)]);
     }
 
-    /// After a call returning `status`: unwind when it is non-zero.
+    /// After a call returning `status`: unwind when it is non-zero (to the innermost `try_table`'s
+    /// landing block, which may catch an exception, else out of the function).
     fn check_status(&mut self, status: Value, offset: u32) {
         let off = self.b.ins().iconst(types::I32, offset as i64);
         let cont = self.b.create_block();
-        let unwind = self.unwind_block;
+        let unwind = self.unwind_target();
         self.b.ins().brif(status, unwind, &[BlockArg::Value(off)], cont, &[]);
         self.b.switch_to_block(cont);
     }
@@ -493,6 +498,9 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
             O::ReturnCall { function_index } => self.call(function_index, offset, true)?,
             O::CallIndirect { type_index, table_index } => self.call_indirect(type_index, table_index, offset)?,
             O::CallRef { type_index } => self.call_ref(type_index, offset, false)?,
+            O::TryTable { try_table } => self.try_table(try_table)?,
+            O::Throw { tag_index } => self.throw(tag_index, offset),
+            O::ThrowRef => self.throw_ref(offset),
             O::ReturnCallRef { type_index } => self.call_ref(type_index, offset, true)?,
             O::Drop => {
                 self.pop();
@@ -587,9 +595,8 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
             Operator::Else if self.dead_depth == 0 => self.else_(),
             Operator::End if self.dead_depth == 0 => self.end(),
             Operator::End => self.dead_depth -= 1,
-            Operator::TryTable { .. } | Operator::Try { .. } => {
-                return Err(Unsupported::new(op_name(&op)));
-            }
+            Operator::TryTable { .. } => self.dead_depth += 1,
+            Operator::Try { .. } => return Err(Unsupported::new(op_name(&op))),
             _ => {}
         }
         Ok(())
@@ -649,6 +656,10 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
             frame.end_reachable = true;
             let vals = self.pop_n(frame.results.len());
             self.jump(frame.end_block, &vals);
+        }
+        if self.handlers.last().is_some_and(|h| h.depth == self.control.len()) {
+            let handler = self.handlers.pop().expect("checked");
+            self.landing(handler);
         }
         if let FrameKind::If { else_block, else_seen: false } = frame.kind {
             // No `else`: the parameters pass through (validation makes them the results).

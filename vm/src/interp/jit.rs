@@ -45,6 +45,9 @@ pub(crate) fn libcalls() -> Libcalls {
         array_op: super::jit_gc::lib_array_op as *const () as usize,
         ref_test: super::jit_gc::lib_ref_test as *const () as usize,
         table_op: super::jit_tables::lib_table_op as *const () as usize,
+        throw: super::jit_gc::lib_throw as *const () as usize,
+        throw_ref: super::jit_gc::lib_throw_ref as *const () as usize,
+        exn_catch: super::jit_gc::lib_exn_catch as *const () as usize,
     }
 }
 

@@ -22,11 +22,12 @@
 //! below is described by the exit record) and allocates again without asking, as the interpreter's
 //! driver does after `Exit::Collect`.
 
+use super::exceptions;
 use super::gc_objects::{self, AllocSite, Allocator, OpExit};
 use super::jit::with_store;
 use crate::state::{Instance, StoreState};
 use crate::tier::{ArrayOp, CodeMap, JitExit, VmCtx, decode_heap_type, function_at};
-use crate::types::TypeRegistry;
+use crate::types::{StorageKind, TypeRegistry};
 use crate::{Trap, TrapKind, gcglue};
 
 /// Run allocating `op` with an allocator for `site` of the instance's module (and the registry and the
@@ -142,6 +143,63 @@ pub(super) extern "C" fn lib_ref_test(vmctx: *mut VmCtx, raw: u64, heap: u64, nu
         Ok(())
     });
     matches as u32
+}
+
+/// Make `exn` the pending exception of the compiled frames unwinding, as an uncaught exception (rooted by
+/// its handle) that a `try_table` of theirs or the interpreter may still catch.
+fn pend_exception(store: &mut StoreState, exn: u64) -> Trap {
+    let tag = exceptions::exception_tag_name(&store.rt.types, exn);
+    let exn = store.mutator.handles.insert(exn);
+    Trap { kind: TrapKind::UncaughtException { exn, tag }, backtrace: Vec::new() }
+}
+
+pub(super) extern "C" fn lib_throw(vmctx: *mut VmCtx, tag: u32, args: *mut u64, site: u64) -> u32 {
+    with_store(vmctx, |store, inst| {
+        let layout = &store.instances[inst as usize].module.tags[tag as usize].payload;
+        // SAFETY: compiled code passes a buffer with the tag's payload, one slot per value.
+        let payload = unsafe { std::slice::from_raw_parts(args, layout.len()) }.to_vec();
+        // The payload's references are only in this buffer now: root them while the allocation may
+        // collect (only the references: an integer may look like an object address).
+        let refs: Vec<u64> =
+            payload.iter().zip(layout.iter()).filter(|(_, f)| f.kind == StorageKind::Ref).map(|(&v, _)| v).collect();
+        let roots = store.mutator.host_roots.len();
+        store.mutator.host_roots.extend_from_slice(&refs);
+        let exn = allocate(store, inst, site, |a, _, instance| {
+            let store_tag = instance.tags[tag as usize];
+            let raw = exceptions::throw_new(&payload, a, &instance.module.tags[tag as usize], store_tag, 0)?;
+            Ok(gcglue::obj(raw))
+        });
+        store.mutator.host_roots.truncate(roots);
+        Err(pend_exception(store, exn?))
+    })
+}
+
+pub(super) extern "C" fn lib_throw_ref(vmctx: *mut VmCtx, exn: u64) -> u32 {
+    with_store(vmctx, |store, _| {
+        if exn == 0 {
+            return Err(Trap::new(TrapKind::NullExceptionReference));
+        }
+        Err(pend_exception(store, exn))
+    })
+}
+
+pub(super) extern "C" fn lib_exn_catch(vmctx: *mut VmCtx, tag: u32) -> u64 {
+    let mut caught = 0;
+    with_store(vmctx, |store, inst| {
+        let Some(Trap { kind: TrapKind::UncaughtException { exn, .. }, .. }) = &store.mutator.jit_trap else {
+            return Ok(());
+        };
+        let exn = *exn;
+        let Some(raw) = store.mutator.handles.get(exn) else { return Ok(()) };
+        if tag != u32::MAX && exceptions::exception_tag(raw) != store.instances[inst as usize].tags[tag as usize] {
+            return Ok(());
+        }
+        store.mutator.handles.remove(exn);
+        store.mutator.jit_trap = None;
+        caught = raw;
+        Ok(())
+    });
+    caught
 }
 
 /// Visit the references every suspended compiled frame of the thread holds (see the module comment).
