@@ -29,8 +29,8 @@ mod abi;
 mod trampolines;
 mod translate;
 
-use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, PoisonError, RwLock};
 
 use cranelift_codegen::ir::UserFuncName;
 use cranelift_codegen::settings::{self, Configurable};
@@ -51,6 +51,12 @@ pub(crate) struct InjectedBugs {
     pub no_bounds_check: bool,
     /// `no-stack-check`: prologues skip the stack-limit check (deep recursion reaches the guard page).
     pub no_stack_check: bool,
+    /// `no-bounds-check-memory-n`: accesses to memories other than 0 skip the bounds check.
+    pub no_bounds_check_memory_n: bool,
+    /// `rmw-not-atomic`: atomic read-modify-writes compile to a load, the operation and a store.
+    pub rmw_not_atomic: bool,
+    /// `race-skip-store-hook`: with `--race`, plain stores do not call the race hook.
+    pub race_skip_store_hook: bool,
 }
 
 impl InjectedBugs {
@@ -61,6 +67,9 @@ impl InjectedBugs {
             i32_add_is_sub: has("i32-add-is-sub"),
             no_bounds_check: has("no-bounds-check"),
             no_stack_check: has("no-stack-check"),
+            no_bounds_check_memory_n: has("no-bounds-check-memory-n"),
+            rmw_not_atomic: has("rmw-not-atomic"),
+            race_skip_store_hook: has("race-skip-store-hook"),
         }
     }
 }
@@ -73,6 +82,26 @@ pub struct CraneliftCompiler {
     inner: Mutex<Inner>,
     libcalls: Libcalls,
     bugs: InjectedBugs,
+    /// With `--race`: each compiled function by code address, to walk compiled frames
+    /// ([`Compiler::caller_frames`]). Without it nothing is recorded.
+    frames: RwLock<BTreeMap<usize, FrameInfo>>,
+}
+
+/// A compiled function as a frame walk sees it.
+struct FrameInfo {
+    len: usize,
+    module: u32,
+    func: u32,
+    /// `(start, end, wasm offset)` of each code range, sorted (Cranelift's source locations).
+    srclocs: Vec<(u32, u32, u32)>,
+}
+
+impl FrameInfo {
+    /// The wasm offset of the operator whose code holds byte `at` (of the function).
+    fn offset_at(&self, at: u32) -> u32 {
+        let i = self.srclocs.partition_point(|&(_, end, _)| end <= at);
+        self.srclocs.get(i).filter(|&&(start, _, _)| start <= at).map_or(0, |&(_, _, off)| off)
+    }
 }
 
 struct Inner {
@@ -113,6 +142,7 @@ impl CraneliftCompiler {
             }),
             libcalls: vm::libcalls(),
             bugs: InjectedBugs::from_env(),
+            frames: RwLock::new(BTreeMap::new()),
         })
     }
 }
@@ -122,14 +152,19 @@ impl Inner {
         abi::Target { call_conv: self.module.isa().default_call_conv(), frontend: self.module.target_config() }
     }
 
-    /// Define `ctx.func` as a new function and return its address and code size.
-    fn define(&mut self) -> Result<(CodePtr, usize), Unsupported> {
+    /// Define `ctx.func` as a new function and return its address and code size, and with `srclocs`
+    /// the source locations of its code (see [`FrameInfo`]).
+    fn define(&mut self, srclocs: Option<&mut Vec<(u32, u32, u32)>>) -> Result<(CodePtr, usize), Unsupported> {
         let sig = self.ctx.func.signature.clone();
         let id =
             self.module.declare_anonymous_function(&sig).map_err(|e| Unsupported::new(format!("cranelift: {e}")))?;
         self.ctx.func.name = UserFuncName::user(0, id.as_u32());
         let r = self.module.define_function(id, &mut self.ctx);
         let size = self.ctx.compiled_code().map_or(0, |c| c.code_buffer().len());
+        if let (Some(out), Some(code)) = (srclocs, self.ctx.compiled_code()) {
+            let locs = code.buffer.get_srclocs_sorted().iter().filter(|l| !l.loc.is_default());
+            out.extend(locs.map(|l| (l.start, l.end, l.loc.bits())));
+        }
         self.module.clear_context(&mut self.ctx);
         r.map_err(|e| Unsupported::new(format!("cranelift: {e:?}")))?;
         self.module.finalize_definitions().map_err(|e| Unsupported::new(format!("cranelift: {e}")))?;
@@ -143,7 +178,7 @@ impl Inner {
         }
         let target = self.target();
         trampolines::array_entry(&mut self.ctx.func, &mut self.fctx, &target, params, results)?;
-        let (code, _) = self.define()?;
+        let (code, _) = self.define(None)?;
         self.array_entries.insert(key, code);
         Ok(code)
     }
@@ -165,7 +200,12 @@ impl Compiler for CraneliftCompiler {
             inner.fctx = FunctionBuilderContext::new();
             return Err(e);
         }
-        let (code, code_bytes) = inner.define()?;
+        let mut srclocs = Vec::new();
+        let (code, code_bytes) = inner.define(input.race.then_some(&mut srclocs))?;
+        if input.race {
+            let info = FrameInfo { len: code_bytes, module: input.module_index(), func: input.func_index, srclocs };
+            self.frames.write().unwrap_or_else(PoisonError::into_inner).insert(code.0, info);
+        }
         Ok(CompiledFunc { code, array_entry, code_bytes })
     }
 
@@ -178,8 +218,33 @@ impl Compiler for CraneliftCompiler {
         let inner = &mut *inner;
         let target = inner.target();
         trampolines::interpreter_stub(&mut inner.ctx.func, &mut inner.fctx, &self.libcalls, &target, params, results)?;
-        let (code, _) = inner.define()?;
+        let (code, _) = inner.define(None)?;
         inner.stubs.insert(key, code);
         Ok(code)
+    }
+
+    /// Walks the frame-pointer chain: every compiled frame starts with `push rbp; mov rbp, rsp`
+    /// (`preserve_frame_pointers`), so `[fp]` is the caller's frame pointer and `[fp + 8]` the return
+    /// address into the caller, whose operator is the one whose code holds the byte before it.
+    unsafe fn caller_frames(&self, fp: usize) -> Vec<(u32, u32, u32)> {
+        let frames = self.frames.read().unwrap_or_else(PoisonError::into_inner);
+        let mut out = Vec::new();
+        let mut fp = fp;
+        while fp != 0 {
+            // SAFETY: the caller guarantees `fp` is a live compiled frame's frame pointer, and each next one
+            // is read only after the return address showed the caller is compiled code too (so it also
+            // saved its frame pointer); the words are on this thread's stack, above the current frame.
+            let (next, ra) = unsafe { (*(fp as *const usize), *((fp + 8) as *const usize)) };
+            let Some((&start, info)) = frames.range(..ra).next_back() else { break };
+            if ra - start > info.len {
+                break;
+            }
+            out.push((info.module, info.func, info.offset_at((ra - 1 - start) as u32)));
+            if next <= fp {
+                break;
+            }
+            fp = next;
+        }
+        out
     }
 }

@@ -70,9 +70,11 @@ pub fn interpreter_stub(
     for (i, &v) in values[2..].iter().enumerate() {
         store_slot(&mut b, v, args, i);
     }
-    let i64s = [types::I64; 3];
+    // The stub's frame pointer lets a host function see its compiled callers (`Libcalls::call`).
+    let fp = b.ins().get_frame_pointer(types::I64);
+    let i64s = [types::I64; 4];
     let status =
-        abi::call_libcall(&mut b, target.call_conv, libcalls.call, &i64s, &[types::I32], &[vmctx, ctx, args])[0];
+        abi::call_libcall(&mut b, target.call_conv, libcalls.call, &i64s, &[types::I32], &[vmctx, ctx, args, fp])[0];
     let mut rets = vec![status];
     for (i, &t) in result_types.iter().enumerate() {
         rets.push(load_slot(&mut b, t, args, i));

@@ -1,5 +1,7 @@
-//! Calls: direct (through the instance's entry table, so a callee's tier change is one store) and
-//! `call_indirect` (a library call that checks the table entry's type).
+//! Calls: direct (through the instance's entry table, so a callee's tier change is one store),
+//! `call_indirect` on any table (a library call that checks the table entry's type and calls it) and
+//! `return_call_indirect` (a library call that checks the entry and says which code to call, then a real
+//! tail call through it, so tail-recursive loops run in constant stack).
 
 use cranelift_codegen::ir::{InstBuilder, StackSlotData, StackSlotKind, Type, types};
 use vm::tier::Unsupported;
@@ -58,6 +60,33 @@ impl FuncTranslator<'_, '_> {
             let v = load_slot(&mut self.b, ty, buf, i);
             self.push(v);
         }
+        Ok(())
+    }
+
+    pub(super) fn return_call_indirect(&mut self, type_index: u32, table: u32, offset: u32) -> Result<(), Unsupported> {
+        let (params, results) =
+            self.input.type_signature(type_index).ok_or_else(|| Unsupported::new("return_call_indirect type"))?;
+        let sig = wasm_signature(params, results)?;
+        let index = self.pop();
+        let args = self.pop_n(params.len());
+        let slot = StackSlotData::new(StackSlotKind::ExplicitSlot, 16, 3);
+        let entry = self.b.create_sized_stack_slot(slot);
+        let out = self.b.ins().stack_addr(types::I64, entry, 0);
+        let t = self.b.ins().iconst(types::I32, table as i64);
+        let ty = self.b.ins().iconst(types::I32, self.input.canonical_type(type_index) as i64);
+        let libcall_sig = [types::I64, types::I32, types::I32, types::I32, types::I64];
+        let call_args = [self.vmctx, t, ty, index, out];
+        let call_conv = self.target.call_conv;
+        let resolve = self.libcalls.resolve_indirect;
+        let status = abi::call_libcall(&mut self.b, call_conv, resolve, &libcall_sig, &[types::I32], &call_args)[0];
+        self.check_status(status, offset);
+        let code = self.b.ins().load(types::I64, trusted(), out, 0);
+        let ctx = self.b.ins().load(types::I64, trusted(), out, 8);
+        let sig = self.b.import_signature(sig);
+        let mut call_args = vec![ctx, self.vmctx];
+        call_args.extend(args);
+        self.b.ins().return_call_indirect(sig, code, &call_args);
+        self.reachable = false;
         Ok(())
     }
 }

@@ -9,8 +9,9 @@
 //!
 //! **Run-time checks, all explicit (no signal handlers, nothing Memcheck could mistake for an error):**
 //! - the prologue compares the stack pointer with `VmCtx::stack_limit` (call stack exhausted);
-//! - each memory access checks `addr + offset + size <= len` against memory 0's current byte length
-//!   (loaded through `VmCtx::mem0_len` at every access, so growth by any path is seen);
+//! - each memory access checks `addr + offset + size <= len` against its memory's current byte length
+//!   (loaded at every access, so growth by any path or thread is seen), after the alignment check of
+//!   an atomic;
 //! - division, remainder and float-to-int truncation check their operands as the interpreter does;
 //! - loop headers poll the mutator's stop flag (the safepoint a collection on another thread waits for).
 //!
@@ -18,8 +19,10 @@
 //! offset (`Libcalls::trap`) and returns status 1. After every call the status is tested; non-zero jumps
 //! to the *unwind block*, which adds this frame at the call's offset (`Libcalls::unwind`) and returns 1.
 //!
-//! Anything outside the supported set (references, tables other than through `call_indirect`, bulk
-//! memory, memories other than 0, SIMD, GC, exceptions) returns [`Unsupported`] with the operator's name.
+//! Anything outside the supported set (references, tables other than through `call_indirect`, SIMD, GC,
+//! exceptions) returns [`Unsupported`] with the operator's name. Operator families live in their own
+//! files: `memory.rs` (plain loads and stores), `multimem.rs` (where each memory is, bounds checks,
+//! size/grow/bulk/segments, race hooks), `atomics.rs` (the threads proposal), `numeric.rs`, `calls.rs`.
 
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{self, Block, BlockArg, InstBuilder, JumpTableData, Type, Value, types};
@@ -31,8 +34,10 @@ use wasmparser::{BinaryReader, BlockType, FunctionBody, Operator, ValType};
 use crate::InjectedBugs;
 use crate::abi::{self, Target, clif_type, store_slot, trusted, wasm_signature};
 
+mod atomics;
 mod calls;
 mod memory;
+mod multimem;
 mod numeric;
 
 /// Translate the function `input` names into `func`.
@@ -55,6 +60,8 @@ pub fn translate(
     while !reader.eof() {
         let offset = reader.original_position() as u32;
         let op = reader.read().map_err(parse_error)?;
+        // Call sites' offsets, for backtraces walked through compiled frames (`CraneliftCompiler::frames`).
+        t.b.set_srcloc(ir::SourceLoc::new(offset));
         t.operator(op, offset)?;
     }
     t.finish();
@@ -137,11 +144,6 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
         results: &[RtValType],
         bugs: InjectedBugs,
     ) -> Result<Self, Unsupported> {
-        let (memories, shared) = input.memories();
-        if shared {
-            return Err(Unsupported::new("shared memory"));
-        }
-        let _ = memories;
         let entry = b.create_block();
         b.append_block_params_for_function_params(entry);
         b.switch_to_block(entry);
@@ -445,6 +447,9 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
             O::Call { function_index } => self.call(function_index, offset, false)?,
             O::ReturnCall { function_index } => self.call(function_index, offset, true)?,
             O::CallIndirect { type_index, table_index } => self.call_indirect(type_index, table_index, offset)?,
+            O::ReturnCallIndirect { type_index, table_index } => {
+                self.return_call_indirect(type_index, table_index, offset)?
+            }
             O::Drop => {
                 self.pop();
             }
@@ -489,29 +494,12 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
                 let addr = self.global_address(global_index);
                 store_slot(&mut self.b, v, addr, 0);
             }
-            O::MemorySize { mem } => {
-                self.memory_zero(mem)?;
-                let len = self.memory_len();
-                let pages = self.b.ins().ushr_imm_u(len, 16);
-                let v = self.b.ins().ireduce(types::I32, pages);
-                self.push(v);
-            }
-            O::MemoryGrow { mem } => {
-                self.memory_zero(mem)?;
-                let delta = self.pop();
-                let call_conv = self.target.call_conv;
-                let args = [self.vmctx, delta];
-                let sig = [types::I64, types::I32];
-                let r =
-                    abi::call_libcall(&mut self.b, call_conv, self.libcalls.memory_grow, &sig, &[types::I32], &args);
-                self.push(r[0]);
-            }
-            O::MemoryFill { mem } => self.bulk_memory(mem, self.libcalls.memory_fill, offset)?,
-            O::MemoryCopy { dst_mem, src_mem } if dst_mem == src_mem => {
-                self.bulk_memory(dst_mem, self.libcalls.memory_copy, offset)?
-            }
             other => {
-                if !self.memory_op(&other, offset)? && !self.numeric_op(&other, offset)? {
+                if !self.memory_op(&other, offset)?
+                    && !self.multimem_op(&other, offset)?
+                    && !self.atomic_op(&other, offset)?
+                    && !self.numeric_op(&other, offset)?
+                {
                     return Err(Unsupported::new(op_name(&other)));
                 }
             }

@@ -59,6 +59,7 @@ mod float;
 mod gc_objects;
 mod host;
 mod jit;
+mod jit_memory;
 mod memory;
 mod numeric;
 mod operands;
@@ -343,6 +344,9 @@ fn return_to_caller(store: &mut StoreState, depth0: usize) -> Option<Position> {
 /// The wasm backtrace of a store in a host call (its wasm frames, innermost first), e.g. where a thread
 /// was spawned.
 pub(crate) fn host_call_backtrace(store: &StoreState) -> Vec<WasmFrame> {
+    if let Some(frames) = &store.mutator.jit_host_frames {
+        return frames.clone();
+    }
     store.mutator.exec.top.map_or_else(Vec::new, |top| backtrace(store, top, 0))
 }
 
