@@ -57,11 +57,19 @@ pub(crate) struct InjectedBugs {
     pub rmw_not_atomic: bool,
     /// `race-skip-store-hook`: with `--race`, plain stores do not call the race hook.
     pub race_skip_store_hook: bool,
+    /// `memory-n-is-memory-0`: every memory's accesses go to memory 0 (its base, its length).
+    pub memory_n_is_memory_0: bool,
+    /// `no-atomic-alignment-check`: atomic accesses skip the alignment check.
+    pub no_atomic_alignment_check: bool,
 }
 
 impl InjectedBugs {
     fn from_env() -> InjectedBugs {
-        let v = std::env::var("VMRUN_JIT_DEBUG").unwrap_or_default();
+        InjectedBugs::parse(&std::env::var("VMRUN_JIT_DEBUG").unwrap_or_default())
+    }
+
+    /// The bugs named in a comma-separated list.
+    fn parse(v: &str) -> InjectedBugs {
         let has = |name: &str| v.split(',').any(|s| s.trim() == name);
         InjectedBugs {
             i32_add_is_sub: has("i32-add-is-sub"),
@@ -70,6 +78,8 @@ impl InjectedBugs {
             no_bounds_check_memory_n: has("no-bounds-check-memory-n"),
             rmw_not_atomic: has("rmw-not-atomic"),
             race_skip_store_hook: has("race-skip-store-hook"),
+            memory_n_is_memory_0: has("memory-n-is-memory-0"),
+            no_atomic_alignment_check: has("no-atomic-alignment-check"),
         }
     }
 }
@@ -118,7 +128,22 @@ struct Inner {
 unsafe impl Send for Inner {}
 
 impl CraneliftCompiler {
+    /// The compiler, with the planted bugs `VMRUN_JIT_DEBUG` names (none normally).
     pub fn new() -> Result<CraneliftCompiler, String> {
+        let mut c = CraneliftCompiler::new_clean()?;
+        c.bugs = InjectedBugs::from_env();
+        Ok(c)
+    }
+
+    /// A compiler with the planted bugs named in `bugs` (the `VMRUN_JIT_DEBUG` syntax), for in-process
+    /// negative controls (the spec tests), whatever the environment says.
+    pub fn with_planted_bugs(bugs: &str) -> Result<CraneliftCompiler, String> {
+        let mut c = CraneliftCompiler::new_clean()?;
+        c.bugs = InjectedBugs::parse(bugs);
+        Ok(c)
+    }
+
+    fn new_clean() -> Result<CraneliftCompiler, String> {
         let mut flags = settings::builder();
         for (name, value) in [
             ("opt_level", "speed"),
@@ -141,7 +166,7 @@ impl CraneliftCompiler {
                 stubs: HashMap::new(),
             }),
             libcalls: vm::libcalls(),
-            bugs: InjectedBugs::from_env(),
+            bugs: InjectedBugs::default(),
             frames: RwLock::new(BTreeMap::new()),
         })
     }

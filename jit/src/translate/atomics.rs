@@ -164,7 +164,7 @@ impl FuncTranslator<'_, '_> {
     ) -> Result<(Value, u32, Value), Unsupported> {
         let m = memarg_memory(memarg)?;
         let at = self.effective_address(addr, memarg);
-        if width > 1 {
+        if width > 1 && !self.bugs.no_atomic_alignment_check {
             let low = self.b.ins().band_imm_u(at, (width - 1) as i64);
             let unaligned = self.b.ins().icmp_imm_u(IntCC::NotEqual, low, 0);
             self.trap_if(unaligned, TrapCode::UnalignedAtomic, offset);

@@ -34,7 +34,7 @@ pub(super) fn memarg_memory(memarg: &MemArg) -> Result<u32, Unsupported> {
 impl FuncTranslator<'_, '_> {
     /// Memory `m`'s base address and the address of its byte length.
     pub(super) fn memory_parts(&mut self, m: u32) -> (Value, Value) {
-        if m == 0 {
+        if m == 0 || self.bugs.memory_n_is_memory_0 {
             return (self.mem_base, self.mem_len_addr);
         }
         let fixed = trusted().with_readonly();
