@@ -126,8 +126,11 @@ fn without_race_nothing_is_instrumented_or_reported() {
 #[test]
 fn threaded_programs_without_races_run_clean_under_race() {
     for (tier, args) in TIERS.iter().flat_map(|t| {
-        [&["--invoke", "count", "programs/threads.wat", "4", "1000"][..], &["--invoke", "grown", "programs/threads.wat"]]
-            .map(|a| (t, a))
+        [
+            &["--invoke", "count", "programs/threads.wat", "4", "1000"][..],
+            &["--invoke", "grown", "programs/threads.wat"],
+        ]
+        .map(|a| (t, a))
     }) {
         let mut full = vec!["--race", "--race-stats", tier];
         full.extend_from_slice(args);

@@ -123,13 +123,13 @@ fn wasi_threads_programs_give_their_exit_codes_every_time() {
     // The default tier (`auto`) `runs` times, and every function compiled up front (`eager`: atomics,
     // waits and the shared memory in compiled code) twice, to keep CI short.
     let tiers = [("--jit=auto", runs), ("--jit=eager", EAGER_RUNS)];
-    let mut queue: Vec<(PathBuf, i32, &'static str)> = tiers
-        .iter()
-        .flat_map(|&(tier, n)| (0..n).flat_map(move |_| programs().into_iter().map(move |(p, w)| (p, w, tier))))
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect();
+    let mut queue: Vec<(PathBuf, i32, &'static str)> = Vec::new();
+    for (tier, n) in tiers {
+        for _ in 0..n {
+            queue.extend(programs.iter().map(|(p, w)| (p.clone(), *w, tier)));
+        }
+    }
+    queue.reverse();
     let (mut running, mut failures, mut passed) = (Vec::<Run>::new(), Vec::new(), 0);
     while !queue.is_empty() || !running.is_empty() {
         while running.len() < CONCURRENT
@@ -212,7 +212,7 @@ fn threads_that_cannot_run_fail_cleanly() {
 /// the (exit code, stdout) of the run, or `None` if it was still running after `limit`.
 fn run_blocked_input(planted_bug: Option<&str>, limit: Duration) -> Option<(Option<i32>, String)> {
     let program = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wasi_threads_blocked_input.wat");
-    let mut run = start_with(&program, 7, planted_bug);
+    let mut run = start_with(&program, 7, planted_bug, "--jit=auto");
     loop {
         if let Some(status) = run.child.try_wait().expect("wait for vmrun") {
             let mut out = String::new();

@@ -39,8 +39,8 @@ enum Atomic {
 
 /// The kind, wasm result type and access width in bytes of an atomic memory access; `None` for others.
 fn classify(op: &Operator<'_>) -> Option<(Atomic, Type, u32, MemArg)> {
-    use AtomicRmwOp::{Add, And, Or, Sub, Xchg, Xor};
     use Atomic::{Cmpxchg, Load, Rmw, Store};
+    use AtomicRmwOp::{Add, And, Or, Sub, Xchg, Xor};
     use Operator as O;
     let (kind, ty, width, memarg) = match *op {
         O::I32AtomicLoad { memarg } => (Load, I32, 4, memarg),

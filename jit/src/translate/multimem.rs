@@ -116,7 +116,8 @@ impl FuncTranslator<'_, '_> {
             O::MemoryGrow { mem: m } => {
                 let delta = self.pop();
                 let args = [self.vmctx, c(self, m), delta];
-                let r = abi::call_libcall(&mut self.b, self.target.call_conv, mem.grow, &[I64, I32, I32], &[I32], &args);
+                let r =
+                    abi::call_libcall(&mut self.b, self.target.call_conv, mem.grow, &[I64, I32, I32], &[I32], &args);
                 self.push(r[0]);
             }
             O::MemoryFill { mem: m } => {
