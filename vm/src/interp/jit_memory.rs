@@ -137,9 +137,12 @@ fn race_hook(
     (func, offset): (u32, u32),
     fp: usize,
 ) {
-    let Some(race) = store.rt.race.clone() else { return };
-    let base = memory(store, inst, mem).base() as u64;
-    let Some(ctx) = store.mutator.race.as_deref_mut() else { return };
+    // Borrowed in place, never cloned: every thread runs this at every access, and a shared count
+    // (an `Arc`'s) would bounce between their caches.
+    let StoreState { rt, mutator, instances, memories, .. } = &mut *store;
+    let (Some(race), Some(ctx)) = (rt.race.as_deref(), mutator.race.as_deref_mut()) else { return };
+    let instance = &instances[inst as usize];
+    let base = memories[instance.memories[mem as usize] as usize].base() as u64;
     let addr = base + at;
     match (what & RaceHook::ACQUIRE != 0, what & RaceHook::RELEASE != 0) {
         (true, true) => race.detector.acq_rel(ctx, addr),
@@ -155,23 +158,18 @@ fn race_hook(
         (false, true, true) => AccessKind::AtomicWrite,
         (false, false, _) => return,
     };
-    let module = store.instances[inst as usize].module.clone();
-    let site = crate::race::site(&module, offset);
+    let site = crate::race::site(&instance.module, offset);
     if let Some(found) = race.detector.access(ctx, addr, width as u8, kind, site) {
-        let backtrace = compiled_backtrace(store, &module, func, offset, fp);
+        let backtrace = compiled_backtrace(store, inst, func, offset, fp);
+        let race = store.rt.race.as_deref().expect("checked above");
         race.report(&found, &backtrace, &store.rt.modules(), base);
     }
 }
 
-/// The wasm backtrace of compiled code stopped at `offset` of `func`, whose frame pointer is `fp`.
-fn compiled_backtrace(
-    store: &StoreState,
-    module: &crate::module::ModuleData,
-    func: u32,
-    offset: u32,
-    fp: usize,
-) -> Vec<WasmFrame> {
-    let mut out = vec![wasm_frame(module, func, offset)];
+/// The wasm backtrace of compiled code of instance `inst` stopped at `offset` of `func`, whose frame
+/// pointer is `fp`.
+fn compiled_backtrace(store: &StoreState, inst: u32, func: u32, offset: u32, fp: usize) -> Vec<WasmFrame> {
+    let mut out = vec![wasm_frame(&store.instances[inst as usize].module, func, offset)];
     out.extend(compiled_frames(store, fp));
     out
 }
