@@ -21,6 +21,9 @@
 //!   memory accesses with explicit bounds checks, calls through the instance's entry table, traps as
 //!   status returns).
 //! - `abi.rs`: the calling convention both share (signatures, value types, slot loads and stores).
+//! - With `--race`, a map from code address to each compiled function's wasm offsets (Cranelift's source
+//!   locations), so a race hook can report a backtrace by walking frame pointers through compiled frames
+//!   without unwinding them ([`Compiler::caller_frames`]); nothing is recorded otherwise.
 //!
 //! The conventions (status returns, the entry table, the `VmCtx` fields) are `vm/src/tier.rs`'s.
 
