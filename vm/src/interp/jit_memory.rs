@@ -9,8 +9,10 @@
 //! **Race reports from compiled code.** The interpreter leaves its dispatch loop to report a race with the
 //! full backtrace. Compiled code cannot leave without unwinding, so the hook reports where it is: its
 //! caller passes its own frame pointer, and the compiler walks the frame-pointer chain through the
-//! compiled frames above it (`Compiler::caller_frames`), mapping return addresses back to wasm offsets.
-//! Execution then goes on, as after an interpreter report.
+//! compiled frames above it (`Compiler::caller_frames`), mapping return addresses back to wasm offsets,
+//! and the interpreter frames that entered them follow. Execution then goes on, as after an interpreter
+//! report. (Compiled frames that called into the VM through a stub and back into compiled code of
+//! another instance are not in that walk: it stops at the Rust entry.)
 
 use std::sync::Arc;
 
@@ -171,6 +173,9 @@ fn race_hook(
 fn compiled_backtrace(store: &StoreState, inst: u32, func: u32, offset: u32, fp: usize) -> Vec<WasmFrame> {
     let mut out = vec![wasm_frame(&store.instances[inst as usize].module, func, offset)];
     out.extend(compiled_frames(store, fp));
+    // Below the compiled frames: the interpreted caller that entered them (`exec.top`, with `auto`) or the
+    // frames above a host call that called back into wasm, as a host function would see them.
+    out.extend(super::host_call_backtrace(store));
     out
 }
 
