@@ -59,11 +59,12 @@ fn run_files(group: &str, files: Vec<TestFile<'static>>) -> Vec<FileOutcome> {
 /// The same with every function compiled when its module loads (`vmrun wast --jit=eager`); functions
 /// the compiler declines run interpreted, so every file must pass here too.
 fn run_files_eager(group: &str, files: Vec<TestFile<'static>>) -> Vec<FileOutcome> {
-    run_files_with(&format!("{group} (jit eager)"), files, eager)
+    run_files_with(&format!("{group} (jit eager)"), files, || eager_options(""))
 }
 
-fn eager() -> WastOptions {
-    let compiler = jit::CraneliftCompiler::new().expect("a Cranelift backend for this machine");
+/// `vmrun wast --jit=eager` with the compiler's planted bugs `bugs` (`VMRUN_JIT_DEBUG` syntax).
+fn eager_options(bugs: &str) -> WastOptions {
+    let compiler = jit::CraneliftCompiler::with_planted_bugs(bugs).expect("a Cranelift backend for this machine");
     let jit = vm::JitConfig {
         mode: vm::tier::JitMode::Eager,
         compiler: Some(std::sync::Arc::new(compiler)),
@@ -76,7 +77,13 @@ fn eager() -> WastOptions {
 /// --gc-verify`): references in compiled frames must all be in stack maps.
 fn eager_under_gc_stress() -> WastOptions {
     let gc = gc::HeapConfig { stress_every: Some(1), verify: true, ..Default::default() };
-    WastOptions { gc: Some(gc), ..eager() }
+    WastOptions { gc: Some(gc), ..eager_options("") }
+}
+
+/// The threads proposal's feature set (see [`proposal_threads`]).
+fn threads_features() -> Option<vm::wasmparser::WasmFeatures> {
+    use vm::wasmparser::WasmFeatures;
+    Some(WasmFeatures::WASM1 | WasmFeatures::THREADS)
 }
 
 fn run_files_with(group: &str, files: Vec<TestFile<'static>>, opts: fn() -> WastOptions) -> Vec<FileOutcome> {
@@ -227,8 +234,7 @@ fn proposal_extended_const() {
 /// proposal's own feature set, as the proposal's reference interpreter runs them.
 #[test]
 fn proposal_threads() {
-    use vm::wasmparser::WasmFeatures;
-    let opts = || WastOptions { features: Some(WasmFeatures::WASM1 | WasmFeatures::THREADS), ..Default::default() };
+    let opts = || WastOptions { features: threads_features(), ..Default::default() };
     check("threads", &run_files_with("threads", proposal_files(Proposal::Threads), opts));
 }
 
@@ -268,4 +274,28 @@ fn proposals_jit_eager() {
     ] {
         check(group, &run_files_eager(group, proposal_files(proposal)));
     }
+}
+
+/// The threads proposal compiled (shared memories, every atomic, wait/notify: none of it keeps a function
+/// interpreted any more).
+#[test]
+fn proposal_threads_jit_eager() {
+    let opts = || WastOptions { features: threads_features(), ..eager_options("") };
+    check("threads", &run_files_with("threads (jit eager)", proposal_files(Proposal::Threads), opts));
+}
+
+/// Negative controls of the compiled groups: with a planted bug in the compiler the same scripts fail, so
+/// the functions they test really run compiled. `memory-n-is-memory-0` sends every memory's accesses to
+/// memory 0; `no-atomic-alignment-check` lets unaligned atomics through.
+#[test]
+fn planted_compiler_bugs_fail_the_multi_memory_and_threads_scripts() {
+    let failed = |outcomes: &[FileOutcome]| outcomes.iter().filter(|o| o.failed()).count();
+    let multi = run_files_with("multi-memory (planted)", proposal_files(Proposal::MultiMemory), || {
+        eager_options("memory-n-is-memory-0")
+    });
+    assert!(failed(&multi) > 0, "memory-n-is-memory-0 went unnoticed by the multi-memory scripts");
+    let opts = || WastOptions { features: threads_features(), ..eager_options("no-atomic-alignment-check") };
+    let threads = run_files_with("threads (planted)", proposal_files(Proposal::Threads), opts);
+    let atomic = threads.iter().find(|o| o.name.ends_with("atomic.wast")).expect("atomic.wast");
+    assert!(atomic.failed(), "no-atomic-alignment-check went unnoticed by atomic.wast");
 }

@@ -7,7 +7,8 @@
 //! standard input that stays open and empty, so a `fd_read` on it blocks (the `*_wasi_read` programs
 //! rely on it). Thread scheduling differs from run to run, so each program runs many times, several at
 //! once: `VMRUN_THREAD_TEST_RUNS` times each (default 5 here; 50 is the bar, see BENCHMARKS.md),
-//! and a run that takes longer than [`HANG_AFTER`] is a hang, which fails the test.
+//! and a run that takes longer than [`HANG_AFTER`] is a hang, which fails the test. Each also runs
+//! [`EAGER_RUNS`] times with `--jit=eager` (shared memory, atomics and waits in compiled code).
 //!
 //! `tests/fixtures/wasi_threads_blocked_input.wat` checks that threads waiting in `fd_read` and
 //! `poll_oneoff` on stdin do not hold the WASI state lock (another thread writes and exits
@@ -22,6 +23,8 @@ use std::time::{Duration, Instant};
 const HANG_AFTER: Duration = Duration::from_secs(30);
 /// Programs running at once (they mostly sleep in `wait` timeouts).
 const CONCURRENT: usize = 8;
+/// Runs of each program with `--jit=eager`.
+const EAGER_RUNS: usize = 2;
 
 fn suite_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/wasi-testsuite/wasi-threads")
@@ -57,22 +60,23 @@ fn exit_code_of(json: &str) -> i32 {
     code
 }
 
-/// A running program: which, the expected code, when it started.
+/// A running program: which, in which tier, the expected code, when it started.
 struct Run {
     child: Child,
     program: PathBuf,
+    tier: &'static str,
     want: i32,
     started: Instant,
 }
 
-fn start(program: &Path, want: i32) -> Run {
-    start_with(program, want, None)
+fn start(program: &Path, want: i32, tier: &'static str) -> Run {
+    start_with(program, want, None, tier)
 }
 
 /// [`start`], with `VMRUN_VM_DEBUG` set to `planted_bug` if given.
-fn start_with(program: &Path, want: i32, planted_bug: Option<&str>) -> Run {
+fn start_with(program: &Path, want: i32, planted_bug: Option<&str>, tier: &'static str) -> Run {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_vmrun"));
-    cmd.env_remove("VMRUN_VM_DEBUG");
+    cmd.env_remove("VMRUN_VM_DEBUG").env_remove("VMRUN_JIT_DEBUG").arg(tier);
     if let Some(bug) = planted_bug {
         cmd.env("VMRUN_VM_DEBUG", bug);
     }
@@ -85,12 +89,12 @@ fn start_with(program: &Path, want: i32, planted_bug: Option<&str>) -> Run {
         .stderr(Stdio::piped())
         .spawn()
         .expect("vmrun starts");
-    Run { child, program: program.to_path_buf(), want, started: Instant::now() }
+    Run { child, program: program.to_path_buf(), tier, want, started: Instant::now() }
 }
 
 /// `None` while `run` is still going; else a failure description, or `Some(None)` if it passed.
 fn poll(run: &mut Run) -> Option<Option<String>> {
-    let name = run.program.file_name().unwrap().to_string_lossy().into_owned();
+    let name = format!("{} {}", run.program.file_name().unwrap().to_string_lossy(), run.tier);
     match run.child.try_wait().expect("wait for vmrun") {
         Some(status) => {
             let mut stderr = String::new();
@@ -116,14 +120,22 @@ fn wasi_threads_programs_give_their_exit_codes_every_time() {
     let runs: usize = std::env::var("VMRUN_THREAD_TEST_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
     let programs = programs();
     assert_eq!(programs.len(), 15, "the vendored suite has 14 programs (13 .wat, one C) plus wasi_threads_noop");
-    let mut queue: Vec<(PathBuf, i32)> =
-        (0..runs).flat_map(|_| programs.iter().cloned()).collect::<Vec<_>>().into_iter().rev().collect();
+    // The default tier (`auto`) `runs` times, and every function compiled up front (`eager`: atomics,
+    // waits and the shared memory in compiled code) twice, to keep CI short.
+    let tiers = [("--jit=auto", runs), ("--jit=eager", EAGER_RUNS)];
+    let mut queue: Vec<(PathBuf, i32, &'static str)> = Vec::new();
+    for (tier, n) in tiers {
+        for _ in 0..n {
+            queue.extend(programs.iter().map(|(p, w)| (p.clone(), *w, tier)));
+        }
+    }
+    queue.reverse();
     let (mut running, mut failures, mut passed) = (Vec::<Run>::new(), Vec::new(), 0);
     while !queue.is_empty() || !running.is_empty() {
         while running.len() < CONCURRENT
-            && let Some((program, want)) = queue.pop()
+            && let Some((program, want, tier)) = queue.pop()
         {
-            running.push(start(&program, want));
+            running.push(start(&program, want, tier));
         }
         let mut i = 0;
         while i < running.len() {
@@ -140,7 +152,8 @@ fn wasi_threads_programs_give_their_exit_codes_every_time() {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    println!("{passed} runs passed, {} failed ({runs} runs of {} programs)", failures.len(), programs.len());
+    let n = programs.len();
+    println!("{passed} runs passed, {} failed ({runs} + {EAGER_RUNS} eager runs of {n} programs)", failures.len());
     assert!(failures.is_empty(), "{} failed runs:\n{}", failures.len(), failures.join("\n"));
 }
 
@@ -150,7 +163,7 @@ fn wasi_threads_programs_give_their_exit_codes_every_time() {
 fn a_thread_exit_that_does_not_end_the_program_is_caught() {
     let program = suite_dir().join("wasi_threads_exit_nonmain_wasi.wasm");
     assert_eq!(exit_code_of(&std::fs::read_to_string(program.with_extension("json")).unwrap()), 99);
-    let mut run = start_with(&program, 99, None);
+    let mut run = start_with(&program, 99, None, "--jit=auto");
     let clean = loop {
         if let Some(outcome) = poll(&mut run) {
             break outcome;
@@ -158,7 +171,7 @@ fn a_thread_exit_that_does_not_end_the_program_is_caught() {
         std::thread::sleep(Duration::from_millis(5));
     };
     assert_eq!(clean, None, "without the bug the program passes");
-    let mut run = start_with(&program, 99, Some("thread-exit-ignored"));
+    let mut run = start_with(&program, 99, Some("thread-exit-ignored"), "--jit=auto");
     let failure = loop {
         if let Some(outcome) = poll(&mut run) {
             break outcome;
@@ -199,7 +212,7 @@ fn threads_that_cannot_run_fail_cleanly() {
 /// the (exit code, stdout) of the run, or `None` if it was still running after `limit`.
 fn run_blocked_input(planted_bug: Option<&str>, limit: Duration) -> Option<(Option<i32>, String)> {
     let program = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wasi_threads_blocked_input.wat");
-    let mut run = start_with(&program, 7, planted_bug);
+    let mut run = start_with(&program, 7, planted_bug, "--jit=auto");
     loop {
         if let Some(status) = run.child.try_wait().expect("wait for vmrun") {
             let mut out = String::new();

@@ -35,9 +35,12 @@ pub fn is_ref(t: RtValType) -> bool {
 /// Every library call goes through it with its arguments widened to 64 bits (unused ones zero); see
 /// `trampolines::exit_trampoline`.
 pub const EXIT_ARGS: usize = 4;
+/// The wide exit trampoline's argument count after `vmctx`, for the few library calls with more.
+pub const EXIT_ARGS_WIDE: usize = 7;
 
-pub fn exit_signature(call_conv: CallConv) -> Signature {
-    native_signature(call_conv, &[types::I64; 2 + EXIT_ARGS], &[types::I64])
+/// The exit trampoline's signature with `args` arguments after `vmctx`.
+pub fn exit_signature(call_conv: CallConv, args: usize) -> Signature {
+    native_signature(call_conv, &vec![types::I64; 2 + args], &[types::I64])
 }
 
 /// The compiled convention: `(callee_ctx, vmctx, params...) -> (status, results...)`, Cranelift's

@@ -21,6 +21,9 @@
 //!   memory accesses with explicit bounds checks, calls through the instance's entry table, traps as
 //!   status returns).
 //! - `abi.rs`: the calling convention both share (signatures, value types, slot loads and stores).
+//! - With `--race`, a map from code address to each compiled function's wasm offsets (Cranelift's source
+//!   locations), so a race hook can report a backtrace by walking frame pointers through compiled frames
+//!   without unwinding them ([`Compiler::caller_frames`]); nothing is recorded otherwise.
 //!
 //! The conventions (status returns, the entry table, the `VmCtx` fields) are `vm/src/tier.rs`'s.
 
@@ -29,8 +32,8 @@ mod abi;
 mod trampolines;
 mod translate;
 
-use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, PoisonError, RwLock};
 
 use cranelift_codegen::ir::UserFuncName;
 use cranelift_codegen::settings::{self, Configurable};
@@ -54,17 +57,36 @@ pub(crate) struct InjectedBugs {
     /// `no-call-result-maps`: references returned by calls are not declared for stack maps, so a
     /// collection during a later call frees what only such a value holds.
     pub no_call_result_maps: bool,
+    /// `no-bounds-check-memory-n`: accesses to memories other than 0 skip the bounds check.
+    pub no_bounds_check_memory_n: bool,
+    /// `rmw-not-atomic`: atomic read-modify-writes compile to a load, the operation and a store.
+    pub rmw_not_atomic: bool,
+    /// `race-skip-store-hook`: with `--race`, plain stores do not call the race hook.
+    pub race_skip_store_hook: bool,
+    /// `memory-n-is-memory-0`: every memory's accesses go to memory 0 (its base, its length).
+    pub memory_n_is_memory_0: bool,
+    /// `no-atomic-alignment-check`: atomic accesses skip the alignment check.
+    pub no_atomic_alignment_check: bool,
 }
 
 impl InjectedBugs {
     fn from_env() -> InjectedBugs {
-        let v = std::env::var("VMRUN_JIT_DEBUG").unwrap_or_default();
+        InjectedBugs::parse(&std::env::var("VMRUN_JIT_DEBUG").unwrap_or_default())
+    }
+
+    /// The bugs named in a comma-separated list.
+    fn parse(v: &str) -> InjectedBugs {
         let has = |name: &str| v.split(',').any(|s| s.trim() == name);
         InjectedBugs {
             i32_add_is_sub: has("i32-add-is-sub"),
             no_bounds_check: has("no-bounds-check"),
             no_stack_check: has("no-stack-check"),
             no_call_result_maps: has("no-call-result-maps"),
+            no_bounds_check_memory_n: has("no-bounds-check-memory-n"),
+            rmw_not_atomic: has("rmw-not-atomic"),
+            race_skip_store_hook: has("race-skip-store-hook"),
+            memory_n_is_memory_0: has("memory-n-is-memory-0"),
+            no_atomic_alignment_check: has("no-atomic-alignment-check"),
         }
     }
 }
@@ -80,6 +102,26 @@ pub struct CraneliftCompiler {
     /// `VMRUN_JIT_INTERPRET=prefix`: functions whose name starts with it stay interpreted, so tests can
     /// mix the tiers in one program deterministically.
     interpret_prefix: Option<String>,
+    /// With `--race`: each compiled function by code address, to walk compiled frames
+    /// ([`Compiler::caller_frames`]). Without it nothing is recorded.
+    frames: RwLock<BTreeMap<usize, FrameInfo>>,
+}
+
+/// A compiled function as a frame walk sees it.
+struct FrameInfo {
+    len: usize,
+    module: u32,
+    func: u32,
+    /// `(start, end, wasm offset)` of each code range, sorted (Cranelift's source locations).
+    srclocs: Vec<(u32, u32, u32)>,
+}
+
+impl FrameInfo {
+    /// The wasm offset of the operator whose code holds byte `at` (of the function).
+    fn offset_at(&self, at: u32) -> u32 {
+        let i = self.srclocs.partition_point(|&(_, end, _)| end <= at);
+        self.srclocs.get(i).filter(|&&(start, _, _)| start <= at).map_or(0, |&(_, _, off)| off)
+    }
 }
 
 struct Inner {
@@ -88,8 +130,8 @@ struct Inner {
     fctx: FunctionBuilderContext,
     array_entries: HashMap<SigKey, CodePtr>,
     stubs: HashMap<SigKey, CodePtr>,
-    /// The exit trampoline, compiled with the first function.
-    exit: Option<CodePtr>,
+    /// The exit trampolines (four and seven arguments after `vmctx`), compiled with the first function.
+    exit: Option<(CodePtr, CodePtr)>,
 }
 
 // SAFETY: `JITModule` holds raw pointers to the code memory it owns and is not `Send` for that reason
@@ -98,7 +140,22 @@ struct Inner {
 unsafe impl Send for Inner {}
 
 impl CraneliftCompiler {
+    /// The compiler, with the planted bugs `VMRUN_JIT_DEBUG` names (none normally).
     pub fn new() -> Result<CraneliftCompiler, String> {
+        let mut c = CraneliftCompiler::new_clean()?;
+        c.bugs = InjectedBugs::from_env();
+        Ok(c)
+    }
+
+    /// A compiler with the planted bugs named in `bugs` (the `VMRUN_JIT_DEBUG` syntax), for in-process
+    /// negative controls (the spec tests), whatever the environment says.
+    pub fn with_planted_bugs(bugs: &str) -> Result<CraneliftCompiler, String> {
+        let mut c = CraneliftCompiler::new_clean()?;
+        c.bugs = InjectedBugs::parse(bugs);
+        Ok(c)
+    }
+
+    fn new_clean() -> Result<CraneliftCompiler, String> {
         let mut flags = settings::builder();
         for (name, value) in [
             ("opt_level", "speed"),
@@ -122,8 +179,9 @@ impl CraneliftCompiler {
                 exit: None,
             }),
             libcalls: vm::libcalls(),
-            bugs: InjectedBugs::from_env(),
+            bugs: InjectedBugs::default(),
             interpret_prefix: std::env::var("VMRUN_JIT_INTERPRET").ok().filter(|p| !p.is_empty()),
+            frames: RwLock::new(BTreeMap::new()),
         })
     }
 }
@@ -133,8 +191,12 @@ impl Inner {
         abi::Target { call_conv: self.module.isa().default_call_conv(), frontend: self.module.target_config() }
     }
 
-    /// Define `ctx.func` as a new function and return its address, code size and stack maps.
-    fn define(&mut self) -> Result<(CodePtr, usize, Box<[StackMap]>), Unsupported> {
+    /// Define `ctx.func` as a new function and return its address, code size and stack maps, and with
+    /// `srclocs` the source locations of its code (see [`FrameInfo`]).
+    fn define(
+        &mut self,
+        srclocs: Option<&mut Vec<(u32, u32, u32)>>,
+    ) -> Result<(CodePtr, usize, Box<[StackMap]>), Unsupported> {
         let sig = self.ctx.func.signature.clone();
         let id =
             self.module.declare_anonymous_function(&sig).map_err(|e| Unsupported::new(format!("cranelift: {e}")))?;
@@ -144,21 +206,27 @@ impl Inner {
             Some(c) => (c.code_buffer().len(), stack_maps(c.buffer.user_stack_maps())),
             None => (0, Box::default()),
         };
+        if let (Some(out), Some(code)) = (srclocs, self.ctx.compiled_code()) {
+            let locs = code.buffer.get_srclocs_sorted().iter().filter(|l| !l.loc.is_default());
+            out.extend(locs.map(|l| (l.start, l.end, l.loc.bits())));
+        }
         self.module.clear_context(&mut self.ctx);
         r.map_err(|e| Unsupported::new(format!("cranelift: {e:?}")))?;
         self.module.finalize_definitions().map_err(|e| Unsupported::new(format!("cranelift: {e}")))?;
         Ok((CodePtr(self.module.get_finalized_function(id) as usize), size, maps))
     }
 
-    fn exit_trampoline(&mut self) -> Result<CodePtr, Unsupported> {
+    fn exit_trampolines(&mut self) -> Result<(CodePtr, CodePtr), Unsupported> {
         if let Some(c) = self.exit {
             return Ok(c);
         }
         let target = self.target();
-        trampolines::exit_trampoline(&mut self.ctx.func, &mut self.fctx, &target)?;
-        let (code, _, _) = self.define()?;
-        self.exit = Some(code);
-        Ok(code)
+        trampolines::exit_trampoline(&mut self.ctx.func, &mut self.fctx, &target, abi::EXIT_ARGS)?;
+        let (narrow, _, _) = self.define(None)?;
+        trampolines::exit_trampoline(&mut self.ctx.func, &mut self.fctx, &target, abi::EXIT_ARGS_WIDE)?;
+        let (wide, _, _) = self.define(None)?;
+        self.exit = Some((narrow, wide));
+        Ok((narrow, wide))
     }
 
     fn array_entry(&mut self, params: &[RtValType], results: &[RtValType]) -> Result<CodePtr, Unsupported> {
@@ -168,7 +236,7 @@ impl Inner {
         }
         let target = self.target();
         trampolines::array_entry(&mut self.ctx.func, &mut self.fctx, &target, params, results)?;
-        let (code, _, _) = self.define()?;
+        let (code, _, _) = self.define(None)?;
         self.array_entries.insert(key, code);
         Ok(code)
     }
@@ -184,11 +252,11 @@ impl Compiler for CraneliftCompiler {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let (params, results) = input.func_signature(input.func_index);
         let array_entry = inner.array_entry(params, results)?;
-        let exit = inner.exit_trampoline()?;
+        let (exit, exit_wide) = inner.exit_trampolines()?;
         let inner = &mut *inner;
         inner.ctx.func = ir::Function::new();
         let target = inner.target();
-        let vm = translate::VmCalls { libcalls: &self.libcalls, exit: exit.0 };
+        let vm = translate::VmCalls { libcalls: &self.libcalls, exit: exit.0, exit_wide: exit_wide.0 };
         let translated = translate::translate(input, &mut inner.ctx.func, &mut inner.fctx, &vm, &target, self.bugs);
         if let Err(e) = translated {
             // The builder stopped half-way: start the next function from clean contexts.
@@ -196,7 +264,12 @@ impl Compiler for CraneliftCompiler {
             inner.fctx = FunctionBuilderContext::new();
             return Err(e);
         }
-        let (code, code_bytes, stack_maps) = inner.define()?;
+        let mut srclocs = Vec::new();
+        let (code, code_bytes, stack_maps) = inner.define(input.race.then_some(&mut srclocs))?;
+        if input.race {
+            let info = FrameInfo { len: code_bytes, module: input.module_index(), func: input.func_index, srclocs };
+            self.frames.write().unwrap_or_else(PoisonError::into_inner).insert(code.0, info);
+        }
         Ok(CompiledFunc { code, array_entry, code_bytes, stack_maps })
     }
 
@@ -209,9 +282,34 @@ impl Compiler for CraneliftCompiler {
         let inner = &mut *inner;
         let target = inner.target();
         trampolines::interpreter_stub(&mut inner.ctx.func, &mut inner.fctx, &self.libcalls, &target, params, results)?;
-        let (code, _, _) = inner.define()?;
+        let (code, _, _) = inner.define(None)?;
         inner.stubs.insert(key, code);
         Ok(code)
+    }
+
+    /// Walks the frame-pointer chain: every compiled frame starts with `push rbp; mov rbp, rsp`
+    /// (`preserve_frame_pointers`), so `[fp]` is the caller's frame pointer and `[fp + 8]` the return
+    /// address into the caller, whose operator is the one whose code holds the byte before it.
+    unsafe fn caller_frames(&self, fp: usize) -> Vec<(u32, u32, u32)> {
+        let frames = self.frames.read().unwrap_or_else(PoisonError::into_inner);
+        let mut out = Vec::new();
+        let mut fp = fp;
+        while fp != 0 {
+            // SAFETY: the caller guarantees `fp` is a live compiled frame's frame pointer, and each next one
+            // is read only after the return address showed the caller is compiled code too (so it also
+            // saved its frame pointer); the words are on this thread's stack, above the current frame.
+            let (next, ra) = unsafe { (*(fp as *const usize), *((fp + 8) as *const usize)) };
+            let Some((&start, info)) = frames.range(..ra).next_back() else { break };
+            if ra - start > info.len {
+                break;
+            }
+            out.push((info.module, info.func, info.offset_at((ra - 1 - start) as u32)));
+            if next <= fp {
+                break;
+            }
+            fp = next;
+        }
+        out
     }
 }
 

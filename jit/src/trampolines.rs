@@ -75,9 +75,11 @@ pub fn interpreter_stub(
         store_slot(&mut b, v, args, i);
     }
     record_exit(&mut b, vmctx);
-    let i64s = [types::I64; 3];
+    // The stub's frame pointer lets a host function see its compiled callers (`Libcalls::call`).
+    let fp = b.ins().get_frame_pointer(types::I64);
+    let i64s = [types::I64; 4];
     let status =
-        abi::call_libcall(&mut b, target.call_conv, libcalls.call, &i64s, &[types::I32], &[vmctx, ctx, args])[0];
+        abi::call_libcall(&mut b, target.call_conv, libcalls.call, &i64s, &[types::I32], &[vmctx, ctx, args, fp])[0];
     let mut rets = vec![status];
     for (i, &t) in result_types.iter().enumerate() {
         rets.push(load_slot(&mut b, t, args, i));
@@ -108,8 +110,9 @@ pub fn exit_trampoline(
     func: &mut ir::Function,
     fctx: &mut FunctionBuilderContext,
     target: &Target,
+    args: usize,
 ) -> Result<(), Unsupported> {
-    *func = ir::Function::with_name_signature(ir::UserFuncName::default(), abi::exit_signature(target.call_conv));
+    *func = ir::Function::with_name_signature(ir::UserFuncName::default(), abi::exit_signature(target.call_conv, args));
     let mut b = FunctionBuilder::new(func, fctx);
     let entry = b.create_block();
     b.append_block_params_for_function_params(entry);
@@ -117,8 +120,7 @@ pub fn exit_trampoline(
     let params = b.block_params(entry).to_vec();
     let (callee, vmctx) = (params[0], params[1]);
     record_exit(&mut b, vmctx);
-    let sig =
-        b.import_signature(abi::native_signature(target.call_conv, &[types::I64; 1 + abi::EXIT_ARGS], &[types::I64]));
+    let sig = b.import_signature(abi::native_signature(target.call_conv, &vec![types::I64; 1 + args], &[types::I64]));
     let call = b.ins().call_indirect(sig, callee, &params[1..]);
     let r = b.inst_results(call)[0];
     b.ins().return_(&[r]);

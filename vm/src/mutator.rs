@@ -99,6 +99,9 @@ pub(crate) struct Mutator {
     pub jit_trap: Option<crate::Trap>,
     /// A panic caught in a library call of compiled code, resumed at its entry.
     pub jit_panic: Option<Box<dyn std::any::Any + Send>>,
+    /// With `--race`, during a host call from compiled code: the compiled frames above it (innermost
+    /// first), which the interpreter's frames do not show (`interp::host_call_backtrace`).
+    pub jit_host_frames: Option<Vec<crate::WasmFrame>>,
     /// The race detector's context for this thread (`--race`; `race.rs`). Boxed: the thread cache holds its
     /// address as the heap's per-thread `race_ctx`.
     pub race: Option<Box<vmrace::ThreadCtx>>,
@@ -137,6 +140,7 @@ impl Mutator {
             link,
             jit_trap: None,
             jit_panic: None,
+            jit_host_frames: None,
             race,
         }
     }

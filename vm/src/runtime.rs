@@ -39,8 +39,8 @@ pub struct Config {
     /// The compiled tier (`tier.rs`).
     pub jit: JitConfig,
     /// `--race`: detect data races between threads (`race.rs`). Accesses to shared memories are then
-    /// translated with the detector's hooks, and functions stay interpreted (the compiled tier does not
-    /// call the hooks yet).
+    /// translated with the detector's hooks, in both tiers (compiled code calls the same hooks through
+    /// `tier::MemLibcalls::race`).
     pub race: bool,
 }
 
@@ -130,11 +130,6 @@ fn ignore_poison<G>(r: Result<G, PoisonError<G>>) -> G {
 
 impl Runtime {
     pub fn new(config: Config) -> Arc<Runtime> {
-        let mut config = config;
-        if config.race {
-            // The compiled tier does not call the race hooks yet: with `--race` everything is interpreted.
-            config.jit.mode = JitMode::Off;
-        }
         let heap = gc::Heap::new(config.gc.clone());
         // The type registry's ids are wasmparser's canonical type ids, which it makes only when function
         // references (or GC) are on; without them each module would get types of its own and no import of

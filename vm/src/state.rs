@@ -102,6 +102,9 @@ pub(crate) struct InstanceTier {
     /// The address of each global's value (index space); `vmctx.globals` points here. Rebuilt when the
     /// store's global vector moves (`interp::jit::refresh_global_addresses`).
     pub global_ptrs: Box<[usize]>,
+    /// One per memory of the index space; `vmctx.memories` points here.
+    #[allow(dead_code)] // Owned here for `vmctx.memories`; only compiled code reads it.
+    pub memories: Box<[crate::tier::VmMemory]>,
 }
 
 /// Everything one store owns; the public [`crate::Store`] holds it boxed (the collector reaches it through

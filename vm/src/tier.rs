@@ -135,6 +135,17 @@ pub trait Compiler: Send + Sync {
     /// The interpreter stub for a signature: a function of the compiled convention that calls
     /// [`Libcalls::call`] with its `callee_ctx`.
     fn interpreter_stub(&self, params: &[RtValType], results: &[RtValType]) -> Result<CodePtr, Unsupported>;
+    /// The wasm frames of the compiled code whose frame pointer is `fp` and of its compiled callers, as
+    /// `(module index, function index, wasm offset of the call)`, innermost first, from the caller of the
+    /// frame at `fp` outwards, up to the first frame that is not a compiled function (the array entry
+    /// Rust entered by). For reports made without unwinding (`--race`).
+    ///
+    /// # Safety
+    /// `fp` must be the frame pointer of a live compiled frame on the calling thread's stack.
+    unsafe fn caller_frames(&self, fp: usize) -> Vec<(u32, u32, u32)> {
+        let _ = fp;
+        Vec::new()
+    }
 }
 
 /// What the compiler reads about one function and its module.
@@ -143,6 +154,8 @@ pub struct FuncInput<'a> {
     pub(crate) registry: &'a TypeRegistry,
     /// Index in the function index space (imports first).
     pub func_index: u32,
+    /// `--race` ([`crate::Config::race`]): compiled code calls the race hooks ([`MemLibcalls::race`]).
+    pub race: bool,
 }
 
 impl<'a> FuncInput<'a> {
@@ -253,6 +266,26 @@ impl<'a> FuncInput<'a> {
         (d.ty, d.mutable)
     }
 
+    /// The module's index in its runtime (what race sites and compiled-frame backtraces name).
+    pub fn module_index(&self) -> u32 {
+        self.module.index
+    }
+
+    /// Whether memory `m` (index space) is shared: another thread may grow it or access it concurrently.
+    pub fn memory_shared(&self, m: u32) -> bool {
+        let imported = self.module.imports.iter().filter_map(|i| match &i.desc {
+            crate::module::ImportDesc::Memory(m) => Some(m.shared),
+            _ => None,
+        });
+        imported.chain(self.module.memories.iter().map(|m| m.shared)).nth(m as usize).unwrap_or(false)
+    }
+
+    /// Whether plain loads and stores of memory `m` call the race hooks: `--race` and a shared memory, as
+    /// the interpreter's translator chooses `RaceLoad`/`RaceStore`.
+    pub fn race_hooked(&self, m: u32) -> bool {
+        self.race && self.memory_shared(m)
+    }
+
     /// Memories in the module (imported and defined) and whether memory 0 is shared.
     pub fn memories(&self) -> (usize, bool) {
         let mut shared0 = None;
@@ -309,6 +342,26 @@ pub struct VmCtx {
     /// Address of the instance's function index space as store function indices (`u32`s), for
     /// `ref.func`.
     pub funcs: usize,
+    /// Address of the [`VmMemory`] array: one per memory of the instance's index space (memory 0
+    /// included, the same as `mem0_base`/`mem0_len`, which stay for the common case's shorter path).
+    pub memories: usize,
+}
+
+/// One memory as compiled code reaches it ([`VmCtx::memories`]). Both words are fixed for the instance's
+/// life: a memory is a reserved mapping whose base never moves (growth commits pages in place, by any
+/// thread for a shared memory), and its length is an `AtomicUsize` that only grows, read at each access.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct VmMemory {
+    pub base: usize,
+    /// Address of the memory's byte length.
+    pub len: usize,
+}
+
+impl VmMemory {
+    pub const SIZE: i32 = std::mem::size_of::<VmMemory>() as i32;
+    pub const BASE: i32 = std::mem::offset_of!(VmMemory, base) as i32;
+    pub const LEN: i32 = std::mem::offset_of!(VmMemory, len) as i32;
 }
 
 macro_rules! offset {
@@ -328,30 +381,31 @@ impl VmCtx {
     pub const JIT_EXIT: i32 = offset!(jit_exit);
     pub const FUNCS: i32 = offset!(funcs);
     pub const DEFINED_BASE: i32 = offset!(defined_base);
+    pub const MEMORIES: i32 = offset!(memories);
 }
 
 /// Addresses of the `extern "C"` functions compiled code calls (`interp/jit.rs` implements them). All
 /// return 0 for "go on" and 1 for "a trap is pending: unwind".
 #[derive(Clone, Copy, Debug)]
 pub struct Libcalls {
-    /// `fn(vmctx, store_func: u64, args: *mut u64) -> u32`: call any store function (results over args).
+    /// `fn(vmctx, store_func: u64, args: *mut u64, fp: u64) -> u32`: call any store function (results
+    /// over args). `fp` is the calling stub's frame pointer: with `--race`, a host function called from
+    /// compiled code sees the compiled frames above it (where `thread-spawn` created a thread).
     pub call: usize,
     /// `fn(vmctx, table: u32, type_id: u32, index: u32, args: *mut u64) -> u32`: `call_indirect`.
     pub call_indirect: usize,
+    /// `fn(vmctx, table: u32, type_id: u32, index: u32, out: *mut FuncEntry) -> u32`: the entry to call
+    /// for `return_call_indirect` (checked as `call_indirect` checks it), which compiled code then
+    /// tail-calls with its own `vmctx`.
+    pub resolve_indirect: usize,
     /// `fn(vmctx, trap_code: u32, func: u32, offset: u32) -> u32`: raise a trap ([`TrapCode`]).
     pub trap: usize,
     /// `fn(vmctx, func: u32, offset: u32) -> u32`: add a frame to the pending trap's backtrace.
     pub unwind: usize,
-    /// `fn(vmctx, delta: u32) -> u32`: `memory.grow` of memory 0 (old pages or -1).
-    pub memory_grow: usize,
     /// `fn(vmctx) -> u32`: park at a safepoint (the stop flag was set).
     pub safepoint: usize,
-    /// `fn(vmctx, dst: u32, value: u32, len: u32) -> u32`: `memory.fill` of memory 0; 1 when out of
-    /// bounds (nothing written; the caller traps).
-    pub memory_fill: usize,
-    /// `fn(vmctx, dst: u32, src: u32, len: u32) -> u32`: `memory.copy` within memory 0; 1 when out of
-    /// bounds.
-    pub memory_copy: usize,
+    /// Any memory, segments, atomics' waits and the race hooks.
+    pub mem: MemLibcalls,
     /// `fn(vmctx, type_id: u32, site: u64) -> u64`: a new struct of canonical type `type_id`, zeroed (every
     /// field's default); 0 when a trap is pending (out of memory). May collect. `site` is
     /// [`alloc_site`]'s (for the alloc/free tracer).
@@ -486,6 +540,51 @@ pub(crate) fn decode_heap_type(code: u64) -> RtHeapType {
     ABSTRACT.get((code - ABSTRACT_HEAP) as usize).copied().unwrap_or(H::None)
 }
 
+/// The library calls of multi-memory, bulk memory on segments, the threads proposal and `--race`
+/// (`interp/jit_memory.rs`). Those returning a status return 0 or 1 as [`Libcalls`] says.
+#[derive(Clone, Copy, Debug)]
+pub struct MemLibcalls {
+    /// `fn(vmctx, mem: u32, delta: u32) -> u32`: `memory.grow` (old pages or -1).
+    pub grow: usize,
+    /// `fn(vmctx, mem: u32, dst: u32, value: u32, len: u32) -> u32`: `memory.fill` (status).
+    pub fill: usize,
+    /// `fn(vmctx, dst_mem: u32, src_mem: u32, dst: u32, src: u32, len: u32) -> u32`: `memory.copy`
+    /// (status).
+    pub copy: usize,
+    /// `fn(vmctx, mem: u32, data: u32, dst: u32, src: u32, len: u32) -> u32`: `memory.init` (status).
+    pub init: usize,
+    /// `fn(vmctx, data: u32) -> u32`: `data.drop` (always 0).
+    pub data_drop: usize,
+    /// `fn(vmctx, mem: u32, at: u64, width: u32, expected: u64, timeout: i64) -> i64`:
+    /// `memory.atomic.wait32/64` at effective address `at` (not checked yet): the result, or -1 when a
+    /// trap is pending.
+    pub wait: usize,
+    /// `fn(vmctx, mem: u32, at: u64, count: u32) -> i64`: `memory.atomic.notify`: how many were woken,
+    /// or -1 when a trap is pending.
+    pub notify: usize,
+    /// `fn(vmctx, mem: u32, at: u64, width: u32, what: u32, func: u32, offset: u32, fp: u64)`: a race
+    /// hook. `what` is a set of [`RaceHook`] bits; `func` and `offset` say which instruction (the site)
+    /// and `fp` is the calling compiled frame's frame pointer (a report's backtrace walks compiled frames from it). Returns nothing: a
+    /// race is reported where it is found and execution goes on, as in the interpreter.
+    pub race: usize,
+}
+
+/// The bits of [`MemLibcalls::race`]'s `what`.
+pub struct RaceHook;
+
+impl RaceHook {
+    /// Acquire the address (an atomic that read, after the operation).
+    pub const ACQUIRE: u32 = 1;
+    /// Release the address (an atomic that writes, before the operation).
+    pub const RELEASE: u32 = 2;
+    /// Report a read of `width` bytes (after it was made).
+    pub const READ: u32 = 4;
+    /// Report a write.
+    pub const WRITE: u32 = 8;
+    /// The access reported is atomic.
+    pub const ATOMIC: u32 = 16;
+}
+
 /// Traps compiled code raises itself (`Libcalls::trap`'s code argument).
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -503,6 +602,7 @@ pub enum TrapCode {
     NullI31Reference = 10,
     CastFailure = 11,
     ArrayOutOfBounds = 12,
+    UnalignedAtomic = 16,
 }
 
 impl TrapCode {
@@ -521,6 +621,7 @@ impl TrapCode {
             10 => K::NullI31Reference,
             11 => K::CastFailure,
             12 => K::ArrayOutOfBounds,
+            16 => K::UnalignedAtomic,
             _ => K::CallStackExhausted,
         }
     }

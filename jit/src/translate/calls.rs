@@ -1,5 +1,7 @@
 //! Calls: direct (through the instance's entry table, so a callee's tier change is one store),
-//! `call_indirect` (a library call that checks the table entry's type) and `call_ref` (the entry table
+//! `call_indirect` on any table (a library call that checks the table entry's type and calls it),
+//! `return_call_indirect` (a library call that checks the entry and says which code to call, then a real
+//! tail call through it, so tail-recursive loops run in constant stack) and `call_ref` (the entry table
 //! when the reference names a function of this instance, the VM otherwise).
 //!
 //! Every call is a safepoint: Cranelift spills the references live across it and records the call's stack
@@ -151,6 +153,29 @@ impl FuncTranslator<'_, '_> {
         } else {
             self.stack.extend_from_slice(&rets[1..]);
         }
+        Ok(())
+    }
+
+    pub(super) fn return_call_indirect(&mut self, type_index: u32, table: u32, offset: u32) -> Result<(), Unsupported> {
+        let (params, results) =
+            self.input.type_signature(type_index).ok_or_else(|| Unsupported::new("return_call_indirect type"))?;
+        let sig = wasm_signature(params, results)?;
+        let index = self.pop();
+        let args = self.pop_n(params.len());
+        let slot = StackSlotData::new(StackSlotKind::ExplicitSlot, 16, 3);
+        let entry = self.b.create_sized_stack_slot(slot);
+        let out = self.b.ins().stack_addr(types::I64, entry, 0);
+        let t = self.b.ins().iconst(types::I32, table as i64);
+        let ty = self.b.ins().iconst(types::I32, self.input.canonical_type(type_index) as i64);
+        let status = self.call_vm(self.libcalls.resolve_indirect, &[t, ty, index, out], Some(types::I32));
+        self.check_status(status.expect("a status"), offset);
+        let code = self.b.ins().load(types::I64, trusted(), out, 0);
+        let ctx = self.b.ins().load(types::I64, trusted(), out, 8);
+        let sig = self.b.import_signature(sig);
+        let mut call_args = vec![ctx, self.vmctx];
+        call_args.extend(args);
+        self.b.ins().return_call_indirect(sig, code, &call_args);
+        self.reachable = false;
         Ok(())
     }
 }

@@ -1,63 +1,31 @@
-//! Linear memory 0: loads and stores with explicit bounds checks, `memory.size`/`grow` helpers and the
-//! bulk operations (library calls).
+//! Plain loads and stores of any memory, with explicit bounds checks (`multimem.rs` says where each
+//! memory is and checks the bounds).
 
-use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
-use vm::tier::{TrapCode, Unsupported};
+use vm::tier::{RaceHook, Unsupported};
 use wasmparser::{MemArg, Operator};
 
 use super::FuncTranslator;
-use crate::abi::trusted;
+use super::multimem::memarg_memory;
 
 impl FuncTranslator<'_, '_> {
-    /// `memory.fill` / `memory.copy` of memory 0: a library call on the three i32 operands.
-    pub(super) fn bulk_memory(&mut self, mem: u32, libcall: usize, offset: u32) -> Result<(), Unsupported> {
-        self.memory_zero(mem)?;
-        let ops = self.pop_n(3);
-        let oob = self.call_vm(libcall, &ops, Some(types::I32)).expect("a result");
-        self.trap_if(oob, TrapCode::MemoryOutOfBounds, offset);
-        Ok(())
-    }
-
-    pub(super) fn memory_zero(&self, mem: u32) -> Result<(), Unsupported> {
-        if mem != 0 { Err(Unsupported::new("memories other than 0")) } else { Ok(()) }
-    }
-
-    pub(super) fn memory_len(&mut self) -> Value {
-        self.b.ins().load(types::I64, trusted(), self.mem_len_addr, 0)
-    }
-
     /// The native address of `addr + memarg.offset` after checking that `size` bytes there are inside
-    /// memory 0; traps otherwise.
-    pub(super) fn checked_address(
+    /// the memory `memarg` names (traps otherwise), with the memory and the effective address.
+    fn checked_address(
         &mut self,
         addr: Value,
         memarg: &MemArg,
         size: u64,
         offset: u32,
-    ) -> Result<Value, Unsupported> {
-        match memarg.target {
-            wasmparser::MemArgTarget::Memory(m) => self.memory_zero(m)?,
-            wasmparser::MemArgTarget::Array(_) => return Err(Unsupported::new("array memory access")),
-        }
-        let a = self.b.ins().uextend(types::I64, addr);
-        let end_off = self.b.ins().iconst(types::I64, (memarg.offset + size) as i64);
-        let end = self.b.ins().iadd(a, end_off);
-        let len = self.memory_len();
-        let oob = self.b.ins().icmp(IntCC::UnsignedGreaterThan, end, len);
-        if !self.bugs.no_bounds_check {
-            self.trap_if(oob, TrapCode::MemoryOutOfBounds, offset);
-        }
-        let base = self.b.ins().iadd(self.mem_base, a);
-        Ok(if memarg.offset == 0 {
-            base
-        } else {
-            let off = self.b.ins().iconst(types::I64, memarg.offset as i64);
-            self.b.ins().iadd(base, off)
-        })
+    ) -> Result<(Value, u32, Value), Unsupported> {
+        let m = memarg_memory(memarg)?;
+        let at = self.effective_address(addr, memarg);
+        self.bounds_check(m, at, size, offset);
+        Ok((self.native_address(m, at), m, at))
     }
 
-    /// Loads and stores of memory 0; false if `op` is not one.
+    /// Loads and stores of any memory; false if `op` is not one. With `--race`, a shared memory's
+    /// accesses call the race hook after they were made (a trap comes first and is no race).
     pub(super) fn memory_op(&mut self, op: &Operator<'_>, offset: u32) -> Result<bool, Unsupported> {
         use Operator as O;
         use types::{F32, F64, I32, I64};
@@ -100,7 +68,7 @@ impl FuncTranslator<'_, '_> {
         };
         if let Some((ty, ext, size)) = load {
             let addr = self.pop();
-            let p = self.checked_address(addr, memarg, size, offset)?;
+            let (p, m, at) = self.checked_address(addr, memarg, size, offset)?;
             let ins = self.b.ins();
             let v = match ext {
                 Ext::None => ins.load(ty, heap, p, 0),
@@ -112,6 +80,9 @@ impl FuncTranslator<'_, '_> {
                 Ext::U32 => ins.uload32(heap, p, 0),
             };
             self.push(v);
+            if self.input.race_hooked(m) {
+                self.race_hook(m, at, size as u32, RaceHook::READ, offset);
+            }
             return Ok(true);
         }
         let value = self.pop();
@@ -122,7 +93,7 @@ impl FuncTranslator<'_, '_> {
             O::I64Store32 { .. } => 4,
             _ => self.b.func.dfg.value_type(value).bytes() as u64,
         };
-        let p = self.checked_address(addr, memarg, size, offset)?;
+        let (p, m, at) = self.checked_address(addr, memarg, size, offset)?;
         let ins = self.b.ins();
         match size {
             1 if !matches!(op, O::I32Store { .. } | O::F32Store { .. }) => ins.istore8(heap, value, p, 0),
@@ -130,6 +101,9 @@ impl FuncTranslator<'_, '_> {
             4 if matches!(op, O::I64Store32 { .. }) => ins.istore32(heap, value, p, 0),
             _ => ins.store(heap, value, p, 0),
         };
+        if self.input.race_hooked(m) && !self.bugs.race_skip_store_hook {
+            self.race_hook(m, at, size as u32, RaceHook::WRITE, offset);
+        }
         Ok(true)
     }
 }

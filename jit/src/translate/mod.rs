@@ -9,8 +9,9 @@
 //!
 //! **Run-time checks, all explicit (no signal handlers, nothing Memcheck could mistake for an error):**
 //! - the prologue compares the stack pointer with `VmCtx::stack_limit` (call stack exhausted);
-//! - each memory access checks `addr + offset + size <= len` against memory 0's current byte length
-//!   (loaded through `VmCtx::mem0_len` at every access, so growth by any path is seen);
+//! - each memory access checks `addr + offset + size <= len` against its memory's current byte length
+//!   (loaded at every access, so growth by any path or thread is seen), after the alignment check of
+//!   an atomic;
 //! - division, remainder and float-to-int truncation check their operands as the interpreter does;
 //! - loop headers poll the mutator's stop flag (the safepoint a collection on another thread waits for).
 //!
@@ -18,8 +19,10 @@
 //! offset (`Libcalls::trap`) and returns status 1. After every call the status is tested; non-zero jumps
 //! to the *unwind block*, which adds this frame at the call's offset (`Libcalls::unwind`) and returns 1.
 //!
-//! Anything outside the supported set (references, tables other than through `call_indirect`, bulk
-//! memory, memories other than 0, SIMD, GC, exceptions) returns [`Unsupported`] with the operator's name.
+//! Anything outside the supported set (references, tables other than through `call_indirect`, SIMD, GC,
+//! exceptions) returns [`Unsupported`] with the operator's name. Operator families live in their own
+//! files: `memory.rs` (plain loads and stores), `multimem.rs` (where each memory is, bounds checks,
+//! size/grow/bulk/segments, race hooks), `atomics.rs` (the threads proposal), `numeric.rs`, `calls.rs`.
 
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{self, Block, BlockArg, InstBuilder, JumpTableData, Type, Value, types};
@@ -31,10 +34,12 @@ use wasmparser::{BinaryReader, BlockType, FunctionBody, Operator};
 use crate::InjectedBugs;
 use crate::abi::{self, Target, clif_type, store_slot, trusted, wasm_signature};
 
+mod atomics;
 mod calls;
 mod exceptions;
 mod gc;
 mod memory;
+mod multimem;
 mod numeric;
 mod refs;
 mod tables;
@@ -42,7 +47,9 @@ mod tables;
 /// How compiled code reaches the VM: the library functions, called through the exit trampoline.
 pub struct VmCalls<'a> {
     pub libcalls: &'a Libcalls,
+    /// The exit trampolines for up to [`abi::EXIT_ARGS`] and [`abi::EXIT_ARGS_WIDE`] arguments.
     pub exit: usize,
+    pub exit_wide: usize,
 }
 
 /// Translate the function `input` names into `func`.
@@ -65,6 +72,8 @@ pub fn translate(
     while !reader.eof() {
         let offset = reader.original_position() as u32;
         let op = reader.read().map_err(parse_error)?;
+        // Call sites' offsets, for backtraces walked through compiled frames (`CraneliftCompiler::frames`).
+        t.b.set_srcloc(ir::SourceLoc::new(offset));
         t.operator(op, offset)?;
     }
     t.finish();
@@ -124,8 +133,9 @@ pub(crate) struct FuncTranslator<'a, 'b> {
     pub(crate) b: FunctionBuilder<'b>,
     input: &'a FuncInput<'a>,
     libcalls: &'a Libcalls,
-    /// The exit trampoline every library call goes through.
+    /// The exit trampolines every library call goes through.
     exit: usize,
+    exit_wide: usize,
     target: &'a Target,
     vmctx: Value,
     /// Loaded from the `VmCtx` once in the entry block (they never change for an instance).
@@ -159,11 +169,6 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
         results: &[RtValType],
         bugs: InjectedBugs,
     ) -> Result<Self, Unsupported> {
-        let (memories, shared) = input.memories();
-        if shared {
-            return Err(Unsupported::new("shared memory"));
-        }
-        let _ = memories;
         let entry = b.create_block();
         b.append_block_params_for_function_params(entry);
         b.switch_to_block(entry);
@@ -194,6 +199,7 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
             input,
             libcalls: vm.libcalls,
             exit: vm.exit,
+            exit_wide: vm.exit_wide,
             target,
             vmctx,
             mem_base,
@@ -297,7 +303,12 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
     /// Call library function `libcall` (`vmctx` first, then `args`, integers of at most 64 bits) through
     /// the exit trampoline; its result as `result` (narrowed from the trampoline's 64 bits).
     pub(crate) fn call_vm(&mut self, libcall: usize, args: &[Value], result: Option<Type>) -> Option<Value> {
-        debug_assert!(args.len() <= abi::EXIT_ARGS);
+        let (exit, width) = if args.len() <= abi::EXIT_ARGS {
+            (self.exit, abi::EXIT_ARGS)
+        } else {
+            (self.exit_wide, abi::EXIT_ARGS_WIDE)
+        };
+        assert!(args.len() <= width, "a library call with more arguments than the exit trampolines take");
         let mut call_args = vec![self.b.ins().iconst(types::I64, libcall as i64), self.vmctx];
         for &a in args {
             let wide = match self.b.func.dfg.value_type(a) {
@@ -306,11 +317,11 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
             };
             call_args.push(wide);
         }
-        while call_args.len() < 2 + abi::EXIT_ARGS {
+        while call_args.len() < 2 + width {
             call_args.push(self.b.ins().iconst(types::I64, 0));
         }
-        let sig = self.b.import_signature(abi::exit_signature(self.target.call_conv));
-        let exit = self.b.ins().iconst(types::I64, self.exit as i64);
+        let sig = self.b.import_signature(abi::exit_signature(self.target.call_conv, width));
+        let exit = self.b.ins().iconst(types::I64, exit as i64);
         let call = self.b.ins().call_indirect(sig, exit, &call_args);
         let r = self.b.inst_results(call)[0];
         result.map(|ty| if ty == types::I64 { r } else { self.b.ins().ireduce(ty, r) })
@@ -502,6 +513,9 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
             O::Throw { tag_index } => self.throw(tag_index, offset),
             O::ThrowRef => self.throw_ref(offset),
             O::ReturnCallRef { type_index } => self.call_ref(type_index, offset, true)?,
+            O::ReturnCallIndirect { type_index, table_index } => {
+                self.return_call_indirect(type_index, table_index, offset)?
+            }
             O::Drop => {
                 self.pop();
             }
@@ -557,25 +571,10 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
                 let addr = self.global_address(global_index);
                 store_slot(&mut self.b, v, addr, 0);
             }
-            O::MemorySize { mem } => {
-                self.memory_zero(mem)?;
-                let len = self.memory_len();
-                let pages = self.b.ins().ushr_imm_u(len, 16);
-                let v = self.b.ins().ireduce(types::I32, pages);
-                self.push(v);
-            }
-            O::MemoryGrow { mem } => {
-                self.memory_zero(mem)?;
-                let delta = self.pop();
-                let r = self.call_vm(self.libcalls.memory_grow, &[delta], Some(types::I32)).expect("a result");
-                self.push(r);
-            }
-            O::MemoryFill { mem } => self.bulk_memory(mem, self.libcalls.memory_fill, offset)?,
-            O::MemoryCopy { dst_mem, src_mem } if dst_mem == src_mem => {
-                self.bulk_memory(dst_mem, self.libcalls.memory_copy, offset)?
-            }
             other => {
                 if !self.memory_op(&other, offset)?
+                    && !self.multimem_op(&other, offset)?
+                    && !self.atomic_op(&other, offset)?
                     && !self.numeric_op(&other, offset)?
                     && !self.reference_op(&other, offset)?
                     && !self.gc_op(&other, offset)?

@@ -25,7 +25,7 @@ use std::sync::atomic::Ordering;
 use crate::module::ModuleData;
 use crate::runtime::Runtime;
 use crate::state::{FuncKind, InstanceTier, StoreState};
-use crate::tier::{CompiledFunc, FuncEntry, JitMode, Libcalls, TrapCode, VmCtx};
+use crate::tier::{CompiledFunc, FuncEntry, JitMode, Libcalls, TrapCode, VmCtx, VmMemory};
 use crate::types::TypeKind;
 use crate::{Trap, TrapKind, WasmFrame};
 
@@ -34,12 +34,11 @@ pub(crate) fn libcalls() -> Libcalls {
     Libcalls {
         call: lib_call as *const () as usize,
         call_indirect: lib_call_indirect as *const () as usize,
+        resolve_indirect: super::jit_memory::lib_resolve_indirect as *const () as usize,
         trap: lib_trap as *const () as usize,
         unwind: lib_unwind as *const () as usize,
-        memory_grow: lib_memory_grow as *const () as usize,
         safepoint: lib_safepoint as *const () as usize,
-        memory_fill: lib_memory_fill as *const () as usize,
-        memory_copy: lib_memory_copy as *const () as usize,
+        mem: super::jit_memory::mem_libcalls(),
         struct_new: super::jit_gc::lib_struct_new as *const () as usize,
         array_new: super::jit_gc::lib_array_new as *const () as usize,
         array_op: super::jit_gc::lib_array_op as *const () as usize,
@@ -76,8 +75,8 @@ pub(crate) fn compiled_code<'m>(rt: &Runtime, module: &'m ModuleData, index: u32
     module.compiled[index as usize]
         .get_or_init(|| {
             fresh = true;
-            let input =
-                crate::tier::FuncInput { module, registry: &rt.types, func_index: module.num_imported_funcs + index };
+            let func_index = module.num_imported_funcs + index;
+            let input = crate::tier::FuncInput { module, registry: &rt.types, func_index, race: rt.race.is_some() };
             let start = std::time::Instant::now();
             let r = compiler.compile(&input);
             let name = || {
@@ -175,6 +174,7 @@ fn ensure_tier(store: &mut StoreState, inst: u32) {
         zero: 0,
         jit_exit: 0,
         funcs: store.instances[inst as usize].funcs.as_ptr() as usize,
+        memories: 0,
     });
     vmctx.mem0_len = &vmctx.zero as *const usize as usize;
     if let Some(&m) = store.instances[inst as usize].memories.first() {
@@ -182,7 +182,16 @@ fn ensure_tier(store: &mut StoreState, inst: u32) {
         vmctx.mem0_base = mem.base() as usize;
         vmctx.mem0_len = mem.len_address();
     }
-    let mut t = InstanceTier { vmctx, entries, global_ptrs: Box::new([]) };
+    let memories: Box<[VmMemory]> = store.instances[inst as usize]
+        .memories
+        .iter()
+        .map(|&m| {
+            let mem = &store.memories[m as usize];
+            VmMemory { base: mem.base() as usize, len: mem.len_address() }
+        })
+        .collect();
+    vmctx.memories = memories.as_ptr() as usize;
+    let mut t = InstanceTier { vmctx, entries, global_ptrs: Box::new([]), memories };
     t.global_ptrs = global_addresses(store, inst);
     t.vmctx.globals = t.global_ptrs.as_ptr() as usize;
     store.instances[inst as usize].tier = Some(Box::new(t));
@@ -297,7 +306,7 @@ fn param_result_counts(store: &StoreState, func: u32) -> (usize, usize) {
 
 /// Call store function `func` from compiled code of instance `inst` with the arguments at `args`,
 /// writing its results there.
-fn call_store_func(store: &mut StoreState, inst: u32, func: u32, args: *mut u64) -> Result<(), Trap> {
+fn call_store_func(store: &mut StoreState, inst: u32, func: u32, args: *mut u64, fp: usize) -> Result<(), Trap> {
     let (np, nr) = param_result_counts(store, func);
     // SAFETY: the caller (a stub or compiled code) passes a buffer of max(params, results) slots.
     let params = unsafe { std::slice::from_raw_parts(args, np) }.to_vec();
@@ -311,7 +320,14 @@ fn call_store_func(store: &mut StoreState, inst: u32, func: u32, args: *mut u64)
             return Err(Trap::new(TrapKind::CallStackExhausted));
         }
         store.mutator.exec.stack[base..base + np].copy_from_slice(&params);
-        super::call_host(store, func, base, Some(inst))?;
+        let saved = store.mutator.jit_host_frames.take();
+        if fp != 0 && store.rt.race.is_some() {
+            let frames = super::jit_memory::compiled_frames(store, fp);
+            store.mutator.jit_host_frames = Some(frames);
+        }
+        let r = super::call_host(store, func, base, Some(inst));
+        store.mutator.jit_host_frames = saved;
+        r?;
         store.mutator.exec.stack[base..base + nr].to_vec()
     } else {
         super::invoke(store, func, &params)?
@@ -322,8 +338,8 @@ fn call_store_func(store: &mut StoreState, inst: u32, func: u32, args: *mut u64)
     Ok(())
 }
 
-extern "C" fn lib_call(vmctx: *mut VmCtx, func: u64, args: *mut u64) -> u32 {
-    with_store(vmctx, |store, inst| call_store_func(store, inst, func as u32, args))
+extern "C" fn lib_call(vmctx: *mut VmCtx, func: u64, args: *mut u64, fp: u64) -> u32 {
+    with_store(vmctx, |store, inst| call_store_func(store, inst, func as u32, args, fp as usize))
 }
 
 extern "C" fn lib_call_indirect(vmctx: *mut VmCtx, table: u32, type_id: u32, index: u32, args: *mut u64) -> u32 {
@@ -332,7 +348,7 @@ extern "C" fn lib_call_indirect(vmctx: *mut VmCtx, table: u32, type_id: u32, ind
         let f =
             super::tables::indirect_callee(&store.tables[t as usize], &store.rt.types, &store.funcs, index, type_id)
                 .map_err(Trap::new)?;
-        call_store_func(store, inst, f, args)
+        call_store_func(store, inst, f, args, 0)
     })
 }
 
@@ -357,38 +373,9 @@ extern "C" fn lib_unwind(vmctx: *mut VmCtx, func: u32, offset: u32) -> u32 {
     })
 }
 
-extern "C" fn lib_memory_grow(vmctx: *mut VmCtx, delta: u32) -> u32 {
-    let mut old = u32::MAX;
-    with_store(vmctx, |store, inst| {
-        let m = store.instances[inst as usize].memories[0];
-        old = store.memories[m as usize].grow(delta as u64).map_or(u32::MAX, |p| p as u32);
-        Ok(())
-    });
-    old
-}
-
 extern "C" fn lib_safepoint(vmctx: *mut VmCtx) -> u32 {
     with_store(vmctx, |store, _| {
         crate::safepoint::park(store);
         Ok(())
     })
-}
-
-/// Memory 0 of the instance `vmctx` belongs to.
-fn memory0(vmctx: *mut VmCtx) -> &'static crate::memory::LinearMemory {
-    // SAFETY: as in `with_store`; the memory lives (behind its `Arc`) as long as the store, which outlives
-    // the compiled call that asks.
-    let (store, inst) = unsafe { (&*((*vmctx).store as *const StoreState), (*vmctx).instance) };
-    let m = store.instances[inst as usize].memories[0];
-    // SAFETY: see above; the reference does not outlive the library call.
-    unsafe { &*std::sync::Arc::as_ptr(&store.memories[m as usize]) }
-}
-
-extern "C" fn lib_memory_fill(vmctx: *mut VmCtx, dst: u32, value: u32, len: u32) -> u32 {
-    memory0(vmctx).fill(dst as u64, value as u8, len as u64).is_err() as u32
-}
-
-extern "C" fn lib_memory_copy(vmctx: *mut VmCtx, dst: u32, src: u32, len: u32) -> u32 {
-    let m = memory0(vmctx);
-    m.copy_from(dst as u64, m, src as u64, len as u64).is_err() as u32
 }

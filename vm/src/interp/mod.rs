@@ -60,14 +60,15 @@ mod gc_objects;
 mod host;
 mod jit;
 mod jit_gc;
+mod jit_memory;
 mod jit_tables;
-
-pub(crate) use jit_gc::visit_compiled_frames;
 mod memory;
 mod numeric;
 mod operands;
 mod race_hooks;
 mod tables;
+
+pub(crate) use jit_gc::visit_compiled_frames;
 
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::atomic::Ordering;
@@ -353,6 +354,9 @@ fn return_to_caller(store: &mut StoreState, depth0: usize) -> Option<Position> {
 /// The wasm backtrace of a store in a host call (its wasm frames, innermost first), e.g. where a thread
 /// was spawned.
 pub(crate) fn host_call_backtrace(store: &StoreState) -> Vec<WasmFrame> {
+    if let Some(frames) = &store.mutator.jit_host_frames {
+        return frames.clone();
+    }
     store.mutator.exec.top.map_or_else(Vec::new, |top| backtrace(store, top, 0))
 }
 
