@@ -21,11 +21,14 @@
 //!   memory accesses with explicit bounds checks, calls through the instance's entry table, traps as
 //!   status returns).
 //! - `abi.rs`: the calling convention both share (signatures, value types, slot loads and stores).
+//! - `osr.rs` (with `translate/osr.rs`): on-stack-replacement variants, entered from a looping
+//!   interpreted frame at a loop header.
 //!
 //! The conventions (status returns, the entry table, the `VmCtx` fields) are `vm/src/tier.rs`'s.
 
 mod abi;
 
+mod osr;
 mod trampolines;
 mod translate;
 
@@ -38,7 +41,7 @@ use cranelift_codegen::{Context, ir};
 use cranelift_frontend::FunctionBuilderContext;
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::Module;
-use vm::tier::{CodePtr, CompiledFunc, Compiler, FuncInput, Libcalls, Unsupported};
+use vm::tier::{CodePtr, CompiledFunc, Compiler, FuncInput, Libcalls, OsrEntry, Unsupported};
 use vm::types::RtValType;
 
 /// Bugs planted for the negative controls of the tests (`VMRUN_JIT_DEBUG`), read once per compiler:
@@ -51,6 +54,8 @@ pub(crate) struct InjectedBugs {
     pub no_bounds_check: bool,
     /// `no-stack-check`: prologues skip the stack-limit check (deep recursion reaches the guard page).
     pub no_stack_check: bool,
+    /// `osr-wrong-local`: an on-stack-replacement entry loads local 0 plus one.
+    pub osr_wrong_local: bool,
 }
 
 impl InjectedBugs {
@@ -61,6 +66,7 @@ impl InjectedBugs {
             i32_add_is_sub: has("i32-add-is-sub"),
             no_bounds_check: has("no-bounds-check"),
             no_stack_check: has("no-stack-check"),
+            osr_wrong_local: has("osr-wrong-local"),
         }
     }
 }
@@ -81,6 +87,8 @@ struct Inner {
     fctx: FunctionBuilderContext,
     array_entries: HashMap<SigKey, CodePtr>,
     stubs: HashMap<SigKey, CodePtr>,
+    /// On-stack-replacement entries by signature (`osr.rs`).
+    osr_entries: HashMap<SigKey, CodePtr>,
 }
 
 // SAFETY: `JITModule` holds raw pointers to the code memory it owns and is not `Send` for that reason
@@ -110,6 +118,7 @@ impl CraneliftCompiler {
                 fctx: FunctionBuilderContext::new(),
                 array_entries: HashMap::new(),
                 stubs: HashMap::new(),
+                osr_entries: HashMap::new(),
             }),
             libcalls: vm::libcalls(),
             bugs: InjectedBugs::from_env(),
@@ -167,6 +176,11 @@ impl Compiler for CraneliftCompiler {
         }
         let (code, code_bytes) = inner.define()?;
         Ok(CompiledFunc { code, array_entry, code_bytes })
+    }
+
+    fn compile_osr(&self, input: &FuncInput<'_>, entry: OsrEntry) -> Result<CompiledFunc, Unsupported> {
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        osr::compile(&mut inner, input, entry, &self.libcalls, self.bugs)
     }
 
     fn interpreter_stub(&self, params: &[RtValType], results: &[RtValType]) -> Result<CodePtr, Unsupported> {

@@ -34,6 +34,7 @@ use crate::abi::{self, Target, clif_type, store_slot, trusted, wasm_signature};
 mod calls;
 mod memory;
 mod numeric;
+pub(crate) mod osr;
 
 /// Translate the function `input` names into `func`.
 pub fn translate(
@@ -125,6 +126,8 @@ pub(crate) struct FuncTranslator<'a, 'b> {
     /// Frames opened inside dead code, skipped until their `end`.
     dead_depth: u32,
     pub(crate) bugs: InjectedBugs,
+    /// Set when translating an on-stack-replacement variant (`osr.rs`).
+    osr: Option<osr::OsrTarget>,
 }
 
 impl<'a, 'b> FuncTranslator<'a, 'b> {
@@ -183,6 +186,7 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
             reachable: true,
             dead_depth: 0,
             bugs,
+            osr: None,
         };
         t.stack_check();
         let end_block = t.block_with_params(&results);
@@ -361,6 +365,7 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
                 let header = self.block_with_params(&params);
                 let args = self.pop_n(params.len());
                 self.jump(header, &args);
+                self.osr_entry_at(offset, header, &params);
                 self.b.switch_to_block(header);
                 let height = self.stack.len();
                 self.stack.extend(self.b.block_params(header).to_vec());

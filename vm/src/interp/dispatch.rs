@@ -68,6 +68,12 @@ pub(super) enum Exit {
     TierUp {
         func: u32,
     },
+    /// A back-edge to the loop header at `header` found the running function hot (its countdown ran out)
+    /// or already compiled: try on-stack replacement (`osr.rs`). `pos` is at the branch, which has been
+    /// taken (the loop's values are in their slots); interpretation resumes at `header` if it is declined.
+    Osr {
+        header: usize,
+    },
     Trap(TrapKind),
     /// The instruction at `pos` threw the exception `exn` (an object reference): unwind (`exceptions.rs`).
     Throw(u64),
@@ -176,13 +182,29 @@ fn dispatch(
             }
         }};
     }
-    // A backward branch (a loop back-edge) is a safepoint: the translator recorded a stack map at it.
+    // A backward branch (a loop back-edge) is a safepoint: the translator recorded a stack map at it. It
+    // also counts towards the running function's tier-up (`tier.rs`: 0, always with `--jit=off`, costs a
+    // load and a never-taken branch; an even slot without the declined bit means compiled code exists for
+    // a function this activation still interprets).
     macro_rules! branch {
         ($off:expr) => {{
             let off = $off as isize;
-            if off <= 0 && stop.load(Ordering::Relaxed) {
-                save!();
-                return Exit::Safepoint { resume: (pc as isize + off) as usize };
+            if off <= 0 {
+                let header = (pc as isize + off) as usize;
+                if stop.load(Ordering::Relaxed) {
+                    save!();
+                    return Exit::Safepoint { resume: header };
+                }
+                let tier_slot = &instances[inst_id as usize].tier_slots[pos.func as usize];
+                let slot = tier_slot.load(Ordering::Relaxed);
+                if slot != 0 {
+                    if slot & 1 == 1 && slot != 1 {
+                        tier_slot.store(slot - 2, Ordering::Relaxed);
+                    } else if slot & 2 == 0 {
+                        save!();
+                        return Exit::Osr { header };
+                    }
+                }
             }
             pc = (pc as isize + off) as usize;
             fetch_and_continue!();

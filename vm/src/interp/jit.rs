@@ -52,12 +52,16 @@ pub(crate) fn initial_slot(mode: JitMode, threshold: u32) -> u64 {
     }
 }
 
+/// Bit 1 of an even tier slot: on-stack replacement was declined for one of the function's loops, so
+/// back-edges of its interpreted activations no longer ask for it (`tier.rs`).
+pub(super) const OSR_DECLINED: u64 = 2;
+
 /// The compiled function a non-zero, even tier slot points at.
 pub(crate) fn slot_code(slot: u64) -> &'static CompiledFunc {
     // SAFETY: even non-zero slots are only written by `set_compiled` with the address of a
     // `CompiledFunc` inside a module's `compiled` cells; the module lives behind an `Arc` as long as the
     // runtime (`Runtime::modules`), which outlives every store and so every instance that reads the slot.
-    unsafe { &*(slot as usize as *const CompiledFunc) }
+    unsafe { &*((slot & !OSR_DECLINED) as usize as *const CompiledFunc) }
 }
 
 /// The compiled code of defined function `index`, compiling it first if that was not tried yet.
