@@ -246,3 +246,20 @@ fn proposals_jit_eager() {
         check(group, &run_files_eager(group, proposal_files(proposal)));
     }
 }
+
+// ---- core 3.0 in `auto` with a threshold of one: a function's second call or loop back-edge compiles
+// it, so every loop that turns twice continues through an on-stack-replacement entry (`interp/osr.rs`)
+
+#[test]
+fn core_wasm_3_0_jit_auto_osr() {
+    let opts = || {
+        let compiler = jit::CraneliftCompiler::new().expect("a Cranelift backend for this machine");
+        let jit = vm::JitConfig {
+            mode: vm::tier::JitMode::Auto,
+            threshold: 1,
+            compiler: Some(std::sync::Arc::new(compiler)),
+        };
+        WastOptions { jit, ..WastOptions::default() }
+    };
+    check("wasm-v3", &run_files_with("wasm-v3 (jit auto, OSR)", spec_files(SpecVersion::V3), opts));
+}

@@ -69,7 +69,8 @@ use crate::types::{RtValType, TypeKind, TypeRegistry};
 pub enum JitMode {
     /// The interpreter only.
     Off,
-    /// Start interpreted; compile a function once it has been called `jit_threshold` times.
+    /// Start interpreted; compile a function once its calls plus loop back-edges reach `jit_threshold`
+    /// (a loop that gets hot in a running activation continues in compiled code: on-stack replacement).
     #[default]
     Auto,
     /// Compile every function when its module loads.
