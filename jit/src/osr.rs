@@ -29,8 +29,15 @@ pub(crate) fn compile(
     let array_entry = osr_entry(inner, params, results)?;
     inner.ctx.func = ir::Function::new();
     let target = inner.target();
-    let translated =
-        crate::translate::osr::translate_osr(input, &mut inner.ctx.func, &mut inner.fctx, libcalls, &target, bugs, entry);
+    let translated = crate::translate::osr::translate_osr(
+        input,
+        &mut inner.ctx.func,
+        &mut inner.fctx,
+        libcalls,
+        &target,
+        bugs,
+        entry,
+    );
     if let Err(e) = translated {
         // The builder stopped half-way: start the next function from clean contexts.
         inner.ctx.clear();

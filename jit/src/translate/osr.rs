@@ -96,8 +96,11 @@ impl FuncTranslator<'_, '_> {
             self.stack[p] = load_slot(&mut self.b, ty, slots, stack_slot + p);
         }
         let below = self.stack.len();
-        let args: Vec<Value> =
-            params.iter().enumerate().map(|(j, &ty)| load_slot(&mut self.b, ty, slots, stack_slot + below + j)).collect();
+        let args: Vec<Value> = params
+            .iter()
+            .enumerate()
+            .map(|(j, &ty)| load_slot(&mut self.b, ty, slots, stack_slot + below + j))
+            .collect();
         self.jump(header, &args);
     }
 }

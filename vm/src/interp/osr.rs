@@ -128,7 +128,10 @@ fn osr_variant(store: &StoreState, module: &crate::module::ModuleData, func: u32
             let start = std::time::Instant::now();
             let r = compiler.compile_osr(&input, entry);
             let name = || {
-                let f = module.source.func_name(func_index).map_or_else(|| format!("func[{func_index}]"), |n| format!("${n}"));
+                let f = module
+                    .source
+                    .func_name(func_index)
+                    .map_or_else(|| format!("func[{func_index}]"), |n| format!("${n}"));
                 format!("{f} (on-stack replacement at the loop at byte {})", header.wasm_offset)
             };
             rt.jit_stats.record_osr(&r, start.elapsed().as_nanos() as u64, name);
