@@ -58,7 +58,8 @@ pub(super) const OSR_DECLINED: u64 = 2;
 
 /// The compiled function a non-zero, even tier slot points at.
 pub(crate) fn slot_code(slot: u64) -> &'static CompiledFunc {
-    // SAFETY: even non-zero slots are only written by `set_compiled` with the address of a
+    // SAFETY: even non-zero slots, with `OSR_DECLINED` masked off (a `CompiledFunc` is 8-aligned, so its
+    // address has the bit clear), are only written by `set_compiled` with the address of a
     // `CompiledFunc` inside a module's `compiled` cells; the module lives behind an `Arc` as long as the
     // runtime (`Runtime::modules`), which outlives every store and so every instance that reads the slot.
     unsafe { &*((slot & !OSR_DECLINED) as usize as *const CompiledFunc) }

@@ -40,7 +40,9 @@
 //!
 //! Imports point one way: `mod.rs` → `dispatch.rs`, `host.rs`, `exceptions.rs`; `dispatch.rs` → `cold.rs` and
 //! the family files; `cold.rs` → the family files; the family files → `operands.rs` (and `numeric.rs` → `float.rs`).
-//! No file imports `mod.rs`.
+//! `jit.rs` and `osr.rs` call back into this file's driver (`invoke`; `backtrace`, `rethrow`), and `osr.rs`
+//! into `jit.rs`.
+//! Otherwise no file imports `mod.rs`.
 //!
 //! # GC safety
 //!
