@@ -148,7 +148,8 @@ struct JitOptions {
     #[arg(long, value_name = "MODE", default_value = "auto", value_parser = ["off", "auto", "eager"])]
     jit: String,
 
-    /// With --jit=auto, calls of a function before it is compiled.
+    /// With --jit=auto, calls plus loop back-edges of a function before it is compiled (a hot loop in a
+    /// function entered once continues compiled by on-stack replacement).
     #[arg(long, value_name = "N", default_value_t = vm::DEFAULT_JIT_THRESHOLD)]
     jit_threshold: u32,
 

@@ -299,3 +299,20 @@ fn planted_compiler_bugs_fail_the_multi_memory_and_threads_scripts() {
     let atomic = threads.iter().find(|o| o.name.ends_with("atomic.wast")).expect("atomic.wast");
     assert!(atomic.failed(), "no-atomic-alignment-check went unnoticed by atomic.wast");
 }
+
+// ---- core 3.0 in `auto` with a threshold of one: a function's second call or loop back-edge compiles
+// it, so every loop that turns twice continues through an on-stack-replacement entry (`interp/osr.rs`)
+
+#[test]
+fn core_wasm_3_0_jit_auto_osr() {
+    let opts = || {
+        let compiler = jit::CraneliftCompiler::new().expect("a Cranelift backend for this machine");
+        let jit = vm::JitConfig {
+            mode: vm::tier::JitMode::Auto,
+            threshold: 1,
+            compiler: Some(std::sync::Arc::new(compiler)),
+        };
+        WastOptions { jit, ..WastOptions::default() }
+    };
+    check("wasm-v3", &run_files_with("wasm-v3 (jit auto, OSR)", spec_files(SpecVersion::V3), opts));
+}

@@ -24,11 +24,14 @@
 //! - With `--race`, a map from code address to each compiled function's wasm offsets (Cranelift's source
 //!   locations), so a race hook can report a backtrace by walking frame pointers through compiled frames
 //!   without unwinding them ([`Compiler::caller_frames`]); nothing is recorded otherwise.
+//! - `osr.rs` (with `translate/osr.rs`): on-stack-replacement variants, entered from a looping
+//!   interpreted frame at a loop header.
 //!
 //! The conventions (status returns, the entry table, the `VmCtx` fields) are `vm/src/tier.rs`'s.
 
 mod abi;
 
+mod osr;
 mod trampolines;
 mod translate;
 
@@ -41,7 +44,7 @@ use cranelift_codegen::{Context, ir};
 use cranelift_frontend::FunctionBuilderContext;
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::Module;
-use vm::tier::{CodePtr, CompiledFunc, Compiler, FuncInput, Libcalls, StackMap, Unsupported};
+use vm::tier::{CodePtr, CompiledFunc, Compiler, FuncInput, Libcalls, OsrEntry, StackMap, Unsupported};
 use vm::types::RtValType;
 
 /// Bugs planted for the negative controls of the tests (`VMRUN_JIT_DEBUG`), read once per compiler:
@@ -67,6 +70,8 @@ pub(crate) struct InjectedBugs {
     pub memory_n_is_memory_0: bool,
     /// `no-atomic-alignment-check`: atomic accesses skip the alignment check.
     pub no_atomic_alignment_check: bool,
+    /// `osr-wrong-local`: an on-stack-replacement entry loads local 0 plus one.
+    pub osr_wrong_local: bool,
 }
 
 impl InjectedBugs {
@@ -87,6 +92,7 @@ impl InjectedBugs {
             race_skip_store_hook: has("race-skip-store-hook"),
             memory_n_is_memory_0: has("memory-n-is-memory-0"),
             no_atomic_alignment_check: has("no-atomic-alignment-check"),
+            osr_wrong_local: has("osr-wrong-local"),
         }
     }
 }
@@ -132,6 +138,8 @@ struct Inner {
     stubs: HashMap<SigKey, CodePtr>,
     /// The exit trampolines (four and seven arguments after `vmctx`), compiled with the first function.
     exit: Option<(CodePtr, CodePtr)>,
+    /// On-stack-replacement entries by signature (`osr.rs`).
+    osr_entries: HashMap<SigKey, CodePtr>,
 }
 
 // SAFETY: `JITModule` holds raw pointers to the code memory it owns and is not `Send` for that reason
@@ -177,6 +185,7 @@ impl CraneliftCompiler {
                 array_entries: HashMap::new(),
                 stubs: HashMap::new(),
                 exit: None,
+                osr_entries: HashMap::new(),
             }),
             libcalls: vm::libcalls(),
             bugs: InjectedBugs::default(),
@@ -216,7 +225,7 @@ impl Inner {
         Ok((CodePtr(self.module.get_finalized_function(id) as usize), size, maps))
     }
 
-    fn exit_trampolines(&mut self) -> Result<(CodePtr, CodePtr), Unsupported> {
+    pub(crate) fn exit_trampolines(&mut self) -> Result<(CodePtr, CodePtr), Unsupported> {
         if let Some(c) = self.exit {
             return Ok(c);
         }
@@ -271,6 +280,11 @@ impl Compiler for CraneliftCompiler {
             self.frames.write().unwrap_or_else(PoisonError::into_inner).insert(code.0, info);
         }
         Ok(CompiledFunc { code, array_entry, code_bytes, stack_maps })
+    }
+
+    fn compile_osr(&self, input: &FuncInput<'_>, entry: OsrEntry) -> Result<CompiledFunc, Unsupported> {
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        osr::compile(&mut inner, input, entry, &self.libcalls, self.bugs)
     }
 
     fn interpreter_stub(&self, params: &[RtValType], results: &[RtValType]) -> Result<CodePtr, Unsupported> {

@@ -398,6 +398,18 @@ pub enum HandlerAction {
     Delegate { to_depth: u16 },
 }
 
+/// A loop header, where the interpreter may hand a running frame to compiled code (on-stack
+/// replacement, `interp/osr.rs`). At `pc` every operand-stack value is in its own slot (the translator
+/// materializes the stack at each `loop`): position `p` in slot `num_locals + consts.len() + p`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoopHeader {
+    /// The first instruction of the loop body, the target of its back-edges.
+    pub pc: u32,
+    /// Byte offset of the `loop` operator (the outermost one when loops nest with nothing between their
+    /// headers: they share `pc`).
+    pub wasm_offset: u32,
+}
+
 /// A translated function.
 #[derive(Debug)]
 pub struct CompiledFunc {
@@ -426,6 +438,8 @@ pub struct CompiledFunc {
     pub wasm_offsets: Box<[u32]>,
     /// Exception handlers, innermost first (see [`Handler`]); empty for most functions.
     pub handlers: Box<[Handler]>,
+    /// The reachable loop headers, sorted by `pc` (one per `pc`).
+    pub loop_headers: Box<[LoopHeader]>,
 }
 
 impl CompiledFunc {

@@ -164,6 +164,8 @@ pub struct ModuleData {
     /// Compiled code per defined function: unset until compilation is tried, then the code or `None`
     /// (the compiler declined). Shared by every instance of the module (`tier.rs`).
     pub compiled: Box<[std::sync::OnceLock<Option<crate::tier::CompiledFunc>>]>,
+    /// On-stack-replacement variants by (defined function, loop header pc): the code, or `None` (declined).
+    pub osr: std::sync::Mutex<std::collections::HashMap<(u32, u32), Option<crate::tier::CompiledFunc>>>,
 }
 
 fn err(source: &Source, e: CompileError) -> Error {
@@ -500,6 +502,7 @@ fn load_validated(
         elems,
         datas,
         compiled: code.iter().map(|_| Default::default()).collect(),
+        osr: Default::default(),
         code,
         body_ranges,
     })

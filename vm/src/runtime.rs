@@ -49,7 +49,7 @@ pub struct Config {
 #[derive(Clone)]
 pub struct JitConfig {
     pub mode: JitMode,
-    /// Calls of a function before `auto` compiles it.
+    /// Calls plus loop back-edges of a function before `auto` compiles it.
     pub threshold: u32,
     pub compiler: Option<Arc<dyn Compiler>>,
 }

@@ -32,9 +32,19 @@
 //! - **[`VmCtx::entries`]**, one [`FuncEntry`] per function of the instance's index space (imports
 //!   first), read by compiled code at each call: the compiled code, or the interpreter stub.
 //! - **`Instance::tier_slots`** (in `state.rs`), one word per defined function, read by the
-//!   interpreter at each call: 0 means *interpreted*, an odd value is a countdown to tier-up (`auto`), an
-//!   even one points at the [`CompiledFunc`] to call. `--jit=off` leaves every slot 0, so the
-//!   interpreter's call pays one load and a never-taken branch.
+//!   interpreter at each call and each loop back-edge: 0 means *interpreted*, an odd value is a
+//!   countdown to tier-up (`auto`; calls and back-edges both count), an even one points at the
+//!   [`CompiledFunc`] to call, with bit 1 set once on-stack replacement was declined for one of the
+//!   function's loops (so back-edges of its interpreted activations stop asking). `--jit=off` leaves every
+//!   slot 0, so the interpreter's call or back-edge pays one load and a never-taken branch.
+//!
+//! # On-stack replacement
+//!
+//! A function entered once and looping for long (a program's `main`) never reaches a call countdown's
+//! end; its back-edges do. When the countdown runs out at a back-edge, or a back-edge of an interpreted
+//! activation finds the function already compiled, the interpreter asks for an OSR variant for that loop
+//! ([`Compiler::compile_osr`], cached per module, function and loop) and runs it on the frame's slots: the
+//! frame then returns with the variant's results (`interp/osr.rs`).
 //!
 //! # Invariants
 //!
@@ -61,7 +71,8 @@ use crate::types::{FieldLayout, RtHeapType, RtValType, StorageKind, TypeKind, Ty
 pub enum JitMode {
     /// The interpreter only.
     Off,
-    /// Start interpreted; compile a function once it has been called `jit_threshold` times.
+    /// Start interpreted; compile a function once its calls plus loop back-edges reach `jit_threshold`
+    /// (a loop that gets hot in a running activation continues in compiled code: on-stack replacement).
     #[default]
     Auto,
     /// Compile every function when its module loads.
@@ -128,10 +139,31 @@ impl JitExit {
     pub const PC: i32 = std::mem::offset_of!(JitExit, pc) as i32;
 }
 
+/// Where an interpreted frame stands at a loop header, for an on-stack-replacement entry: wasm local
+/// `i` is in slot `i` of the frame, operand-stack position `p` (values of enclosing blocks, then the
+/// loop's parameters) in slot `stack_slot + p`, each as the interpreter keeps it (`interp/operands.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OsrEntry {
+    /// Byte offset (in the module's binary) of the `loop` operator to enter at.
+    pub loop_offset: u32,
+    /// Slot of operand-stack position 0.
+    pub stack_slot: u32,
+}
+
 /// The compiler the runtime calls. Implemented by the `jit` crate.
 pub trait Compiler: Send + Sync {
     /// Compile defined function `input.func_index` of a module.
     fn compile(&self, input: &FuncInput<'_>) -> Result<CompiledFunc, Unsupported>;
+    /// Compile an *on-stack-replacement variant* of the function: code of the compiled convention whose
+    /// `callee_ctx` is the address of an interpreted frame's slots stopped at the header of the loop
+    /// `entry` names; it loads the locals and operand-stack values from there, runs the function from that
+    /// loop header on, and returns the function's results. Its `array_entry` passes the `args` pointer as
+    /// `callee_ctx` (the parameters are not passed: they are locals in the slots) and writes the results
+    /// over the slots, at the frame base where the interpreter's callers expect them.
+    fn compile_osr(&self, input: &FuncInput<'_>, entry: OsrEntry) -> Result<CompiledFunc, Unsupported> {
+        let _ = (input, entry);
+        Err(Unsupported::new("on-stack replacement"))
+    }
     /// The interpreter stub for a signature: a function of the compiled convention that calls
     /// [`Libcalls::call`] with its `callee_ctx`.
     fn interpreter_stub(&self, params: &[RtValType], results: &[RtValType]) -> Result<CodePtr, Unsupported>;
@@ -627,34 +659,30 @@ impl TrapCode {
     }
 }
 
-/// The compiled functions of a runtime by code address: how the collector finds the stack maps of the
-/// compiled frames it walks. Entries are added as functions are compiled and never removed (code memory
-/// lives as long as the runtime, and so does every `CompiledFunc`, inside its module's `compiled` cells).
+/// The compiled functions of a runtime by code address (functions and on-stack-replacement variants):
+/// how the collector finds the stack maps of the compiled frames it walks. Entries are added as code is
+/// compiled and never removed (code memory lives as long as the runtime).
 #[derive(Default)]
 pub(crate) struct CodeMap {
-    funcs: std::sync::RwLock<std::collections::BTreeMap<usize, &'static CompiledFunc>>,
+    funcs: std::sync::RwLock<CodeByAddress>,
 }
 
+pub(crate) type CodeByAddress = std::collections::BTreeMap<usize, CompiledFunc>;
+
 impl CodeMap {
-    /// Add `f`, which lives as long as the runtime (see the type comment).
-    pub(crate) fn register(&self, f: &'static CompiledFunc) {
-        self.funcs.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert(f.code.0, f);
+    pub(crate) fn register(&self, f: &CompiledFunc) {
+        self.funcs.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert(f.code.0, f.clone());
     }
 
     /// A snapshot view for one walk.
-    pub(crate) fn read(
-        &self,
-    ) -> std::sync::RwLockReadGuard<'_, std::collections::BTreeMap<usize, &'static CompiledFunc>> {
+    pub(crate) fn read(&self) -> std::sync::RwLockReadGuard<'_, CodeByAddress> {
         self.funcs.read().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
 /// The compiled function whose code contains `pc`, in a [`CodeMap::read`] view.
-pub(crate) fn function_at(
-    funcs: &std::collections::BTreeMap<usize, &'static CompiledFunc>,
-    pc: usize,
-) -> Option<&'static CompiledFunc> {
-    let (&start, &f) = funcs.range(..=pc).next_back()?;
+pub(crate) fn function_at(funcs: &CodeByAddress, pc: usize) -> Option<&CompiledFunc> {
+    let (&start, f) = funcs.range(..=pc).next_back()?;
     (pc < start + f.code_bytes).then_some(f)
 }
 
@@ -680,6 +708,24 @@ impl JitStats {
             }
             Err(u) => {
                 self.unsupported_count.fetch_add(1, Ordering::Relaxed);
+                let mut list = self.unsupported.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if list.len() < 1000 {
+                    list.push((name(), u.reason.clone()));
+                }
+            }
+        }
+    }
+
+    /// An on-stack-replacement variant: its compile time and code count, but it is not a function of its
+    /// own; a declined one is listed with the functions left interpreted (not counted among them: the
+    /// function itself is compiled).
+    pub(crate) fn record_osr(&self, r: &Result<CompiledFunc, Unsupported>, nanos: u64, name: impl FnOnce() -> String) {
+        self.compile_nanos.fetch_add(nanos, Ordering::Relaxed);
+        match r {
+            Ok(c) => {
+                self.code_bytes.fetch_add(c.code_bytes as u64, Ordering::Relaxed);
+            }
+            Err(u) => {
                 let mut list = self.unsupported.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 if list.len() < 1000 {
                     list.push((name(), u.reason.clone()));

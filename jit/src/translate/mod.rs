@@ -51,6 +51,7 @@ pub struct VmCalls<'a> {
     pub exit: usize,
     pub exit_wide: usize,
 }
+pub(crate) mod osr;
 
 /// Translate the function `input` names into `func`.
 pub fn translate(
@@ -126,6 +127,7 @@ impl Frame {
 #[derive(Clone, Copy)]
 struct Local {
     var: Variable,
+    ty: Type,
     is_ref: bool,
 }
 
@@ -151,12 +153,16 @@ pub(crate) struct FuncTranslator<'a, 'b> {
     results: Vec<Type>,
     trap_block: Block,
     unwind_block: Block,
+    /// Every value declared a reference (on-stack replacement reloads stack values with their kind).
+    refs: std::collections::HashSet<Value>,
     /// The `try_table`s around the current operator, innermost last (`exceptions.rs`).
     handlers: Vec<exceptions::Handler>,
     reachable: bool,
     /// Frames opened inside dead code, skipped until their `end`.
     dead_depth: u32,
     pub(crate) bugs: InjectedBugs,
+    /// Set when translating an on-stack-replacement variant (`osr.rs`).
+    osr: Option<osr::OsrTarget>,
 }
 
 impl<'a, 'b> FuncTranslator<'a, 'b> {
@@ -188,7 +194,7 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
                 b.declare_value_needs_stack_map(args[2 + i]);
             }
             b.def_var(var, args[2 + i]);
-            locals.push(Local { var, is_ref: abi::is_ref(p) });
+            locals.push(Local { var, ty: clif_type(p)?, is_ref: abi::is_ref(p) });
         }
         let result_types = results.to_vec();
         let results: Vec<Type> = results.iter().map(|&r| clif_type(r)).collect::<Result<_, _>>()?;
@@ -213,10 +219,12 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
             results: results.clone(),
             trap_block,
             unwind_block,
+            refs: Default::default(),
             handlers: Vec::new(),
             reachable: true,
             dead_depth: 0,
             bugs,
+            osr: None,
         };
         t.stack_check();
         let end_block = t.block_with_params(&result_types)?;
@@ -245,7 +253,7 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
                     self.b.declare_var_needs_stack_map(var);
                 }
                 self.b.def_var(var, zero);
-                self.locals.push(Local { var, is_ref: abi::is_ref(rt) });
+                self.locals.push(Local { var, ty, is_ref: abi::is_ref(rt) });
             }
         }
         Ok(())
@@ -288,7 +296,7 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
         for &ty in types {
             let v = self.b.append_block_param(block, clif_type(ty)?);
             if abi::is_ref(ty) {
-                self.b.declare_value_needs_stack_map(v);
+                self.declare_ref(v);
             }
         }
         Ok(block)
@@ -298,6 +306,7 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
     /// slot in the call's stack map.
     pub(crate) fn declare_ref(&mut self, v: Value) {
         self.b.declare_value_needs_stack_map(v);
+        self.refs.insert(v);
     }
 
     /// Call library function `libcall` (`vmctx` first, then `args`, integers of at most 64 bits) through
@@ -431,6 +440,7 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
                 let header = self.block_with_params(&params)?;
                 let args = self.pop_n(params.len());
                 self.jump(header, &args);
+                self.osr_entry_at(offset, header, &params);
                 self.b.switch_to_block(header);
                 let height = self.stack.len();
                 self.stack.extend(self.b.block_params(header).to_vec());

@@ -59,12 +59,17 @@ pub(crate) fn initial_slot(mode: JitMode, threshold: u32) -> u64 {
     }
 }
 
+/// Bit 1 of an even tier slot: on-stack replacement was declined for one of the function's loops, so
+/// back-edges of its interpreted activations no longer ask for it (`tier.rs`).
+pub(super) const OSR_DECLINED: u64 = 2;
+
 /// The compiled function a non-zero, even tier slot points at.
 pub(crate) fn slot_code(slot: u64) -> &'static CompiledFunc {
-    // SAFETY: even non-zero slots are only written by `set_compiled` with the address of a
+    // SAFETY: even non-zero slots, with `OSR_DECLINED` masked off (a `CompiledFunc` is 8-aligned, so its
+    // address has the bit clear), are only written by `set_compiled` with the address of a
     // `CompiledFunc` inside a module's `compiled` cells; the module lives behind an `Arc` as long as the
     // runtime (`Runtime::modules`), which outlives every store and so every instance that reads the slot.
-    unsafe { &*(slot as usize as *const CompiledFunc) }
+    unsafe { &*((slot & !OSR_DECLINED) as usize as *const CompiledFunc) }
 }
 
 /// The compiled code of defined function `index`, compiling it first if that was not tried yet.
@@ -89,9 +94,7 @@ pub(crate) fn compiled_code<'m>(rt: &Runtime, module: &'m ModuleData, index: u32
         .as_ref()
         .inspect(|code| {
             if fresh {
-                // SAFETY: the code lives in `module.compiled`, and the module behind its `Arc` in the
-                // runtime's module list as long as the runtime (see `slot_code`), which owns the code map.
-                rt.jit_code.register(unsafe { &*(*code as *const CompiledFunc) });
+                rt.jit_code.register(code);
             }
         })
 }

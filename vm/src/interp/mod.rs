@@ -35,10 +35,14 @@
 //!   bulk memory, tables, references, GC objects): a second `match` behind one call, resolving the
 //!   instance's index spaces before calling the same family files' handlers.
 //! - `operands.rs`: how a slot holds each value type, shared by every family.
+//! - `jit.rs`: entering compiled code, its library calls, tier-up; `osr.rs`: on-stack replacement of a
+//!   looping interpreted frame by compiled code.
 //!
 //! Imports point one way: `mod.rs` → `dispatch.rs`, `host.rs`, `exceptions.rs`; `dispatch.rs` → `cold.rs` and
 //! the family files; `cold.rs` → the family files; the family files → `operands.rs` (and `numeric.rs` → `float.rs`).
-//! No file imports `mod.rs`.
+//! `jit.rs` and `osr.rs` call back into this file's driver (`invoke`; `backtrace`, `rethrow`), and `osr.rs`
+//! into `jit.rs`.
+//! Otherwise no file imports `mod.rs`.
 //!
 //! # GC safety
 //!
@@ -65,6 +69,7 @@ mod jit_tables;
 mod memory;
 mod numeric;
 mod operands;
+mod osr;
 mod race_hooks;
 mod tables;
 
@@ -245,6 +250,11 @@ fn run(store: &mut StoreState, mut pos: Position, depth0: usize) -> Result<(), T
                 }
             }
             Exit::TierUp { func } => jit::tier_up(store, pos.inst, func),
+            Exit::Osr { header } => {
+                if let osr::After::Return = osr::enter(store, &mut pos, depth0, header)? {
+                    return Ok(());
+                }
+            }
             Exit::Safepoint { resume } => {
                 store.mutator.exec.top = Some(pos);
                 safepoint::park(store);

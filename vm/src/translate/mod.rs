@@ -129,6 +129,7 @@ pub struct Translator<'a> {
     casts: Vec<CastTarget>,
     handlers: Vec<Handler>,
     stack_maps: Vec<StackMap>,
+    loop_headers: Vec<LoopHeader>,
     stack: Vec<Entry>,
     ctrls: Vec<Ctrl>,
     local_refs: Vec<bool>,
@@ -187,6 +188,7 @@ impl<'a> Translator<'a> {
             casts: Vec::new(),
             handlers: Vec::new(),
             stack_maps: Vec::new(),
+            loop_headers: Vec::new(),
             stack: Vec::new(),
             ctrls: Vec::new(),
             local_refs,
@@ -246,6 +248,7 @@ impl<'a> Translator<'a> {
             stack_maps: t.stack_maps.into(),
             wasm_offsets: t.offsets.into(),
             handlers: t.handlers.into(),
+            loop_headers: t.loop_headers.into(),
         };
         Ok((compiled, validator.into_allocations()))
     }
@@ -894,6 +897,10 @@ impl<'a> Translator<'a> {
             O::Loop { blockty } => {
                 self.materialize_all();
                 self.push_ctrl(CtrlKind::Loop, blockty);
+                let pc = self.pc() as u32;
+                if self.loop_headers.last().is_none_or(|h| h.pc != pc) {
+                    self.loop_headers.push(LoopHeader { pc, wasm_offset: self.offset });
+                }
             }
             O::If { blockty } => {
                 let (_, when_false) = self.pop_condition();

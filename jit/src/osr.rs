@@ -1,0 +1,91 @@
+//! On-stack replacement, the compiler's side (`vm/src/interp/osr.rs` is the interpreter's, `tier.rs`'s
+//! `Compiler::compile_osr` the contract).
+//!
+//! An OSR variant is the function translated again (`translate/osr.rs`) with the signature of the
+//! function itself, so the rest of the body compiles exactly as in the normal code; only its entry
+//! differs: `callee_ctx` carries the address of the interpreted frame's slots, the parameters are ignored
+//! (they are locals, read from the slots like the others). The *OSR entry* here is the matching array
+//! entry, `extern "C" fn(code, vmctx, slots) -> u32`: it calls `code` with `callee_ctx = slots` and zeros
+//! for the parameters, and stores the results over the slots, at the frame base, where the interpreter's
+//! callers read a returning frame's results. One per signature, cached like the array entries.
+
+use cranelift_codegen::ir::{self, InstBuilder, types};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use vm::tier::{CodePtr, CompiledFunc, FuncInput, Libcalls, OsrEntry, Unsupported};
+use vm::types::RtValType;
+
+use crate::abi::{self, Target, clif_type, store_slot, wasm_signature};
+use crate::{InjectedBugs, Inner};
+
+/// Compile the OSR variant of `input`'s function for the loop `entry` names.
+pub(crate) fn compile(
+    inner: &mut Inner,
+    input: &FuncInput<'_>,
+    entry: OsrEntry,
+    libcalls: &Libcalls,
+    bugs: InjectedBugs,
+) -> Result<CompiledFunc, Unsupported> {
+    let (params, results) = input.func_signature(input.func_index);
+    let array_entry = osr_entry(inner, params, results)?;
+    let (exit, exit_wide) = inner.exit_trampolines()?;
+    inner.ctx.func = ir::Function::new();
+    let target = inner.target();
+    let vm = crate::translate::VmCalls { libcalls, exit: exit.0, exit_wide: exit_wide.0 };
+    let translated =
+        crate::translate::osr::translate_osr(input, &mut inner.ctx.func, &mut inner.fctx, &vm, &target, bugs, entry);
+    if let Err(e) = translated {
+        // The builder stopped half-way: start the next function from clean contexts.
+        inner.ctx.clear();
+        inner.fctx = FunctionBuilderContext::new();
+        return Err(e);
+    }
+    let (code, code_bytes, stack_maps) = inner.define(None)?;
+    Ok(CompiledFunc { code, array_entry, code_bytes, stack_maps })
+}
+
+/// The OSR entry for a signature (cached).
+fn osr_entry(inner: &mut Inner, params: &[RtValType], results: &[RtValType]) -> Result<CodePtr, Unsupported> {
+    let key = (params.to_vec(), results.to_vec());
+    if let Some(&c) = inner.osr_entries.get(&key) {
+        return Ok(c);
+    }
+    let target = inner.target();
+    build_osr_entry(&mut inner.ctx.func, &mut inner.fctx, &target, params, results)?;
+    let (code, _, _) = inner.define(None)?;
+    inner.osr_entries.insert(key, code);
+    Ok(code)
+}
+
+fn build_osr_entry(
+    func: &mut ir::Function,
+    fctx: &mut FunctionBuilderContext,
+    target: &Target,
+    params: &[RtValType],
+    results: &[RtValType],
+) -> Result<(), Unsupported> {
+    let callee_sig = wasm_signature(params, results)?;
+    let param_types: Vec<_> = params.iter().map(|&t| clif_type(t)).collect::<Result<_, _>>()?;
+    *func = ir::Function::with_name_signature(
+        ir::UserFuncName::default(),
+        abi::native_signature(target.call_conv, &[types::I64; 3], &[types::I32]),
+    );
+    let mut b = FunctionBuilder::new(func, fctx);
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    let [code, vmctx, slots] = b.block_params(entry).try_into().expect("three parameters");
+    let mut call_args = vec![slots, vmctx];
+    for &t in &param_types {
+        call_args.push(abi::zero(&mut b, t));
+    }
+    let sig = b.import_signature(callee_sig);
+    let call = b.ins().call_indirect(sig, code, &call_args);
+    let rets = b.inst_results(call).to_vec();
+    for (i, &v) in rets[1..].iter().enumerate() {
+        store_slot(&mut b, v, slots, i);
+    }
+    b.ins().return_(&rets[..1]);
+    b.seal_all_blocks();
+    b.finalize(target.frontend);
+    Ok(())
+}
