@@ -578,9 +578,15 @@ fn v128_is_accepted_only_as_an_untouched_field_type() {
         ("(func (local v128))", ":2:"),
         ("(func (result i32)\n (drop (v128.const i64x2 1 2)) (i32.const 0))", ":3:"),
         ("(type $s (struct (field v128)))\n(func (param (ref $s)) (drop (struct.get $s 0 (local.get 0))))", ":3:"),
-        ("(type $a (array (mut v128)))\n(func (param (ref $a)) (drop (array.get $a (local.get 0) (i32.const 0))))", ":3:"),
+        (
+            "(type $a (array (mut v128)))\n(func (param (ref $a)) (drop (array.get $a (local.get 0) (i32.const 0))))",
+            ":3:",
+        ),
         ("(func $v (import \"m\" \"v\") (result i32 v128))\n(func (call $v) (drop) (drop))", ":3:"),
-        ("(tag $t (param v128))\n(func (block (result v128) (try_table (catch $t 0) (nop)) (unreachable)) (drop))", ":3:"),
+        (
+            "(tag $t (param v128))\n(func (block (result v128) (try_table (catch $t 0) (nop)) (unreachable)) (drop))",
+            ":3:",
+        ),
     ];
     for (body, where_) in refused {
         let text = format!("(module\n{body})");
