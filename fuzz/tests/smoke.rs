@@ -7,7 +7,9 @@ use std::process::{Command, Output};
 fn fuzz(args: &[&str], env: &[(&str, &str)]) -> Output {
     let dir = std::env::temp_dir().join(format!("vmrun-fuzz-smoke-{}", std::process::id()));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_vmrun-fuzz"));
-    cmd.args(args).arg("--out-dir").arg(&dir).arg("--timeout").arg("20");
+    // A module under Memcheck on a loaded 2-core machine can take well over 20 s; not a hang.
+    let timeout = if args.contains(&"--memcheck") { "600" } else { "20" };
+    cmd.args(args).arg("--out-dir").arg(&dir).arg("--timeout").arg(timeout);
     for (k, v) in env {
         cmd.env(k, v);
     }
