@@ -39,6 +39,8 @@ pub fn parse_args(name: &str, ty: &FuncType, args: &[String]) -> Result<Vec<Val>
         .enumerate()
         .map(|(i, (t, a))| {
             parse_val(*t, a).ok_or_else(|| {
+                // Escaped, so that an argument with a line break or a control character still gives one line.
+                let a = a.escape_debug();
                 anyhow!("argument {} of `{name}`: `{a}` is not a valid {t}; its type is {}", i + 1, signature(ty))
             })
         })

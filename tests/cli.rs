@@ -128,6 +128,14 @@ fn wrong_argument_count_shows_the_signature() {
     assert!(msg.starts_with("`add` takes 2 argument(s) but 3 were given"), "{msg}");
 }
 
+/// Found by `vmrun-fuzz crash --target invoke`: an argument with a line break or a carriage return was
+/// printed raw, so the error took two lines (or overwrote itself on a terminal).
+#[test]
+fn an_argument_with_a_line_break_is_shown_escaped_on_one_line() {
+    let msg = expect_error(&["--invoke", "add", "tests/fixtures/no_start.wat", "1\n2", "3\r"]);
+    assert!(msg.starts_with("argument 1 of `add`: `1\\n2` is not a valid i32"), "{msg}");
+}
+
 #[test]
 fn wrong_argument_type_shows_the_signature() {
     let msg = expect_error(&["--invoke", "add", "tests/fixtures/no_start.wat", "1", "2.5"]);

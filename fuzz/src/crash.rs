@@ -11,6 +11,8 @@
 //!   bit-flipped and overwritten, plus random bytes behind a valid header, into `vmtrace::Trace::parse`,
 //!   then every event of every generation is decoded, every generation replayed, and `vmtrace::dump_to`
 //!   renders the file.
+//! - `invoke`: random words for `vmrun --invoke` against random signatures, into the CLI's parser and,
+//!   every 16th input, the real binary (`invoke_args.rs` says what must hold).
 //!
 //! A panic (caught with `catch_unwind`) is a failure: the input is written to
 //! `<out-dir>/crash-<target>-<seed>-<iter>.bin`. A hang is the watchdog's (`main.rs`).
@@ -21,6 +23,7 @@ use std::sync::Arc;
 
 use arbitrary::Unstructured;
 
+use crate::invoke_args;
 use crate::rng::SplitMix64;
 use crate::{Watchdog, panic_message};
 
@@ -29,6 +32,7 @@ pub enum Target {
     Loader,
     Wat,
     Trace,
+    Invoke,
 }
 
 #[derive(Debug, Default)]
@@ -277,21 +281,36 @@ pub fn run(
     ];
     let trace_seed = if matches!(target, Target::Trace) { seed_trace(&std::env::temp_dir())? } else { Vec::new() };
     let scratch = std::env::temp_dir().join(format!("vmrun-fuzz-{}.vmtrace", std::process::id()));
+    let scratch_wat = std::env::temp_dir().join(format!("vmrun-fuzz-{}.wat", std::process::id()));
+    let vmrun = if matches!(target, Target::Invoke) { invoke_args::find_vmrun() } else { None };
+    if matches!(target, Target::Invoke) && vmrun.is_none() {
+        println!("crash --target invoke: no vmrun binary next to vmrun-fuzz; the parser is checked in-process only");
+    }
     let mut stats = Stats::default();
     for i in skip..skip + iterations {
         let mut rng = SplitMix64::for_iteration(seed, i);
+        let mut case = None;
         let input: Vec<u8> = match target {
             Target::Loader => loader_input(&mut rng),
             Target::Wat => wat_input(&mut rng).into_bytes(),
             Target::Trace => trace_input(&mut rng, &trace_seed),
+            Target::Invoke => case.insert(invoke_args::case(&mut rng)).describe(),
         };
         wd.arm(seed, i, &input);
         let result = catch_unwind(AssertUnwindSafe(|| {
             planted_panic(i == skip);
-            match target {
-                Target::Loader => load_binary(&input, &tiers),
-                Target::Wat => load_text(std::str::from_utf8(&input).unwrap_or_default()),
-                Target::Trace => read_trace(&input, &scratch),
+            match (target, &case) {
+                (Target::Loader, _) => load_binary(&input, &tiers),
+                (Target::Wat, _) => load_text(std::str::from_utf8(&input).unwrap_or_default()),
+                (Target::Trace, _) => read_trace(&input, &scratch),
+                (Target::Invoke, Some(case)) => {
+                    let accepted = invoke_args::check_parser(case);
+                    if let Some(vmrun) = vmrun.as_deref().filter(|_| i % 16 == 0) {
+                        invoke_args::check_binary(vmrun, &scratch_wat, case, accepted);
+                    }
+                    accepted
+                }
+                (Target::Invoke, None) => unreachable!("an invoke input is a case"),
             }
         }));
         wd.disarm();
@@ -314,5 +333,6 @@ pub fn run(
         }
     }
     let _ = std::fs::remove_file(&scratch);
+    let _ = std::fs::remove_file(&scratch_wat);
     Ok(stats)
 }

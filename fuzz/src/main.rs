@@ -4,8 +4,11 @@
 //! (`--seed S --skip I --iterations 1`):
 //! - `diff` (`diff.rs`): wasm-smith modules (`generate.rs`) run in vmrun's interpreter, vmrun's compiled
 //!   tier and wasmi 2.0 (`engines.rs`); results, traps and final memories/globals must agree.
-//! - `crash --target loader|wat|trace` (`crash.rs`): malformed inputs into the loader/validator, the text
-//!   parser and the trace reader, which must answer with an error, never a panic or a hang.
+//! - `gc` (`gc_run.rs`): the GC-focused generator's allocation graphs (`gc_gen.rs`) with and without a
+//!   stressed, verified collector, optionally each also under Memcheck.
+//! - `crash --target loader|wat|trace|invoke` (`crash.rs`): malformed inputs into the loader/validator, the
+//!   text parser, the trace reader and the CLI's `--invoke` argument parser, which must answer with an error,
+//!   never a panic or a hang.
 //!
 //! A [`Watchdog`] thread turns a hang into a failure: if one iteration runs longer than `--timeout`
 //! seconds it prints the seed and iteration, writes the input, and exits with code 1. Every failure
@@ -14,7 +17,10 @@
 mod crash;
 mod diff;
 mod engines;
+mod gc_gen;
+mod gc_run;
 mod generate;
+mod invoke_args;
 mod rng;
 
 use std::path::PathBuf;
@@ -51,8 +57,9 @@ struct RunArgs {
     /// Print every iteration.
     #[arg(long)]
     verbose: bool,
-    /// `diff` only: run this module (`.wasm` or `.wat`) instead of generated ones (a regression check or
-    /// a minimized divergence); arguments are still drawn from the seed.
+    /// `diff` and `gc`: run this module instead of generated ones (a regression check or a minimized
+    /// failure); `diff` takes `.wasm` or `.wat` and still draws arguments from the seed, `gc` takes the
+    /// `.wat` it wrote and still draws the stress period from the seed.
     #[arg(long)]
     module: Option<PathBuf>,
 }
@@ -65,6 +72,14 @@ enum Command {
     Crash {
         #[arg(long, value_enum)]
         target: crash::Target,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// GC-focused modules (random allocation graphs) with and without a stressed, verified collector.
+    Gc {
+        /// Also run every module with the real `vmrun` under Memcheck (`valgrind` must be installed).
+        #[arg(long)]
+        memcheck: bool,
         #[command(flatten)]
         run: RunArgs,
     },
@@ -186,6 +201,40 @@ fn main() -> std::process::ExitCode {
                 s.divergences
             })
         }
+        Command::Gc { memcheck, run } => {
+            let wd = Watchdog::start(Duration::from_secs(run.timeout), run.out_dir.clone(), "gc");
+            let module = match &run.module {
+                Some(path) => match std::fs::read_to_string(path) {
+                    Ok(text) => Some(text),
+                    Err(e) => {
+                        eprintln!("vmrun-fuzz: {}: {e}", path.display());
+                        return std::process::ExitCode::from(2);
+                    }
+                },
+                None => None,
+            };
+            let opts = gc_run::GcOptions {
+                seed: run.seed,
+                skip: run.skip,
+                iterations: run.iterations,
+                out_dir: &run.out_dir,
+                verbose: run.verbose,
+                module,
+                memcheck: *memcheck,
+            };
+            gc_run::run(&opts, &wd).map(|s| {
+                println!(
+                    "gc: {} modules executed ({} trapped alike, {} collections in the stressed stores{}) in {:.1}s: {} failures",
+                    s.modules,
+                    s.traps,
+                    s.collections,
+                    if *memcheck { ", each also under Memcheck" } else { "" },
+                    start.elapsed().as_secs_f64(),
+                    s.failures
+                );
+                s.failures
+            })
+        }
         Command::Crash { target, run } => {
             let wd = Watchdog::start(Duration::from_secs(run.timeout), run.out_dir.clone(), target.label());
             crash::run(*target, run.seed, run.skip, run.iterations, &run.out_dir, &wd).map(|s| {
@@ -218,6 +267,7 @@ impl crash::Target {
             crash::Target::Loader => "loader",
             crash::Target::Wat => "wat",
             crash::Target::Trace => "trace",
+            crash::Target::Invoke => "invoke",
         }
     }
 }

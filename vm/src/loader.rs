@@ -26,6 +26,7 @@
 //! ## Names
 //! The name section gives the module name and function names for backtraces ([`NameMap`]).
 
+use crate::translate::CompileError;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::Path;
@@ -463,23 +464,91 @@ pub(crate) fn parser(features: wasmparser::WasmFeatures) -> wasmparser::Parser {
 
 /// `Validator::validate_all`, with the parser from [`parser`]: the same steps in the same order (every
 /// section first, then the function bodies), so errors are reported exactly as wasmparser would.
-pub(crate) fn validate_all(
-    validator: &mut wasmparser::Validator,
-    wasm: &[u8],
-) -> Result<(), wasmparser::BinaryReaderError> {
+pub(crate) fn validate_all(validator: &mut wasmparser::Validator, wasm: &[u8]) -> Result<(), CompileError> {
     let mut bodies = Vec::new();
     for payload in parser(*validator.features()).parse_all(wasm) {
-        if let wasmparser::ValidPayload::Func(func, body) = validator.payload(&payload?)? {
+        let payload = payload?;
+        if let wasmparser::ValidPayload::Func(func, body) = validator.payload(&payload)? {
             bodies.push((func, body));
         }
+        refuse_v128_declarations(&payload)?;
     }
     let mut allocs = wasmparser::FuncValidatorAllocations::default();
     for (func, body) in bodies {
         let mut v = func.into_validator(allocs);
-        v.validate(&body)?;
+        validate_body(&mut v, &body)?;
         allocs = v.into_allocations();
     }
     Ok(())
+}
+
+/// Why a module that uses `v128` is refused (worded like wasmparser's disabled-proposal errors, so the spec
+/// runner counts it as a SIMD skip).
+const NO_SIMD: &str = "SIMD support is not enabled: vmrun accepts v128 only as a field type of structs and arrays \
+                       that no instruction reads or writes";
+
+/// Which declarations of a module may not use `v128`: everything but the type section.
+///
+/// The validator runs with SIMD on, because compilers put `v128` fields into type definitions that the
+/// program never touches: Kotlin/Wasm 2.4 adds "mixin" struct types with `v128` fields to its rec groups so
+/// that equal-shaped groups stay distinct. A module is refused as soon as a `v128` could become a value:
+/// a global, a tag, a function parameter, result or local, or any operand of an instruction (see
+/// [`validate_body`]); so the interpreter and the compiled tier never see one.
+fn refuse_v128_declarations(payload: &wasmparser::Payload<'_>) -> Result<(), CompileError> {
+    use wasmparser::{Payload, TypeRef, ValType};
+    let refuse = |offset| Err(CompileError { message: NO_SIMD.to_string(), offset });
+    match payload {
+        Payload::GlobalSection(r) => {
+            for g in r.clone().into_iter_with_offsets() {
+                let (offset, g) = g?;
+                if g.ty.content_type == ValType::V128 {
+                    return refuse(offset);
+                }
+            }
+        }
+        Payload::ImportSection(r) => {
+            for imp in r.clone().into_imports_with_offsets() {
+                let (offset, imp) = imp?;
+                if matches!(imp.ty, TypeRef::Global(g) if g.content_type == ValType::V128) {
+                    return refuse(offset);
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Validate one function body like `FuncValidator::validate`, operator by operator, and refuse `v128`
+/// parameters, locals and operands. Every value enters the operand stack as an operator's result, so
+/// checking each operator's results keeps the whole stack free of `v128` (tags whose payload has one are
+/// caught where the payload is pushed: at a legacy `catch`, or at the end of the block a `try_table`
+/// branches to).
+fn validate_body(
+    v: &mut wasmparser::FuncValidator<wasmparser::ValidatorResources>,
+    body: &wasmparser::FunctionBody<'_>,
+) -> Result<(), CompileError> {
+    use wasmparser::ValType;
+    let mut reader = body.get_binary_reader();
+    let locals_at = reader.original_position();
+    v.read_locals(&mut reader)?;
+    if (0..v.len_locals()).any(|i| v.get_local_type(i) == Some(ValType::V128)) {
+        return Err(CompileError { message: NO_SIMD.to_string(), offset: locals_at });
+    }
+    let mut ops = wasmparser::OperatorsReader::new(reader);
+    while !ops.eof() {
+        let (op, offset) = ops.read_with_offset()?;
+        // The arity is asked before the operator changes the control stack (an `end` pushes its block's
+        // results); when it is unknown, the whole stack is checked.
+        let results = op.operator_arity(&v.visitor(offset)).map(|(_, results)| results as usize);
+        v.op(offset, &op)?;
+        let height = v.operand_stack_height() as usize;
+        let pushed = results.map_or(height, |r| r.min(height));
+        if (0..pushed).any(|depth| v.get_operand_type(depth) == Some(Some(ValType::V128))) {
+            return Err(CompileError { message: NO_SIMD.to_string(), offset });
+        }
+    }
+    Ok(ops.finish()?)
 }
 
 #[cfg(test)]

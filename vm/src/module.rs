@@ -14,8 +14,10 @@ use wasmparser::{
     WasmFeatures,
 };
 
-/// The features vmrun accepts: WebAssembly 3.0 and threads, without SIMD and memory64, plus the legacy
-/// exception-handling instructions (`try`/`catch`/`delegate`/`rethrow`) that compilers still emit.
+/// The features vmrun accepts: WebAssembly 3.0 and threads, without memory64, plus the legacy
+/// exception-handling instructions (`try`/`catch`/`delegate`/`rethrow`) that compilers still emit. SIMD is
+/// on for the validator only so that `v128` may appear as a field type in type definitions (Kotlin/Wasm
+/// emits such types); `loader::validate_all` refuses every other use of `v128` before anything runs.
 pub fn features() -> WasmFeatures {
     (WasmFeatures::WASM2
         | WasmFeatures::EXCEPTIONS
@@ -28,8 +30,9 @@ pub fn features() -> WasmFeatures {
         | WasmFeatures::MULTI_MEMORY
         | WasmFeatures::CALL_INDIRECT_OVERLONG
         | WasmFeatures::BULK_MEMORY_OPT
-        | WasmFeatures::THREADS)
-        - WasmFeatures::SIMD
+        | WasmFeatures::THREADS
+        | WasmFeatures::SIMD)
+        - WasmFeatures::RELAXED_SIMD
 }
 
 /// A constant expression, evaluated at instantiation.
@@ -250,7 +253,7 @@ pub fn load(
     // and the shared one must survive bad modules to keep type ids canonical.
     let features = *validator.features();
     if let Err(e) = crate::loader::validate_all(&mut Validator::new_with_features(features), &source.wasm) {
-        return Err(err(&source, e.into()));
+        return Err(err(&source, e));
     }
     let result = load_validated(validator, registry, &source, race, &mut on_new_type);
     match result {

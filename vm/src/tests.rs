@@ -555,3 +555,44 @@ fn exceptions_cross_host_functions() {
     // Outside a catch the store is whole again: the handler still works.
     assert_eq!(store.call(outer, &[Val::I32(9)]).unwrap(), vec![Val::I32(9)]);
 }
+
+/// Kotlin/Wasm 2.4 declares struct types with `v128` fields that it never instantiates: such a module loads
+/// and runs (even a `struct.new_default` of one), while every way a `v128` could become a value is refused
+/// at load with a SIMD error naming the line.
+#[test]
+fn v128_is_accepted_only_as_an_untouched_field_type() {
+    let wat = r#"(module
+      (type $mixin (struct (field v128) (field i32) (field (mut v128))))
+      (type $vecs (array (mut v128)))
+      (func (export "f") (result i32)
+        (drop (struct.new_default $mixin))
+        (drop (array.new_default $vecs (i32.const 3)))
+        (struct.get $mixin 1 (struct.new_default $mixin))))"#;
+    assert_eq!(run(wat, "f", &[]).unwrap(), vec![Val::I32(0)]);
+    assert_eq!(run_stressed(wat, "f", &[]).unwrap(), vec![Val::I32(0)]);
+
+    let refused = [
+        ("(global v128 (v128.const i64x2 0 0))", ": offset"),
+        ("(import \"m\" \"g\" (global v128))", ": offset"),
+        ("(func (param v128))", ":2:"),
+        ("(func (local v128))", ":2:"),
+        ("(func (result i32)\n (drop (v128.const i64x2 1 2)) (i32.const 0))", ":3:"),
+        ("(type $s (struct (field v128)))\n(func (param (ref $s)) (drop (struct.get $s 0 (local.get 0))))", ":3:"),
+        (
+            "(type $a (array (mut v128)))\n(func (param (ref $a)) (drop (array.get $a (local.get 0) (i32.const 0))))",
+            ":3:",
+        ),
+        ("(func $v (import \"m\" \"v\") (result i32 v128))\n(func (call $v) (drop) (drop))", ":3:"),
+        (
+            "(tag $t (param v128))\n(func (block (result v128) (try_table (catch $t 0) (nop)) (unreachable)) (drop))",
+            ":3:",
+        ),
+    ];
+    for (body, where_) in refused {
+        let text = format!("(module\n{body})");
+        let source = Source::from_text("v.wat", &text).expect("parses");
+        let err = Store::new(Default::default()).load_module(source).expect_err(body).to_string();
+        assert!(err.contains("SIMD support is not enabled"), "{body}: {err}");
+        assert!(err.starts_with(&format!("v.wat{where_}")), "{body}: {err}");
+    }
+}
