@@ -113,6 +113,9 @@ pub struct Runtime {
     pub(crate) jit_stats: JitStats,
     /// The race detector, with `Config::race`.
     pub(crate) race: Option<Arc<crate::race::RaceRuntime>>,
+    /// Arguments of `vmrun`.`thread_spawn` on their way to their thread (by thread id): roots of every
+    /// collection until the new thread has taken its argument into its own store (`threads.rs`).
+    pub(crate) handoffs: Mutex<Vec<(u32, u64)>>,
 }
 
 const _: () = {
@@ -151,6 +154,7 @@ impl Runtime {
             modules: RwLock::new(Vec::new()),
             active_trace: Mutex::new(None),
             jit_stats: JitStats::default(),
+            handoffs: Mutex::new(Vec::new()),
             race,
         })
     }
@@ -236,6 +240,7 @@ fn encode_val_type(t: ValType, out: &mut Vec<u8>) {
         ValType::F64 => out.push(0x7C),
         ValType::V128 => out.push(0x7B),
         ValType::Ref(r) => {
+            let shared = matches!(r.heap_type(), wasmparser::HeapType::Abstract { shared: true, .. });
             let code = match r.heap_type() {
                 wasmparser::HeapType::Abstract { ty, .. } => match ty {
                     A::Func => 0x70,
@@ -255,6 +260,10 @@ fn encode_val_type(t: ValType, out: &mut Vec<u8>) {
                 _ => 0x6E,
             };
             out.push(if r.is_nullable() { 0x63 } else { 0x64 });
+            // Shared-everything threads: `(shared any)` is the abstract type after the 0x65 prefix.
+            if shared {
+                out.push(0x65);
+            }
             out.push(code);
         }
     }

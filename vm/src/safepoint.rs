@@ -37,6 +37,8 @@ struct StoreRoots<'a> {
     types: &'a TypeRegistry,
     host_roots: &'a [u64],
     handles: &'a crate::handles::HandleTable,
+    /// The runtime's spawn arguments in flight (every store visits them; a root twice is still a root).
+    handoffs: &'a std::sync::Mutex<Vec<(u32, u64)>>,
 }
 
 impl gc::RootSet for StoreRoots<'_> {
@@ -62,7 +64,7 @@ impl gc::RootSet for StoreRoots<'_> {
         }
         for g in self.globals {
             if matches!(g.desc.ty, crate::types::RtValType::Ref { .. }) {
-                visit(g.value);
+                visit(g.load());
             }
         }
         for t in self.tables {
@@ -82,6 +84,10 @@ impl gc::RootSet for StoreRoots<'_> {
         for &v in self.host_roots {
             visit(v);
         }
+        // Held only for pushes and removals, never across a wait for the world, so this cannot deadlock.
+        for &(_, v) in self.handoffs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter() {
+            visit(v);
+        }
         self.handles.visit(visit);
     }
 }
@@ -98,6 +104,7 @@ macro_rules! split_roots {
             types: &$rt.types,
             host_roots: &$mutator.host_roots,
             handles: &$mutator.handles,
+            handoffs: &$rt.handoffs,
         };
     };
 }
@@ -124,7 +131,8 @@ pub(crate) fn park(state: &mut StoreState) {
 pub(crate) fn collect(state: &mut StoreState) {
     let StoreState { rt, mutator, instances, globals, tables, .. } = state;
     let Mutator { exec, cache, alloc, host_roots, handles, link, .. } = mutator;
-    let mut roots = StoreRoots { exec, instances, globals, tables, types: &rt.types, host_roots, handles };
+    let handoffs = &rt.handoffs;
+    let mut roots = StoreRoots { exec, instances, globals, tables, types: &rt.types, host_roots, handles, handoffs };
     let Some(world) = rt.heap.stop_the_world(link, &mut roots) else { return };
     rt.heap.collect(&world, cache, &mut roots);
     // The world is stopped, so the tracer may snapshot the heap for a new generation.

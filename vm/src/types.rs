@@ -111,6 +111,9 @@ pub struct TypeInfo {
     pub display: Box<[u32]>,
     /// Payload size for structs (fields only, header excluded).
     pub struct_size: u32,
+    /// Declared `shared` (shared-everything threads): its objects may be used by several threads at once,
+    /// so `--race` instruments their fields and elements.
+    pub shared: bool,
 }
 
 /// All canonical types seen by a runtime, indexed by canonical id.
@@ -212,7 +215,12 @@ impl TypeRegistry {
         }));
         let (fields, struct_size) = lay_out_fields(kinds.map(|k| (k, false)));
         let info =
-            TypeInfo { kind: TypeKind::Exn { fields, name: name.into() }, display: vec![id].into(), struct_size };
+            TypeInfo {
+                kind: TypeKind::Exn { fields, name: name.into() },
+                display: vec![id].into(),
+                struct_size,
+                shared: false,
+            };
         on_new(id, &info);
         self.insert(id, info);
         id
@@ -291,7 +299,7 @@ impl TypeRegistry {
             }
             CompositeInnerType::Cont(_) => (TypeKind::Struct { fields: Box::new([]) }, 0),
         };
-        let info = TypeInfo { kind, display, struct_size };
+        let info = TypeInfo { kind, display, struct_size, shared: sub.composite_type.shared };
         on_new(idx as u32, &info);
         self.insert(idx as u32, info);
     }

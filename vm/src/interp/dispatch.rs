@@ -620,6 +620,7 @@ fn dispatch(
                     funcs: &*funcs,
                     memories: &*memories,
                     tables: &mut *tables,
+                    globals: &mut globals[..],
                     registry,
                     mem: &mut *mem,
                     mem0_index,

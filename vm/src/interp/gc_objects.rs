@@ -45,6 +45,9 @@ pub(super) struct Allocator<'a> {
     pub module: &'a ModuleData,
     pub func: u32,
     pub pc: usize,
+    /// `--race`: the detector, which keeps the allocation sites of shared objects for its reports.
+    pub race: Option<&'a crate::race::RaceRuntime>,
+    pub registry: &'a TypeRegistry,
 }
 
 impl Allocator<'_> {
@@ -58,7 +61,14 @@ impl Allocator<'_> {
         }
         let may_collect = !std::mem::take(&mut self.state.gc_retry);
         match alloc(self.heap, self.cache, may_collect) {
-            Ok(o) => Ok(o),
+            Ok(o) => {
+                if let Some(race) = self.race
+                    && self.registry.get(o.type_id()).shared
+                {
+                    race.note_alloc(o.raw(), super::race_hooks::site_of(self.module, self.func, self.pc));
+                }
+                Ok(o)
+            }
             Err(gc::AllocError::CollectionNeeded) => Err(OpExit::Collect),
             Err(gc::AllocError::OutOfMemory { limit }) => {
                 Err(TrapKind::OutOfMemory { limit_bytes: limit as u64 }.into())

@@ -63,6 +63,7 @@ mod memory;
 mod numeric;
 mod operands;
 mod race_hooks;
+mod shared_gc;
 mod tables;
 
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
@@ -70,6 +71,7 @@ use std::sync::atomic::Ordering;
 
 use self::dispatch::{Exit, execute};
 use self::host::call_host;
+pub(crate) use self::race_hooks::FoundRace;
 pub(crate) use self::jit::{compiled_code, initial_slot, libcalls, link_eager, refresh_global_addresses};
 use crate::mutator::{Frame, Position};
 use crate::native_stack::REENTRY_MARGIN;
@@ -293,7 +295,7 @@ fn run(store: &mut StoreState, mut pos: Position, depth0: usize) -> Result<(), T
             Exit::Race(found) => {
                 if let Some(race) = &store.rt.race {
                     let bt = backtrace(store, pos, depth0);
-                    race.report(&found.race, &bt, &store.rt.modules(), found.base);
+                    race.report(&found, &bt, &store.rt.modules(), &store.rt.types);
                 }
                 pos.pc += 1;
             }
