@@ -202,7 +202,7 @@ impl RaceObserver {
 
 impl gc::HeapObserver for RaceObserver {
     fn object_alloc(&self, _ctx: &gc::ObserverCtx, obj: &gc::observer::ObjectInfo) {
-        if planted_bug() == PlantedBug::SkipResetOnAlloc {
+        if planted_bug_skip_reset_on_alloc() {
             return;
         }
         self.race.detector.reset_range(obj.addr as u64, obj.size as u64);
@@ -229,28 +229,26 @@ impl gc::HeapObserver for RaceObserver {
     }
 }
 
-/// `VMRUN_RACE_DEBUG`: a planted bug for the negative controls of `tests/race.rs`.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum PlantedBug {
-    None,
-    /// `skip-racefree`: the sweep's frees do not reach the detector, so its state grows without bound.
-    SkipRacefree,
-    /// `skip-reset-on-alloc`: an allocation keeps the shadow state of the slot's previous object, so a
-    /// reused slot races with what a dead object saw (a false report).
-    SkipResetOnAlloc,
-}
-
-fn planted_bug() -> PlantedBug {
-    static BUG: std::sync::OnceLock<PlantedBug> = std::sync::OnceLock::new();
-    *BUG.get_or_init(|| match std::env::var("VMRUN_RACE_DEBUG").as_deref() {
-        Ok("skip-racefree") => PlantedBug::SkipRacefree,
-        Ok("skip-reset-on-alloc") => PlantedBug::SkipResetOnAlloc,
-        _ => PlantedBug::None,
+/// `VMRUN_RACE_DEBUG`: planted bugs for the negative controls of `tests/race.rs` (comma-separated).
+/// `skip-racefree`: the sweep's frees do not reach the detector, so its state grows without bound.
+/// `skip-reset-on-alloc`: an allocation keeps the shadow state of the slot's previous object. Either
+/// alone still leaves a reused slot clean (the other clears it); both make a reused slot race with what
+/// a dead object saw, a false report.
+fn planted_bug(name: &str) -> bool {
+    static BUGS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    BUGS.get_or_init(|| {
+        std::env::var("VMRUN_RACE_DEBUG").map(|v| v.split(',').map(str::to_string).collect()).unwrap_or_default()
     })
+    .iter()
+    .any(|b| b == name)
 }
 
 pub(crate) fn planted_bug_skip_racefree() -> bool {
-    planted_bug() == PlantedBug::SkipRacefree
+    planted_bug("skip-racefree")
+}
+
+fn planted_bug_skip_reset_on_alloc() -> bool {
+    planted_bug("skip-reset-on-alloc")
 }
 
 /// A racy access to a field or element of a heap object (the object is live while it is reported).

@@ -89,6 +89,11 @@ impl Store {
         self.s.rt.race.as_ref().map(|r| r.detector.stats())
     }
 
+    /// `--race`: allocation sites the detector keeps for reports (one per live object of a shared type).
+    pub fn race_alloc_sites(&self) -> usize {
+        self.s.rt.race.as_ref().map_or(0, |r| r.alloc_sites_kept())
+    }
+
     /// Sends every allocation and free, with sites, type names and heap snapshots, to `tracer` until
     /// [`Store::finish_trace`]. Types of the modules loaded so far are defined to it at once.
     pub fn trace_allocations(&mut self, tracer: Arc<vmtrace::Tracer>) {
