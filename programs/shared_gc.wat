@@ -87,6 +87,16 @@
           (i32.const 1))
       (then (unreachable))))
 
+  ;; 16 jobs that nobody runs: garbage made while a thread may still be on its way to its job, whose slots
+  ;; a collection in between would hand out again (so a job not kept alive until its thread holds it would
+  ;; be overwritten: the negative control of tests/gc.rs).
+  (func $garbage
+    (local $i i32)
+    (loop $next
+      (drop (struct.new $job (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0)))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $next (i32.lt_u (local.get $i) (i32.const 16)))))
+
   (func $wait_for (param $threads i32)
     (loop $wait
       (if (i32.lt_u (global.atomic.get seqcst $finished) (local.get $threads))
@@ -96,7 +106,9 @@
     (local $node (ref null $node))
     (local $sum i64)
     (call $start (local.get $n) (i32.const 1) (i32.const 1) (i32.const 16))
+    (call $garbage)
     (call $start (local.get $n) (i32.const 1000) (i32.const 1) (i32.const 16))
+    (call $garbage)
     (call $wait_for (i32.const 2))
     (local.set $node (struct.atomic.get seqcst $list $head (global.get $list)))
     (block $end
