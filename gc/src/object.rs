@@ -257,6 +257,7 @@ macro_rules! with_atomic {
 /// Sequentially consistent accesses to fields and elements shared between threads. `width` is 1, 2, 4
 /// or 8 and `offset` a multiple of it; values are zero-extended (loads, the old value of a
 /// read-modify-write) or truncated to `width` (operands).
+#[allow(clippy::unnecessary_cast)] // `as u64` is needed by every arm of `with_atomic!` but the 8-byte one
 impl ObjRef {
     pub fn atomic_load(self, offset: usize, width: usize) -> u64 {
         self.check(offset, width);

@@ -332,7 +332,7 @@ fn read_names(reader: wasmparser::NameSectionReader<'_>) -> NameMap {
             }
             Ok(wasmparser::Name::Field(map)) => {
                 for indirect in map.into_iter().map_while(Result::ok) {
-                    for naming in indirect.names.into_iter().map_while(Result::ok) {
+                    for naming in indirect.names.map_while(Result::ok) {
                         names.fields.insert((indirect.index, naming.index), naming.name.to_string());
                     }
                 }

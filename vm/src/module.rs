@@ -396,7 +396,9 @@ fn load_validated(
             }
             TypeRef::Table(t) => ImportDesc::Table(table_desc(&t)),
             TypeRef::Memory(m) => ImportDesc::Memory(MemoryDesc { min: m.initial, max: m.maximum, shared: m.shared }),
-            TypeRef::Global(g) => ImportDesc::Global(GlobalDesc { ty: val_mod(g.content_type), mutable: g.mutable, shared: g.shared }),
+            TypeRef::Global(g) => {
+                ImportDesc::Global(GlobalDesc { ty: val_mod(g.content_type), mutable: g.mutable, shared: g.shared })
+            }
             TypeRef::Tag(t) => ImportDesc::Tag(type_ids[t.func_type_idx as usize]),
         };
         imports.push(Import { module, name, desc });

@@ -107,7 +107,13 @@ impl RaceRuntime {
     }
 
     /// Prints the report of `race`, found at `backtrace` (innermost first), to stderr.
-    pub fn report(&self, found: &FoundRace, backtrace: &[WasmFrame], modules: &[Arc<ModuleData>], types: &TypeRegistry) {
+    pub fn report(
+        &self,
+        found: &FoundRace,
+        backtrace: &[WasmFrame],
+        modules: &[Arc<ModuleData>],
+        types: &TypeRegistry,
+    ) {
         let (race, base) = (&found.race, found.base);
         self.reported.fetch_add(1, Ordering::Relaxed);
         let created_at = lock(&self.created_at);

@@ -24,10 +24,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::instantiate::Inherited;
 use crate::memory::LinearMemory;
 use crate::module::ImportDesc;
 use crate::runtime::{ModuleId, Runtime};
-use crate::instantiate::Inherited;
 use crate::state::{FuncEntity, FuncKind, GlobalEntity, HostFn, StoreState};
 use crate::{Caller, Error, Extern, Func, FuncType, Linker, Memory, Ref, Store, Trap, TrapKind, Val, ValType};
 
@@ -51,7 +51,10 @@ pub type ThreadExitHandler = Box<dyn Fn(u32, ThreadExit) + Send + Sync>;
 /// A definition that any store of the runtime can import.
 #[derive(Clone)]
 enum PortableExtern {
-    HostFunc { ty: u32, f: Arc<HostFn> },
+    HostFunc {
+        ty: u32,
+        f: Arc<HostFn>,
+    },
     Memory(Arc<LinearMemory>),
     /// A shared global's cell (shared-everything threads).
     Global(Arc<std::sync::atomic::AtomicU64>, crate::module::GlobalDesc),
@@ -262,7 +265,8 @@ impl WasiThreads {
                     .expect("abstract reference types are encodable"),
             )
         };
-        let params = vec![shared_ref(wasmparser::AbstractHeapType::Func), shared_ref(wasmparser::AbstractHeapType::Any)];
+        let params =
+            vec![shared_ref(wasmparser::AbstractHeapType::Func), shared_ref(wasmparser::AbstractHeapType::Any)];
         let ty = FuncType { params, results: vec![ValType::I32] };
         let f = store.new_host_func(
             ty,
@@ -487,8 +491,7 @@ fn take_handoff(rt: &Runtime, tid: u32) -> u64 {
 
 /// The body of a thread started by `vmrun`.`thread_spawn`; how it ends goes to the embedder's handler.
 fn run_ref_thread(spawner: &Spawner, tid: u32, job: RefThread, race: Option<Box<vmrace::ThreadCtx>>) {
-    let outcome =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| start_ref_thread(spawner, tid, &job, race)));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| start_ref_thread(spawner, tid, &job, race)));
     let outcome = outcome.unwrap_or_else(|panic| {
         let msg = panic
             .downcast_ref::<String>()

@@ -214,13 +214,12 @@ impl TypeRegistry {
             RtValType::Ref { .. } => StorageKind::Ref,
         }));
         let (fields, struct_size) = lay_out_fields(kinds.map(|k| (k, false)));
-        let info =
-            TypeInfo {
-                kind: TypeKind::Exn { fields, name: name.into() },
-                display: vec![id].into(),
-                struct_size,
-                shared: false,
-            };
+        let info = TypeInfo {
+            kind: TypeKind::Exn { fields, name: name.into() },
+            display: vec![id].into(),
+            struct_size,
+            shared: false,
+        };
         on_new(id, &info);
         self.insert(id, info);
         id

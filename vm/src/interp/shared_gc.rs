@@ -85,9 +85,7 @@ fn atomic_at(
             None
         }
         ObjAtomicOp::Rmw(rmw) => Some(o.atomic_rmw(offset, width, gc_rmw(rmw), get(frame, operands))),
-        ObjAtomicOp::Cmpxchg => {
-            Some(o.atomic_cmpxchg(offset, width, get(frame, operands), get(frame, operands + 1)))
-        }
+        ObjAtomicOp::Cmpxchg => Some(o.atomic_cmpxchg(offset, width, get(frame, operands), get(frame, operands + 1))),
     };
     if let Some(v) = read {
         set(frame, dst, extend(kind, v));

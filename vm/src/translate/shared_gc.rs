@@ -94,9 +94,7 @@ impl Translator<'_> {
             O::GlobalAtomicRmwAnd { global_index: g, .. } => self.global_rmw(g, ObjAtomicOp::Rmw(RmwOp::And), 1, v),
             O::GlobalAtomicRmwOr { global_index: g, .. } => self.global_rmw(g, ObjAtomicOp::Rmw(RmwOp::Or), 1, v),
             O::GlobalAtomicRmwXor { global_index: g, .. } => self.global_rmw(g, ObjAtomicOp::Rmw(RmwOp::Xor), 1, v),
-            O::GlobalAtomicRmwXchg { global_index: g, .. } => {
-                self.global_rmw(g, ObjAtomicOp::Rmw(RmwOp::Xchg), 1, v)
-            }
+            O::GlobalAtomicRmwXchg { global_index: g, .. } => self.global_rmw(g, ObjAtomicOp::Rmw(RmwOp::Xchg), 1, v),
             O::GlobalAtomicRmwCmpxchg { global_index: g, .. } => self.global_rmw(g, ObjAtomicOp::Cmpxchg, 2, v),
             // `ref.i31_shared`: the same unboxed representation as `ref.i31`.
             O::RefI31Shared => {
