@@ -22,6 +22,12 @@
 //!   thread's own context. That is the seed's fix: without it the detector's state grows with everything
 //!   ever allocated.
 //!
+//! - **Fields and elements of shared GC objects**: with `--race` the translator puts `RaceField`/`RaceElem`
+//!   before each plain `struct.get/set`/`array.get/set` of a `shared` type; struct and array atomics are
+//!   atomic accesses plus edges through the field's address (`interp/shared_gc.rs`). The allocation site
+//!   of every object of a shared type is kept here (`note_alloc`, dropped by the sweep's free) so that a
+//!   report names the object's type, field and where it was allocated.
+//!
 //! # Reports
 //!
 //! A race is printed when it is found, Go-style: the access with its wasm backtrace, the earlier conflicting

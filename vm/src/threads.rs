@@ -19,6 +19,16 @@
 //!   embedder's handler, and the CLI's handler prints the trap (or takes the `proc_exit` status) and
 //!   exits the process, which also ends threads blocked in `memory.atomic.wait` or a host call. A thread
 //!   whose start function returns just ends.
+//!
+//! # `vmrun`.`thread_spawn` (shared-everything threads)
+//!
+//! `thread_spawn(f, arg)` starts a thread on a shared function reference (the end of this file): the new
+//! thread's store instantiates `f`'s module again against the spawning *instance's* imports
+//! ([`ThreadImports::of_instance`]: host functions, shared memories, shared globals), inheriting the
+//! instance's own shared memories and globals (`instantiate::Inherited`: the same `Arc`s, not
+//! initialized again, no start function), and calls `f(arg)`. The argument is a root of every collection
+//! from the spawn until the new thread holds it in its store (`Runtime::handoffs`). Thread ids, the
+//! OS threads' handles and the end-of-thread handling are the wasi-threads ones.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
