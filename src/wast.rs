@@ -215,8 +215,12 @@ impl ScriptRunner {
         if let Some(gc) = &opts.gc {
             config.gc = gc.clone();
         }
-        if let Some(features) = opts.features {
-            config.features = features;
+        match opts.features {
+            Some(features) => config.features = features,
+            // Spec scripts test the standard encodings, some of which shared-everything threads gives a
+            // meaning (a global's mutability byte 2 or 3 is `shared`): they run without that proposal,
+            // which only programs get (`vm::module::features`).
+            None => config.features -= vm::wasmparser::WasmFeatures::SHARED_EVERYTHING_THREADS,
         }
         let mut store = Store::new(config);
         let mut linker = Linker::new();

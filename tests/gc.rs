@@ -23,6 +23,7 @@ const GC_PROGRAMS: &[(&str, &str, &str)] = &[
     ("programs/gc_arrays.wat", "1000", "249967000"),
     ("programs/gc_casts.wat", "30", "27830"),
     ("programs/gc_exceptions.wat", "300", "168000"),
+    ("programs/shared_gc.wat", "50", "52600"),
 ];
 
 /// The interpreter, every function compiled, and tier-up after one call (compiled and interpreted
@@ -137,4 +138,23 @@ fn gc_flags_are_checked() {
         assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
         assert!(stderr.starts_with("error: "), "{stderr}");
     }
+}
+
+/// The negative control of the shared-GC program's check: with the arguments of `vmrun`.`thread_spawn` not
+/// rooted between the spawn and the thread taking them (`VMRUN_VM_DEBUG=spawn-arg-unrooted`), the main
+/// thread's next allocation collects the first job before its thread holds it; the slot is reused (the
+/// second job has the same type) or freed, and the result is wrong or the run fails. Thread start-up is
+/// far slower than the next allocation, so this happens nearly always; a few tries make it certain.
+#[test]
+fn an_unrooted_spawn_argument_is_caught() {
+    let args = ["--gc-stress", "--gc-verify", "--invoke", "run", "programs/shared_gc.wat", "50"];
+    let caught = (0..5).any(|_| {
+        let out = Command::new(env!("CARGO_BIN_EXE_vmrun"))
+            .env("VMRUN_VM_DEBUG", "spawn-arg-unrooted")
+            .args(args)
+            .output()
+            .expect("vmrun starts");
+        !out.status.success() || String::from_utf8_lossy(&out.stdout).trim() != "52600"
+    });
+    assert!(caught, "the planted bug went unnoticed");
 }

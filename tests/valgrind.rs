@@ -113,6 +113,8 @@ const PROGRAMS: &[(&str, &[&str], &str)] = &[
         "inside the sandbox",
     ),
     ("programs/gc_exceptions.wat", &["--invoke", "run", "programs/gc_exceptions.wat", "200"], "88000"),
+    // Shared GC objects made and used by two threads started with `vmrun`.`thread_spawn`.
+    ("programs/shared_gc.wat", &["--invoke", "run", "programs/shared_gc.wat", "50"], "52600"),
 ];
 
 /// GC programs under a collection at every allocation and the heap verifier: (program, argument, output).
@@ -122,6 +124,7 @@ const STRESSED: &[(&str, &str, &str)] = &[
     ("programs/gc_arrays.wat", "200", "9859400"),
     ("programs/gc_casts.wat", "30", "27830"),
     ("programs/gc_exceptions.wat", "50", "13000"),
+    ("programs/shared_gc.wat", "20", "20440"),
 ];
 
 #[test]

@@ -154,7 +154,7 @@ pub use cache::ThreadCache;
 pub use config::{AllocError, HeapConfig, MAX_OBJECT_BYTES, human_bytes};
 pub use heap::{GcStats, Heap};
 pub use inject::InjectedBug;
-pub use object::{HEADER_SIZE, ObjRef};
+pub use object::{AtomicRmw, HEADER_SIZE, ObjRef};
 pub use observer::{HeapObserver, ObserverCtx};
 pub use os::{peak_resident_bytes, resident_bytes};
 pub use roots::RootSet;

@@ -11,6 +11,7 @@
 //! Valgrind observer is attached). In debug builds every access is bounds-checked against the object's slot.
 
 use std::ptr::NonNull;
+use std::sync::atomic::Ordering;
 
 use crate::value::is_object;
 
@@ -199,5 +200,99 @@ impl ObjRef {
         // SAFETY: the source lies inside the live object (checked in debug builds); `out` is a distinct
         // Rust buffer.
         unsafe { std::ptr::copy_nonoverlapping(self.ptr(offset), out.as_mut_ptr(), out.len()) }
+    }
+}
+
+/// The read-modify-write operations of [`ObjRef::atomic_rmw`] (shared-everything threads:
+/// `struct.atomic.rmw.*`, `array.atomic.rmw.*`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum AtomicRmw {
+    Add,
+    Sub,
+    And,
+    Or,
+    Xor,
+    Xchg,
+}
+
+/// Runs `$body` with `$a` the atomic of `$width` bytes at `$p` and `$t` its integer type.
+macro_rules! with_atomic {
+    ($p:expr, $width:expr, |$a:ident, $t:ident| $body:expr) => {{
+        let p = $p;
+        debug_assert!((p as usize).is_multiple_of($width), "gc: unaligned atomic of {} bytes", $width);
+        // SAFETY (each arm): the caller checked that the `$width` bytes at `p` lie inside a live object and
+        // are aligned to `$width` (fields are laid out at multiples of their size, elements follow the
+        // 8-byte header); every concurrent access to those bytes is either atomic or a race the guest
+        // program has (the interpreter never holds a Rust reference over object memory).
+        match $width {
+            1 => {
+                #[allow(dead_code)]
+                type $t = u8;
+                let $a = unsafe { std::sync::atomic::AtomicU8::from_ptr(p) };
+                $body
+            }
+            2 => {
+                #[allow(dead_code)]
+                type $t = u16;
+                let $a = unsafe { std::sync::atomic::AtomicU16::from_ptr(p as *mut u16) };
+                $body
+            }
+            4 => {
+                #[allow(dead_code)]
+                type $t = u32;
+                let $a = unsafe { std::sync::atomic::AtomicU32::from_ptr(p as *mut u32) };
+                $body
+            }
+            8 => {
+                #[allow(dead_code)]
+                type $t = u64;
+                let $a = unsafe { std::sync::atomic::AtomicU64::from_ptr(p as *mut u64) };
+                $body
+            }
+            w => panic!("gc: atomic access of {w} bytes"),
+        }
+    }};
+}
+
+/// Sequentially consistent accesses to fields and elements shared between threads. `width` is 1, 2, 4
+/// or 8 and `offset` a multiple of it; values are zero-extended (loads, the old value of a
+/// read-modify-write) or truncated to `width` (operands).
+#[allow(clippy::unnecessary_cast)] // `as u64` is needed by every arm of `with_atomic!` but the 8-byte one
+impl ObjRef {
+    pub fn atomic_load(self, offset: usize, width: usize) -> u64 {
+        self.check(offset, width);
+        with_atomic!(self.ptr(offset), width, |a, T| a.load(Ordering::SeqCst) as u64)
+    }
+
+    pub fn atomic_store(self, offset: usize, width: usize, v: u64) {
+        self.check_store(offset, width);
+        with_atomic!(self.ptr(offset), width, |a, T| a.store(v as T, Ordering::SeqCst))
+    }
+
+    /// Applies `op` with `v`; returns the old value.
+    pub fn atomic_rmw(self, offset: usize, width: usize, op: AtomicRmw, v: u64) -> u64 {
+        self.check_store(offset, width);
+        with_atomic!(self.ptr(offset), width, |a, T| {
+            let v = v as T;
+            (match op {
+                AtomicRmw::Add => a.fetch_add(v, Ordering::SeqCst),
+                AtomicRmw::Sub => a.fetch_sub(v, Ordering::SeqCst),
+                AtomicRmw::And => a.fetch_and(v, Ordering::SeqCst),
+                AtomicRmw::Or => a.fetch_or(v, Ordering::SeqCst),
+                AtomicRmw::Xor => a.fetch_xor(v, Ordering::SeqCst),
+                AtomicRmw::Xchg => a.swap(v, Ordering::SeqCst),
+            }) as u64
+        })
+    }
+
+    /// Replaces the value with `new` if it equals `expected` (both truncated to `width`); returns the old
+    /// value.
+    pub fn atomic_cmpxchg(self, offset: usize, width: usize, expected: u64, new: u64) -> u64 {
+        self.check_store(offset, width);
+        with_atomic!(self.ptr(offset), width, |a, T| {
+            match a.compare_exchange(expected as T, new as T, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(v) | Err(v) => v as u64,
+            }
+        })
     }
 }

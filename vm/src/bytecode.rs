@@ -175,6 +175,28 @@ macro_rules! define_instrs {
             /// `atomic.fence`.
             AtomicFence,
 
+            // ---- shared-everything threads: atomics on fields, elements and globals, shared globals, and
+            // `--race` hooks for plain accesses to shared objects (`translate/shared_gc.rs`,
+            // `interp/shared_gc.rs`); every one sequentially consistent ----
+            /// `struct.atomic.*` on field access `field` (the function's field table): the struct in `args`,
+            /// operands in `args + 1..`; `dst` gets the value read (the old value of a read-modify-write).
+            StructAtomic { op: ObjAtomicOp, dst: Slot, args: Slot, field: u32 },
+            /// `array.atomic.*` with array access `access`: the array in `args`, the index in `args + 1`,
+            /// operands in `args + 2..`.
+            ArrayAtomic { op: ObjAtomicOp, dst: Slot, args: Slot, access: u32 },
+            /// `global.get` (or `global.atomic.get`) of a shared global: its runtime-wide cell.
+            GlobalGetShared { dst: Slot, global: u32 },
+            /// `global.set` (or `global.atomic.set`) of a shared global.
+            GlobalSetShared { global: u32, src: Slot },
+            /// `global.atomic.rmw.*` (operand in `args`) and `cmpxchg` (`args`, `args + 1`); `width` 4 or 8.
+            GlobalAtomic { op: ObjAtomicOp, width: u8, dst: Slot, args: Slot, global: u32 },
+            /// `--race`: the plain access the next instruction makes to field access `field` of the shared
+            /// struct in `obj` (nothing if it is null: the access traps).
+            RaceField { write: bool, obj: Slot, field: u32 },
+            /// `--race`: the plain access the next instruction makes to an element of the shared array in
+            /// `args`, index in `args + 1` (nothing if null or out of bounds).
+            RaceElem { write: bool, args: Slot, access: u32 },
+
             // ---- tables and references ----
             TableGet { table: u32, dst: Slot, index: Slot },
             TableSet { table: u32, index: Slot, value: Slot },
@@ -334,6 +356,15 @@ pub enum RmwOp {
     Or,
     Xor,
     Xchg,
+}
+
+/// The operation of [`Instr::StructAtomic`], [`Instr::ArrayAtomic`] and [`Instr::GlobalAtomic`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObjAtomicOp {
+    Get,
+    Set,
+    Rmw(RmwOp),
+    Cmpxchg,
 }
 
 /// What a struct field access reads or writes: byte offset in the object and storage kind.

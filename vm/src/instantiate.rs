@@ -18,9 +18,46 @@ use crate::types::{TypeKind, heap_subtype, val_subtype};
 use crate::values::{func_raw, i31_raw};
 use crate::{Error, Extern, Func, Global, InstanceId, Memory, Table, Tag, Trap, TrapKind};
 
+/// What a thread's instance takes from the instance that spawned it (see
+/// [`StoreState::instantiate_with`]), by defined index.
+pub(crate) struct Inherited {
+    pub globals: Vec<Option<Arc<std::sync::atomic::AtomicU64>>>,
+    pub memories: Vec<Option<Arc<LinearMemory>>>,
+}
+
+impl Inherited {
+    /// The shared globals and memories `inst` defines.
+    pub fn of(state: &StoreState, inst: u32) -> Inherited {
+        let i = &state.instances[inst as usize];
+        let m = &i.module;
+        let first_global = i.globals.len() - m.globals.len();
+        let first_memory = i.memories.len() - m.memories.len();
+        Inherited {
+            globals: i.globals[first_global..].iter().map(|&g| state.globals[g as usize].shared.clone()).collect(),
+            memories: i.memories[first_memory..]
+                .iter()
+                .map(|&mm| Some(state.memories[mm as usize].clone()).filter(|mem| mem.is_shared()))
+                .collect(),
+        }
+    }
+}
+
 impl StoreState {
     /// Link and instantiate; runs active segments and the start function.
     pub fn instantiate(&mut self, module: ModuleId, linker: &Linker) -> Result<InstanceId, Error> {
+        self.instantiate_with(module, linker, None)
+    }
+
+    /// [`Self::instantiate`], or with `inherited`, a thread's instance of a module another thread
+    /// instantiated (`vmrun`.`thread_spawn`): its shared memories and globals are the spawning
+    /// instance's (their initializers and active data segments are not run again) and the start function
+    /// does not run; everything else is the thread's own.
+    pub(crate) fn instantiate_with(
+        &mut self,
+        module: ModuleId,
+        linker: &Linker,
+        inherited: Option<&Inherited>,
+    ) -> Result<InstanceId, Error> {
         let m = self.rt.module(module);
         let mut inst = Instance {
             module: m.clone(),
@@ -122,7 +159,7 @@ impl StoreState {
         // The instance must exist for constant expressions (global.get) to resolve.
         self.instances.push(inst);
         let roots_base = self.mutator.host_roots.len();
-        let result = self.initialize(inst_id, &m);
+        let result = self.initialize(inst_id, &m, inherited);
         self.mutator.host_roots.truncate(roots_base);
         result.map(|()| InstanceId(inst_id))
     }
@@ -136,17 +173,27 @@ impl StoreState {
         }
     }
 
-    fn initialize(&mut self, inst_id: u32, m: &ModuleData) -> Result<(), Error> {
+    fn initialize(&mut self, inst_id: u32, m: &ModuleData, inherited: Option<&Inherited>) -> Result<(), Error> {
         let trap = |k: TrapKind| Error::Trap(Trap::new(k));
         // globals
-        for (desc, init) in &m.globals {
-            let value = self.eval_const(inst_id, init).map_err(Error::Trap)?;
-            self.push_global(GlobalEntity { value, desc: desc.clone() });
+        for (i, (desc, init)) in m.globals.iter().enumerate() {
+            if let Some(cell) = inherited.and_then(|h| h.globals.get(i).cloned().flatten()) {
+                self.push_global(GlobalEntity::inherited(cell, desc.clone()));
+            } else {
+                let value = self.eval_const(inst_id, init).map_err(Error::Trap)?;
+                self.push_global(GlobalEntity::new(value, desc.clone()));
+            }
             let g = self.globals.len() as u32 - 1;
             self.instances[inst_id as usize].globals.push(g);
         }
         // memories
-        for desc in &m.memories {
+        for (i, desc) in m.memories.iter().enumerate() {
+            if let Some(mem) = inherited.and_then(|h| h.memories.get(i).cloned().flatten()) {
+                self.memories.push(mem);
+                let id = self.memories.len() as u32 - 1;
+                self.instances[inst_id as usize].memories.push(id);
+                continue;
+            }
             let reserve = self.rt.config.memory_reservation_bytes;
             let mem = LinearMemory::new(desc.min, desc.max, desc.shared, reserve)
                 .map_err(|e| Error::Trap(Trap::new(TrapKind::Host(e.to_string()))))?;
@@ -215,6 +262,12 @@ impl StoreState {
         }
         for (i, seg) in m.datas.iter().enumerate() {
             if let SegmentMode::Active { index, offset } = &seg.mode {
+                // A memory inherited from the spawning instance was initialized when that one was made.
+                let defined = (*index as usize).checked_sub(m.num_imported_memories());
+                if inherited.is_some_and(|h| defined.is_some_and(|d| h.memories.get(d).is_some_and(Option::is_some))) {
+                    self.instances[inst_id as usize].datas[i] = Arc::from([]);
+                    continue;
+                }
                 let offset = self.eval_const(inst_id, offset).map_err(Error::Trap)? as u32 as u64;
                 let mem = self.instances[inst_id as usize].memories[*index as usize] as usize;
                 if self.memories[mem].init(offset, &seg.bytes, 0, seg.bytes.len() as u64).is_err() {
@@ -227,7 +280,7 @@ impl StoreState {
             crate::interp::link_eager(self, inst_id);
         }
         // start function
-        if let Some(start) = m.start {
+        if let Some(start) = m.start.filter(|_| inherited.is_none()) {
             let f = self.instances[inst_id as usize].funcs[start as usize];
             crate::interp::invoke(self, f, &[]).map_err(Error::Trap)?;
         }
@@ -252,7 +305,7 @@ impl StoreState {
                 }
                 ConstOp::GlobalGet(g) => {
                     let g = &self.globals[self.instances[inst_id as usize].globals[g as usize] as usize];
-                    stack.push((g.value, matches!(g.desc.ty, crate::types::RtValType::Ref { .. })));
+                    stack.push((g.load(), matches!(g.desc.ty, crate::types::RtValType::Ref { .. })));
                 }
                 ConstOp::I32Add | ConstOp::I32Sub | ConstOp::I32Mul => {
                     let b = pop(&mut stack) as u32;

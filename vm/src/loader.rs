@@ -84,6 +84,8 @@ pub struct NameMap {
     module: Option<String>,
     funcs: HashMap<u32, String>,
     types: HashMap<u32, String>,
+    /// Field names by (type index, field index).
+    fields: HashMap<(u32, u32), String>,
     tags: HashMap<u32, String>,
 }
 
@@ -101,6 +103,11 @@ impl NameMap {
     /// A type's name (`(type $name ...)` in text), by index in the module's type section.
     pub fn type_name(&self, index: u32) -> Option<&str> {
         self.types.get(&index).map(String::as_str)
+    }
+
+    /// A struct field's name (`(field $name ...)` in text), by type index and field index.
+    pub fn field_name(&self, type_index: u32, field: u32) -> Option<&str> {
+        self.fields.get(&(type_index, field)).map(String::as_str)
     }
 
     /// A tag's name (`(tag $name ...)` in text), by index in the tag index space (imports first).
@@ -322,6 +329,13 @@ fn read_names(reader: wasmparser::NameSectionReader<'_>) -> NameMap {
             Ok(wasmparser::Name::Type(map)) => {
                 for naming in map.into_iter().map_while(Result::ok) {
                     names.types.insert(naming.index, naming.name.to_string());
+                }
+            }
+            Ok(wasmparser::Name::Field(map)) => {
+                for indirect in map.into_iter().map_while(Result::ok) {
+                    for naming in indirect.names.map_while(Result::ok) {
+                        names.fields.insert((indirect.index, naming.index), naming.name.to_string());
+                    }
                 }
             }
             Ok(wasmparser::Name::Tag(map)) => {

@@ -31,7 +31,8 @@ pub fn features() -> WasmFeatures {
         | WasmFeatures::CALL_INDIRECT_OVERLONG
         | WasmFeatures::BULK_MEMORY_OPT
         | WasmFeatures::THREADS
-        | WasmFeatures::SIMD)
+        | WasmFeatures::SIMD
+        | WasmFeatures::SHARED_EVERYTHING_THREADS)
         - WasmFeatures::RELAXED_SIMD
 }
 
@@ -82,6 +83,8 @@ pub struct MemoryDesc {
 pub struct GlobalDesc {
     pub ty: RtValType,
     pub mutable: bool,
+    /// Declared `shared` (shared-everything threads): one cell for every thread's instance.
+    pub shared: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -169,6 +172,13 @@ pub struct ModuleData {
     pub compiled: Box<[std::sync::OnceLock<Option<crate::tier::CompiledFunc>>]>,
     /// On-stack-replacement variants by (defined function, loop header pc): the code, or `None` (declined).
     pub osr: std::sync::Mutex<std::collections::HashMap<(u32, u32), Option<crate::tier::CompiledFunc>>>,
+}
+
+impl ModuleData {
+    /// Memories the module imports (the first indices of its memory index space).
+    pub fn num_imported_memories(&self) -> usize {
+        self.imports.iter().filter(|i| matches!(i.desc, ImportDesc::Memory(_))).count()
+    }
 }
 
 fn err(source: &Source, e: CompileError) -> Error {
@@ -391,7 +401,9 @@ fn load_validated(
             }
             TypeRef::Table(t) => ImportDesc::Table(table_desc(&t)),
             TypeRef::Memory(m) => ImportDesc::Memory(MemoryDesc { min: m.initial, max: m.maximum, shared: m.shared }),
-            TypeRef::Global(g) => ImportDesc::Global(GlobalDesc { ty: val_mod(g.content_type), mutable: g.mutable }),
+            TypeRef::Global(g) => {
+                ImportDesc::Global(GlobalDesc { ty: val_mod(g.content_type), mutable: g.mutable, shared: g.shared })
+            }
             TypeRef::Tag(t) => ImportDesc::Tag(type_ids[t.func_type_idx as usize]),
         };
         imports.push(Import { module, name, desc });
@@ -414,7 +426,8 @@ fn load_validated(
         raw_memories.iter().map(|m| MemoryDesc { min: m.initial, max: m.maximum, shared: m.shared }).collect();
     let mut globals = Vec::new();
     for (ty, init) in raw_globals {
-        globals.push((GlobalDesc { ty: val_mod(ty.content_type), mutable: ty.mutable }, const_expr(&init, &type_ids)?));
+        let desc = GlobalDesc { ty: val_mod(ty.content_type), mutable: ty.mutable, shared: ty.shared };
+        globals.push((desc, const_expr(&init, &type_ids)?));
     }
     let exports = raw_exports
         .into_iter()
@@ -464,6 +477,15 @@ fn load_validated(
         datas.push(DataSegment { mode, bytes: d.data.into() });
     }
 
+    // The global index space (imports first): which globals are one cell shared by every thread.
+    let shared_globals: Vec<bool> = imports
+        .iter()
+        .filter_map(|i| match &i.desc {
+            ImportDesc::Global(g) => Some(g.shared),
+            _ => None,
+        })
+        .chain(globals.iter().map(|(g, _)| g.shared))
+        .collect();
     let env = ModuleEnv {
         registry,
         types: &types,
@@ -472,6 +494,8 @@ fn load_validated(
         num_imported_funcs,
         tags: &tags,
         race_memories: &race_memories,
+        shared_globals: &shared_globals,
+        race,
     };
     let mut code = Vec::with_capacity(bodies.len());
     let body_ranges = bodies

@@ -22,6 +22,12 @@
 //!   thread's own context. That is the seed's fix: without it the detector's state grows with everything
 //!   ever allocated.
 //!
+//! - **Fields and elements of shared GC objects**: with `--race` the translator puts `RaceField`/`RaceElem`
+//!   before each plain `struct.get/set`/`array.get/set` of a `shared` type; struct and array atomics are
+//!   atomic accesses plus edges through the field's address (`interp/shared_gc.rs`). The allocation site
+//!   of every object of a shared type is kept here (`note_alloc`, dropped by the sweep's free) so that a
+//!   report names the object's type, field and where it was allocated.
+//!
 //! # Reports
 //!
 //! A race is printed when it is found, Go-style: the access with its wasm backtrace, the earlier conflicting
@@ -33,10 +39,12 @@ use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use vmrace::{AccessKind, Detector, Race, Site, ThreadCtx, ThreadId};
+use vmrace::{AccessKind, Detector, Site, ThreadCtx, ThreadId};
 
 use crate::WasmFrame;
+use crate::interp::FoundRace;
 use crate::module::ModuleData;
+use crate::types::{TypeKind, TypeRegistry};
 
 /// The runtime's race detector and what the reports need.
 pub(crate) struct RaceRuntime {
@@ -47,13 +55,44 @@ pub(crate) struct RaceRuntime {
     created_at: Mutex<HashMap<ThreadId, Vec<WasmFrame>>>,
     /// Races reported so far.
     reported: AtomicUsize,
+    /// Where each live object of a shared type was allocated (by address), for reports on its fields;
+    /// sharded by address, entries removed when the sweep frees the object.
+    alloc_sites: Box<[Mutex<HashMap<u64, Site>>]>,
 }
+
+/// Shards of [`RaceRuntime::alloc_sites`] (objects are 8-aligned; the shard is from the bits above).
+const SITE_SHARDS: usize = 64;
 
 impl RaceRuntime {
     pub fn new() -> RaceRuntime {
         let detector = Detector::new();
         let root = Mutex::new(detector.main_thread());
-        RaceRuntime { detector, root, created_at: Mutex::new(HashMap::new()), reported: AtomicUsize::new(0) }
+        RaceRuntime {
+            detector,
+            root,
+            created_at: Mutex::new(HashMap::new()),
+            reported: AtomicUsize::new(0),
+            alloc_sites: (0..SITE_SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
+    }
+
+    fn sites_of(&self, addr: u64) -> &Mutex<HashMap<u64, Site>> {
+        &self.alloc_sites[(addr >> 4) as usize % SITE_SHARDS]
+    }
+
+    /// The object of a shared type at `addr` was allocated by the instruction at `site`.
+    pub fn note_alloc(&self, addr: u64, site: Site) {
+        lock(self.sites_of(addr)).insert(addr, site);
+    }
+
+    /// The sweep freed the object at `addr`.
+    fn forget_alloc(&self, addr: u64) {
+        lock(self.sites_of(addr)).remove(&addr);
+    }
+
+    /// Objects whose allocation sites are kept (live objects of shared types), for `--race-stats`.
+    pub fn alloc_sites_kept(&self) -> usize {
+        self.alloc_sites.iter().map(|s| lock(s).len()).sum()
     }
 
     /// A context for a store that no thread spawned.
@@ -74,7 +113,14 @@ impl RaceRuntime {
     }
 
     /// Prints the report of `race`, found at `backtrace` (innermost first), to stderr.
-    pub fn report(&self, race: &Race, backtrace: &[WasmFrame], modules: &[Arc<ModuleData>], base: u64) {
+    pub fn report(
+        &self,
+        found: &FoundRace,
+        backtrace: &[WasmFrame],
+        modules: &[Arc<ModuleData>],
+        types: &TypeRegistry,
+    ) {
+        let (race, base) = (&found.race, found.base);
         self.reported.fetch_add(1, Ordering::Relaxed);
         let created_at = lock(&self.created_at);
         let mut out = String::from("==================\nWARNING: DATA RACE\n");
@@ -86,6 +132,13 @@ impl RaceRuntime {
         let previous = describe_access(prev, base);
         out += &format!("\nPrevious {}{} by thread {}:\n", previous[..1].to_lowercase(), &previous[1..], prev.thread);
         out += &format!("    0: {}\n", describe_site(prev.site, modules));
+        if let Some(obj) = &found.object {
+            out += &format!("\nLocation is {}, allocated at:\n", describe_location(obj, cur.addr, modules, types));
+            match lock(self.sites_of(obj.addr)).get(&obj.addr) {
+                Some(&site) => out += &format!("    0: {}\n", describe_site(site, modules)),
+                None => out += "    0: (the host: a constant expression)\n",
+            }
+        }
         for thread in [cur.thread, prev.thread] {
             match created_at.get(&thread) {
                 Some(frames) if !frames.is_empty() => {
@@ -161,6 +214,9 @@ impl RaceObserver {
 
 impl gc::HeapObserver for RaceObserver {
     fn object_alloc(&self, _ctx: &gc::ObserverCtx, obj: &gc::observer::ObjectInfo) {
+        if planted_bug_skip_reset_on_alloc() {
+            return;
+        }
         self.race.detector.reset_range(obj.addr as u64, obj.size as u64);
     }
 
@@ -168,6 +224,7 @@ impl gc::HeapObserver for RaceObserver {
         if crate::race::planted_bug_skip_racefree() {
             return;
         }
+        self.race.forget_alloc(obj.addr as u64);
         if let Some(collector) = Self::ctx(ctx) {
             self.race.detector.free_range(collector, obj.addr as u64, obj.size as u64);
         }
@@ -184,9 +241,72 @@ impl gc::HeapObserver for RaceObserver {
     }
 }
 
-/// `VMRUN_RACE_DEBUG=skip-racefree`: the planted bug of the leak test's negative control (the sweep's
-/// frees do not reach the detector, so its state grows without bound).
+/// `VMRUN_RACE_DEBUG`: planted bugs for the negative controls of `tests/race.rs` (comma-separated).
+/// `skip-racefree`: the sweep's frees do not reach the detector, so its state grows without bound.
+/// `skip-reset-on-alloc`: an allocation keeps the shadow state of the slot's previous object. Either
+/// alone still leaves a reused slot clean (the other clears it); both make a reused slot race with what
+/// a dead object saw, a false report.
+fn planted_bug(name: &str) -> bool {
+    static BUGS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    BUGS.get_or_init(|| {
+        std::env::var("VMRUN_RACE_DEBUG").map(|v| v.split(',').map(str::to_string).collect()).unwrap_or_default()
+    })
+    .iter()
+    .any(|b| b == name)
+}
+
 pub(crate) fn planted_bug_skip_racefree() -> bool {
-    static BUG: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *BUG.get_or_init(|| std::env::var_os("VMRUN_RACE_DEBUG").is_some_and(|v| v == "skip-racefree"))
+    planted_bug("skip-racefree")
+}
+
+fn planted_bug_skip_reset_on_alloc() -> bool {
+    planted_bug("skip-reset-on-alloc")
+}
+
+/// A racy access to a field or element of a heap object (the object is live while it is reported).
+pub(crate) struct RacyObject {
+    /// The object's address (its header).
+    pub addr: u64,
+    pub type_id: u32,
+}
+
+/// `field $x (1) of struct $s at 0x...` or `element 3 of array $a at 0x...`: what the address `at`
+/// is in `obj`, named from the name sections of the modules that define its type.
+fn describe_location(obj: &RacyObject, at: u64, modules: &[Arc<ModuleData>], types: &TypeRegistry) -> String {
+    let offset = at.wrapping_sub(obj.addr) as u32;
+    // The first module with a name for the type's index, or any that has the type.
+    let mut named = None;
+    for m in modules {
+        if let Some(index) = m.type_ids.iter().position(|&id| id == obj.type_id) {
+            let name = m.source.type_name(index as u32).map(|n| format!("${n}"));
+            if named.is_none() || name.is_some() {
+                named = Some((m, index as u32, name));
+            }
+            if named.as_ref().is_some_and(|n| n.2.is_some()) {
+                break;
+            }
+        }
+    }
+    let type_name = named.as_ref().and_then(|n| n.2.clone());
+    match &types.get(obj.type_id).kind {
+        TypeKind::Struct { fields } => {
+            let index = fields.iter().position(|f| offset >= f.offset && offset < f.offset + f.kind.size());
+            let field = match (index, &named) {
+                (Some(i), Some((m, t, _))) => match m.source.names().field_name(*t, i as u32) {
+                    Some(name) => format!("field ${name} ({i})"),
+                    None => format!("field {i}"),
+                },
+                (Some(i), None) => format!("field {i}"),
+                (None, _) => format!("offset {offset}"),
+            };
+            let ty = type_name.unwrap_or_else(|| format!("type {}", obj.type_id));
+            format!("{field} of shared struct {ty} at {:#x}", obj.addr)
+        }
+        TypeKind::Array { elem, .. } => {
+            let index = (offset as usize).saturating_sub(gc::HEADER_SIZE) / elem.size() as usize;
+            let ty = type_name.unwrap_or_else(|| format!("type {}", obj.type_id));
+            format!("element {index} of shared array {ty} at {:#x}", obj.addr)
+        }
+        _ => format!("offset {offset} of the object at {:#x}", obj.addr),
+    }
 }

@@ -115,6 +115,9 @@ pub struct Runtime {
     pub(crate) jit_code: crate::tier::CodeMap,
     /// The race detector, with `Config::race`.
     pub(crate) race: Option<Arc<crate::race::RaceRuntime>>,
+    /// Arguments of `vmrun`.`thread_spawn` on their way to their thread (by thread id): roots of every
+    /// collection until the new thread has taken its argument into its own store (`threads.rs`).
+    pub(crate) handoffs: Mutex<Vec<(u32, u64)>>,
 }
 
 const _: () = {
@@ -149,6 +152,7 @@ impl Runtime {
             active_trace: Mutex::new(None),
             jit_stats: JitStats::default(),
             jit_code: Default::default(),
+            handoffs: Mutex::new(Vec::new()),
             race,
         })
     }
@@ -234,6 +238,7 @@ fn encode_val_type(t: ValType, out: &mut Vec<u8>) {
         ValType::F64 => out.push(0x7C),
         ValType::V128 => out.push(0x7B),
         ValType::Ref(r) => {
+            let shared = matches!(r.heap_type(), wasmparser::HeapType::Abstract { shared: true, .. });
             let code = match r.heap_type() {
                 wasmparser::HeapType::Abstract { ty, .. } => match ty {
                     A::Func => 0x70,
@@ -253,6 +258,10 @@ fn encode_val_type(t: ValType, out: &mut Vec<u8>) {
                 _ => 0x6E,
             };
             out.push(if r.is_nullable() { 0x63 } else { 0x64 });
+            // Shared-everything threads: `(shared any)` is the abstract type after the 0x65 prefix.
+            if shared {
+                out.push(0x65);
+            }
             out.push(code);
         }
     }

@@ -38,6 +38,8 @@ struct StoreRoots<'a> {
     host_roots: &'a [u64],
     handles: &'a crate::handles::HandleTable,
     jit_code: &'a crate::tier::CodeMap,
+    /// The runtime's spawn arguments in flight (every store visits them; a root twice is still a root).
+    handoffs: &'a std::sync::Mutex<Vec<(u32, u64)>>,
 }
 
 impl gc::RootSet for StoreRoots<'_> {
@@ -64,7 +66,7 @@ impl gc::RootSet for StoreRoots<'_> {
         crate::interp::visit_compiled_frames(&exec.jit_exit, &exec.jit_segments, self.jit_code, visit);
         for g in self.globals {
             if matches!(g.desc.ty, crate::types::RtValType::Ref { .. }) {
-                visit(g.value);
+                visit(g.load());
             }
         }
         for t in self.tables {
@@ -84,8 +86,21 @@ impl gc::RootSet for StoreRoots<'_> {
         for &v in self.host_roots {
             visit(v);
         }
+        // Held only for pushes and removals, never across a wait for the world, so this cannot deadlock.
+        if !planted_bug_spawn_arg_unrooted() {
+            for &(_, v) in self.handoffs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter() {
+                visit(v);
+            }
+        }
         self.handles.visit(visit);
     }
+}
+
+/// `VMRUN_VM_DEBUG=spawn-arg-unrooted`: the planted bug of `tests/gc.rs`'s negative control: arguments of
+/// `vmrun`.`thread_spawn` on their way to their thread are not roots, so a collection in between frees them.
+fn planted_bug_spawn_arg_unrooted() -> bool {
+    static BUG: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *BUG.get_or_init(|| std::env::var_os("VMRUN_VM_DEBUG").is_some_and(|v| v == "spawn-arg-unrooted"))
 }
 
 /// Split `$state` into its root set and the rest of its mutator.
@@ -101,6 +116,7 @@ macro_rules! split_roots {
             host_roots: &$mutator.host_roots,
             handles: &$mutator.handles,
             jit_code: &$rt.jit_code,
+            handoffs: &$rt.handoffs,
         };
     };
 }
@@ -127,8 +143,18 @@ pub(crate) fn park(state: &mut StoreState) {
 pub(crate) fn collect(state: &mut StoreState) {
     let StoreState { rt, mutator, instances, globals, tables, .. } = state;
     let Mutator { exec, cache, alloc, host_roots, handles, link, .. } = mutator;
-    let mut roots =
-        StoreRoots { exec, instances, globals, tables, types: &rt.types, host_roots, handles, jit_code: &rt.jit_code };
+    let handoffs = &rt.handoffs;
+    let mut roots = StoreRoots {
+        exec,
+        instances,
+        globals,
+        tables,
+        types: &rt.types,
+        host_roots,
+        handles,
+        jit_code: &rt.jit_code,
+        handoffs,
+    };
     let Some(world) = rt.heap.stop_the_world(link, &mut roots) else { return };
     rt.heap.collect(&world, cache, &mut roots);
     // The world is stopped, so the tracer may snapshot the heap for a new generation.

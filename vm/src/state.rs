@@ -71,8 +71,47 @@ pub(crate) struct TableEntity {
 }
 
 pub(crate) struct GlobalEntity {
+    /// The value of a global that is not shared (read and written in place by the dispatch loop).
     pub value: u64,
     pub desc: GlobalDesc,
+    /// A `shared` global's value (shared-everything threads): one cell for the instances of every thread,
+    /// so `value` is unused. The translator sends accesses to shared globals through it (`shared_gc.rs`).
+    pub shared: Option<Arc<AtomicU64>>,
+}
+
+impl GlobalEntity {
+    /// A global holding `value`; a shared one gets its cell.
+    pub fn new(value: u64, desc: GlobalDesc) -> GlobalEntity {
+        let shared = desc.shared.then(|| Arc::new(AtomicU64::new(value)));
+        GlobalEntity { value, desc, shared }
+    }
+
+    /// A thread's instance of a shared global: the spawning instance's cell.
+    pub fn inherited(cell: Arc<AtomicU64>, desc: GlobalDesc) -> GlobalEntity {
+        GlobalEntity { value: 0, desc, shared: Some(cell) }
+    }
+
+    pub fn load(&self) -> u64 {
+        match &self.shared {
+            Some(cell) => cell.load(std::sync::atomic::Ordering::SeqCst),
+            None => self.value,
+        }
+    }
+
+    pub fn store(&mut self, v: u64) {
+        match &self.shared {
+            Some(cell) => cell.store(v, std::sync::atomic::Ordering::SeqCst),
+            None => self.value = v,
+        }
+    }
+
+    /// Where the value lives (compiled code reads and writes globals through this address).
+    pub fn value_ptr(&mut self) -> *mut u64 {
+        match &self.shared {
+            Some(cell) => cell.as_ptr(),
+            None => &mut self.value,
+        }
+    }
 }
 
 pub(crate) struct Instance {

@@ -89,6 +89,11 @@ impl Store {
         self.s.rt.race.as_ref().map(|r| r.detector.stats())
     }
 
+    /// `--race`: allocation sites the detector keeps for reports (one per live object of a shared type).
+    pub fn race_alloc_sites(&self) -> usize {
+        self.s.rt.race.as_ref().map_or(0, |r| r.alloc_sites_kept())
+    }
+
     /// Sends every allocation and free, with sites, type names and heap snapshots, to `tracer` until
     /// [`Store::finish_trace`]. Types of the modules loaded so far are defined to it at once.
     pub fn trace_allocations(&mut self, tracer: Arc<vmtrace::Tracer>) {
@@ -211,13 +216,13 @@ impl Store {
 
     /// A global of type `ty` holding `init` (checked against the type: a mismatch is a `Host` trap).
     pub fn new_global(&mut self, ty: wasmparser::GlobalType, init: Val) -> Result<Global, Trap> {
-        let desc = GlobalDesc { ty: self.rt_val_type(ty.content_type), mutable: ty.mutable };
+        let desc = GlobalDesc { ty: self.rt_val_type(ty.content_type), mutable: ty.mutable, shared: ty.shared };
         let mut s = self.running();
         let value = val_to_raw(&s, init)?;
         if !host_value_fits(&s, &init, value, desc.ty) {
             return Err(Trap::new(TrapKind::Host(format!("{init:?} does not match the global's type"))));
         }
-        s.push_global(GlobalEntity { value, desc });
+        s.push_global(GlobalEntity::new(value, desc));
         Ok(Global(s.globals.len() as u32 - 1))
     }
 
@@ -269,7 +274,7 @@ impl Store {
         let mut s = self.running();
         let StoreState { rt, mutator, globals, .. } = &mut *s;
         let e = &globals[g.0 as usize];
-        raw_to_val(&rt.types, &mut mutator.handles, e.value, e.desc.ty)
+        raw_to_val(&rt.types, &mut mutator.handles, e.load(), e.desc.ty)
     }
 
     /// A copy of a linear memory's committed bytes, for embedders that compare final states (the

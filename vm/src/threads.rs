@@ -19,16 +19,27 @@
 //!   embedder's handler, and the CLI's handler prints the trap (or takes the `proc_exit` status) and
 //!   exits the process, which also ends threads blocked in `memory.atomic.wait` or a host call. A thread
 //!   whose start function returns just ends.
+//!
+//! # `vmrun`.`thread_spawn` (shared-everything threads)
+//!
+//! `thread_spawn(f, arg)` starts a thread on a shared function reference (the end of this file): the new
+//! thread's store instantiates `f`'s module again against the spawning *instance's* imports
+//! ([`ThreadImports::of_instance`]: host functions, shared memories, shared globals), inheriting the
+//! instance's own shared memories and globals (`instantiate::Inherited`: the same `Arc`s, not
+//! initialized again, no start function), and calls `f(arg)`. The argument is a root of every collection
+//! from the spawn until the new thread holds it in its store (`Runtime::handoffs`). Thread ids, the
+//! OS threads' handles and the end-of-thread handling are the wasi-threads ones.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::instantiate::Inherited;
 use crate::memory::LinearMemory;
 use crate::module::ImportDesc;
 use crate::runtime::{ModuleId, Runtime};
-use crate::state::{FuncEntity, FuncKind, HostFn};
-use crate::{Caller, Error, Extern, Func, FuncType, Linker, Memory, Store, Trap, TrapKind, Val, ValType};
+use crate::state::{FuncEntity, FuncKind, GlobalEntity, HostFn, StoreState};
+use crate::{Caller, Error, Extern, Func, FuncType, Linker, Memory, Ref, Store, Trap, TrapKind, Val, ValType};
 
 /// How a spawned thread ended, for the embedder's handler (see the module comment).
 #[derive(Debug)]
@@ -50,8 +61,13 @@ pub type ThreadExitHandler = Box<dyn Fn(u32, ThreadExit) + Send + Sync>;
 /// A definition that any store of the runtime can import.
 #[derive(Clone)]
 enum PortableExtern {
-    HostFunc { ty: u32, f: Arc<HostFn> },
+    HostFunc {
+        ty: u32,
+        f: Arc<HostFn>,
+    },
     Memory(Arc<LinearMemory>),
+    /// A shared global's cell (shared-everything threads).
+    Global(Arc<std::sync::atomic::AtomicU64>, crate::module::GlobalDesc),
 }
 
 /// A program's imports in store-independent form; see the module comment.
@@ -78,7 +94,10 @@ impl ThreadImports {
                 }
                 Extern::Memory(_) => return Err(unshareable(&imp.module, &imp.name, "a memory that is not shared")),
                 Extern::Table(_) => return Err(unshareable(&imp.module, &imp.name, "a table")),
-                Extern::Global(_) => return Err(unshareable(&imp.module, &imp.name, "a global")),
+                Extern::Global(g) => match &store.s.globals[g.0 as usize] {
+                    GlobalEntity { shared: Some(cell), desc, .. } => PortableExtern::Global(cell.clone(), desc.clone()),
+                    _ => return Err(unshareable(&imp.module, &imp.name, "a global that is not shared")),
+                },
                 Extern::Tag(_) => return Err(unshareable(&imp.module, &imp.name, "a tag")),
             };
             defs.push((imp.module.clone(), imp.name.clone(), portable));
@@ -104,10 +123,45 @@ impl ThreadImports {
                     store.s.memories.push(m.clone());
                     Extern::Memory(Memory(store.s.memories.len() as u32 - 1))
                 }
+                PortableExtern::Global(cell, desc) => {
+                    store.s.push_global(GlobalEntity::inherited(cell.clone(), desc.clone()));
+                    Extern::Global(crate::Global(store.s.globals.len() as u32 - 1))
+                }
             };
             linker.define(module, name, item);
         }
         linker
+    }
+}
+
+impl ThreadImports {
+    /// The imports instance `inst` of `state` was linked with, for a thread's instance of the same module
+    /// (`vmrun`.`thread_spawn`): host functions, shared memories and shared globals. Fails, naming the
+    /// import, if one cannot be shared between threads.
+    fn of_instance(state: &StoreState, inst: u32) -> Result<ThreadImports, Error> {
+        let i = &state.instances[inst as usize];
+        let (mut funcs, mut memories, mut globals) = (i.funcs.iter(), i.memories.iter(), i.globals.iter());
+        let mut defs = Vec::new();
+        for imp in &i.module.imports {
+            let portable = match &imp.desc {
+                ImportDesc::Func(_) => match &state.funcs[*funcs.next().expect("linked") as usize] {
+                    FuncEntity { ty, kind: FuncKind::Host(h) } => PortableExtern::HostFunc { ty: *ty, f: h.clone() },
+                    _ => return Err(unshareable(&imp.module, &imp.name, "a function of another instance")),
+                },
+                ImportDesc::Memory(_) => match &state.memories[*memories.next().expect("linked") as usize] {
+                    m if m.is_shared() => PortableExtern::Memory(m.clone()),
+                    _ => return Err(unshareable(&imp.module, &imp.name, "a memory that is not shared")),
+                },
+                ImportDesc::Global(_) => match &state.globals[*globals.next().expect("linked") as usize] {
+                    GlobalEntity { shared: Some(cell), desc, .. } => PortableExtern::Global(cell.clone(), desc.clone()),
+                    _ => return Err(unshareable(&imp.module, &imp.name, "a global that is not shared")),
+                },
+                ImportDesc::Table(_) => return Err(unshareable(&imp.module, &imp.name, "a table")),
+                ImportDesc::Tag(_) => return Err(unshareable(&imp.module, &imp.name, "a tag")),
+            };
+            defs.push((imp.module.clone(), imp.name.clone(), portable));
+        }
+        Ok(ThreadImports { defs })
     }
 }
 
@@ -208,6 +262,30 @@ impl WasiThreads {
             }),
         );
         linker.define("wasi", "thread-spawn", Extern::Func(f));
+        self.add_spawn_ref(store, linker);
+    }
+
+    /// Define `vmrun`.`thread_spawn(f: (ref null (shared func)), arg: (ref null (shared any))) -> i32`
+    /// (shared-everything threads; see [`spawn_ref`]).
+    fn add_spawn_ref(&self, store: &mut Store, linker: &mut Linker) {
+        let spawner = Arc::downgrade(&self.spawner);
+        let shared_ref = |ty| {
+            ValType::Ref(
+                wasmparser::RefType::new(true, wasmparser::HeapType::Abstract { shared: true, ty })
+                    .expect("abstract reference types are encodable"),
+            )
+        };
+        let params =
+            vec![shared_ref(wasmparser::AbstractHeapType::Func), shared_ref(wasmparser::AbstractHeapType::Any)];
+        let ty = FuncType { params, results: vec![ValType::I32] };
+        let f = store.new_host_func(
+            ty,
+            Box::new(move |caller: &mut Caller<'_>, args, results| {
+                results[0] = Val::I32(spawner.upgrade().map_or(-1, |s| spawn_ref(&s, caller, args)));
+                Ok(())
+            }),
+        );
+        linker.define("vmrun", "thread_spawn", Extern::Func(f));
     }
 
     /// For the end of a program whose main thread returned (wasi-threads: that ends every thread): waits, at
@@ -333,6 +411,141 @@ fn start_thread(
     })();
     // Past its last wasm instruction: dropping the store (its mutator and stacks) is teardown, which
     // `wait_for_threads` waits for.
+    *lock(&spawner.tearing_down) += 1;
+    drop(store);
+    drop(linker);
+    *lock(&spawner.tearing_down) -= 1;
+    spawner.torn_down.notify_all();
+    outcome
+}
+
+// ---------------- `vmrun`.`thread_spawn`: a thread on a shared function reference
+
+/// What a thread started by `vmrun`.`thread_spawn` runs: defined function `func` of a new instance of
+/// `module` (imports and shared entities from the spawning instance), called with the argument the
+/// runtime holds for the thread (`Runtime::handoffs`).
+struct RefThread {
+    module: ModuleId,
+    imports: ThreadImports,
+    inherited: Inherited,
+    func: u32,
+}
+
+/// `vmrun`.`thread_spawn(f, arg)`: starts a thread that calls `f(arg)` and returns its id, or -1 if `f`
+/// is null, not a wasm function taking one reference `arg` fits, or its instance cannot be made again on
+/// another thread (an import that cannot be shared: see [`ThreadImports::of_instance`]).
+///
+/// The thread runs in a store of its own on the same runtime, in a new instance of `f`'s module that
+/// shares the spawning instance's shared memories and globals (defined or imported; the instance's start
+/// function and the data segments of shared memories do not run again). `arg` is a root of every
+/// collection from the call until the thread holds it (`Runtime::handoffs`), so an object only the
+/// argument reaches survives a collection before the thread starts.
+fn spawn_ref(spawner: &Arc<Spawner>, caller: &mut Caller<'_>, args: &[Val]) -> i32 {
+    let state = &mut *caller.state;
+    let (Some(Val::Ref(Ref::Func(f))), Some(arg @ Val::Ref(_))) = (args.first(), args.get(1)) else { return -1 };
+    let FuncKind::Wasm { instance, index } = state.funcs[f.0 as usize].kind else { return -1 };
+    let Ok(raw) = crate::convert::val_to_raw(state, *arg) else { return -1 };
+    let fits = match &state.rt.types.get(state.funcs[f.0 as usize].ty).kind {
+        crate::types::TypeKind::Func { params, .. } => {
+            params.len() == 1 && crate::convert::host_value_fits(state, arg, raw, params[0])
+        }
+        _ => false,
+    };
+    if !fits {
+        return -1;
+    }
+    let Ok(imports) = ThreadImports::of_instance(state, instance) else { return -1 };
+    let module = ModuleId(state.instances[instance as usize].module.index);
+    let inherited = Inherited::of(state, instance);
+    let Ok(prev) =
+        spawner.last_tid.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| (t < MAX_TID).then_some(t + 1))
+    else {
+        return -1;
+    };
+    let tid = prev + 1;
+    lock(&state.rt.handoffs).push((tid, raw));
+    let race_ctx = match state.rt.race.clone() {
+        Some(race) => {
+            let created_at = crate::interp::host_call_backtrace(state);
+            state.mutator.race.as_deref_mut().map(|ctx| race.spawn(ctx, created_at))
+        }
+        None => None,
+    };
+    let job = RefThread { module, imports, inherited, func: index };
+    let s = spawner.clone();
+    let mut handles = lock(&spawner.handles);
+    let started = std::thread::Builder::new().name(format!("wasm thread {tid}")).spawn(move || {
+        run_ref_thread(&s, tid, job, race_ctx);
+        lock(&s.finished).push(tid);
+    });
+    match started {
+        Ok(handle) => {
+            handles.push((tid, handle));
+            tid as i32
+        }
+        Err(_) => {
+            take_handoff(&spawner.rt, tid);
+            -1
+        }
+    }
+}
+
+/// The argument the runtime holds for thread `tid` (removed).
+fn take_handoff(rt: &Runtime, tid: u32) -> u64 {
+    let mut handoffs = lock(&rt.handoffs);
+    match handoffs.iter().position(|&(t, _)| t == tid) {
+        Some(i) => handoffs.swap_remove(i).1,
+        None => 0,
+    }
+}
+
+/// The body of a thread started by `vmrun`.`thread_spawn`; how it ends goes to the embedder's handler.
+fn run_ref_thread(spawner: &Spawner, tid: u32, job: RefThread, race: Option<Box<vmrace::ThreadCtx>>) {
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| start_ref_thread(spawner, tid, &job, race)));
+    let outcome = outcome.unwrap_or_else(|panic| {
+        let msg = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("unknown panic");
+        Err(ThreadExit::Panicked(msg.to_string()))
+    });
+    if let Err(exit) = outcome {
+        (spawner.on_exit)(tid, exit);
+    }
+}
+
+fn start_ref_thread(
+    spawner: &Spawner,
+    tid: u32,
+    job: &RefThread,
+    race: Option<Box<vmrace::ThreadCtx>>,
+) -> Result<(), ThreadExit> {
+    let mut store = Store::on_thread(spawner.rt.clone(), race);
+    // The argument moves from the runtime's hand-off list into this store's host roots while the mutator
+    // runs (no collection can happen in between), and stays there until the thread ends.
+    {
+        let mut s = crate::safepoint::Running::new(&mut store.s);
+        let arg = take_handoff(&s.rt, tid);
+        s.mutator.host_roots.push(arg);
+    }
+    let linker = job.imports.materialize(&mut store);
+    let outcome = (|| {
+        let instance = {
+            let mut s = crate::safepoint::Running::new(&mut store.s);
+            s.instantiate_with(job.module, &linker, Some(&job.inherited))
+        }
+        .map_err(|e| ThreadExit::Failed(e.to_string()))?;
+        let mut s = crate::safepoint::Running::new(&mut store.s);
+        let m = s.instances[instance.0 as usize].module.clone();
+        let f = s.instances[instance.0 as usize].funcs[(m.num_imported_funcs + job.func) as usize];
+        let arg = s.mutator.host_roots[0];
+        match crate::interp::invoke(&mut s, f, &[arg]) {
+            Ok(_) => Ok(()),
+            Err(Trap { kind: TrapKind::Exit(code), .. }) => Err(ThreadExit::Exit(code)),
+            Err(trap) => Err(ThreadExit::Trap(trap)),
+        }
+    })();
     *lock(&spawner.tearing_down) += 1;
     drop(store);
     drop(linker);

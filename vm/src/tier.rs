@@ -263,6 +263,11 @@ impl<'a> FuncInput<'a> {
         }
     }
 
+    /// Whether the module's type `type_index` is `shared` (its objects may be reached by other threads).
+    pub fn is_shared_type(&self, type_index: u32) -> bool {
+        self.registry.get(self.canonical_type(type_index)).shared
+    }
+
     /// Field layouts of the module's struct type `type_index`.
     pub fn struct_fields(&self, type_index: u32) -> &'a [FieldLayout] {
         match &self.registry.get(self.canonical_type(type_index)).kind {

@@ -115,6 +115,9 @@ pub struct TypeInfo {
     pub display: Box<[u32]>,
     /// Payload size for structs (fields only, header excluded).
     pub struct_size: u32,
+    /// Declared `shared` (shared-everything threads): its objects may be used by several threads at once,
+    /// so `--race` instruments their fields and elements.
+    pub shared: bool,
 }
 
 /// All canonical types seen by a runtime, indexed by canonical id.
@@ -217,8 +220,12 @@ impl TypeRegistry {
             RtValType::Ref { .. } => (StorageKind::Ref, false),
         }));
         let (fields, struct_size) = lay_out_fields(kinds.map(|(k, float)| (k, false, float)));
-        let info =
-            TypeInfo { kind: TypeKind::Exn { fields, name: name.into() }, display: vec![id].into(), struct_size };
+        let info = TypeInfo {
+            kind: TypeKind::Exn { fields, name: name.into() },
+            display: vec![id].into(),
+            struct_size,
+            shared: false,
+        };
         on_new(id, &info);
         self.insert(id, info);
         id
@@ -299,7 +306,7 @@ impl TypeRegistry {
             }
             CompositeInnerType::Cont(_) => (TypeKind::Struct { fields: Box::new([]) }, 0),
         };
-        let info = TypeInfo { kind, display, struct_size };
+        let info = TypeInfo { kind, display, struct_size, shared: sub.composite_type.shared };
         on_new(idx as u32, &info);
         self.insert(idx as u32, info);
     }

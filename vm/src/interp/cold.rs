@@ -14,12 +14,12 @@ use super::gc_objects::{self, Allocator, OpExit};
 use super::memory::MemView;
 use super::operands::get;
 use super::race_hooks::{RaceHooks, site_of};
-use super::{atomics, exceptions, memory, tables};
+use super::{atomics, exceptions, memory, shared_gc, tables};
 use crate::bytecode::Instr;
 use crate::memory::LinearMemory;
 use crate::module::ModuleData;
 use crate::mutator::AllocState;
-use crate::state::{FuncEntity, Instance, TableEntity};
+use crate::state::{FuncEntity, GlobalEntity, Instance, TableEntity};
 use crate::types::TypeRegistry;
 use vmrace::AccessKind;
 
@@ -32,6 +32,7 @@ pub(super) struct Cold<'a> {
     pub funcs: &'a Vec<FuncEntity>,
     pub memories: &'a [Arc<LinearMemory>],
     pub tables: &'a mut Vec<TableEntity>,
+    pub globals: &'a mut [GlobalEntity],
     pub registry: &'a TypeRegistry,
     /// The dispatch loop's view of memory 0 (`memory.grow` updates it).
     pub mem: &'a mut MemView,
@@ -56,6 +57,7 @@ pub(super) fn cold_op(ctx: &mut Cold<'_>, instr: Instr, frame: &mut [u64]) -> Re
         funcs,
         memories,
         tables,
+        globals,
         registry,
         mem,
         mem0_index,
@@ -106,6 +108,8 @@ pub(super) fn cold_op(ctx: &mut Cold<'_>, instr: Instr, frame: &mut [u64]) -> Re
                 module,
                 func,
                 site: super::gc_objects::Pc(*pc),
+                race: race.as_ref().map(|r| r.rt),
+                registry: *registry,
             }
         };
     }
@@ -203,6 +207,34 @@ pub(super) fn cold_op(ctx: &mut Cold<'_>, instr: Instr, frame: &mut [u64]) -> Re
             }
         }
         I::AtomicFence => std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst),
+
+        // ---------------- shared-everything threads (`shared_gc.rs`)
+        I::StructAtomic { op, dst, args, field } => {
+            let site = site_of(module, func, *pc);
+            shared_gc::struct_atomic(frame, code!().fields[field as usize], op, dst, args, race.as_mut(), site)?
+        }
+        I::ArrayAtomic { op, dst, args, access } => {
+            let (kind, site) = (code!().arrays[access as usize].kind, site_of(module, func, *pc));
+            shared_gc::array_atomic(frame, kind, op, dst, args, race.as_mut(), site)?
+        }
+        I::GlobalGetShared { dst, global } => {
+            shared_gc::global_get_shared(frame, &globals[instance!().globals[global as usize] as usize], dst)
+        }
+        I::GlobalSetShared { global, src } => {
+            shared_gc::global_set_shared(frame, &mut globals[instance!().globals[global as usize] as usize], src)
+        }
+        I::GlobalAtomic { op, width, dst, args, global } => {
+            let g = &mut globals[instance!().globals[global as usize] as usize];
+            shared_gc::global_atomic(frame, g, op, width, dst, args, race.as_mut())
+        }
+        I::RaceField { write, obj, field } => {
+            let site = site_of(module, func, *pc);
+            shared_gc::race_field(frame, code!().fields[field as usize], write, obj, race.as_mut(), site)?
+        }
+        I::RaceElem { write, args, access } => {
+            let (kind, site) = (code!().arrays[access as usize].kind, site_of(module, func, *pc));
+            shared_gc::race_elem(frame, kind, write, args, race.as_mut(), site)?
+        }
 
         // ---------------- tables and references (`tables.rs`)
         I::TableGet { table, dst, index } => tables::table_get(frame, &table_of!(table), dst, index)?,

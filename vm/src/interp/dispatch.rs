@@ -650,6 +650,7 @@ fn dispatch<const COUNT_BACK_EDGES: bool>(
                     funcs: &*funcs,
                     memories: &*memories,
                     tables: &mut *tables,
+                    globals: &mut globals[..],
                     registry,
                     mem: &mut *mem,
                     mem0_index,

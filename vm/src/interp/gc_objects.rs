@@ -46,6 +46,9 @@ pub(super) struct Allocator<'a> {
     pub module: &'a ModuleData,
     pub func: u32,
     pub site: AllocSite,
+    /// `--race`: the detector, which keeps the allocation sites of shared objects for its reports.
+    pub race: Option<&'a crate::race::RaceRuntime>,
+    pub registry: &'a TypeRegistry,
 }
 
 /// Where in its function an allocating instruction is.
@@ -71,7 +74,18 @@ impl Allocator<'_> {
         }
         let may_collect = !std::mem::take(&mut self.state.gc_retry);
         match alloc(self.heap, self.cache, may_collect) {
-            Ok(o) => Ok(o),
+            Ok(o) => {
+                if let Some(race) = self.race
+                    && self.registry.get(o.type_id()).shared
+                {
+                    let site = match self.site {
+                        AllocSite::Pc(pc) => super::race_hooks::site_of(self.module, self.func, pc),
+                        AllocSite::Offset(offset) => crate::race::site(self.module, offset),
+                    };
+                    race.note_alloc(o.raw(), site);
+                }
+                Ok(o)
+            }
             Err(gc::AllocError::CollectionNeeded) => Err(OpExit::Collect),
             Err(gc::AllocError::OutOfMemory { limit }) => {
                 Err(TrapKind::OutOfMemory { limit_bytes: limit as u64 }.into())

@@ -202,7 +202,7 @@ fn ensure_tier(store: &mut StoreState, inst: u32) {
 
 fn global_addresses(store: &mut StoreState, inst: u32) -> Box<[usize]> {
     let ids = store.instances[inst as usize].globals.clone();
-    ids.iter().map(|&g| &mut store.globals[g as usize].value as *mut u64 as usize).collect()
+    ids.iter().map(|&g| store.globals[g as usize].value_ptr() as usize).collect()
 }
 
 /// After `store.globals` reallocated: every compiled instance's global addresses again.

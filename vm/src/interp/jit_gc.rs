@@ -49,6 +49,8 @@ fn allocate(
             module: &instance.module,
             func: (site >> 32) as u32,
             site: AllocSite::Offset(site as u32),
+            race: rt.race.as_deref(),
+            registry: &rt.types,
         };
         match op(&mut a, &rt.types, instance) {
             Ok(o) => return Ok(o.raw()),

@@ -164,7 +164,8 @@ fn race_hook(
     if let Some(found) = race.detector.access(ctx, addr, width as u8, kind, site) {
         let backtrace = compiled_backtrace(store, inst, func, offset, fp);
         let race = store.rt.race.as_deref().expect("checked above");
-        race.report(&found, &backtrace, &store.rt.modules(), base);
+        let found = super::race_hooks::FoundRace { race: found, base, object: None };
+        race.report(&found, &backtrace, &store.rt.modules(), &store.rt.types);
     }
 }
 

@@ -71,6 +71,7 @@ mod numeric;
 mod operands;
 mod osr;
 mod race_hooks;
+mod shared_gc;
 mod tables;
 
 pub(crate) use jit_gc::visit_compiled_frames;
@@ -81,6 +82,7 @@ use std::sync::atomic::Ordering;
 use self::dispatch::{Exit, execute};
 use self::host::call_host;
 pub(crate) use self::jit::{compiled_code, initial_slot, libcalls, link_eager, refresh_global_addresses};
+pub(crate) use self::race_hooks::FoundRace;
 use crate::mutator::{Frame, Position};
 use crate::native_stack::REENTRY_MARGIN;
 use crate::safepoint;
@@ -314,7 +316,7 @@ fn run(store: &mut StoreState, mut pos: Position, depth0: usize) -> Result<(), T
             Exit::Race(found) => {
                 if let Some(race) = &store.rt.race {
                     let bt = backtrace(store, pos, depth0);
-                    race.report(&found.race, &bt, &store.rt.modules(), found.base);
+                    race.report(&found, &bt, &store.rt.modules(), &store.rt.types);
                 }
                 pos.pc += 1;
             }

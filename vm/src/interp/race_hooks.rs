@@ -11,7 +11,7 @@ use vmrace::{AccessKind, Race, Site, ThreadCtx};
 use super::gc_objects::OpExit;
 use crate::memory::LinearMemory;
 use crate::module::ModuleData;
-use crate::race::{RaceRuntime, site};
+use crate::race::{RaceRuntime, RacyObject, site};
 
 /// What a race-mode instruction needs: the detector and the running thread's context.
 pub(super) struct RaceHooks<'a> {
@@ -24,10 +24,12 @@ pub(super) fn site_of(module: &ModuleData, func: u32, pc: usize) -> Site {
     site(module, module.code[func as usize].wasm_offsets.get(pc).copied().unwrap_or(0))
 }
 
-/// A race the detector found, with the base of the memory it is in (reports show offsets).
+/// A race the detector found, with the base of the memory it is in (reports show offsets), or the heap
+/// object it is in (reports name its type, field and allocation site; `base` is then 0).
 pub(crate) struct FoundRace {
     pub race: Race,
     pub base: u64,
+    pub object: Option<RacyObject>,
 }
 
 impl RaceHooks<'_> {
@@ -43,19 +45,43 @@ impl RaceHooks<'_> {
         let base = memory.base() as u64;
         match self.rt.detector.access(self.ctx, base + at, width as u8, kind, site) {
             None => Ok(()),
-            Some(race) => Err(OpExit::Race(Box::new(FoundRace { race, base }))),
+            Some(race) => Err(OpExit::Race(Box::new(FoundRace { race, base, object: None }))),
+        }
+    }
+
+    /// Reports an access of `width` bytes at byte `offset` of the heap object `obj` (a field or element
+    /// of a shared type), made by the instruction at `site`.
+    pub fn object_access(
+        &mut self,
+        obj: gc::ObjRef,
+        offset: usize,
+        width: u32,
+        kind: AccessKind,
+        site: Site,
+    ) -> Result<(), OpExit> {
+        let at = obj.raw() + offset as u64;
+        match self.rt.detector.access(self.ctx, at, width as u8, kind, site) {
+            None => Ok(()),
+            Some(race) => {
+                let object = Some(RacyObject { addr: obj.raw(), type_id: obj.type_id() });
+                Err(OpExit::Race(Box::new(FoundRace { race, base: 0, object })))
+            }
+        }
+    }
+
+    /// The synchronization of an atomic on a field or element at host address `at` (see [`Self::sync`]).
+    pub fn sync_at(&mut self, at: u64, acquire: bool, release: bool) {
+        match (acquire, release) {
+            (true, true) => self.rt.detector.acq_rel(self.ctx, at),
+            (true, false) => self.rt.detector.acquire(self.ctx, at),
+            (false, true) => self.rt.detector.release(self.ctx, at),
+            (false, false) => {}
         }
     }
 
     /// The synchronization of an atomic at offset `at` of `memory`: a load acquires, a store releases,
     /// a read-modify-write does both (the threads proposal's atomics are sequentially consistent).
     pub fn sync(&mut self, memory: &LinearMemory, at: u64, acquire: bool, release: bool) {
-        let addr = memory.base() as u64 + at;
-        match (acquire, release) {
-            (true, true) => self.rt.detector.acq_rel(self.ctx, addr),
-            (true, false) => self.rt.detector.acquire(self.ctx, addr),
-            (false, true) => self.rt.detector.release(self.ctx, addr),
-            (false, false) => {}
-        }
+        self.sync_at(memory.base() as u64 + at, acquire, release);
     }
 }

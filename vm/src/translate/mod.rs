@@ -25,6 +25,7 @@
 
 mod atomics;
 mod exceptions;
+mod shared_gc;
 
 use crate::bytecode::*;
 use crate::types::{RtHeapType, RtValType, TypeKind, TypeRegistry, canonical_heap_type};
@@ -44,6 +45,11 @@ pub struct ModuleEnv<'a> {
     /// By memory index: whether plain loads and stores get the race detector's hooks (`--race` and a
     /// shared memory), translated as `RaceLoad`/`RaceStore`.
     pub race_memories: &'a [bool],
+    /// By global index: declared `shared`, so read and written through the runtime-wide cell
+    /// (`GlobalGetShared`/`GlobalSetShared`, `shared_gc.rs`).
+    pub shared_globals: &'a [bool],
+    /// `--race`: fields and elements of shared GC objects get the race detector's hooks (`shared_gc.rs`).
+    pub race: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -883,6 +889,9 @@ impl<'a> Translator<'a> {
                 }
                 _ => return Ok(()),
             }
+        }
+        if self.shared_gc(op, v) {
+            return Ok(());
         }
         match *op {
             O::Nop => {}
