@@ -66,8 +66,8 @@ fn call_i64(store: &mut vm::Store, inst: vm::InstanceId, name: &str) -> Result<i
 
 /// Runs `text` in a store with heap policy `gc`. A module that does not load is the generator's bug: it
 /// panics, which the caller reports.
-fn execute(text: &str, gc: gc::HeapConfig) -> Outcome {
-    let mut store = vm::Store::new(vm::Config { gc, ..vm::Config::default() });
+fn execute(text: &str, gc: gc::HeapConfig, jit: vm::JitConfig) -> Outcome {
+    let mut store = vm::Store::new(vm::Config { gc, jit, ..vm::Config::default() });
     let source = vm::Source::from_text("gc-fuzz.wat", text).unwrap_or_else(|e| panic!("generated text: {e}"));
     let module = store.load_module(source).unwrap_or_else(|e| panic!("generated module: {e}"));
     let inst = store.instantiate(module, &vm::Linker::new()).unwrap_or_else(|e| panic!("instantiate: {e}"));
@@ -81,26 +81,39 @@ fn execute(text: &str, gc: gc::HeapConfig) -> Outcome {
 
 /// One iteration: `run`'s result (agreed on by both stores), or what failed.
 fn iteration(text: &str, stress: u64, stats: &mut Stats) -> Result<Result<i64, String>, String> {
-    let guarded = |what: &str, gc: gc::HeapConfig| {
-        catch_unwind(AssertUnwindSafe(|| execute(text, gc))).map_err(|p| format!("{what}: {}", panic_message(&*p)))
+    let guarded = |what: &str, gc: gc::HeapConfig, jit: vm::JitConfig| {
+        catch_unwind(AssertUnwindSafe(|| execute(text, gc, jit))).map_err(|p| format!("{what}: {}", panic_message(&*p)))
     };
-    let plain = guarded("plain store", gc::HeapConfig::default())?;
+    let interpreted = || vm::JitConfig { mode: vm::tier::JitMode::Off, ..vm::JitConfig::default() };
+    let plain = guarded("plain store", gc::HeapConfig::default(), interpreted())?;
     let inject = gc::InjectedBug::from_env().map_err(|e| e.to_string())?;
     let stressed_config =
         gc::HeapConfig { stress_every: Some(stress), verify: true, inject, ..gc::HeapConfig::default() };
-    let stressed = guarded("stressed store", stressed_config)?;
+    let stressed = guarded("stressed store", stressed_config.clone(), interpreted())?;
+    // The compiled tier under the same stress: references in compiled frames come from stack maps.
+    let compiler = jit::CraneliftCompiler::new().map_err(|e| format!("cranelift: {e}"))?;
+    let eager = vm::JitConfig {
+        mode: vm::tier::JitMode::Eager,
+        compiler: Some(std::sync::Arc::new(compiler)),
+        ..vm::JitConfig::default()
+    };
+    let compiled = guarded("compiled stressed store", stressed_config, eager)?;
+    stats.collections += compiled.collections;
     stats.modules += 1;
     stats.collections += stressed.collections;
     stats.traps += u64::from(plain.run.is_err());
-    for (name, o) in [("plain", &plain), ("stressed", &stressed)] {
+    for (name, o) in [("plain", &plain), ("stressed", &stressed), ("compiled stressed", &compiled)] {
         if let (Ok(h), Some(w)) = (&o.run, &o.walk)
             && w.as_ref() != Ok(h)
         {
             return Err(format!("{name} store: `run` hashed the graph to {h}, `walk` after a collection {w:?}"));
         }
     }
-    if plain.run != stressed.run {
-        return Err(format!("`run`: plain {:?}, stressed {:?}", plain.run, stressed.run));
+    if plain.run != stressed.run || plain.run != compiled.run {
+        return Err(format!(
+            "`run`: plain {:?}, stressed {:?}, compiled stressed {:?}",
+            plain.run, stressed.run, compiled.run
+        ));
     }
     Ok(plain.run)
 }

@@ -544,10 +544,10 @@ fn validate_body(
 ) -> Result<(), CompileError> {
     use wasmparser::ValType;
     let mut reader = body.get_binary_reader();
-    let locals_at = reader.original_position();
     v.read_locals(&mut reader)?;
     if (0..v.len_locals()).any(|i| v.get_local_type(i) == Some(ValType::V128)) {
-        return Err(CompileError { message: NO_SIMD.to_string(), offset: locals_at });
+        // Reported at the body's first instruction: the line table maps instructions, not declarations.
+        return Err(CompileError { message: NO_SIMD.to_string(), offset: reader.original_position() });
     }
     let mut ops = wasmparser::OperatorsReader::new(reader);
     while !ops.eof() {
