@@ -62,21 +62,8 @@ pub fn translate(
     target: &Target,
     bugs: InjectedBugs,
 ) -> Result<(), Unsupported> {
-    let (params, results) = input.func_signature(input.func_index);
-    *func = ir::Function::with_name_signature(ir::UserFuncName::default(), wasm_signature(params, results)?);
-    let range = input.body();
-    let body = FunctionBody::new(BinaryReader::new(&input.wasm()[range.clone()], range.start as u64));
-    let b = FunctionBuilder::new(func, fctx);
-    let mut t = FuncTranslator::new(b, input, vm, target, params, results, bugs)?;
-    t.declare_locals(&body)?;
-    let mut reader = body.get_operators_reader().map_err(parse_error)?;
-    while !reader.eof() {
-        let offset = reader.original_position() as u32;
-        let op = reader.read().map_err(parse_error)?;
-        // Call sites' offsets, for backtraces walked through compiled frames (`CraneliftCompiler::frames`).
-        t.b.set_srcloc(ir::SourceLoc::new(offset));
-        t.operator(op, offset)?;
-    }
+    let (mut t, body) = FuncTranslator::start(input, func, fctx, vm, target, bugs)?;
+    t.operators(&body)?;
     t.finish();
     Ok(())
 }
@@ -166,6 +153,39 @@ pub(crate) struct FuncTranslator<'a, 'b> {
 }
 
 impl<'a, 'b> FuncTranslator<'a, 'b> {
+    /// The translator of `input`'s function into `func` (signature set, prologue emitted, locals
+    /// declared), and the function's body.
+    fn start(
+        input: &'a FuncInput<'a>,
+        func: &'b mut ir::Function,
+        fctx: &'b mut FunctionBuilderContext,
+        vm: &VmCalls<'a>,
+        target: &'a Target,
+        bugs: InjectedBugs,
+    ) -> Result<(Self, FunctionBody<'a>), Unsupported> {
+        let (params, results) = input.func_signature(input.func_index);
+        *func = ir::Function::with_name_signature(ir::UserFuncName::default(), wasm_signature(params, results)?);
+        let range = input.body();
+        let body = FunctionBody::new(BinaryReader::new(&input.wasm()[range.clone()], range.start as u64));
+        let b = FunctionBuilder::new(func, fctx);
+        let mut t = FuncTranslator::new(b, input, vm, target, params, results, bugs)?;
+        t.declare_locals(&body)?;
+        Ok((t, body))
+    }
+
+    /// Translate every operator of `body`.
+    fn operators(&mut self, body: &FunctionBody<'_>) -> Result<(), Unsupported> {
+        let mut reader = body.get_operators_reader().map_err(parse_error)?;
+        while !reader.eof() {
+            let offset = reader.original_position() as u32;
+            let op = reader.read().map_err(parse_error)?;
+            // Call sites' offsets, for backtraces walked through compiled frames (`CraneliftCompiler::frames`).
+            self.b.set_srcloc(ir::SourceLoc::new(offset));
+            self.operator(op, offset)?;
+        }
+        Ok(())
+    }
+
     fn new(
         mut b: FunctionBuilder<'b>,
         input: &'a FuncInput<'a>,

@@ -20,11 +20,10 @@ use cranelift_codegen::ir::{self, Block, InstBuilder, Type, Value, types};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use vm::tier::{FuncInput, OsrEntry, Unsupported};
 use vm::types::RtValType;
-use wasmparser::{BinaryReader, FunctionBody};
 
-use super::{FuncTranslator, parse_error};
+use super::FuncTranslator;
 use crate::InjectedBugs;
-use crate::abi::{Target, clif_type, load_slot, wasm_signature};
+use crate::abi::{Target, clif_type, load_slot};
 
 /// The loop an OSR variant enters at, and the entry's state while translating.
 pub(crate) struct OsrTarget {
@@ -47,13 +46,7 @@ pub fn translate_osr(
     bugs: InjectedBugs,
     entry: OsrEntry,
 ) -> Result<(), Unsupported> {
-    let (params, results) = input.func_signature(input.func_index);
-    *func = ir::Function::with_name_signature(ir::UserFuncName::default(), wasm_signature(params, results)?);
-    let range = input.body();
-    let body = FunctionBody::new(BinaryReader::new(&input.wasm()[range.clone()], range.start as u64));
-    let b = FunctionBuilder::new(func, fctx);
-    let mut t = FuncTranslator::new(b, input, vm, target, params, results, bugs)?;
-    t.declare_locals(&body)?;
+    let (mut t, body) = FuncTranslator::start(input, func, fctx, vm, target, bugs)?;
     let entry_block = t.b.func.layout.entry_block().expect("the prologue's block");
     let slots = t.b.block_params(entry_block)[0];
     let block = t.b.create_block();
@@ -61,12 +54,7 @@ pub fn translate_osr(
     let dead = t.b.create_block();
     t.b.switch_to_block(dead);
     t.osr = Some(OsrTarget { entry, block, slots, reached: false });
-    let mut reader = body.get_operators_reader().map_err(parse_error)?;
-    while !reader.eof() {
-        let offset = reader.original_position() as u32;
-        let op = reader.read().map_err(parse_error)?;
-        t.operator(op, offset)?;
-    }
+    t.operators(&body)?;
     if !t.osr.as_ref().is_some_and(|o| o.reached) {
         return Err(Unsupported::new(format!("no reachable loop at byte {}", entry.loop_offset)));
     }
