@@ -23,6 +23,8 @@
 //! non-function tables, element segments, and the host roots (values of constant expressions being
 //! evaluated, objects the embedding API has handed out).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use crate::mutator::{ExecState, Mutator};
 use crate::state::{GlobalEntity, Instance, StoreState, TableEntity};
 use crate::types::TypeRegistry;
@@ -212,6 +214,30 @@ impl Drop for Running<'_> {
     fn drop(&mut self) {
         enter_native(self.state);
     }
+}
+
+/// Mutators of the process blocked in a call out of wasm right now: a host function or `memory.atomic.wait`.
+/// The end of a program asks it: such a thread may not finish by itself, so the exit need not wait for it
+/// (`WasiThreads::wait_for_threads`). A host function calling back into wasm stays counted (a heuristic:
+/// at worst the exit does not wait for that thread).
+static IN_BLOCKING_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+/// How many mutators are in a call out of wasm (a snapshot).
+pub fn mutators_in_blocking_calls() -> usize {
+    IN_BLOCKING_CALLS.load(Ordering::SeqCst)
+}
+
+/// Before a call out of wasm that may block (a host function, `memory.atomic.wait`): the mutator is native
+/// for the call, so a collection on another thread need not wait for it.
+pub(crate) fn enter_blocking_call(state: &mut StoreState) {
+    enter_native(state);
+    IN_BLOCKING_CALLS.fetch_add(1, Ordering::SeqCst);
+}
+
+/// After [`enter_blocking_call`]'s call: running again (after any collection in progress).
+pub(crate) fn leave_blocking_call(state: &mut StoreState) {
+    IN_BLOCKING_CALLS.fetch_sub(1, Ordering::SeqCst);
+    state.mutator.link.leave_native();
 }
 
 /// The mutator leaves the heap with its whole store as its published root set (idle, or in a host call).

@@ -30,7 +30,7 @@
 //! from the spawn until the new thread holds it in its store (`Runtime::handoffs`). Thread ids, the
 //! OS threads' handles and the end-of-thread handling are the wasi-threads ones.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -201,13 +201,40 @@ struct Spawner {
     /// Ids handed out so far (the next id is one more).
     last_tid: AtomicU32,
     on_exit: ThreadExitHandler,
-    /// Threads that have left wasm and are dropping their stores (teardown), with a signal when one is done.
-    tearing_down: Mutex<usize>,
-    torn_down: Condvar,
+    /// Set when the main thread's return ended the program: a thread's end no longer reaches `on_exit`.
+    program_ended: AtomicBool,
+    /// Threads started and not yet finished completely (counted down after `finished` lists them), with a
+    /// signal when one finishes.
+    unfinished: Mutex<usize>,
+    one_finished: Condvar,
     /// The OS threads by id, for joining those that finished (`wait_for_threads`).
     handles: Mutex<Vec<(u32, std::thread::JoinHandle<()>)>>,
     /// Ids of threads that finished completely.
     finished: Mutex<Vec<u32>>,
+}
+
+impl Spawner {
+    /// Thread `tid` ended by `exit`: the embedder hears of it, unless the program has ended already.
+    fn report_exit(&self, tid: u32, exit: ThreadExit) {
+        if !self.program_ended.load(Ordering::SeqCst) {
+            (self.on_exit)(tid, exit);
+        }
+    }
+
+    /// Counts a thread about to start as unfinished.
+    fn begin(&self) {
+        *lock(&self.unfinished) += 1;
+    }
+
+    /// The last step of thread `tid` (or of one that could not start, `tid` 0): listed as finished, then
+    /// no longer counted as unfinished, so a `wait_for_threads` that sees the count drop finds it listed.
+    fn finish(&self, tid: u32) {
+        if tid != 0 {
+            lock(&self.finished).push(tid);
+        }
+        *lock(&self.unfinished) -= 1;
+        self.one_finished.notify_all();
+    }
 }
 
 /// Threads a program left running when it ended: the process's exit ends them (wasi-threads). Their
@@ -236,8 +263,9 @@ impl WasiThreads {
             program: OnceLock::new(),
             last_tid: AtomicU32::new(0),
             on_exit,
-            tearing_down: Mutex::new(0),
-            torn_down: Condvar::new(),
+            program_ended: AtomicBool::new(false),
+            unfinished: Mutex::new(0),
+            one_finished: Condvar::new(),
             handles: Mutex::new(Vec::new()),
             finished: Mutex::new(Vec::new()),
         };
@@ -289,22 +317,29 @@ impl WasiThreads {
     }
 
     /// For the end of a program whose main thread returned (wasi-threads: that ends every thread): waits, at
-    /// most `grace`, for the threads already past their last wasm instruction to drop their stores, and joins
-    /// every thread that finished. Threads still running wasm are not waited for; their handles are kept
-    /// where the process's exit finds them ([`ABANDONED`]). So a program's exit cuts off no thread's
-    /// bookkeeping half-way, which Memcheck's leak check would report as lost memory.
+    /// most `grace`, for the threads still running to finish, and joins every thread that finished. A
+    /// thread blocked in `memory.atomic.wait` or a host call may not finish by itself, so once every
+    /// unfinished thread may be one of those, the wait stops early. How those threads end no longer
+    /// matters: the program's fate is decided (`on_exit` hears of none after this). Threads not finished are not joined; their handles are
+    /// kept where the process's exit finds them ([`ABANDONED`]). So a program's exit cuts off no thread
+    /// that was about to finish (one that just woke the main thread and is returning) half-way through its
+    /// bookkeeping, which Memcheck's leak check would report as lost memory.
     pub fn wait_for_threads(&self, grace: Duration) {
+        // How often the wait looks at the blocked-waiter count, which signals nothing when it changes.
+        const RECHECK: Duration = Duration::from_millis(2);
         let s = &self.spawner;
         let deadline = Instant::now() + grace;
-        let mut tearing_down = lock(&s.tearing_down);
-        while *tearing_down > 0 {
+        let mut unfinished = lock(&s.unfinished);
+        s.program_ended.store(true, Ordering::SeqCst);
+        while *unfinished > crate::safepoint::mutators_in_blocking_calls() {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
             }
-            tearing_down = s.torn_down.wait_timeout(tearing_down, left).unwrap_or_else(PoisonError::into_inner).0;
+            unfinished =
+                s.one_finished.wait_timeout(unfinished, left.min(RECHECK)).unwrap_or_else(PoisonError::into_inner).0;
         }
-        drop(tearing_down);
+        drop(unfinished);
         let finished = std::mem::take(&mut *lock(&s.finished));
         let handles = std::mem::take(&mut *lock(&s.handles));
         for (tid, handle) in handles {
@@ -349,16 +384,20 @@ fn spawn(spawner: &Arc<Spawner>, caller: &mut Caller<'_>, start_arg: i32) -> i32
     };
     // Holding the list while the thread starts, so it is listed before it can finish.
     let mut handles = lock(&spawner.handles);
+    spawner.begin();
     let started = std::thread::Builder::new().name(format!("wasm thread {tid}")).spawn(move || {
         run_thread(&s, tid, start_arg, race_ctx);
-        lock(&s.finished).push(tid);
+        s.finish(tid);
     });
     match started {
         Ok(handle) => {
             handles.push((tid, handle));
             tid as i32
         }
-        Err(_) => -1,
+        Err(_) => {
+            spawner.finish(0);
+            -1
+        }
     }
 }
 
@@ -378,7 +417,7 @@ fn run_thread(spawner: &Spawner, tid: u32, start_arg: i32, race: Option<Box<vmra
         // The planted bug of `tests/wasi_threads.rs`'s negative control: `proc_exit` on a thread ends the
         // thread only, so the program runs on with the wrong fate.
         Err(ThreadExit::Exit(_)) if planted_bug_thread_exit_ignored() => {}
-        Err(exit) => (spawner.on_exit)(tid, exit),
+        Err(exit) => spawner.report_exit(tid, exit),
         Ok(()) => {}
     }
 }
@@ -410,12 +449,9 @@ fn start_thread(
         }
     })();
     // Past its last wasm instruction: dropping the store (its mutator and stacks) is teardown, which
-    // `wait_for_threads` waits for.
-    *lock(&spawner.tearing_down) += 1;
+    // `wait_for_threads` waits for (the thread counts as unfinished until `Spawner::finish`).
     drop(store);
     drop(linker);
-    *lock(&spawner.tearing_down) -= 1;
-    spawner.torn_down.notify_all();
     outcome
 }
 
@@ -474,9 +510,10 @@ fn spawn_ref(spawner: &Arc<Spawner>, caller: &mut Caller<'_>, args: &[Val]) -> i
     let job = RefThread { module, imports, inherited, func: index };
     let s = spawner.clone();
     let mut handles = lock(&spawner.handles);
+    spawner.begin();
     let started = std::thread::Builder::new().name(format!("wasm thread {tid}")).spawn(move || {
         run_ref_thread(&s, tid, job, race_ctx);
-        lock(&s.finished).push(tid);
+        s.finish(tid);
     });
     match started {
         Ok(handle) => {
@@ -485,6 +522,7 @@ fn spawn_ref(spawner: &Arc<Spawner>, caller: &mut Caller<'_>, args: &[Val]) -> i
         }
         Err(_) => {
             take_handoff(&spawner.rt, tid);
+            spawner.finish(0);
             -1
         }
     }
@@ -511,7 +549,7 @@ fn run_ref_thread(spawner: &Spawner, tid: u32, job: RefThread, race: Option<Box<
         Err(ThreadExit::Panicked(msg.to_string()))
     });
     if let Err(exit) = outcome {
-        (spawner.on_exit)(tid, exit);
+        spawner.report_exit(tid, exit);
     }
 }
 
@@ -546,10 +584,7 @@ fn start_ref_thread(
             Err(trap) => Err(ThreadExit::Trap(trap)),
         }
     })();
-    *lock(&spawner.tearing_down) += 1;
     drop(store);
     drop(linker);
-    *lock(&spawner.tearing_down) -= 1;
-    spawner.torn_down.notify_all();
     outcome
 }

@@ -90,9 +90,9 @@ pub(super) fn wait(store: &mut StoreState, pos: Position) -> Result<(), Trap> {
     let at = address(frame, args, offset);
     let (expected, timeout) = (get::<u64>(frame, args + 1), get::<i64>(frame, args + 2));
     store.mutator.exec.top = Some(pos);
-    safepoint::enter_native(store);
+    safepoint::enter_blocking_call(store);
     let result = memory_atomic::wait(&memory, at, width as u64, expected, timeout);
-    store.mutator.link.leave_native();
+    safepoint::leave_blocking_call(store);
     let result = result.map_err(Trap::new)?;
     // `--race`: woken by a notify, this thread now sees what the notifier did before it (`race.rs`).
     if result == memory_atomic::WaitResult::Woken

@@ -30,12 +30,12 @@ pub(super) fn call_host(store: &mut StoreState, func: u32, base: usize, caller: 
     let saved_sp = store.mutator.exec.sp;
     store.mutator.exec.sp = base + params.len().max(results.len());
     // The mutator is native for the call: a collection on another thread need not wait for the host.
-    safepoint::enter_native(store);
+    safepoint::enter_blocking_call(store);
     let r = {
         let mut c = Caller { state: store, instance: caller };
         f(&mut c, &args, &mut out)
     };
-    store.mutator.link.leave_native();
+    safepoint::leave_blocking_call(store);
     store.mutator.exec.sp = saved_sp;
     let results: Result<Vec<u64>, Trap> = r.and_then(|()| {
         let fits = |(v, &t): (&Val, &crate::types::RtValType)| {

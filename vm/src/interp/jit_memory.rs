@@ -88,9 +88,9 @@ extern "C" fn lib_wait(vmctx: *mut VmCtx, mem: u32, at: u64, width: u32, expecte
     let mut result = -1;
     with_store(vmctx, |store, inst| {
         let memory = memory(store, inst, mem);
-        crate::safepoint::enter_native(store);
+        crate::safepoint::enter_blocking_call(store);
         let r = memory_atomic::wait(&memory, at, width as u64, expected, timeout);
-        store.mutator.link.leave_native();
+        crate::safepoint::leave_blocking_call(store);
         let r = r.map_err(Trap::new)?;
         // `--race`: woken by a notify, this thread now sees what the notifier did before it.
         if r == WaitResult::Woken
