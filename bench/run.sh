@@ -29,6 +29,9 @@ WORKLOADS=(
   "mandelbrot 1200|mandelbrot|programs/mandelbrot.wat|1200|571628|"
   "binary-trees 16|run|programs/binary_trees.wat|16|14985902|gc"
   "gc cycles 5e6|run|programs/gc_cycles.wat|5000000|12500002500000|gc"
+  "matmul (C, wasi-libc)|_start|bench/c/matmul.wasm||393150060.0|"
+  "sort + hash (C, wasi-libc)|_start|bench/c/sort.wasm||395351 3344477188|"
+  "hello.wat (start-up)|_start|programs/hello.wat||Hello, world!|"
 )
 
 # Whether runtime $1 can run a workload that needs proposal $2 (wasmi 2.0 has no GC).
@@ -49,13 +52,16 @@ WASMTIME=$(find_tool wasmtime || true)
 GNU_TIME=""
 if [[ -x /usr/bin/time ]] && /usr/bin/time -f %M true >/dev/null 2>&1; then GNU_TIME=/usr/bin/time; fi
 
-# The command line of runtime $1 for export $2 of file $3 with arguments $4.
+# The command line of runtime $1 for export $2 of file $3 with arguments $4 (export `_start`: the
+# file runs as a WASI command). `interp` is vmrun's interpreter alone (`--jit=off`).
 command_for() {
-  local runtime=$1 export=$2 file=$3 args=$4
+  local runtime=$1 export=$2 file=$3 args=$4 invoke="--invoke $2 "
+  [[ $export == _start ]] && invoke=""
   case $runtime in
-    vmrun) echo "$VMRUN --invoke $export $file $args" ;;
-    wasmi) echo "$WASMI run --invoke $export $file $args" ;;
-    wasmtime) echo "$WASMTIME run --invoke $export $file $args" ;;
+    vmrun) echo "$VMRUN $invoke$file $args" ;;
+    interp) echo "$VMRUN --jit=off $invoke$file $args" ;;
+    wasmi) echo "$WASMI run $invoke$file $args" ;;
+    wasmtime) echo "$WASMTIME run $invoke$file $args" ;;
   esac
 }
 
@@ -88,7 +94,7 @@ run_once() {
 min() { if [[ -z $2 ]] || awk -v a="$1" -v b="$2" 'BEGIN { exit !(a < b) }'; then echo "$1"; else echo "$2"; fi; }
 ratio() { if [[ $1 == wrong || $2 == wrong || $1 == - || $2 == - || $2 == n/a ]]; then echo "-"; else awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; fi; }
 
-runtimes=(vmrun)
+runtimes=(vmrun interp)
 [[ -n $WASMI ]] && runtimes+=(wasmi)
 [[ -n $WASMTIME ]] && runtimes+=(wasmtime)
 
@@ -102,7 +108,8 @@ echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, load average before
 echo "best of $RUNS runs, runtimes interleaved; wall time includes startup, parsing and translation"
 for r in "${runtimes[@]}"; do
   case $r in
-    vmrun) echo "vmrun: $VMRUN ($($VMRUN --version))" ;;
+    vmrun) echo "vmrun: $VMRUN ($($VMRUN --version)), default tier (--jit=auto)" ;;
+    interp) echo "interp: the same vmrun with --jit=off" ;;
     wasmi) echo "wasmi: $WASMI ($($WASMI --version 2>/dev/null || echo unknown version))" ;;
     wasmtime) echo "wasmtime: $WASMTIME ($($WASMTIME --version 2>/dev/null || echo unknown version))" ;;
   esac

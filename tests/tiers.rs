@@ -93,6 +93,42 @@ fn bulk_memory_at_the_edges() {
     traps(EDGES, "copy", &["0", "65535", "2"], OOB);
 }
 
+#[test]
+fn a_memory_grown_behind_a_call_is_seen_by_the_caller() {
+    // Compiled callee, compiled callee through the table, interpreted callee through the table.
+    for which in ["0", "1", "2"] {
+        ok(EDGES, "grow_in_callee_then_store", &["65536", which], "9\n");
+        ok(EDGES, "grow_in_callee_then_store", &["131071", which], "9\n");
+        traps(EDGES, "grow_in_callee_then_store", &["131072", which], OOB);
+    }
+    // Grows at iterations 0, 4 and 8 (three pages past the first; the fourth fails at the maximum).
+    ok(EDGES, "grow_in_loop", &["10"], "4045\n");
+    ok(EDGES, "grow_in_loop", &["16"], "4120\n");
+}
+
+#[test]
+fn every_access_to_an_empty_memory_is_out_of_bounds() {
+    const EMPTY: &str = "tests/fixtures/memory_empty.wat";
+    for export in ["load8", "load64"] {
+        traps(EMPTY, export, &["0"], OOB);
+        traps(EMPTY, export, &["-1"], OOB);
+    }
+    ok(EMPTY, "grow_then_load64", &["65528"], "0\n");
+    traps(EMPTY, "grow_then_load64", &["65529"], OOB);
+}
+
+/// Negative control of the two tests above: with the length not reloaded after calls (the planted
+/// `stale-memory-length`), the compiled caller traps on an access the grown memory allows.
+#[test]
+fn a_stale_memory_length_is_caught() {
+    let out = Command::new(env!("CARGO_BIN_EXE_vmrun"))
+        .env("VMRUN_JIT_DEBUG", "stale-memory-length")
+        .args(["--jit=eager", "--invoke", "grow_in_callee_then_store", EDGES, "65536", "0"])
+        .output()
+        .expect("vmrun starts");
+    assert_eq!(out.status.code(), Some(134), "the planted bug went unnoticed: {out:?}");
+}
+
 const MIXED: &str = "tests/fixtures/mixed_tiers.wat";
 
 #[test]

@@ -43,6 +43,13 @@ pub fn exit_signature(call_conv: CallConv, args: usize) -> Signature {
     native_signature(call_conv, &vec![types::I64; 2 + args], &[types::I64])
 }
 
+/// The poll trampoline's signature: `(vmctx)`, clobbering no register (`trampolines::poll_trampoline`).
+pub fn poll_signature() -> Signature {
+    let mut sig = Signature::new(CallConv::PreserveAll);
+    sig.params.push(AbiParam::new(types::I64));
+    sig
+}
+
 /// The compiled convention: `(callee_ctx, vmctx, params...) -> (status, results...)`, Cranelift's
 /// `tail` convention (so `return_call` is a real tail call).
 pub fn wasm_signature(params: &[RtValType], results: &[RtValType]) -> Result<Signature, Unsupported> {
@@ -70,6 +77,13 @@ pub fn native_signature(call_conv: CallConv, params: &[Type], results: &[Type]) 
 /// Flags of an access the VM guarantees is in bounds (vmctx fields, slots, stack slots).
 pub fn trusted() -> MemFlagsData {
     MemFlagsData::trusted()
+}
+
+/// Flags of a trusted load of a word that never changes while compiled code of the instance runs (vmctx
+/// fields, the global address table, immutable globals): Cranelift may share it and hoist it out of
+/// loops (`can_move`: the address is valid on every path, so moving it above a branch cannot fault).
+pub fn fixed() -> MemFlagsData {
+    trusted().with_readonly().with_can_move()
 }
 
 /// Load a value of type `ty` from the 8-byte slot at `base + 8 * index`.

@@ -72,6 +72,9 @@ pub(crate) struct InjectedBugs {
     pub no_atomic_alignment_check: bool,
     /// `osr-wrong-local`: an on-stack-replacement entry loads local 0 plus one.
     pub osr_wrong_local: bool,
+    /// `stale-memory-length`: memory 0's length is not reloaded after calls, so a `memory.grow` behind a
+    /// call is not seen by the caller's bounds checks.
+    pub stale_memory_length: bool,
 }
 
 impl InjectedBugs {
@@ -93,8 +96,16 @@ impl InjectedBugs {
             memory_n_is_memory_0: has("memory-n-is-memory-0"),
             no_atomic_alignment_check: has("no-atomic-alignment-check"),
             osr_wrong_local: has("osr-wrong-local"),
+            stale_memory_length: has("stale-memory-length"),
         }
     }
+}
+
+/// `VMRUN_JIT_DUMP=1`: every function compiled is printed to stderr, as optimized Cranelift IR and as
+/// machine code (for reading what the tier makes of a hot loop).
+fn dump_requested() -> bool {
+    static DUMP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *DUMP.get_or_init(|| std::env::var_os("VMRUN_JIT_DUMP").is_some_and(|v| v == "1"))
 }
 
 /// A signature as the cache key of trampolines: parameter and result types.
@@ -131,13 +142,16 @@ impl FrameInfo {
 }
 
 struct Inner {
-    module: JITModule,
+    /// Taken only by the compiler's drop, which frees its code memory.
+    module: std::mem::ManuallyDrop<JITModule>,
+    /// Every piece of code defined (address, bytes), for Valgrind when the memory is freed.
+    code_ranges: Vec<(usize, usize)>,
     ctx: Context,
     fctx: FunctionBuilderContext,
     array_entries: HashMap<SigKey, CodePtr>,
     stubs: HashMap<SigKey, CodePtr>,
     /// The exit trampolines (four and seven arguments after `vmctx`), compiled with the first function.
-    exit: Option<(CodePtr, CodePtr)>,
+    exit: Option<translate::Exits>,
     /// On-stack-replacement entries by signature (`osr.rs`).
     osr_entries: HashMap<SigKey, CodePtr>,
 }
@@ -146,6 +160,25 @@ struct Inner {
 // alone; every use goes through the mutex, so one thread at a time touches it, and the code memory is
 // never freed while the compiler lives.
 unsafe impl Send for Inner {}
+
+/// The compiler's code memory is freed with it. Valgrind is told first (`DISCARD_TRANSLATIONS` for every
+/// function, trampoline and stub), so code later written at the same addresses is translated afresh
+/// rather than run from a stale translation.
+impl Drop for CraneliftCompiler {
+    fn drop(&mut self) {
+        let inner = self.inner.get_mut().unwrap_or_else(PoisonError::into_inner);
+        // Valgrind also drops translations of memory that is unmapped, which is how cranelift-jit frees
+        // today; the request keeps this right for a memory provider that reuses pages instead.
+        for &(at, len) in &inner.code_ranges {
+            valgrind_bridge::discard_translations(at as *const u8, len);
+        }
+        // SAFETY: the module is taken once, here, and `inner` is not used after. Compiled code runs only
+        // in stores of a runtime whose configuration holds this compiler (an `Arc`), and every address the
+        // runtime keeps (entry tables, the code map, modules' compiled functions) is owned by that runtime:
+        // the last owner is gone, so nothing can call into or return to this memory any more.
+        unsafe { std::mem::ManuallyDrop::take(&mut inner.module).free_memory() };
+    }
+}
 
 impl CraneliftCompiler {
     /// The compiler, with the planted bugs `VMRUN_JIT_DEBUG` names (none normally).
@@ -179,7 +212,8 @@ impl CraneliftCompiler {
         let ctx = module.make_context();
         Ok(CraneliftCompiler {
             inner: Mutex::new(Inner {
-                module,
+                module: std::mem::ManuallyDrop::new(module),
+                code_ranges: Vec::new(),
                 ctx,
                 fctx: FunctionBuilderContext::new(),
                 array_entries: HashMap::new(),
@@ -210,7 +244,14 @@ impl Inner {
         let id =
             self.module.declare_anonymous_function(&sig).map_err(|e| Unsupported::new(format!("cranelift: {e}")))?;
         self.ctx.func.name = UserFuncName::user(0, id.as_u32());
+        let dump = dump_requested();
+        if dump {
+            self.ctx.set_disasm(true);
+        }
         let r = self.module.define_function(id, &mut self.ctx);
+        if dump && let Some(code) = self.ctx.compiled_code() {
+            eprintln!("{}\n{}", self.ctx.func.display(), code.vcode.as_deref().unwrap_or(""));
+        }
         let (size, maps) = match self.ctx.compiled_code() {
             Some(c) => (c.code_buffer().len(), stack_maps(c.buffer.user_stack_maps())),
             None => (0, Box::default()),
@@ -222,10 +263,13 @@ impl Inner {
         self.module.clear_context(&mut self.ctx);
         r.map_err(|e| Unsupported::new(format!("cranelift: {e:?}")))?;
         self.module.finalize_definitions().map_err(|e| Unsupported::new(format!("cranelift: {e}")))?;
-        Ok((CodePtr(self.module.get_finalized_function(id) as usize), size, maps))
+        let code = self.module.get_finalized_function(id) as usize;
+        self.code_ranges.push((code, size));
+        Ok((CodePtr(code), size, maps))
     }
 
-    pub(crate) fn exit_trampolines(&mut self) -> Result<(CodePtr, CodePtr), Unsupported> {
+    /// The trampolines through which compiled code calls the VM, made on first use.
+    pub(crate) fn exit_trampolines(&mut self, libcalls: &Libcalls) -> Result<translate::Exits, Unsupported> {
         if let Some(c) = self.exit {
             return Ok(c);
         }
@@ -234,8 +278,11 @@ impl Inner {
         let (narrow, _, _) = self.define(None)?;
         trampolines::exit_trampoline(&mut self.ctx.func, &mut self.fctx, &target, abi::EXIT_ARGS_WIDE)?;
         let (wide, _, _) = self.define(None)?;
-        self.exit = Some((narrow, wide));
-        Ok((narrow, wide))
+        trampolines::poll_trampoline(&mut self.ctx.func, &mut self.fctx, &target, libcalls.safepoint)?;
+        let (poll, _, _) = self.define(None)?;
+        let exits = translate::Exits { narrow: narrow.0, wide: wide.0, poll: poll.0 };
+        self.exit = Some(exits);
+        Ok(exits)
     }
 
     fn array_entry(&mut self, params: &[RtValType], results: &[RtValType]) -> Result<CodePtr, Unsupported> {
@@ -261,11 +308,11 @@ impl Compiler for CraneliftCompiler {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let (params, results) = input.func_signature(input.func_index);
         let array_entry = inner.array_entry(params, results)?;
-        let (exit, exit_wide) = inner.exit_trampolines()?;
+        let exits = inner.exit_trampolines(&self.libcalls)?;
         let inner = &mut *inner;
         inner.ctx.func = ir::Function::new();
         let target = inner.target();
-        let vm = translate::VmCalls { libcalls: &self.libcalls, exit: exit.0, exit_wide: exit_wide.0 };
+        let vm = translate::VmCalls { libcalls: &self.libcalls, exits };
         let translated = translate::translate(input, &mut inner.ctx.func, &mut inner.fctx, &vm, &target, self.bugs);
         if let Err(e) = translated {
             // The builder stopped half-way: start the next function from clean contexts.

@@ -27,10 +27,10 @@ pub(crate) fn compile(
 ) -> Result<CompiledFunc, Unsupported> {
     let (params, results) = input.func_signature(input.func_index);
     let array_entry = osr_entry(inner, params, results)?;
-    let (exit, exit_wide) = inner.exit_trampolines()?;
+    let exits = inner.exit_trampolines(libcalls)?;
     inner.ctx.func = ir::Function::new();
     let target = inner.target();
-    let vm = crate::translate::VmCalls { libcalls, exit: exit.0, exit_wide: exit_wide.0 };
+    let vm = crate::translate::VmCalls { libcalls, exits };
     let translated =
         crate::translate::osr::translate_osr(input, &mut inner.ctx.func, &mut inner.fctx, &vm, &target, bugs, entry);
     if let Err(e) = translated {

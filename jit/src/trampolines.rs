@@ -10,6 +10,10 @@
 //!   functions. It records its caller's frame pointer and the call's return address in the mutator's
 //!   `JitExit` (`VmCtx::jit_exit`) before calling the target, so a collection inside the call can walk
 //!   the compiled frames from there (`vm/src/interp/jit_gc.rs`). The stubs record the same themselves.
+//! - The **poll trampoline** (Cranelift's `preserve_all` convention, `(vmctx)`): what a loop's safepoint
+//!   poll calls when the stop flag is set. It records the exit as the exit trampoline does and calls the
+//!   VM's safepoint function. Its convention clobbers no register, so the (cold) call in a hot loop does
+//!   not make the register allocator keep the loop's values in callee-saved registers or spill them.
 
 use cranelift_codegen::ir::{self, InstBuilder, StackSlotData, StackSlotKind, types};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
@@ -100,6 +104,30 @@ fn record_exit(b: &mut FunctionBuilder, vmctx: ir::Value) {
     let cell = b.ins().load(types::I64, abi::trusted(), vmctx, VmCtx::JIT_EXIT);
     b.ins().store(abi::trusted(), caller_fp, cell, JitExit::FP);
     b.ins().store(abi::trusted(), ra, cell, JitExit::PC);
+}
+
+/// The poll trampoline (see the module comment): `(vmctx)` in the `preserve_all` convention, which
+/// records the exit and calls `safepoint(vmctx)`.
+pub fn poll_trampoline(
+    func: &mut ir::Function,
+    fctx: &mut FunctionBuilderContext,
+    target: &Target,
+    safepoint: usize,
+) -> Result<(), Unsupported> {
+    *func = ir::Function::with_name_signature(ir::UserFuncName::default(), abi::poll_signature());
+    let mut b = FunctionBuilder::new(func, fctx);
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    let vmctx = b.block_params(entry)[0];
+    record_exit(&mut b, vmctx);
+    let sig = b.import_signature(abi::native_signature(target.call_conv, &[types::I64], &[types::I64]));
+    let callee = b.ins().iconst(types::I64, safepoint as i64);
+    b.ins().call_indirect(sig, callee, &[vmctx]);
+    b.ins().return_(&[]);
+    b.seal_all_blocks();
+    b.finalize(target.frontend);
+    Ok(())
 }
 
 /// The exit trampoline (see the module comment): `(target, vmctx, a0..a3) -> i64` calls

@@ -13,7 +13,7 @@ use vm::tier::{TrapCode, Unsupported, VmCtx};
 use vm::types::RtValType;
 
 use super::FuncTranslator;
-use crate::abi::{self, clif_type, load_slot, store_slot, trusted, wasm_signature};
+use crate::abi::{self, clif_type, fixed, load_slot, store_slot, trusted, wasm_signature};
 
 impl FuncTranslator<'_, '_> {
     pub(super) fn call(&mut self, func: u32, offset: u32, tail: bool) -> Result<(), Unsupported> {
@@ -47,6 +47,7 @@ impl FuncTranslator<'_, '_> {
         }
         let call = self.b.ins().call_indirect(sig, code, &call_args);
         let rets = self.b.inst_results(call).to_vec();
+        self.after_call();
         self.check_status(rets[0], offset);
         self.push_results(&rets[1..], results);
     }
@@ -110,7 +111,7 @@ impl FuncTranslator<'_, '_> {
         let is_null = self.b.ins().icmp_imm_s(IntCC::Equal, callee, 0);
         self.trap_if(is_null, TrapCode::NullFunctionReference, offset);
         let store_index = self.b.ins().ushr_imm_u(callee, 3);
-        let base = self.b.ins().uload32(trusted().with_readonly(), self.vmctx, VmCtx::DEFINED_BASE);
+        let base = self.b.ins().uload32(fixed(), self.vmctx, VmCtx::DEFINED_BASE);
         let defined = self.b.ins().isub(store_index, base);
         let here = self.b.ins().icmp_imm_s(IntCC::UnsignedLessThan, defined, self.input.num_defined_funcs() as i64);
         let (local, other) = (self.b.create_block(), self.b.create_block());
@@ -132,6 +133,7 @@ impl FuncTranslator<'_, '_> {
         } else {
             let call = self.b.ins().call_indirect(sig, code, &call_args);
             let rets: Vec<BlockArg> = self.b.inst_results(call).iter().map(|&v| BlockArg::Value(v)).collect();
+            self.after_call();
             self.b.ins().jump(join, &rets);
         }
 

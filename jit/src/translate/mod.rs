@@ -32,7 +32,7 @@ use vm::types::RtValType;
 use wasmparser::{BinaryReader, BlockType, FunctionBody, Operator};
 
 use crate::InjectedBugs;
-use crate::abi::{self, Target, clif_type, store_slot, trusted, wasm_signature};
+use crate::abi::{self, Target, clif_type, fixed, store_slot, trusted, wasm_signature};
 
 mod atomics;
 mod calls;
@@ -47,9 +47,17 @@ mod tables;
 /// How compiled code reaches the VM: the library functions, called through the exit trampoline.
 pub struct VmCalls<'a> {
     pub libcalls: &'a Libcalls,
+    pub exits: Exits,
+}
+
+/// The addresses of the trampolines compiled code calls the VM through (`trampolines.rs`).
+#[derive(Clone, Copy, Debug)]
+pub struct Exits {
     /// The exit trampolines for up to [`abi::EXIT_ARGS`] and [`abi::EXIT_ARGS_WIDE`] arguments.
-    pub exit: usize,
-    pub exit_wide: usize,
+    pub narrow: usize,
+    pub wide: usize,
+    /// The poll trampoline of loops' safepoint polls.
+    pub poll: usize,
 }
 pub(crate) mod osr;
 
@@ -122,14 +130,17 @@ pub(crate) struct FuncTranslator<'a, 'b> {
     pub(crate) b: FunctionBuilder<'b>,
     input: &'a FuncInput<'a>,
     libcalls: &'a Libcalls,
-    /// The exit trampolines every library call goes through.
-    exit: usize,
-    exit_wide: usize,
+    /// The trampolines every call into the VM goes through.
+    exits: Exits,
     target: &'a Target,
     vmctx: Value,
     /// Loaded from the `VmCtx` once in the entry block (they never change for an instance).
     mem_base: Value,
     mem_len_addr: Value,
+    /// Memory 0's byte length when it is not shared, kept in a variable: only a call can change it (a
+    /// `memory.grow` in this function is a library call, one in a callee is behind a call), so it is
+    /// reloaded after every call and a loop without calls checks its accesses against a register.
+    mem0_len: Option<Variable>,
     globals: Value,
     entries: Value,
     stop_flag: Value,
@@ -200,7 +211,7 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
         b.switch_to_block(entry);
         let args = b.block_params(entry).to_vec();
         let vmctx = args[1];
-        let field = |b: &mut FunctionBuilder, off: i32| b.ins().load(types::I64, trusted().with_readonly(), vmctx, off);
+        let field = |b: &mut FunctionBuilder, off: i32| b.ins().load(types::I64, fixed(), vmctx, off);
         let mem_base = field(&mut b, VmCtx::MEM0_BASE);
         let mem_len_addr = field(&mut b, VmCtx::MEM0_LEN);
         let globals = field(&mut b, VmCtx::GLOBALS);
@@ -216,6 +227,12 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
             b.def_var(var, args[2 + i]);
             locals.push(Local { var, ty: clif_type(p)?, is_ref: abi::is_ref(p) });
         }
+        let mem0_len = (input.memories().0 > 0 && !input.memory_shared(0)).then(|| {
+            let var = b.declare_var(types::I64);
+            let len = b.ins().load(types::I64, trusted(), mem_len_addr, 0);
+            b.def_var(var, len);
+            var
+        });
         let result_types = results.to_vec();
         let results: Vec<Type> = results.iter().map(|&r| clif_type(r)).collect::<Result<_, _>>()?;
         let trap_block = b.create_block();
@@ -224,12 +241,12 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
             b,
             input,
             libcalls: vm.libcalls,
-            exit: vm.exit,
-            exit_wide: vm.exit_wide,
+            exits: vm.exits,
             target,
             vmctx,
             mem_base,
             mem_len_addr,
+            mem0_len,
             globals,
             entries,
             stop_flag,
@@ -286,7 +303,7 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
             return;
         }
         let sp = self.b.ins().get_stack_pointer(types::I64);
-        let limit = self.b.ins().load(types::I64, trusted().with_readonly(), self.vmctx, VmCtx::STACK_LIMIT);
+        let limit = self.b.ins().load(types::I64, fixed(), self.vmctx, VmCtx::STACK_LIMIT);
         let over = self.b.ins().icmp(IntCC::UnsignedLessThan, sp, limit);
         let overflow = self.b.create_block();
         let body = self.b.create_block();
@@ -333,9 +350,9 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
     /// the exit trampoline; its result as `result` (narrowed from the trampoline's 64 bits).
     pub(crate) fn call_vm(&mut self, libcall: usize, args: &[Value], result: Option<Type>) -> Option<Value> {
         let (exit, width) = if args.len() <= abi::EXIT_ARGS {
-            (self.exit, abi::EXIT_ARGS)
+            (self.exits.narrow, abi::EXIT_ARGS)
         } else {
-            (self.exit_wide, abi::EXIT_ARGS_WIDE)
+            (self.exits.wide, abi::EXIT_ARGS_WIDE)
         };
         assert!(args.len() <= width, "a library call with more arguments than the exit trampolines take");
         let mut call_args = vec![self.b.ins().iconst(types::I64, libcall as i64), self.vmctx];
@@ -353,7 +370,19 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
         let exit = self.b.ins().iconst(types::I64, exit as i64);
         let call = self.b.ins().call_indirect(sig, exit, &call_args);
         let r = self.b.inst_results(call)[0];
+        self.after_call();
         result.map(|ty| if ty == types::I64 { r } else { self.b.ins().ireduce(ty, r) })
+    }
+
+    /// After a call returned: what a call may change and the translator keeps in variables is reloaded
+    /// (memory 0's length).
+    pub(crate) fn after_call(&mut self) {
+        if let Some(var) = self.mem0_len
+            && !self.bugs.stale_memory_length
+        {
+            let len = self.b.ins().load(types::I64, trusted(), self.mem_len_addr, 0);
+            self.b.def_var(var, len);
+        }
     }
 
     pub(crate) fn pop(&mut self) -> Value {
@@ -393,12 +422,21 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
 
     /// Branch to the trap block with `code` when `cond` is non-zero.
     pub(crate) fn trap_if(&mut self, cond: Value, code: TrapCode, offset: u32) {
-        let code = self.b.ins().iconst(types::I32, code as i64);
-        let off = self.b.ins().iconst(types::I32, offset as i64);
         let cont = self.b.create_block();
-        let trap = self.trap_block;
-        self.b.ins().brif(cond, trap, &[BlockArg::Value(code), BlockArg::Value(off)], cont, &[]);
+        let site = self.cold_block();
+        self.b.ins().brif(cond, site, &[], cont, &[]);
+        self.b.switch_to_block(site);
+        self.trap(code, offset);
         self.b.switch_to_block(cont);
+    }
+
+    /// A new block for a path taken only on a trap or an exception. Each such path gets its own, which
+    /// sets up the trap block's arguments: a branch straight to the shared trap block would make the
+    /// register allocator materialize them on the hot path, before the branch.
+    fn cold_block(&mut self) -> Block {
+        let block = self.b.create_block();
+        self.b.set_cold_block(block);
+        block
     }
 
     /// Jump to the trap block.
@@ -412,10 +450,13 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
     /// After a call returning `status`: unwind when it is non-zero (to the innermost `try_table`'s
     /// landing block, which may catch an exception, else out of the function).
     fn check_status(&mut self, status: Value, offset: u32) {
-        let off = self.b.ins().iconst(types::I32, offset as i64);
         let cont = self.b.create_block();
+        let site = self.cold_block();
+        self.b.ins().brif(status, site, &[], cont, &[]);
+        self.b.switch_to_block(site);
+        let off = self.b.ins().iconst(types::I32, offset as i64);
         let unwind = self.unwind_target();
-        self.b.ins().brif(status, unwind, &[BlockArg::Value(off)], cont, &[]);
+        self.b.ins().jump(unwind, &[BlockArg::Value(off)]);
         self.b.switch_to_block(cont);
     }
 
@@ -585,10 +626,12 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
                 self.b.def_var(self.locals[local_index as usize].var, v);
             }
             O::GlobalGet { global_index } => {
-                let (rt, _) = self.input.global(global_index);
+                let (rt, mutable) = self.input.global(global_index);
                 let ty = clif_type(rt)?;
                 let addr = self.global_address(global_index);
-                let v = self.b.ins().load(ty, trusted(), addr, 0);
+                // An immutable global's value was set before any code of the instance ran.
+                let flags = if mutable { trusted() } else { fixed() };
+                let v = self.b.ins().load(ty, flags, addr, 0);
                 if abi::is_ref(rt) {
                     self.declare_ref(v);
                 }
@@ -728,17 +771,26 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
     /// At a loop header: park if another thread asked for a collection.
     fn safepoint_poll(&mut self) {
         let flag = self.b.ins().load(types::I8, trusted(), self.stop_flag, 0);
+        // A compare with zero rather than a branch on the byte: x64 folds the load into `cmpb $0, (flag)`.
+        let stop = self.b.ins().icmp_imm_u(IntCC::NotEqual, flag, 0);
         let park = self.b.create_block();
         let cont = self.b.create_block();
-        self.b.ins().brif(flag, park, &[], cont, &[]);
+        self.b.ins().brif(stop, park, &[], cont, &[]);
         self.b.set_cold_block(park);
         self.b.switch_to_block(park);
-        self.call_vm(self.libcalls.safepoint, &[], None);
+        let sig = self.b.import_signature(abi::poll_signature());
+        let poll = self.b.ins().iconst(types::I64, self.exits.poll as i64);
+        // A collection moves nothing and grows no memory: nothing to reload after it.
+        self.b.ins().call_indirect(sig, poll, &[self.vmctx]);
         self.b.ins().jump(cont, &[]);
         self.b.switch_to_block(cont);
     }
 
+    /// The address of global `g`'s value. Read-only for Cranelift (it may share and hoist the load): a
+    /// global's address changes only when its store's global vector moves, which only an instantiation
+    /// does, and no instantiation runs while compiled code of the store is on the stack (host functions
+    /// cannot instantiate).
     fn global_address(&mut self, g: u32) -> Value {
-        self.b.ins().load(types::I64, trusted(), self.globals, (g * 8) as i32)
+        self.b.ins().load(types::I64, fixed(), self.globals, (g * 8) as i32)
     }
 }

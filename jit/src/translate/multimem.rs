@@ -5,10 +5,12 @@
 //! **Where a memory is.** Memory 0's base and length address are loaded once in the entry block (the
 //! common case); any other memory's come from the instance's [`VmMemory`] table (`VmCtx::memories`),
 //! loaded read-only where used (both words are fixed for the instance's life, so Cranelift may share and
-//! hoist them). The length itself is loaded at every access: `memory.grow` by any path, a library call
-//! or another thread for a shared memory, is seen by the next access. For a shared memory that load is an
-//! atomic one (another thread may store it at any time); a stale length would only be smaller, since
-//! lengths only grow and bases never move (reserved mappings).
+//! hoist them). The length of memory 0, when it is not shared, lives in a variable that is reloaded after
+//! every call (only a call can grow it: `memory.grow` is a library call), so the bounds check of an
+//! access in a loop without calls compares against a register. Any other memory's length is loaded at
+//! every access, so a `memory.grow` by any path is seen by the next access. For a shared memory that
+//! load is an atomic one (another thread may store it at any time); a stale length would only be
+//! smaller, since lengths only grow and bases never move (reserved mappings).
 //!
 //! **Bulk operations** (`memory.fill`, `copy`, `init`, `data.drop`) and `memory.grow` are library calls
 //! into the VM (`vm/src/interp/jit_memory.rs`), which runs the interpreter's own code for them.
@@ -19,7 +21,7 @@ use vm::tier::{TrapCode, Unsupported, VmCtx, VmMemory};
 use wasmparser::{MemArg, MemArgTarget, Operator};
 
 use super::FuncTranslator;
-use crate::abi::trusted;
+use crate::abi::{fixed, trusted};
 
 use types::{I32, I64};
 
@@ -37,16 +39,20 @@ impl FuncTranslator<'_, '_> {
         if m == 0 || self.bugs.memory_n_is_memory_0 {
             return (self.mem_base, self.mem_len_addr);
         }
-        let fixed = trusted().with_readonly();
-        let table = self.b.ins().load(I64, fixed, self.vmctx, VmCtx::MEMORIES);
+        let table = self.b.ins().load(I64, fixed(), self.vmctx, VmCtx::MEMORIES);
         let at = (m as i32) * VmMemory::SIZE;
-        let base = self.b.ins().load(I64, fixed, table, at + VmMemory::BASE);
-        let len = self.b.ins().load(I64, fixed, table, at + VmMemory::LEN);
+        let base = self.b.ins().load(I64, fixed(), table, at + VmMemory::BASE);
+        let len = self.b.ins().load(I64, fixed(), table, at + VmMemory::LEN);
         (base, len)
     }
 
     /// Memory `m`'s current byte length (see the module comment).
     pub(super) fn memory_len_of(&mut self, m: u32) -> Value {
+        if let Some(var) = self.mem0_len
+            && (m == 0 || self.bugs.memory_n_is_memory_0)
+        {
+            return self.b.use_var(var);
+        }
         let (_, len_addr) = self.memory_parts(m);
         if self.input.memory_shared(m) {
             self.b.ins().atomic_load(I64, trusted(), len_addr)
@@ -67,9 +73,12 @@ impl FuncTranslator<'_, '_> {
         if self.bugs.no_bounds_check || (m != 0 && self.bugs.no_bounds_check_memory_n) {
             return;
         }
-        let end = self.b.ins().iadd_imm_u(at, size as i64);
+        // `at + size > len`, as `at > len - size` signed: `at` (below 2^33) and `len` (below 2^48) fit
+        // in an i64, `len - size` is negative when the memory is smaller than the access (so every `at`
+        // is out), and it is loop-invariant when the length is (one subtraction hoisted, none per access).
         let len = self.memory_len_of(m);
-        let oob = self.b.ins().icmp(IntCC::UnsignedGreaterThan, end, len);
+        let last_start = self.b.ins().iadd_imm_s(len, -(size as i64));
+        let oob = self.b.ins().icmp(IntCC::SignedGreaterThan, at, last_start);
         self.trap_if(oob, TrapCode::MemoryOutOfBounds, offset);
     }
 

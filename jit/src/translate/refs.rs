@@ -14,7 +14,7 @@ use vm::types::RtHeapType;
 use wasmparser::{HeapType, Operator};
 
 use super::FuncTranslator;
-use crate::abi::trusted;
+use crate::abi::fixed;
 
 impl FuncTranslator<'_, '_> {
     /// Reference operators; false if `op` is not one.
@@ -56,8 +56,8 @@ impl FuncTranslator<'_, '_> {
                 self.push(v);
             }
             O::RefFunc { function_index } => {
-                let funcs = self.b.ins().load(types::I64, trusted().with_readonly(), self.vmctx, VmCtx::FUNCS);
-                let store_index = self.b.ins().uload32(trusted().with_readonly(), funcs, (function_index * 4) as i32);
+                let funcs = self.b.ins().load(types::I64, fixed(), self.vmctx, VmCtx::FUNCS);
+                let store_index = self.b.ins().uload32(fixed(), funcs, (function_index * 4) as i32);
                 let shifted = self.b.ins().ishl_imm_u(store_index, 3);
                 let v = self.b.ins().bor_imm_u(shifted, 4);
                 self.push(v);
