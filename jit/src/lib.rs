@@ -203,6 +203,8 @@ impl CraneliftCompiler {
             // Frames are walked by frame pointer (GC roots in compiled frames, next issue steps).
             ("preserve_frame_pointers", "true"),
             ("enable_multi_ret_implicit_sret", "true"),
+            // The IR verifier costs compile time on every function; debug builds (and their tests) keep it.
+            ("enable_verifier", if cfg!(debug_assertions) { "true" } else { "false" }),
         ] {
             flags.set(name, value).map_err(|e| format!("cranelift flag {name}: {e}"))?;
         }

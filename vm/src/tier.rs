@@ -429,11 +429,9 @@ pub struct Libcalls {
     /// over args). `fp` is the calling stub's frame pointer: with `--race`, a host function called from
     /// compiled code sees the compiled frames above it (where `thread-spawn` created a thread).
     pub call: usize,
-    /// `fn(vmctx, table: u32, type_id: u32, index: u32, args: *mut u64) -> u32`: `call_indirect`.
-    pub call_indirect: usize,
     /// `fn(vmctx, table: u32, type_id: u32, index: u32, out: *mut FuncEntry) -> u32`: the entry to call
-    /// for `return_call_indirect` (checked as `call_indirect` checks it), which compiled code then
-    /// tail-calls with its own `vmctx`.
+    /// for `call_indirect` and `return_call_indirect` (the element checked as the interpreter checks it),
+    /// which compiled code then calls (or tail-calls) with its own `vmctx`.
     pub resolve_indirect: usize,
     /// `fn(vmctx, trap_code: u32, func: u32, offset: u32) -> u32`: raise a trap ([`TrapCode`]).
     pub trap: usize,

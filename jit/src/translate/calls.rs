@@ -1,8 +1,8 @@
 //! Calls: direct (through the instance's entry table, so a callee's tier change is one store),
-//! `call_indirect` on any table (a library call that checks the table entry's type and calls it),
-//! `return_call_indirect` (a library call that checks the entry and says which code to call, then a real
-//! tail call through it, so tail-recursive loops run in constant stack) and `call_ref` (the entry table
-//! when the reference names a function of this instance, the VM otherwise).
+//! `call_indirect` and `return_call_indirect` on any table (a library call that checks the entry and says
+//! which code to call, then a direct call through it: no argument buffer, and a real tail call, so
+//! tail-recursive loops run in constant stack) and `call_ref` (the entry table when the reference names a
+//! function of this instance, the VM otherwise).
 //!
 //! Every call is a safepoint: Cranelift spills the references live across it and records the call's stack
 //! map. Reference results are declared as they come back.
@@ -83,22 +83,6 @@ impl FuncTranslator<'_, '_> {
         Ok(out)
     }
 
-    pub(super) fn call_indirect(&mut self, type_index: u32, table: u32, offset: u32) -> Result<(), Unsupported> {
-        let (params, results) =
-            self.input.type_signature(type_index).ok_or_else(|| Unsupported::new("call_indirect type"))?;
-        wasm_signature(params, results)?;
-        let index = self.pop();
-        let args = self.pop_n(params.len());
-        let buf = self.slot_buffer(&args, results.len());
-        let t = self.b.ins().iconst(types::I32, table as i64);
-        let ty = self.b.ins().iconst(types::I32, self.input.canonical_type(type_index) as i64);
-        let status = self.call_vm(self.libcalls.call_indirect, &[t, ty, index, buf], Some(types::I32));
-        self.check_status(status.expect("a status"), offset);
-        let values = self.load_results(buf, results)?;
-        self.push_results(&values, results);
-        Ok(())
-    }
-
     /// `call_ref` / `return_call_ref` of type `type_index`. A reference to a function of this instance
     /// (defined functions have consecutive store indices from `VmCtx::defined_base`) is called through
     /// the entry table, so tail calls stay tail calls; any other function through the VM's `call`.
@@ -158,9 +142,19 @@ impl FuncTranslator<'_, '_> {
         Ok(())
     }
 
-    pub(super) fn return_call_indirect(&mut self, type_index: u32, table: u32, offset: u32) -> Result<(), Unsupported> {
+    /// `call_indirect` / `return_call_indirect` of type `type_index` through table `table`: a library call
+    /// checks the element (null, bounds, signature, as the interpreter does) and writes the entry to call
+    /// (the callee's entry-table slot for a function of this instance, else an interpreter stub), then a
+    /// direct call in the compiled convention (a real tail call for `return_call_indirect`).
+    pub(super) fn call_indirect(
+        &mut self,
+        type_index: u32,
+        table: u32,
+        offset: u32,
+        tail: bool,
+    ) -> Result<(), Unsupported> {
         let (params, results) =
-            self.input.type_signature(type_index).ok_or_else(|| Unsupported::new("return_call_indirect type"))?;
+            self.input.type_signature(type_index).ok_or_else(|| Unsupported::new("call_indirect type"))?;
         let sig = wasm_signature(params, results)?;
         let index = self.pop();
         let args = self.pop_n(params.len());
@@ -171,13 +165,8 @@ impl FuncTranslator<'_, '_> {
         let ty = self.b.ins().iconst(types::I32, self.input.canonical_type(type_index) as i64);
         let status = self.call_vm(self.libcalls.resolve_indirect, &[t, ty, index, out], Some(types::I32));
         self.check_status(status.expect("a status"), offset);
-        let code = self.b.ins().load(types::I64, trusted(), out, 0);
-        let ctx = self.b.ins().load(types::I64, trusted(), out, 8);
         let sig = self.b.import_signature(sig);
-        let mut call_args = vec![ctx, self.vmctx];
-        call_args.extend(args);
-        self.b.ins().return_call_indirect(sig, code, &call_args);
-        self.reachable = false;
+        self.call_entry(sig, out, args, results, offset, tail);
         Ok(())
     }
 }

@@ -578,14 +578,16 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
             }
             O::Call { function_index } => self.call(function_index, offset, false)?,
             O::ReturnCall { function_index } => self.call(function_index, offset, true)?,
-            O::CallIndirect { type_index, table_index } => self.call_indirect(type_index, table_index, offset)?,
+            O::CallIndirect { type_index, table_index } => {
+                self.call_indirect(type_index, table_index, offset, false)?
+            }
             O::CallRef { type_index } => self.call_ref(type_index, offset, false)?,
             O::TryTable { try_table } => self.try_table(try_table)?,
             O::Throw { tag_index } => self.throw(tag_index, offset),
             O::ThrowRef => self.throw_ref(offset),
             O::ReturnCallRef { type_index } => self.call_ref(type_index, offset, true)?,
             O::ReturnCallIndirect { type_index, table_index } => {
-                self.return_call_indirect(type_index, table_index, offset)?
+                self.call_indirect(type_index, table_index, offset, true)?
             }
             O::Drop => {
                 self.pop();

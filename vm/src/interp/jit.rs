@@ -33,7 +33,6 @@ use crate::{Trap, TrapKind, WasmFrame};
 pub(crate) fn libcalls() -> Libcalls {
     Libcalls {
         call: lib_call as *const () as usize,
-        call_indirect: lib_call_indirect as *const () as usize,
         resolve_indirect: super::jit_memory::lib_resolve_indirect as *const () as usize,
         trap: lib_trap as *const () as usize,
         unwind: lib_unwind as *const () as usize,
@@ -343,16 +342,6 @@ fn call_store_func(store: &mut StoreState, inst: u32, func: u32, args: *mut u64,
 
 extern "C" fn lib_call(vmctx: *mut VmCtx, func: u64, args: *mut u64, fp: u64) -> u32 {
     with_store(vmctx, |store, inst| call_store_func(store, inst, func as u32, args, fp as usize))
-}
-
-extern "C" fn lib_call_indirect(vmctx: *mut VmCtx, table: u32, type_id: u32, index: u32, args: *mut u64) -> u32 {
-    with_store(vmctx, |store, inst| {
-        let t = store.instances[inst as usize].tables[table as usize];
-        let f =
-            super::tables::indirect_callee(&store.tables[t as usize], &store.rt.types, &store.funcs, index, type_id)
-                .map_err(Trap::new)?;
-        call_store_func(store, inst, f, args, 0)
-    })
 }
 
 /// `func` is `u32::MAX` for a trap that names no frame of its own (the prologue's stack check: the
