@@ -72,6 +72,12 @@ pub(crate) struct InjectedBugs {
     pub no_atomic_alignment_check: bool,
     /// `osr-wrong-local`: an on-stack-replacement entry loads local 0 plus one.
     pub osr_wrong_local: bool,
+    /// `delegate-skips-a-level`: a legacy `delegate` also skips the handlers of the block its label
+    /// names (the exception goes one handler further out than it should).
+    pub delegate_skips_a_level: bool,
+    /// `no-caught-exn-maps`: a caught exception is not declared for stack maps, so a collection during a
+    /// call in the catch arm frees it before `rethrow` (or a `catch_ref` label) uses it.
+    pub no_caught_exn_maps: bool,
 }
 
 impl InjectedBugs {
@@ -93,6 +99,8 @@ impl InjectedBugs {
             memory_n_is_memory_0: has("memory-n-is-memory-0"),
             no_atomic_alignment_check: has("no-atomic-alignment-check"),
             osr_wrong_local: has("osr-wrong-local"),
+            delegate_skips_a_level: has("delegate-skips-a-level"),
+            no_caught_exn_maps: has("no-caught-exn-maps"),
         }
     }
 }
