@@ -3,7 +3,9 @@
 //! (threshold 1) must print the same results, or end with the same uncaught exception and backtrace. With
 //! `VMRUN_JIT_INTERPRET=interp_` the `$interp_*` functions stay interpreted, so every handler meets a throw,
 //! a `delegate` or a `rethrow` of the other tier, exceptions of another instance (`--preload`) and a
-//! caught exception kept across allocations under `--gc-stress --gc-verify`.
+//! caught exception kept across allocations under `--gc-stress --gc-verify`. `legacy_exn_edges.wat` holds
+//! corner cases within one function (parameters, branches out of arms, every payload type, nesting with
+//! `try_table`, traps, dead code, a loop replaced on the stack), compared the same way.
 //!
 //! Negative controls (planted in the compiler, `VMRUN_JIT_DEBUG`): `delegate-skips-a-level` (a compiled
 //! `delegate` also skips its label's handlers) and `no-caught-exn-maps` (a caught exception is left out of
@@ -12,6 +14,7 @@
 use std::process::{Command, Output};
 
 const FILE: &str = "tests/fixtures/legacy_exn_tiers.wat";
+const EDGES: &str = "tests/fixtures/legacy_exn_edges.wat";
 const LIB: &str = "errors=tests/fixtures/exn_lib.wat";
 const OFF: &[&str] = &["--jit=off"];
 const EAGER: &[&str] = &["--jit=eager"];
@@ -20,12 +23,16 @@ const STRESS: &[&str] = &["--gc-stress", "--gc-verify"];
 
 /// `vmrun <tier> <extra> --preload errors=... --invoke export FILE args`, with `bug` planted.
 fn run(tier: &[&str], extra: &[&str], export: &str, args: &[&str], bug: Option<&str>) -> Output {
+    run_file(FILE, tier, extra, export, args, bug)
+}
+
+fn run_file(file: &str, tier: &[&str], extra: &[&str], export: &str, args: &[&str], bug: Option<&str>) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_vmrun"));
     cmd.env("VMRUN_JIT_INTERPRET", "interp_").env_remove("VMRUN_JIT_DEBUG").env_remove("VMRUN_VM_DEBUG");
     if let Some(b) = bug {
         cmd.env("VMRUN_JIT_DEBUG", b);
     }
-    cmd.args(tier).args(extra).args(["--preload", LIB, "--invoke", export, FILE]).args(args);
+    cmd.args(tier).args(extra).args(["--preload", LIB, "--invoke", export, file]).args(args);
     cmd.output().expect("vmrun starts")
 }
 
@@ -35,13 +42,18 @@ fn seen(o: &Output) -> (Option<i32>, String, String) {
     (o.status.code(), text(&o.stdout), text(&o.stderr))
 }
 
-/// Run `export args` in every tier (with `extra` options); all must agree with the interpreter, whose
-/// outcome is returned.
+/// Run `export args` of `FILE` in every tier (with `extra` options); all must agree with the interpreter,
+/// whose outcome is returned.
 fn same_in_every_tier(extra: &[&str], export: &str, args: &[&str]) -> (Option<i32>, String, String) {
-    let reference = seen(&run(OFF, extra, export, args, None));
+    same_in_every_tier_of(FILE, extra, export, args)
+}
+
+fn same_in_every_tier_of(file: &str, extra: &[&str], export: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let reference = seen(&run_file(file, OFF, extra, export, args, None));
     assert!(!reference.2.contains("panicked") && !reference.2.contains("internal error"), "{reference:?}");
     for tier in &TIERS[1..] {
-        assert_eq!(seen(&run(tier, extra, export, args, None)), reference, "{tier:?} vs --jit=off: {export} {args:?}");
+        let other = seen(&run_file(file, tier, extra, export, args, None));
+        assert_eq!(other, reference, "{tier:?} vs --jit=off: {export} {args:?}");
     }
     reference
 }
@@ -123,6 +135,48 @@ fn a_loop_in_a_catch_arm_is_entered_by_osr() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "5003\n", "{err}");
     assert!(err.contains(" 1 OSR entries"), "{err}");
+}
+
+#[test]
+fn corner_cases_match_the_interpreter() {
+    for (export, arg, want) in [
+        ("params", "0", "5"),
+        ("params", "4", "14"),
+        ("br_out", "0", "1001"),
+        ("br_out", "5", "1015"),
+        ("br_table_arm", "0", "111"),
+        ("br_table_arm", "4", "4"),
+        ("br_table_arm", "5", "15"),
+        ("br_table_arm", "6", "6"),
+        ("self_throw", "3", "4"),
+        ("multi2", "3", "14.75"),
+        ("delegate_in_arm", "0", "0"),
+        ("delegate_in_arm", "2", "59"),
+        ("legacy_in_try_table", "0", "0"),
+        ("legacy_in_try_table", "3", "7003"),
+        ("try_table_in_legacy", "0", "3"),
+        ("try_table_in_legacy", "4", "604"),
+        ("no_catch", "0", "2"),
+        ("no_catch", "3", "44"),
+        ("rethrow_deep", "0", "0"),
+        ("rethrow_deep", "6", "76"),
+        ("trap_not_caught", "1", "1"),
+        ("dead", "1", "8"),
+        ("dead_delegate", "0", "3"),
+        ("dead_delegate", "5", "5"),
+        ("loop_body", "7", "107"),
+        ("nested_catch_arms", "4", "8"),
+        ("nested_catch_arms", "0", "0"),
+    ] {
+        let (code, out, err) = same_in_every_tier_of(EDGES, &[], export, &[arg]);
+        assert_eq!((code, out.as_str(), err.as_str()), (Some(0), format!("{want}\n").as_str(), ""), "{export} {arg}");
+    }
+    for export in ["trap_not_caught", "trap_here"] {
+        let (code, _, err) = same_in_every_tier_of(EDGES, &[], export, &["0"]);
+        assert_eq!(code, Some(134), "{export}: {err}");
+        assert!(err.starts_with("error: wasm trap: integer divide by zero\nwasm backtrace:\n"), "{export}: {err}");
+        assert!(err.contains(&format!(": edges!{export} at {EDGES}:")), "{export}: {err}");
+    }
 }
 
 /// With `--jit=eager`, only the functions `VMRUN_JIT_INTERPRET` names stay interpreted.
