@@ -19,11 +19,12 @@
 //! offset (`Libcalls::trap`) and returns status 1. After every call the status is tested; non-zero jumps
 //! to the *unwind block*, which adds this frame at the call's offset (`Libcalls::unwind`) and returns 1.
 //!
-//! Anything outside the supported set (SIMD: `v128` values and their operators) returns [`Unsupported`]
-//! with the operator's name. Operator families live in their own files: `memory.rs` (plain loads and
-//! stores), `multimem.rs` (where each memory is, bounds checks, size/grow/bulk/segments, race hooks),
-//! `atomics.rs` (the threads proposal), `numeric.rs`, `calls.rs`, `refs.rs`, `tables.rs`, `gc.rs`, and
-//! `exceptions.rs` (`try_table`, `throw`, `throw_ref` and the legacy `try`/`catch`/`delegate`/`rethrow`).
+//! Anything outside the supported set (SIMD's `v128` values and operators, the shared-everything
+//! instructions) returns [`Unsupported`] with the operator's name. Operator families live in their own
+//! files: `memory.rs` (plain loads and stores), `multimem.rs` (where each memory is, bounds checks,
+//! size/grow/bulk/segments, race hooks), `atomics.rs` (the threads proposal), `numeric.rs`, `calls.rs`,
+//! `refs.rs`, `tables.rs`, `gc.rs`, and `exceptions.rs` (`try_table`, `throw`, `throw_ref` and the legacy
+//! `try`/`catch`/`catch_all`/`delegate`/`rethrow`).
 
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{self, Block, BlockArg, InstBuilder, JumpTableData, Type, Value, types};
