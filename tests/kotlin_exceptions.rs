@@ -3,8 +3,9 @@
 //! (`try_table`, `throw_ref`, `exnref`) and the legacy one (`try`, `catch`, `catch_all`) — see
 //! `tests/fixtures/kotlin_exceptions/README.md`. Its expected output is the same source run on the JVM.
 //!
-//! Each run is checked against that output: natively, with every function compiled first, under a
-//! collection at every allocation with heap verification, traced (the exception objects are allocated and
+//! Each run is checked against that output: natively, with every function compiled first (none of either
+//! encoding stays interpreted), under a collection at every allocation with heap verification (interpreted
+//! and compiled), traced (the exception objects are allocated and
 //! freed under their tag's name, and the trace pairs), and under Memcheck with the collector stressed.
 //! Negative control: `VMRUN_VM_DEBUG=exn-untraced-payload` (exception objects lose the reference map of
 //! their payload, the Kotlin `Throwable`) must fail the stressed run and the Memcheck run.
@@ -42,11 +43,15 @@ fn assert_expected(out: &Output, what: &str) {
     assert_eq!(String::from_utf8_lossy(&out.stdout), expected(), "{what}: {stderr}");
 }
 
+/// Natively, and with every function compiled: no function of either encoding stays interpreted.
 #[test]
 fn both_encodings_print_what_the_jvm_prints() {
     for program in [NEW, LEGACY] {
         assert_expected(&vmrun(&[], program, None), program);
-        assert_expected(&vmrun(&["--jit=eager"], program, None), &format!("{program} --jit=eager"));
+        let compiled = vmrun(&["--jit=eager", "--jit-stats"], program, None);
+        assert_expected(&compiled, &format!("{program} --jit=eager"));
+        let stats = String::from_utf8_lossy(&compiled.stderr);
+        assert!(stats.contains(" 0 left interpreted"), "{program} --jit=eager: {stats}");
     }
 }
 
@@ -54,6 +59,8 @@ fn both_encodings_print_what_the_jvm_prints() {
 fn both_encodings_survive_a_collection_at_every_allocation() {
     for program in [NEW, LEGACY] {
         assert_expected(&vmrun(&["--gc-stress", "--gc-verify"], program, None), &format!("{program} stressed"));
+        let compiled = vmrun(&["--jit=eager", "--gc-stress", "--gc-verify"], program, None);
+        assert_expected(&compiled, &format!("{program} compiled and stressed"));
     }
     // The Wasm 3.0 encoding keeps caught exceptions (`catch_all_ref`) across the allocations of `finally`
     // blocks before `throw_ref`: only their reference maps keep the payload alive there.

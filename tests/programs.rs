@@ -68,13 +68,15 @@ fn every_program_prints_what_the_readme_says() {
     }
 }
 
-/// The core programs really run compiled with `--jit=eager` (none of their functions falls back).
+/// The core programs, and the GC program with exceptions of both encodings, really run compiled with
+/// `--jit=eager` (none of their functions falls back).
 #[test]
 fn core_programs_compile_completely() {
     for (file, export, arg) in [
         ("programs/fib.wat", "fib", "20"),
         ("programs/sieve.wat", "sieve", "100"),
         ("programs/mandelbrot.wat", "mandelbrot", "20"),
+        ("programs/gc_exceptions.wat", "run", "300"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_vmrun"))
             .args(["--jit=eager", "--jit-stats", "--invoke", export, file, arg])

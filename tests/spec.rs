@@ -210,17 +210,20 @@ const LEGACY_EXCEPTION_SCRIPTS: &[(&str, &str)] = &[
     ("try_delegate.wast", include_str!("testsuite/exceptions/legacy/try_delegate.wast")),
 ];
 
+fn legacy_exception_files() -> Vec<TestFile<'static>> {
+    LEGACY_EXCEPTION_SCRIPTS
+        .iter()
+        .map(|&(name, contents)| TestFile { parent: "exceptions/legacy".into(), name: name.into(), contents })
+        .collect()
+}
+
 /// Exception handling: the proposal's files in the crate (`tag`, `throw`, `throw_ref`, `try_table`, the
 /// Wasm 3.0 instructions) and the legacy instructions' files, vendored in `tests/testsuite/` (the crate has
 /// none).
 #[test]
 fn proposal_exceptions() {
     check("exceptions", &run_files("exceptions", proposal_files(Proposal::ExceptionHandling)));
-    let files = LEGACY_EXCEPTION_SCRIPTS
-        .iter()
-        .map(|&(name, contents)| TestFile { parent: "exceptions/legacy".into(), name: name.into(), contents })
-        .collect();
-    check("exceptions-legacy", &run_files("exceptions-legacy", files));
+    check("exceptions-legacy", &run_files("exceptions-legacy", legacy_exception_files()));
 }
 
 #[test]
@@ -260,6 +263,7 @@ fn gc_files_jit_eager_under_gc_stress() {
     let allocating = |f: &TestFile<'static>| ["struct.new", "array.new", "throw"].iter().any(|op| f.raw().contains(op));
     let mut files: Vec<_> = spec_files(SpecVersion::V3).into_iter().filter(allocating).collect();
     files.extend(proposal_files(Proposal::GC));
+    files.extend(legacy_exception_files());
     assert!(files.len() >= 15, "{} allocating files", files.len());
     check("gc-stress", &run_files_with("gc-stress (jit eager)", files, eager_under_gc_stress));
 }
@@ -274,6 +278,7 @@ fn proposals_jit_eager() {
     ] {
         check(group, &run_files_eager(group, proposal_files(proposal)));
     }
+    check("exceptions-legacy", &run_files_eager("exceptions-legacy", legacy_exception_files()));
 }
 
 /// The threads proposal compiled (shared memories, every atomic, wait/notify: none of it keeps a function
@@ -286,9 +291,10 @@ fn proposal_threads_jit_eager() {
 
 /// Negative controls of the compiled groups: with a planted bug in the compiler the same scripts fail, so
 /// the functions they test really run compiled. `memory-n-is-memory-0` sends every memory's accesses to
-/// memory 0; `no-atomic-alignment-check` lets unaligned atomics through.
+/// memory 0; `no-atomic-alignment-check` lets unaligned atomics through; `delegate-skips-a-level` sends a
+/// legacy `delegate`'s exception past the handlers of the block its label names.
 #[test]
-fn planted_compiler_bugs_fail_the_multi_memory_and_threads_scripts() {
+fn planted_compiler_bugs_fail_the_multi_memory_threads_and_legacy_exception_scripts() {
     let failed = |outcomes: &[FileOutcome]| outcomes.iter().filter(|o| o.failed()).count();
     let multi = run_files_with("multi-memory (planted)", proposal_files(Proposal::MultiMemory), || {
         eager_options("memory-n-is-memory-0")
@@ -298,6 +304,11 @@ fn planted_compiler_bugs_fail_the_multi_memory_and_threads_scripts() {
     let threads = run_files_with("threads (planted)", proposal_files(Proposal::Threads), opts);
     let atomic = threads.iter().find(|o| o.name.ends_with("atomic.wast")).expect("atomic.wast");
     assert!(atomic.failed(), "no-atomic-alignment-check went unnoticed by atomic.wast");
+    let legacy = run_files_with("exceptions-legacy (planted)", legacy_exception_files(), || {
+        eager_options("delegate-skips-a-level")
+    });
+    let delegate = legacy.iter().find(|o| o.name.ends_with("try_delegate.wast")).expect("try_delegate.wast");
+    assert!(delegate.failed(), "delegate-skips-a-level went unnoticed by try_delegate.wast");
 }
 
 // ---- core 3.0 in `auto` with a threshold of one: a function's second call or loop back-edge compiles

@@ -75,6 +75,12 @@ pub(crate) struct InjectedBugs {
     /// `stale-memory-length`: memory 0's length is not reloaded after calls, so a `memory.grow` behind a
     /// call is not seen by the caller's bounds checks.
     pub stale_memory_length: bool,
+    /// `delegate-skips-a-level`: a legacy `delegate` also skips the handlers of the block its label
+    /// names (the exception goes one handler further out than it should).
+    pub delegate_skips_a_level: bool,
+    /// `no-caught-exn-maps`: a caught exception is not declared for stack maps, so a collection during a
+    /// call in the catch arm frees it before `rethrow` (or a `catch_ref` label) uses it.
+    pub no_caught_exn_maps: bool,
 }
 
 impl InjectedBugs {
@@ -97,6 +103,8 @@ impl InjectedBugs {
             no_atomic_alignment_check: has("no-atomic-alignment-check"),
             osr_wrong_local: has("osr-wrong-local"),
             stale_memory_length: has("stale-memory-length"),
+            delegate_skips_a_level: has("delegate-skips-a-level"),
+            no_caught_exn_maps: has("no-caught-exn-maps"),
         }
     }
 }

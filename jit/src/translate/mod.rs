@@ -19,10 +19,12 @@
 //! offset (`Libcalls::trap`) and returns status 1. After every call the status is tested; non-zero jumps
 //! to the *unwind block*, which adds this frame at the call's offset (`Libcalls::unwind`) and returns 1.
 //!
-//! Anything outside the supported set (references, tables other than through `call_indirect`, SIMD, GC,
-//! exceptions) returns [`Unsupported`] with the operator's name. Operator families live in their own
+//! Anything outside the supported set (SIMD's `v128` values and operators, the shared-everything
+//! instructions) returns [`Unsupported`] with the operator's name. Operator families live in their own
 //! files: `memory.rs` (plain loads and stores), `multimem.rs` (where each memory is, bounds checks,
-//! size/grow/bulk/segments, race hooks), `atomics.rs` (the threads proposal), `numeric.rs`, `calls.rs`.
+//! size/grow/bulk/segments, race hooks), `atomics.rs` (the threads proposal), `numeric.rs`, `calls.rs`,
+//! `refs.rs`, `tables.rs`, `gc.rs`, and `exceptions.rs` (`try_table`, `throw`, `throw_ref` and the legacy
+//! `try`/`catch`/`catch_all`/`delegate`/`rethrow`).
 
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{self, Block, BlockArg, InstBuilder, JumpTableData, Type, Value, types};
@@ -95,6 +97,12 @@ pub(super) enum FrameKind {
     If {
         else_block: Block,
         else_seen: bool,
+    },
+    /// A legacy `try` in a catch arm (`exceptions.rs`): `next` is where the arm's clause test failed (the
+    /// next clause tests there), `offset` the failing operator's offset the landing block received.
+    Catch {
+        next: Block,
+        offset: Value,
     },
 }
 
@@ -582,7 +590,12 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
                 self.call_indirect(type_index, table_index, offset, false)?
             }
             O::CallRef { type_index } => self.call_ref(type_index, offset, false)?,
-            O::TryTable { try_table } => self.try_table(try_table)?,
+            O::TryTable { try_table } => self.open_handler(try_table.ty, try_table.catches)?,
+            O::Try { blockty } => self.open_handler(blockty, Vec::new())?,
+            O::Catch { tag_index } => self.legacy_catch(Some(tag_index)),
+            O::CatchAll => self.legacy_catch(None),
+            O::Delegate { relative_depth } => self.delegate(relative_depth),
+            O::Rethrow { relative_depth } => self.rethrow(relative_depth, offset),
             O::Throw { tag_index } => self.throw(tag_index, offset),
             O::ThrowRef => self.throw_ref(offset),
             O::ReturnCallRef { type_index } => self.call_ref(type_index, offset, true)?,
@@ -665,12 +678,18 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
     /// An operator in dead code: only the frame structure matters.
     fn dead_operator(&mut self, op: Operator<'_>) -> Result<(), Unsupported> {
         match op {
-            Operator::Block { .. } | Operator::Loop { .. } | Operator::If { .. } => self.dead_depth += 1,
+            Operator::Block { .. }
+            | Operator::Loop { .. }
+            | Operator::If { .. }
+            | Operator::TryTable { .. }
+            | Operator::Try { .. } => self.dead_depth += 1,
             Operator::Else if self.dead_depth == 0 => self.else_(),
             Operator::End if self.dead_depth == 0 => self.end(),
-            Operator::End => self.dead_depth -= 1,
-            Operator::TryTable { .. } => self.dead_depth += 1,
-            Operator::Try { .. } => return Err(Unsupported::new(op_name(&op))),
+            // A live `try` whose body (or last arm) ended unreachable: its catch arms are reachable.
+            Operator::Catch { tag_index } if self.dead_depth == 0 => self.legacy_catch(Some(tag_index)),
+            Operator::CatchAll if self.dead_depth == 0 => self.legacy_catch(None),
+            Operator::Delegate { relative_depth } if self.dead_depth == 0 => self.delegate(relative_depth),
+            Operator::End | Operator::Delegate { .. } => self.dead_depth -= 1,
             _ => {}
         }
         Ok(())
@@ -734,6 +753,9 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
         if self.handlers.last().is_some_and(|h| h.depth == self.control.len()) {
             let handler = self.handlers.pop().expect("checked");
             self.landing(handler);
+        }
+        if let FrameKind::Catch { next, offset } = frame.kind {
+            self.end_catch(next, offset);
         }
         if let FrameKind::If { else_block, else_seen: false } = frame.kind {
             // No `else`: the parameters pass through (validation makes them the results).
