@@ -2,7 +2,7 @@
 //! array and global atomics (every read-modify-write, compare-exchange on numbers and references, packed
 //! fields read signed and unsigned, an i32 global wrapping at 32 bits), their traps, and
 //! `vmrun`.`thread_spawn` refusing what it cannot run. The expected values are worked out by hand from
-//! the proposal's semantics in the fixture's comments. Threads sharing objects are `programs/shared_gc.wat`
+//! the proposal's semantics in the fixture's comments, in both tiers (compiled code does them inline). Threads sharing objects are `programs/shared_gc.wat`
 //! (tests/programs.rs, tests/gc.rs, tests/valgrind.rs) and `tests/race.rs`.
 
 use std::process::Command;
@@ -21,6 +21,9 @@ const CASES: &[(u32, &str)] = &[
     (8, "6"),           // i64 global cmpxchg
     (11, "-11"),        // thread_spawn of null and of a function of the wrong type: -1 both
     (12, "-56"),        // 200 in an i8 array element, read signed
+    (13, "581"),        // an unshared global's atomics: old 5, old 8, then 1
+    (14, "79"),         // an array element's cmpxchg 7 -> 9
+    (15, "577"),        // an i64 global's xchg: old 5, then 77
 ];
 
 fn case(n: u32, jit: &str) -> (Option<i32>, String, String) {
@@ -37,7 +40,7 @@ fn case(n: u32, jit: &str) -> (Option<i32>, String, String) {
 
 #[test]
 fn shared_object_and_global_atomics_compute_what_the_proposal_says() {
-    // The compiled tier leaves these functions interpreted; with `eager` the same results must come out.
+    // The compiled tier compiles them (atomic instructions on the field's or the global's address).
     for jit in ["--jit=off", "--jit=eager"] {
         for &(n, want) in CASES {
             let (code, out, err) = case(n, jit);
@@ -53,5 +56,17 @@ fn atomics_on_shared_objects_trap_like_plain_accesses() {
         assert_eq!(code, Some(134), "case {n}: {err}");
         assert!(err.contains(trap) && err.contains("wasm backtrace"), "case {n}: {err}");
         assert!(!err.contains("panicked"), "{err}");
+        // Compiled code traps the same way, with the same message and backtrace.
+        assert_eq!(case(n, "--jit=eager"), (code, String::new(), err), "case {n} compiled");
     }
+}
+
+#[test]
+fn the_shared_everything_instructions_are_compiled() {
+    let out = Command::new(env!("CARGO_BIN_EXE_vmrun"))
+        .args(["--jit=eager", "--jit-stats", "--invoke", "case", OPS, "1"])
+        .output()
+        .expect("vmrun starts");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(" 0 left interpreted"), "{err}");
 }

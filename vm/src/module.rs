@@ -486,6 +486,17 @@ fn load_validated(
         })
         .chain(globals.iter().map(|(g, _)| g.shared))
         .collect();
+    // `--race`: the shared globals whose plain accesses are reads and writes for the detector (a global
+    // that is not mutable is written only before any thread can see it).
+    let race_globals: Vec<bool> = imports
+        .iter()
+        .filter_map(|i| match &i.desc {
+            ImportDesc::Global(g) => Some(g),
+            _ => None,
+        })
+        .chain(globals.iter().map(|(g, _)| g))
+        .map(|g| race && g.shared && g.mutable)
+        .collect();
     let env = ModuleEnv {
         registry,
         types: &types,
@@ -495,6 +506,7 @@ fn load_validated(
         tags: &tags,
         race_memories: &race_memories,
         shared_globals: &shared_globals,
+        race_globals: &race_globals,
         race,
     };
     let mut code = Vec::with_capacity(bodies.len());
