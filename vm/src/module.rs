@@ -69,6 +69,8 @@ pub struct TableDesc {
     pub heap: RtHeapType,
     pub min: u64,
     pub max: Option<u64>,
+    /// Declared `shared` (shared-everything threads): one table for every thread's instance.
+    pub shared: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -178,6 +180,10 @@ impl ModuleData {
     /// Memories the module imports (the first indices of its memory index space).
     pub fn num_imported_memories(&self) -> usize {
         self.imports.iter().filter(|i| matches!(i.desc, ImportDesc::Memory(_))).count()
+    }
+
+    pub fn num_imported_tables(&self) -> usize {
+        self.imports.iter().filter(|i| matches!(i.desc, ImportDesc::Table(_))).count()
     }
 }
 
@@ -382,6 +388,7 @@ fn load_validated(
         heap: canonical_heap_type(&types, t.element_type.heap_type(), None, &type_ids),
         min: t.initial,
         max: t.maximum,
+        shared: t.shared,
     };
 
     let mut imports = Vec::new();
