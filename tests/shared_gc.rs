@@ -13,19 +13,20 @@ const OPS: &str = "tests/fixtures/shared_gc_ops.wat";
 
 /// (case, expected stdout).
 const CASES: &[(u32, &str)] = &[
-    (1, "10015"),       // rmw.add: old 10, then 15
-    (2, "6099"),        // ((20 - 4) & 12 | 1) ^ 7 = 6, xchg 99 returns it
-    (3, "-2747"),       // i8 -3: get_s -3, get_u 253
-    (4, "10011"),       // a failed then a successful cmpxchg
-    (5, "1"),           // cmpxchg of a reference field
-    (6, "7042"),        // array.new's 7, then set 40 and add 2
-    (7, "42949672951"), // 0xffffffff + 2 wraps to 1 in an i32 global
-    (8, "6"),           // i64 global cmpxchg
-    (11, "-11"),        // thread_spawn of null and of a function of the wrong type: -1 both
-    (12, "-56"),        // 200 in an i8 array element, read signed
-    (13, "581"),        // an unshared global's atomics: old 5, old 8, then 1
-    (14, "79"),         // an array element's cmpxchg 7 -> 9
-    (15, "577"),        // an i64 global's xchg: old 5, then 77
+    (1, "10015"),         // rmw.add: old 10, then 15
+    (2, "6099"),          // ((20 - 4) & 12 | 1) ^ 7 = 6, xchg 99 returns it
+    (3, "-2747"),         // i8 -3: get_s -3, get_u 253
+    (4, "10011"),         // a failed then a successful cmpxchg
+    (5, "1"),             // cmpxchg of a reference field
+    (6, "7042"),          // array.new's 7, then set 40 and add 2
+    (7, "42949672951"),   // 0xffffffff + 2 wraps to 1 in an i32 global
+    (8, "6"),             // i64 global cmpxchg
+    (11, "-11"),          // thread_spawn of null and of a function of the wrong type: -1 both
+    (12, "-56"),          // 200 in an i8 array element, read signed
+    (13, "581"),          // an unshared global's atomics: old 5, old 8, then 1
+    (14, "79"),           // an array element's cmpxchg 7 -> 9
+    (15, "577"),          // an i64 global's xchg: old 5, then 77
+    (16, "-47852516357"), // ref.i31_shared of -5: get_s -5, get_u 2^31 - 5
 ];
 
 fn case(n: u32, jit: &str) -> (Option<i32>, String, String) {

@@ -173,10 +173,9 @@ impl ThreadImports {
         }
         // The tables the instance defines: a shared one is inherited, so it must be one a thread can use.
         for &t in tables {
-            if let Some(table) = state.tables.get(t as usize).filter(|t| t.shared().is_some()) {
-                if holds_functions(state, table) {
-                    return Err(Error::Link(format!("{FUNC_TABLE}, which threads cannot share")));
-                }
+            let table = &state.tables[t as usize];
+            if table.shared().is_some() && holds_functions(state, table) {
+                return Err(Error::Link(format!("{FUNC_TABLE}, which threads cannot share")));
             }
         }
         Ok(ThreadImports { defs })

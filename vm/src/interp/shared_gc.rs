@@ -158,7 +158,6 @@ pub(super) fn global_set_shared(frame: &[u64], g: &mut GlobalEntity, src: Slot) 
 /// zero), operands in `args..`; the old value goes to `dst`. Under `--race` a shared global's is an
 /// atomic write with a release before and an acquire after; `id` names the global in a report (module
 /// index, global index).
-#[allow(clippy::too_many_arguments)]
 pub(super) fn global_atomic(
     frame: &mut [u64],
     g: &mut GlobalEntity,
