@@ -66,6 +66,9 @@ pub(crate) struct InjectedBugs {
     pub rmw_not_atomic: bool,
     /// `race-skip-store-hook`: with `--race`, plain stores do not call the race hook.
     pub race_skip_store_hook: bool,
+    /// `race-skip-object-hook`: with `--race`, plain accesses to fields and elements of shared objects, and
+    /// to shared globals, do not call the race hook.
+    pub race_skip_object_hook: bool,
     /// `memory-n-is-memory-0`: every memory's accesses go to memory 0 (its base, its length).
     pub memory_n_is_memory_0: bool,
     /// `no-atomic-alignment-check`: atomic accesses skip the alignment check.
@@ -99,6 +102,7 @@ impl InjectedBugs {
             no_bounds_check_memory_n: has("no-bounds-check-memory-n"),
             rmw_not_atomic: has("rmw-not-atomic"),
             race_skip_store_hook: has("race-skip-store-hook"),
+            race_skip_object_hook: has("race-skip-object-hook"),
             memory_n_is_memory_0: has("memory-n-is-memory-0"),
             no_atomic_alignment_check: has("no-atomic-alignment-check"),
             osr_wrong_local: has("osr-wrong-local"),

@@ -196,6 +196,12 @@ macro_rules! define_instrs {
             /// `--race`: the plain access the next instruction makes to an element of the shared array in
             /// `args`, index in `args + 1` (nothing if null or out of bounds).
             RaceElem { write: bool, args: Slot, access: u32 },
+            /// `--race`, after a bulk operation on a shared array (`array.fill`/`copy`/`init_*`): it read or
+            /// wrote the elements from the index in `args + 1` of the array in `args`, as many as `len` says.
+            RaceRange { write: bool, args: Slot, len: Slot, access: u32 },
+            /// `--race`: the [`crate::tier::RaceHook`] bits `what` on shared global `global` (a plain
+            /// `global.get`/`set` after it, `global.atomic.get/set`'s release before and access after).
+            RaceGlobal { what: u8, global: u32 },
 
             // ---- tables and references ----
             TableGet { table: u32, dst: Slot, index: Slot },

@@ -23,16 +23,19 @@ use crate::{Error, Extern, Func, Global, InstanceId, Memory, Table, Tag, Trap, T
 pub(crate) struct Inherited {
     pub globals: Vec<Option<Arc<std::sync::atomic::AtomicU64>>>,
     pub memories: Vec<Option<Arc<LinearMemory>>>,
+    pub tables: Vec<Option<Arc<crate::state::SharedTable>>>,
 }
 
 impl Inherited {
-    /// The shared globals and memories `inst` defines.
+    /// The shared globals, memories and tables `inst` defines.
     pub fn of(state: &StoreState, inst: u32) -> Inherited {
         let i = &state.instances[inst as usize];
         let m = &i.module;
         let first_global = i.globals.len() - m.globals.len();
         let first_memory = i.memories.len() - m.memories.len();
+        let first_table = i.tables.len() - m.tables.len();
         Inherited {
+            tables: i.tables[first_table..].iter().map(|&t| state.tables[t as usize].shared().cloned()).collect(),
             globals: i.globals[first_global..].iter().map(|&g| state.globals[g as usize].shared.clone()).collect(),
             memories: i.memories[first_memory..]
                 .iter()
@@ -92,8 +95,9 @@ impl StoreState {
                 }
                 (ImportDesc::Table(want), Extern::Table(t)) => {
                     let have = &self.tables[t.0 as usize];
-                    let size = have.elems.len() as u64;
+                    let size = have.elems().len() as u64;
                     let ok = size >= want.min
+                        && have.desc.shared == want.shared
                         && match want.max {
                             None => true,
                             Some(wmax) => have.desc.max.is_some_and(|hmax| hmax <= wmax),
@@ -202,12 +206,18 @@ impl StoreState {
             self.instances[inst_id as usize].memories.push(id);
         }
         // tables
-        for (desc, init) in &m.tables {
+        for (i, (desc, init)) in m.tables.iter().enumerate() {
+            if let Some(elems) = inherited.and_then(|h| h.tables.get(i).cloned().flatten()) {
+                self.tables.push(TableEntity::inherited(elems, desc.clone()));
+                let id = self.tables.len() as u32 - 1;
+                self.instances[inst_id as usize].tables.push(id);
+                continue;
+            }
             let value = match init {
                 Some(e) => self.eval_const(inst_id, e).map_err(Error::Trap)?,
                 None => 0,
             };
-            self.tables.push(TableEntity { elems: vec![value; desc.min as usize], desc: desc.clone() });
+            self.tables.push(TableEntity::new(desc.clone(), desc.min as usize, value));
             let id = self.tables.len() as u32 - 1;
             self.instances[inst_id as usize].tables.push(id);
         }
@@ -245,11 +255,20 @@ impl StoreState {
         // active element segments, in order; then active data segments
         for (i, seg) in m.elems.iter().enumerate() {
             match &seg.mode {
+                // A table inherited from the spawning instance was initialized when that one was made.
+                SegmentMode::Active { index, .. }
+                    if inherited.is_some_and(|h| {
+                        let defined = (*index as usize).checked_sub(m.num_imported_tables());
+                        defined.is_some_and(|d| h.tables.get(d).is_some_and(Option::is_some))
+                    }) =>
+                {
+                    self.instances[inst_id as usize].elems[i] = Arc::from([]);
+                }
                 SegmentMode::Active { index, offset } => {
                     let offset = self.eval_const(inst_id, offset).map_err(Error::Trap)? as u32 as u64;
                     let table = self.instances[inst_id as usize].tables[*index as usize] as usize;
                     let items = self.instances[inst_id as usize].elems[i].clone();
-                    let t = &mut self.tables[table].elems;
+                    let mut t = self.tables[table].elems_mut();
                     if offset + items.len() as u64 > t.len() as u64 {
                         return Err(trap(TrapKind::TableOutOfBounds));
                     }

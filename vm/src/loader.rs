@@ -87,6 +87,7 @@ pub struct NameMap {
     /// Field names by (type index, field index).
     fields: HashMap<(u32, u32), String>,
     tags: HashMap<u32, String>,
+    globals: HashMap<u32, String>,
 }
 
 impl NameMap {
@@ -113,6 +114,11 @@ impl NameMap {
     /// A tag's name (`(tag $name ...)` in text), by index in the tag index space (imports first).
     pub fn tag_name(&self, index: u32) -> Option<&str> {
         self.tags.get(&index).map(String::as_str)
+    }
+
+    /// A global's name (`(global $name ...)` in text), by index in the global index space (imports first).
+    pub fn global_name(&self, index: u32) -> Option<&str> {
+        self.globals.get(&index).map(String::as_str)
     }
 }
 
@@ -341,6 +347,11 @@ fn read_names(reader: wasmparser::NameSectionReader<'_>) -> NameMap {
             Ok(wasmparser::Name::Tag(map)) => {
                 for naming in map.into_iter().map_while(Result::ok) {
                     names.tags.insert(naming.index, naming.name.to_string());
+                }
+            }
+            Ok(wasmparser::Name::Global(map)) => {
+                for naming in map.into_iter().map_while(Result::ok) {
+                    names.globals.insert(naming.index, naming.name.to_string());
                 }
             }
             Ok(_) => {}

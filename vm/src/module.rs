@@ -69,6 +69,8 @@ pub struct TableDesc {
     pub heap: RtHeapType,
     pub min: u64,
     pub max: Option<u64>,
+    /// Declared `shared` (shared-everything threads): one table for every thread's instance.
+    pub shared: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -178,6 +180,10 @@ impl ModuleData {
     /// Memories the module imports (the first indices of its memory index space).
     pub fn num_imported_memories(&self) -> usize {
         self.imports.iter().filter(|i| matches!(i.desc, ImportDesc::Memory(_))).count()
+    }
+
+    pub fn num_imported_tables(&self) -> usize {
+        self.imports.iter().filter(|i| matches!(i.desc, ImportDesc::Table(_))).count()
     }
 }
 
@@ -382,6 +388,7 @@ fn load_validated(
         heap: canonical_heap_type(&types, t.element_type.heap_type(), None, &type_ids),
         min: t.initial,
         max: t.maximum,
+        shared: t.shared,
     };
 
     let mut imports = Vec::new();
@@ -486,6 +493,17 @@ fn load_validated(
         })
         .chain(globals.iter().map(|(g, _)| g.shared))
         .collect();
+    // `--race`: the shared globals whose plain accesses are reads and writes for the detector (a global
+    // that is not mutable is written only before any thread can see it).
+    let race_globals: Vec<bool> = imports
+        .iter()
+        .filter_map(|i| match &i.desc {
+            ImportDesc::Global(g) => Some(g),
+            _ => None,
+        })
+        .chain(globals.iter().map(|(g, _)| g))
+        .map(|g| race && g.shared && g.mutable)
+        .collect();
     let env = ModuleEnv {
         registry,
         types: &types,
@@ -495,6 +513,7 @@ fn load_validated(
         tags: &tags,
         race_memories: &race_memories,
         shared_globals: &shared_globals,
+        race_globals: &race_globals,
         race,
     };
     let mut code = Vec::with_capacity(bodies.len());

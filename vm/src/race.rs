@@ -23,8 +23,12 @@
 //!   ever allocated.
 //!
 //! - **Fields and elements of shared GC objects**: with `--race` the translator puts `RaceField`/`RaceElem`
-//!   before each plain `struct.get/set`/`array.get/set` of a `shared` type; struct and array atomics are
-//!   atomic accesses plus edges through the field's address (`interp/shared_gc.rs`). The allocation site
+//!   before each plain `struct.get/set`/`array.get/set` of a `shared` type, and `RaceRange` after each
+//!   bulk operation on one (`array.fill`/`copy`/`init_data`/`init_elem`: a ranged read or write);
+//!   struct and array atomics are atomic accesses plus edges through the field's address
+//!   (`interp/shared_gc.rs`). Compiled code calls the same hooks ([`RaceRuntime::hook`]).
+//! - **Shared globals** are locations too (their runtime-wide cell's address): a plain `global.get`/`set`
+//!   of a mutable one is a read or write (`RaceGlobal`), `global.atomic.*` are atomic accesses and edges. The allocation site
 //!   of every object of a shared type is kept here (`note_alloc`, dropped by the sweep's free) so that a
 //!   report names the object's type, field and where it was allocated.
 //!
@@ -32,7 +36,8 @@
 //!
 //! A race is printed when it is found, Go-style: the access with its wasm backtrace, the earlier conflicting
 //! access (its site: function and `file:line:col`; the detector keeps one site per shadow cell, not a
-//! stack), and where each thread was created. The CLI ends with `Found N data race(s)` and exit code 66.
+//! stack), and where each thread was created. A race in a shared global names the global instead of
+//! an address. The CLI ends with `Found N data race(s)` and exit code 66.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -120,20 +125,22 @@ impl RaceRuntime {
         modules: &[Arc<ModuleData>],
         types: &TypeRegistry,
     ) {
-        let (race, base) = (&found.race, found.base);
+        let race = &found.race;
         self.reported.fetch_add(1, Ordering::Relaxed);
         let created_at = lock(&self.created_at);
         let mut out = String::from("==================\nWARNING: DATA RACE\n");
         let (cur, prev) = (&race.current, &race.previous);
-        out += &format!("{} by thread {}:\n", describe_access(cur, base), cur.thread);
+        out += &format!("{} by thread {}:\n", describe_access(cur, &found.location, modules), cur.thread);
         for (i, f) in backtrace.iter().enumerate() {
             out += &format!("  {i:>3}: {}\n", f);
         }
-        let previous = describe_access(prev, base);
+        let previous = describe_access(prev, &found.location, modules);
         out += &format!("\nPrevious {}{} by thread {}:\n", previous[..1].to_lowercase(), &previous[1..], prev.thread);
         out += &format!("    0: {}\n", describe_site(prev.site, modules));
-        if let Some(obj) = &found.object {
-            out += &format!("\nLocation is {}, allocated at:\n", describe_location(obj, cur.addr, modules, types));
+        if let RaceLocation::Object(obj) = &found.location {
+            // The first byte both accesses touched (a ranged access may start elements before it).
+            let at = cur.addr.max(prev.addr);
+            out += &format!("\nLocation is {}, allocated at:\n", describe_location(obj, at, modules, types));
             match lock(self.sites_of(obj.addr)).get(&obj.addr) {
                 Some(&site) => out += &format!("    0: {}\n", describe_site(site, modules)),
                 None => out += "    0: (the host: a constant expression)\n",
@@ -164,15 +171,65 @@ pub(crate) fn site(module: &ModuleData, offset: u32) -> Site {
     Site((module.index as u64) << 32 | offset as u64)
 }
 
-/// `Write at 0x10 (4 bytes)`: the address as an offset in the memory whose base is `base`.
-fn describe_access(a: &vmrace::Access, base: u64) -> String {
+/// `Write at 0x10 (4 bytes)`: the address as an offset in a memory, a heap address, or the global.
+fn describe_access(a: &vmrace::Access, location: &RaceLocation, modules: &[Arc<ModuleData>]) -> String {
     let what = match a.kind {
         AccessKind::Read => "Read",
         AccessKind::Write => "Write",
         AccessKind::AtomicRead => "Atomic read",
         AccessKind::AtomicWrite => "Atomic write",
     };
-    format!("{what} at {:#x} ({} bytes)", a.addr.wrapping_sub(base), a.size)
+    match *location {
+        RaceLocation::Memory { base } => format!("{what} at {:#x} ({} bytes)", a.addr.wrapping_sub(base), a.size),
+        RaceLocation::Object(_) => format!("{what} at {:#x} ({} bytes)", a.addr, a.size),
+        RaceLocation::Global { module, index } => {
+            let name = modules.iter().find(|m| m.index == module).and_then(|m| m.source.names().global_name(index));
+            match name {
+                Some(name) => format!("{what} of shared global ${name} ({index}) ({} bytes)", a.size),
+                None => format!("{what} of shared global {index} ({} bytes)", a.size),
+            }
+        }
+    }
+}
+
+/// Where a race is, for its report.
+pub(crate) enum RaceLocation {
+    /// In a linear memory whose bytes start at host address `base` (reports show offsets).
+    Memory { base: u64 },
+    /// A field or element of a heap object (reports name its type, field and allocation site).
+    Object(RacyObject),
+    /// A shared global: global `index` of the module whose runtime index is `module` (reports name it; its
+    /// cell's host address means nothing to the program).
+    Global { module: u32, index: u32 },
+}
+
+impl RaceRuntime {
+    /// What a race hook of [`crate::tier::RaceHook`] bits `what` does at host address `addr` for `ctx`'s
+    /// thread, the same for both tiers: the edges first (release, or the acquire of an atomic that read,
+    /// which the caller makes after the operation), then the access of `width` bytes (a read or write,
+    /// atomic or not), if any; the race it forms.
+    pub fn hook(&self, ctx: &mut ThreadCtx, addr: u64, width: u64, what: u32, site: Site) -> Option<vmrace::Race> {
+        use crate::tier::RaceHook;
+        match (what & RaceHook::ACQUIRE != 0, what & RaceHook::RELEASE != 0) {
+            (true, true) => self.detector.acq_rel(ctx, addr),
+            (true, false) => self.detector.acquire(ctx, addr),
+            (false, true) => self.detector.release(ctx, addr),
+            (false, false) => {}
+        }
+        let atomic = what & RaceHook::ATOMIC != 0;
+        let kind = match (what & RaceHook::READ != 0, what & RaceHook::WRITE != 0, atomic) {
+            (true, _, false) => AccessKind::Read,
+            (true, _, true) => AccessKind::AtomicRead,
+            (false, true, false) => AccessKind::Write,
+            (false, true, true) => AccessKind::AtomicWrite,
+            (false, false, _) => return None,
+        };
+        match width {
+            0 => None,
+            1..=8 => self.detector.access(ctx, addr, width as u8, kind, site),
+            _ => self.detector.access_range(ctx, addr, width, kind, site),
+        }
+    }
 }
 
 /// `module!function at file:line:col` for a site, as backtraces print frames.
@@ -245,7 +302,7 @@ impl gc::HeapObserver for RaceObserver {
 /// `skip-racefree`: the sweep's frees do not reach the detector, so its state grows without bound.
 /// `skip-reset-on-alloc`: an allocation keeps the shadow state of the slot's previous object. Either
 /// alone still leaves a reused slot clean (the other clears it); both make a reused slot race with what
-/// a dead object saw, a false report.
+/// a dead object saw, a false report. The others are below.
 fn planted_bug(name: &str) -> bool {
     static BUGS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
     BUGS.get_or_init(|| {
@@ -261,6 +318,17 @@ pub(crate) fn planted_bug_skip_racefree() -> bool {
 
 fn planted_bug_skip_reset_on_alloc() -> bool {
     planted_bug("skip-reset-on-alloc")
+}
+
+/// `skip-range-hook`: bulk operations on shared arrays are not checked (either tier).
+pub(crate) fn planted_bug_skip_range_hook() -> bool {
+    planted_bug("skip-range-hook")
+}
+
+/// `skip-global-hook`: plain and atomic accesses of shared globals are not checked (either tier; their
+/// edges stay).
+pub(crate) fn planted_bug_skip_global_hook() -> bool {
+    planted_bug("skip-global-hook")
 }
 
 /// A racy access to a field or element of a heap object (the object is live while it is reported).

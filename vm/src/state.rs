@@ -8,8 +8,8 @@
 //! This module defines the data only. Instantiation (`instantiate.rs`), execution (`interp/`) and the
 //! public facade (`store.rs`) are built on it, so no file below the facade needs the facade.
 
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::memory::LinearMemory;
 use crate::module::{GlobalDesc, ModuleData, TableDesc};
@@ -66,8 +66,98 @@ pub(crate) struct TagEntity {
 }
 
 pub(crate) struct TableEntity {
-    pub elems: Vec<u64>,
+    elems: TableElems,
     pub desc: TableDesc,
+}
+
+/// A table's elements: the store's own, or (a `shared` table, shared-everything threads) one vector every
+/// thread's instance holds, behind a lock taken for each table instruction (never across a safepoint,
+/// so a collection, which stops every thread first, always finds it free).
+enum TableElems {
+    Own(Vec<u64>),
+    Shared(Arc<SharedTable>),
+}
+
+/// The elements of a shared table.
+pub(crate) type SharedTable = Mutex<Vec<u64>>;
+
+impl TableEntity {
+    /// A table of `desc` with `len` elements of `value`; a shared one gets its runtime-wide vector.
+    pub fn new(desc: TableDesc, len: usize, value: u64) -> TableEntity {
+        let elems = vec![value; len];
+        let elems = if desc.shared { TableElems::Shared(Arc::new(Mutex::new(elems))) } else { TableElems::Own(elems) };
+        TableEntity { elems, desc }
+    }
+
+    /// A thread's instance of a shared table: the spawning instance's elements.
+    pub fn inherited(elems: Arc<SharedTable>, desc: TableDesc) -> TableEntity {
+        TableEntity { elems: TableElems::Shared(elems), desc }
+    }
+
+    /// The shared elements, if the table is shared.
+    pub fn shared(&self) -> Option<&Arc<SharedTable>> {
+        match &self.elems {
+            TableElems::Shared(t) => Some(t),
+            TableElems::Own(_) => None,
+        }
+    }
+
+    /// The elements, to read.
+    pub fn elems(&self) -> ElemsRef<'_> {
+        match &self.elems {
+            TableElems::Own(v) => ElemsRef::Own(v),
+            TableElems::Shared(t) => ElemsRef::Shared(t.lock().unwrap_or_else(PoisonError::into_inner)),
+        }
+    }
+
+    /// The elements, to change.
+    pub fn elems_mut(&mut self) -> ElemsMut<'_> {
+        match &mut self.elems {
+            TableElems::Own(v) => ElemsMut::Own(v),
+            TableElems::Shared(t) => ElemsMut::Shared(t.lock().unwrap_or_else(PoisonError::into_inner)),
+        }
+    }
+}
+
+/// A table's elements while they are read (a shared table's lock is held).
+pub(crate) enum ElemsRef<'a> {
+    Own(&'a Vec<u64>),
+    Shared(MutexGuard<'a, Vec<u64>>),
+}
+
+impl std::ops::Deref for ElemsRef<'_> {
+    type Target = Vec<u64>;
+    fn deref(&self) -> &Vec<u64> {
+        match self {
+            ElemsRef::Own(v) => v,
+            ElemsRef::Shared(g) => g,
+        }
+    }
+}
+
+/// A table's elements while they are changed (a shared table's lock is held).
+pub(crate) enum ElemsMut<'a> {
+    Own(&'a mut Vec<u64>),
+    Shared(MutexGuard<'a, Vec<u64>>),
+}
+
+impl std::ops::Deref for ElemsMut<'_> {
+    type Target = Vec<u64>;
+    fn deref(&self) -> &Vec<u64> {
+        match self {
+            ElemsMut::Own(v) => v,
+            ElemsMut::Shared(g) => g,
+        }
+    }
+}
+
+impl std::ops::DerefMut for ElemsMut<'_> {
+    fn deref_mut(&mut self) -> &mut Vec<u64> {
+        match self {
+            ElemsMut::Own(v) => v,
+            ElemsMut::Shared(g) => g,
+        }
+    }
 }
 
 pub(crate) struct GlobalEntity {

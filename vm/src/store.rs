@@ -291,9 +291,9 @@ impl Store {
         let RtValType::Ref { nullable, heap } = self.rt_val_type(ValType::Ref(ty.element_type)) else {
             unreachable!("table element types are reference types")
         };
-        let desc = TableDesc { nullable, heap, min: ty.initial, max: ty.maximum };
+        let desc = TableDesc { nullable, heap, min: ty.initial, max: ty.maximum, shared: ty.shared };
         let mut s = self.running();
-        s.tables.push(TableEntity { elems: vec![0; ty.initial as usize], desc });
+        s.tables.push(TableEntity::new(desc, ty.initial as usize, 0));
         Table(s.tables.len() as u32 - 1)
     }
 

@@ -11,9 +11,10 @@
 //!   buffer and race context, on the one shared heap), instantiates the module against the program's
 //!   imports and calls `wasi_thread_start(tid, start_arg)`.
 //! - The imports a thread gets are the program's linker in store-independent form ([`ThreadImports`]):
-//!   host functions (the closures are `Send + Sync`, their canonical types belong to the shared runtime)
-//!   and shared memories. Anything else (a table, a global, a function of another instance) cannot be
-//!   shared between stores, and a module that imports one cannot spawn threads: the spawn fails.
+//!   host functions (the closures are `Send + Sync`, their canonical types belong to the shared runtime),
+//!   shared memories, shared globals and shared tables of references that are not functions. Anything
+//!   else (an unshared table or global, a table of function references, a function of another instance)
+//!   cannot be shared between stores, and a module that imports one cannot spawn threads: the spawn fails.
 //! - **How a thread ends decides the process's fate** (the proposal: a trap or `proc_exit` in any thread
 //!   ends every thread). The library does not kill processes: it reports a [`ThreadExit`] to the
 //!   embedder's handler, and the CLI's handler prints the trap (or takes the `proc_exit` status) and
@@ -24,9 +25,11 @@
 //!
 //! `thread_spawn(f, arg)` starts a thread on a shared function reference (the end of this file): the new
 //! thread's store instantiates `f`'s module again against the spawning *instance's* imports
-//! ([`ThreadImports::of_instance`]: host functions, shared memories, shared globals), inheriting the
-//! instance's own shared memories and globals (`instantiate::Inherited`: the same `Arc`s, not
-//! initialized again, no start function), and calls `f(arg)`. The argument is a root of every collection
+//! ([`ThreadImports::of_instance`]: host functions, shared memories, shared globals, shared tables),
+//! inheriting the instance's own shared memories, globals and tables (`instantiate::Inherited`: the same
+//! `Arc`s, not initialized again, no start function), and calls `f(arg)`. A shared table is one vector
+//! behind a lock (`state::TableEntity`); its elements are roots of every store that holds it. Function
+//! references are store function indices, so a shared table of them cannot be shared: such a spawn fails. The argument is a root of every collection
 //! from the spawn until the new thread holds it in its store (`Runtime::handoffs`). Thread ids, the
 //! OS threads' handles and the end-of-thread handling are the wasi-threads ones.
 
@@ -38,7 +41,7 @@ use crate::instantiate::Inherited;
 use crate::memory::LinearMemory;
 use crate::module::ImportDesc;
 use crate::runtime::{ModuleId, Runtime};
-use crate::state::{FuncEntity, FuncKind, GlobalEntity, HostFn, StoreState};
+use crate::state::{FuncEntity, FuncKind, GlobalEntity, HostFn, StoreState, TableEntity};
 use crate::{Caller, Error, Extern, Func, FuncType, Linker, Memory, Ref, Store, Trap, TrapKind, Val, ValType};
 
 /// How a spawned thread ended, for the embedder's handler (see the module comment).
@@ -68,6 +71,8 @@ enum PortableExtern {
     Memory(Arc<LinearMemory>),
     /// A shared global's cell (shared-everything threads).
     Global(Arc<std::sync::atomic::AtomicU64>, crate::module::GlobalDesc),
+    /// A shared table's elements (shared-everything threads).
+    Table(Arc<crate::state::SharedTable>, crate::module::TableDesc),
 }
 
 /// A program's imports in store-independent form; see the module comment.
@@ -93,7 +98,7 @@ impl ThreadImports {
                     PortableExtern::Memory(store.s.memories[m.0 as usize].clone())
                 }
                 Extern::Memory(_) => return Err(unshareable(&imp.module, &imp.name, "a memory that is not shared")),
-                Extern::Table(_) => return Err(unshareable(&imp.module, &imp.name, "a table")),
+                Extern::Table(t) => portable_table(&store.s, t.0, &imp.module, &imp.name)?,
                 Extern::Global(g) => match &store.s.globals[g.0 as usize] {
                     GlobalEntity { shared: Some(cell), desc, .. } => PortableExtern::Global(cell.clone(), desc.clone()),
                     _ => return Err(unshareable(&imp.module, &imp.name, "a global that is not shared")),
@@ -127,6 +132,10 @@ impl ThreadImports {
                     store.s.push_global(GlobalEntity::inherited(cell.clone(), desc.clone()));
                     Extern::Global(crate::Global(store.s.globals.len() as u32 - 1))
                 }
+                PortableExtern::Table(elems, desc) => {
+                    store.s.tables.push(TableEntity::inherited(elems.clone(), desc.clone()));
+                    Extern::Table(crate::Table(store.s.tables.len() as u32 - 1))
+                }
             };
             linker.define(module, name, item);
         }
@@ -141,6 +150,7 @@ impl ThreadImports {
     fn of_instance(state: &StoreState, inst: u32) -> Result<ThreadImports, Error> {
         let i = &state.instances[inst as usize];
         let (mut funcs, mut memories, mut globals) = (i.funcs.iter(), i.memories.iter(), i.globals.iter());
+        let mut tables = i.tables.iter();
         let mut defs = Vec::new();
         for imp in &i.module.imports {
             let portable = match &imp.desc {
@@ -156,13 +166,39 @@ impl ThreadImports {
                     GlobalEntity { shared: Some(cell), desc, .. } => PortableExtern::Global(cell.clone(), desc.clone()),
                     _ => return Err(unshareable(&imp.module, &imp.name, "a global that is not shared")),
                 },
-                ImportDesc::Table(_) => return Err(unshareable(&imp.module, &imp.name, "a table")),
+                ImportDesc::Table(_) => portable_table(state, *tables.next().expect("linked"), &imp.module, &imp.name)?,
                 ImportDesc::Tag(_) => return Err(unshareable(&imp.module, &imp.name, "a tag")),
             };
             defs.push((imp.module.clone(), imp.name.clone(), portable));
         }
+        // The tables the instance defines: a shared one is inherited, so it must be one a thread can use.
+        for &t in tables {
+            let table = &state.tables[t as usize];
+            if table.shared().is_some() && holds_functions(state, table) {
+                return Err(Error::Link(format!("{FUNC_TABLE}, which threads cannot share")));
+            }
+        }
         Ok(ThreadImports { defs })
     }
+}
+
+/// Why a shared table of function references stays with its thread.
+const FUNC_TABLE: &str =
+    "a shared table of function references (a function reference names a function of one thread's store)";
+
+/// Store table `t`, imported as `module`.`name`, for another thread's store: a shared table of
+/// references that are not functions (objects, `i31`s and host references mean the same in every store).
+fn portable_table(state: &StoreState, t: u32, module: &str, name: &str) -> Result<PortableExtern, Error> {
+    let table = &state.tables[t as usize];
+    match table.shared() {
+        None => Err(unshareable(module, name, "a table that is not shared")),
+        Some(_) if holds_functions(state, table) => Err(unshareable(module, name, FUNC_TABLE)),
+        Some(elems) => Ok(PortableExtern::Table(elems.clone(), table.desc.clone())),
+    }
+}
+
+fn holds_functions(state: &StoreState, table: &TableEntity) -> bool {
+    table.desc.heap.top(&state.rt.types) == crate::types::RtHeapType::Func
 }
 
 fn unshareable(module: &str, name: &str, what: &str) -> Error {

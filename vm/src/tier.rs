@@ -303,6 +303,16 @@ impl<'a> FuncInput<'a> {
         (d.ty, d.mutable)
     }
 
+    /// Whether global `g` (index space) is declared `shared`: its address is a cell every thread's instance
+    /// shares.
+    pub fn global_shared(&self, g: u32) -> bool {
+        let imported = self.module.imports.iter().filter_map(|i| match &i.desc {
+            crate::module::ImportDesc::Global(d) => Some(d.shared),
+            _ => None,
+        });
+        imported.chain(self.module.globals.iter().map(|g| g.0.shared)).nth(g as usize).unwrap_or(false)
+    }
+
     /// The module's index in its runtime (what race sites and compiled-frame backtraces name).
     pub fn module_index(&self) -> u32 {
         self.module.index
@@ -447,8 +457,10 @@ pub struct Libcalls {
     pub struct_new: usize,
     /// `fn(vmctx, type_id: u32, len: u32, site: u64) -> u64`: a new zeroed array; 0 on a pending trap.
     pub array_new: usize,
-    /// `fn(vmctx, op: u32, site: u64, args: *mut u64) -> u32`: an [`ArrayOp`] with its immediates and
-    /// operands in `args` (see there); 0 done, 1 trap pending. `NewData`/`NewElem` may collect.
+    /// `fn(vmctx, op: u32, site: u64, args: *mut u64, fp: u64) -> u32`: an [`ArrayOp`] with its immediates
+    /// and operands in `args` (see there); 0 done, 1 trap pending. `NewData`/`NewElem` may collect. With
+    /// `--race`, the ranges a bulk operation on a shared array read and wrote are checked there (`fp`, the
+    /// calling frame's frame pointer, for a report's backtrace).
     pub array_op: usize,
     /// `fn(vmctx, raw: u64, heap: u64, nullable: u32) -> u32`: 1 if reference `raw` matches the cast target
     /// (`heap` encoded by [`encode_heap_type`]).
@@ -602,6 +614,11 @@ pub struct MemLibcalls {
     /// and `fp` is the calling compiled frame's frame pointer (a report's backtrace walks compiled frames from it). Returns nothing: a
     /// race is reported where it is found and execution goes on, as in the interpreter.
     pub race: usize,
+    /// `fn(vmctx, obj: u64, addr: u64, width: u32, what: u32, func: u32, offset: u32, fp: u64)`: the race
+    /// hook of a field or element of a shared GC object (`obj`, the address of its header; `addr` the
+    /// field's host address) or, with `obj` 0, of a shared global's cell at `addr` (or, with
+    /// [`RaceHook::GLOBAL`], of the instance's global whose index is `addr`). Otherwise as `race`.
+    pub race_object: usize,
 }
 
 /// The bits of [`MemLibcalls::race`]'s `what`.
@@ -618,6 +635,9 @@ impl RaceHook {
     pub const WRITE: u32 = 8;
     /// The access reported is atomic.
     pub const ATOMIC: u32 = 16;
+    /// [`MemLibcalls::race_object`]: `addr` is the index of a global of the instance (shared), whose cell
+    /// is the location.
+    pub const GLOBAL: u32 = 32;
 }
 
 /// Traps compiled code raises itself (`Libcalls::trap`'s code argument).

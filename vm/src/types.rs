@@ -45,6 +45,17 @@ pub enum RtValType {
     Ref { nullable: bool, heap: RtHeapType },
 }
 
+impl RtValType {
+    /// The bytes a value of this type takes in memory (a reference's encoding is 8).
+    pub fn byte_width(self) -> u64 {
+        match self {
+            RtValType::I32 | RtValType::F32 => 4,
+            RtValType::V128 => 16,
+            _ => 8,
+        }
+    }
+}
+
 /// What a canonical type is.
 #[derive(Clone, Debug)]
 pub enum TypeKind {

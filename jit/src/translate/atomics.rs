@@ -29,7 +29,7 @@ use types::{I8, I16, I32, I64};
 
 /// What an atomic operator does.
 #[derive(Clone, Copy)]
-enum Atomic {
+pub(super) enum Atomic {
     Load,
     Store,
     Rmw(AtomicRmwOp),
@@ -111,7 +111,7 @@ fn classify(op: &Operator<'_>) -> Option<(Atomic, Type, u32, MemArg)> {
 }
 
 /// The Cranelift type of a `width`-byte access.
-fn access_type(width: u32) -> Type {
+pub(super) fn access_type(width: u32) -> Type {
     match width {
         1 => I8,
         2 => I16,
@@ -121,7 +121,7 @@ fn access_type(width: u32) -> Type {
 }
 
 /// `old op v` for the planted non-atomic read-modify-write.
-fn rmw_value(t: &mut FuncTranslator<'_, '_>, op: AtomicRmwOp, old: Value, v: Value) -> Value {
+pub(super) fn rmw_value(t: &mut FuncTranslator<'_, '_>, op: AtomicRmwOp, old: Value, v: Value) -> Value {
     let ins = t.b.ins();
     match op {
         AtomicRmwOp::Add => ins.iadd(old, v),

@@ -7,6 +7,10 @@
 //! `array_new`; it may collect, which is why every reference live across it is in its stack map); the
 //! initial values are stored inline after it. The bulk and segment instructions are library calls
 //! (`array_op`) with their operands in a stack buffer.
+//!
+//! **`--race`**: a plain access to a field or element of a `shared` type calls the object race hook
+//! after it is made (`shared_gc.rs`), as the interpreter's `RaceField`/`RaceElem` report it; the bulk
+//! operations' ranges are checked inside `array_op`, with the frame pointer it is given.
 
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{BlockArg, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Value, types};
@@ -31,10 +35,6 @@ impl FuncTranslator<'_, '_> {
     /// GC object operators; false if `op` is not one.
     pub(super) fn gc_op(&mut self, op: &Operator<'_>, offset: u32) -> Result<bool, Unsupported> {
         use Operator as O;
-        if self.input.race && accessed_type(op).is_some_and(|t| self.input.is_shared_type(t)) {
-            // The interpreter checks these accesses for races; compiled code has no hook for objects yet.
-            return Err(Unsupported::new("a shared object's field or element under --race"));
-        }
         match *op {
             O::StructNew { struct_type_index } => {
                 let fields = self.input.struct_fields(struct_type_index);
@@ -58,6 +58,7 @@ impl FuncTranslator<'_, '_> {
                 self.null_check(obj, TrapCode::NullStructReference, offset);
                 let v = self.load_field(kind, f.float, obj, f.offset as i32);
                 self.push(v);
+                self.field_race_hook(struct_type_index, obj, f.offset as i64, kind.size(), false, offset);
             }
             O::StructSet { struct_type_index, field_index } => {
                 let f = self.input.struct_fields(struct_type_index)[field_index as usize];
@@ -65,6 +66,7 @@ impl FuncTranslator<'_, '_> {
                 let obj = self.pop();
                 self.null_check(obj, TrapCode::NullStructReference, offset);
                 self.store_field(f.kind, obj, f.offset as i32, v);
+                self.field_race_hook(struct_type_index, obj, f.offset as i64, f.kind.size(), true, offset);
             }
             O::ArrayNew { array_type_index } => {
                 let len = self.pop();
@@ -99,6 +101,7 @@ impl FuncTranslator<'_, '_> {
                 let addr = self.element_address(obj, index, kind, offset);
                 let v = self.load_field(kind, float, addr, 0);
                 self.push(v);
+                self.element_race_hook(array_type_index, obj, addr, kind.size(), false, offset);
             }
             O::ArraySet { array_type_index } => {
                 let (kind, _) = self.input.array_elem(array_type_index);
@@ -107,6 +110,7 @@ impl FuncTranslator<'_, '_> {
                 let obj = self.pop();
                 let addr = self.element_address(obj, index, kind, offset);
                 self.store_field(kind, addr, 0, v);
+                self.element_race_hook(array_type_index, obj, addr, kind.size(), true, offset);
             }
             O::ArrayLen => {
                 let obj = self.pop();
@@ -142,7 +146,7 @@ impl FuncTranslator<'_, '_> {
         Ok(true)
     }
 
-    fn null_check(&mut self, obj: Value, code: TrapCode, offset: u32) {
+    pub(super) fn null_check(&mut self, obj: Value, code: TrapCode, offset: u32) {
         let is_null = self.b.ins().icmp_imm_s(IntCC::Equal, obj, 0);
         self.trap_if(is_null, code, offset);
     }
@@ -199,7 +203,7 @@ impl FuncTranslator<'_, '_> {
     }
 
     /// The address of element `index` of array `obj`, after the null and bounds checks.
-    fn element_address(&mut self, obj: Value, index: Value, kind: StorageKind, offset: u32) -> Value {
+    pub(super) fn element_address(&mut self, obj: Value, index: Value, kind: StorageKind, offset: u32) -> Value {
         self.null_check(obj, TrapCode::NullArrayReference, offset);
         let len = self.b.ins().load(types::I32, heap_flags(), obj, LEN_OFFSET);
         let out = self.b.ins().icmp(IntCC::UnsignedGreaterThanOrEqual, index, len);
@@ -274,7 +278,9 @@ impl FuncTranslator<'_, '_> {
         }
         let op = self.b.ins().iconst(types::I32, op as i64);
         let site = self.site(offset);
-        let status = self.call_vm(self.libcalls.array_op, &[op, site, buf], Some(types::I32)).expect("a status");
+        // The frame pointer: with `--race`, a report from the VM walks the compiled frames from there.
+        let fp = self.b.ins().get_frame_pointer(types::I64);
+        let status = self.call_vm(self.libcalls.array_op, &[op, site, buf, fp], Some(types::I32)).expect("a status");
         self.check_status(status, offset);
         buf
     }
@@ -286,23 +292,5 @@ fn signed_kind(kind: StorageKind, signed: bool) -> StorageKind {
         (StorageKind::I8U, true) => StorageKind::I8S,
         (StorageKind::I16U, true) => StorageKind::I16S,
         (k, _) => k,
-    }
-}
-
-/// The struct or array type whose fields or elements `op` reads or writes, if it does.
-fn accessed_type(op: &Operator<'_>) -> Option<u32> {
-    use Operator as O;
-    match *op {
-        O::StructGet { struct_type_index, .. }
-        | O::StructGetS { struct_type_index, .. }
-        | O::StructGetU { struct_type_index, .. }
-        | O::StructSet { struct_type_index, .. } => Some(struct_type_index),
-        O::ArrayGet { array_type_index }
-        | O::ArrayGetS { array_type_index }
-        | O::ArrayGetU { array_type_index }
-        | O::ArraySet { array_type_index }
-        | O::ArrayFill { array_type_index } => Some(array_type_index),
-        O::ArrayCopy { array_type_index_dst, .. } => Some(array_type_index_dst),
-        _ => None,
     }
 }

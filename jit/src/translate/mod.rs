@@ -19,15 +19,16 @@
 //! offset (`Libcalls::trap`) and returns status 1. After every call the status is tested; non-zero jumps
 //! to the *unwind block*, which adds this frame at the call's offset (`Libcalls::unwind`) and returns 1.
 //!
-//! Anything outside the supported set (SIMD's `v128` values and operators, the shared-everything
-//! instructions) returns [`Unsupported`] with the operator's name. Operator families live in their own
+//! Anything outside the supported set (SIMD's `v128` values and operators, which vmrun does not run in
+//! either tier) returns [`Unsupported`] with the operator's name. Operator families live in their own
 //! files: `memory.rs` (plain loads and stores), `multimem.rs` (where each memory is, bounds checks,
 //! size/grow/bulk/segments, race hooks), `atomics.rs` (the threads proposal), `numeric.rs`, `calls.rs`,
-//! `refs.rs`, `tables.rs`, `gc.rs`, and `exceptions.rs` (`try_table`, `throw`, `throw_ref` and the legacy
+//! `refs.rs`, `tables.rs`, `gc.rs`, `shared_gc.rs` (shared-everything atomics and race hooks), and
+//! `exceptions.rs` (`try_table`, `throw`, `throw_ref` and the legacy
 //! `try`/`catch`/`catch_all`/`delegate`/`rethrow`).
 
 use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::{self, Block, BlockArg, InstBuilder, JumpTableData, Type, Value, types};
+use cranelift_codegen::ir::{self, Block, BlockArg, InstBuilder, JumpTableData, MemFlagsData, Type, Value, types};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use vm::tier::{FuncInput, Libcalls, TrapCode, Unsupported, VmCtx};
 use vm::types::RtValType;
@@ -44,6 +45,7 @@ mod memory;
 mod multimem;
 mod numeric;
 mod refs;
+mod shared_gc;
 mod tables;
 
 /// How compiled code reaches the VM: the library functions, called through the exit trampoline.
@@ -644,20 +646,37 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
                 let (rt, mutable) = self.input.global(global_index);
                 let ty = clif_type(rt)?;
                 let addr = self.global_address(global_index);
-                // An immutable global's value was set before any code of the instance ran.
-                let flags = if mutable { trusted() } else { fixed() };
-                let v = self.b.ins().load(ty, flags, addr, 0);
+                let v = if self.input.global_shared(global_index) {
+                    // Another thread may store the cell at any time (sequentially consistent, as the
+                    // interpreter's `AtomicU64`).
+                    let bits = self.b.ins().atomic_load(ty.as_int(), MemFlagsData::trusted(), addr);
+                    if ty.is_float() { self.b.ins().bitcast(ty, MemFlagsData::new(), bits) } else { bits }
+                } else {
+                    // An immutable global's value was set before any code of the instance ran.
+                    let flags = if mutable { trusted() } else { fixed() };
+                    self.b.ins().load(ty, flags, addr, 0)
+                };
                 if abi::is_ref(rt) {
                     self.declare_ref(v);
                 }
                 self.push(v);
+                self.global_race_hook(global_index, false, offset);
             }
             O::GlobalSet { global_index } => {
                 let (ty, _) = self.input.global(global_index);
                 clif_type(ty)?;
                 let v = self.pop();
                 let addr = self.global_address(global_index);
-                store_slot(&mut self.b, v, addr, 0);
+                if self.input.global_shared(global_index) {
+                    // The whole cell, as `store_slot` writes it (an i32 keeps its upper bits zero).
+                    let t = self.b.func.dfg.value_type(v);
+                    let bits = if t.is_float() { self.b.ins().bitcast(t.as_int(), MemFlagsData::new(), v) } else { v };
+                    let wide = if bits_type(t) == types::I32 { self.b.ins().uextend(types::I64, bits) } else { bits };
+                    self.b.ins().atomic_store(MemFlagsData::trusted(), wide, addr);
+                } else {
+                    store_slot(&mut self.b, v, addr, 0);
+                }
+                self.global_race_hook(global_index, true, offset);
             }
             other => {
                 if !self.memory_op(&other, offset)?
@@ -666,6 +685,7 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
                     && !self.numeric_op(&other, offset)?
                     && !self.reference_op(&other, offset)?
                     && !self.gc_op(&other, offset)?
+                    && !self.shared_gc_op(&other, offset)?
                     && !self.table_op(&other, offset)?
                 {
                     return Err(Unsupported::new(op_name(&other)));
@@ -817,4 +837,9 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
     fn global_address(&mut self, g: u32) -> Value {
         self.b.ins().load(types::I64, fixed(), self.globals, (g * 8) as i32)
     }
+}
+
+/// The integer type of a value's bits.
+fn bits_type(t: Type) -> Type {
+    if t.is_float() { t.as_int() } else { t }
 }

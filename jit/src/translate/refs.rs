@@ -62,7 +62,8 @@ impl FuncTranslator<'_, '_> {
                 let v = self.b.ins().bor_imm_u(shifted, 4);
                 self.push(v);
             }
-            O::RefI31 => {
+            // `ref.i31_shared`: the same unboxed representation.
+            O::RefI31 | O::RefI31Shared => {
                 let x = self.pop();
                 let shifted = self.b.ins().ishl_imm_u(x, 1);
                 let tagged = self.b.ins().bor_imm_u(shifted, 1);

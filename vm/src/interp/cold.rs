@@ -225,7 +225,17 @@ pub(super) fn cold_op(ctx: &mut Cold<'_>, instr: Instr, frame: &mut [u64]) -> Re
         }
         I::GlobalAtomic { op, width, dst, args, global } => {
             let g = &mut globals[instance!().globals[global as usize] as usize];
-            shared_gc::global_atomic(frame, g, op, width, dst, args, race.as_mut())
+            let (id, site) = ((module.index, global), site_of(module, func, *pc));
+            shared_gc::global_atomic(frame, g, op, (width, dst, args), race.as_mut(), id, site)?
+        }
+        I::RaceGlobal { what, global } => {
+            let g = &globals[instance!().globals[global as usize] as usize];
+            let (id, site) = ((module.index, global), site_of(module, func, *pc));
+            shared_gc::race_global(g, what, race.as_mut(), id, site)?
+        }
+        I::RaceRange { write, args, len, access } => {
+            let (kind, site) = (code!().arrays[access as usize].kind, site_of(module, func, *pc));
+            shared_gc::race_range(frame, kind, write, (args, len), race.as_mut(), site)?
         }
         I::RaceField { write, obj, field } => {
             let site = site_of(module, func, *pc);

@@ -26,7 +26,7 @@ use super::exceptions;
 use super::gc_objects::{self, AllocSite, Allocator, OpExit};
 use super::jit::with_store;
 use crate::state::{Instance, StoreState};
-use crate::tier::{ArrayOp, CodeMap, JitExit, VmCtx, decode_heap_type, function_at};
+use crate::tier::{ArrayOp, CodeMap, JitExit, RaceHook, VmCtx, decode_heap_type, function_at};
 use crate::types::{StorageKind, TypeRegistry};
 use crate::{Trap, TrapKind, gcglue};
 
@@ -86,7 +86,7 @@ pub(super) extern "C" fn lib_array_new(vmctx: *mut VmCtx, type_id: u32, len: u32
 /// frame (slot 0 on; the result of a `new_*` goes to slot 6).
 const RESULT_SLOT: usize = 6;
 
-pub(super) extern "C" fn lib_array_op(vmctx: *mut VmCtx, op: u32, site: u64, args: *mut u64) -> u32 {
+pub(super) extern "C" fn lib_array_op(vmctx: *mut VmCtx, op: u32, site: u64, args: *mut u64, fp: u64) -> u32 {
     with_store(vmctx, |store, inst| {
         // SAFETY: compiled code passes a buffer of 2 immediates and up to 5 operands (`ArrayOp`).
         let buf = unsafe { std::slice::from_raw_parts_mut(args, 7) };
@@ -126,8 +126,51 @@ pub(super) extern "C" fn lib_array_op(vmctx: *mut VmCtx, op: u32, site: u64, arg
                 })?;
             }
         }
+        if store.rt.race.is_some() {
+            race_bulk(store, inst, op, (imm0, imm1), &frame, (site, fp as usize));
+        }
         Ok(())
     })
+}
+
+/// `--race`: the ranges a bulk operation on shared arrays read and wrote (the interpreter's `RaceRange`s
+/// after the same operation, in the same order), reported from compiled code at `site` (an
+/// [`alloc_site`](crate::tier::alloc_site): defined function and offset) with the frame pointer `fp`.
+fn race_bulk(
+    store: &mut StoreState,
+    inst: u32,
+    op: ArrayOp,
+    (imm0, imm1): (u32, u32),
+    frame: &[u64],
+    (site, fp): (u64, usize),
+) {
+    // (array operand, index operand, count operand, write, canonical type) of each range.
+    let ranges: &[(usize, usize, usize, bool, u32)] = match op {
+        ArrayOp::Fill => &[(0, 1, 3, true, imm0)],
+        ArrayOp::Copy => &[(2, 3, 4, false, imm1), (0, 1, 4, true, imm0)],
+        ArrayOp::InitData | ArrayOp::InitElem => &[(0, 1, 3, true, imm0)],
+        ArrayOp::NewData | ArrayOp::NewElem => &[],
+    };
+    let module = &store.instances[inst as usize].module;
+    let (func, offset) = (module.num_imported_funcs + (site >> 32) as u32, site as u32);
+    for &(arr, index, count, write, ty) in ranges {
+        let (raw, n) = (frame[arr], frame[count] as u32);
+        if !store.rt.types.get(ty).shared || raw == 0 || n == 0 || crate::race::planted_bug_skip_range_hook() {
+            continue;
+        }
+        let kind = store.rt.types.array_elem(ty);
+        let StoreState { rt, mutator, instances, .. } = &mut *store;
+        let (Some(race), Some(ctx)) = (rt.race.as_deref(), mutator.race.as_deref_mut()) else { return };
+        let o = gcglue::obj(raw);
+        let at = o.raw() + gcglue::elem_offset(frame[index] as u32, kind) as u64;
+        let what = if write { RaceHook::WRITE } else { RaceHook::READ };
+        let site = crate::race::site(&instances[inst as usize].module, offset);
+        let len = u64::from(n) * u64::from(kind.size());
+        if let Some(found) = race.hook(ctx, at, len, what, site) {
+            let found = super::race_hooks::FoundRace { race: found, location: super::race_hooks::object_location(o) };
+            super::jit_memory::report_compiled(store, inst, (func, offset), fp, found);
+        }
+    }
 }
 
 pub(super) extern "C" fn lib_ref_test(vmctx: *mut VmCtx, raw: u64, heap: u64, nullable: u32) -> u32 {

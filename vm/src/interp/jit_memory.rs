@@ -16,11 +16,11 @@
 
 use std::sync::Arc;
 
-use vmrace::AccessKind;
-
 use super::jit::{wasm_frame, with_store};
+use super::race_hooks::FoundRace;
 use crate::memory::LinearMemory;
 use crate::memory_atomic::{self, WaitResult};
+use crate::race::RaceLocation;
 use crate::state::{FuncKind, StoreState};
 use crate::tier::{FuncEntry, MemLibcalls, RaceHook, VmCtx};
 use crate::types::TypeKind;
@@ -36,6 +36,7 @@ pub(super) fn mem_libcalls() -> MemLibcalls {
         wait: lib_wait as *const () as usize,
         notify: lib_notify as *const () as usize,
         race: lib_race as *const () as usize,
+        race_object: lib_race_object as *const () as usize,
     }
 }
 
@@ -145,28 +146,64 @@ fn race_hook(
     let (Some(race), Some(ctx)) = (rt.race.as_deref(), mutator.race.as_deref_mut()) else { return };
     let instance = &instances[inst as usize];
     let base = memories[instance.memories[mem as usize] as usize].base() as u64;
-    let addr = base + at;
-    match (what & RaceHook::ACQUIRE != 0, what & RaceHook::RELEASE != 0) {
-        (true, true) => race.detector.acq_rel(ctx, addr),
-        (true, false) => race.detector.acquire(ctx, addr),
-        (false, true) => race.detector.release(ctx, addr),
-        (false, false) => {}
-    }
-    let atomic = what & RaceHook::ATOMIC != 0;
-    let kind = match (what & RaceHook::READ != 0, what & RaceHook::WRITE != 0, atomic) {
-        (true, _, false) => AccessKind::Read,
-        (true, _, true) => AccessKind::AtomicRead,
-        (false, true, false) => AccessKind::Write,
-        (false, true, true) => AccessKind::AtomicWrite,
-        (false, false, _) => return,
-    };
     let site = crate::race::site(&instance.module, offset);
-    if let Some(found) = race.detector.access(ctx, addr, width as u8, kind, site) {
-        let backtrace = compiled_backtrace(store, inst, func, offset, fp);
-        let race = store.rt.race.as_deref().expect("checked above");
-        let found = super::race_hooks::FoundRace { race: found, base, object: None };
-        race.report(&found, &backtrace, &store.rt.modules(), &store.rt.types);
+    if let Some(found) = race.hook(ctx, base + at, width.into(), what, site) {
+        report_compiled(
+            store,
+            inst,
+            (func, offset),
+            fp,
+            FoundRace { race: found, location: RaceLocation::Memory { base } },
+        );
     }
+}
+
+/// The race hook of a field or element of a shared object, or of a shared global (see
+/// [`MemLibcalls::race_object`](crate::tier::MemLibcalls::race_object)).
+#[allow(clippy::too_many_arguments)] // The C-convention signature compiled code calls.
+extern "C" fn lib_race_object(
+    vmctx: *mut VmCtx,
+    obj: u64,
+    addr: u64,
+    width: u32,
+    what: u32,
+    func: u32,
+    offset: u32,
+    fp: u64,
+) {
+    with_store(vmctx, |store, inst| {
+        let StoreState { rt, mutator, instances, globals, .. } = &mut *store;
+        let (Some(race), Some(ctx)) = (rt.race.as_deref(), mutator.race.as_deref_mut()) else { return Ok(()) };
+        let instance = &instances[inst as usize];
+        let (at, width, location) = if what & RaceHook::GLOBAL != 0 {
+            let g = &globals[instance.globals[addr as usize] as usize];
+            let Some(cell) = &g.shared else { return Ok(()) };
+            let id = RaceLocation::Global { module: instance.module.index, index: addr as u32 };
+            (Arc::as_ptr(cell) as u64, g.desc.ty.byte_width(), id)
+        } else if obj == 0 {
+            // A shared global's edges only (`global.atomic.rmw.*`'s access comes with `GLOBAL`).
+            (addr, u64::from(width), RaceLocation::Memory { base: 0 })
+        } else {
+            (addr, u64::from(width), super::race_hooks::object_location(crate::gcglue::obj(obj)))
+        };
+        let site = crate::race::site(&instance.module, offset);
+        let mut what = what & !RaceHook::GLOBAL;
+        if matches!(location, RaceLocation::Global { .. }) && crate::race::planted_bug_skip_global_hook() {
+            what &= !(RaceHook::READ | RaceHook::WRITE);
+        }
+        if let Some(found) = race.hook(ctx, at, width, what, site) {
+            report_compiled(store, inst, (func, offset), fp as usize, FoundRace { race: found, location });
+        }
+        Ok(())
+    });
+}
+
+/// Reports `found`, made by the compiled code of instance `inst` at `offset` of `func` whose frame
+/// pointer is `fp`, with the backtrace walked from there.
+pub(super) fn report_compiled(store: &StoreState, inst: u32, (func, offset): (u32, u32), fp: usize, found: FoundRace) {
+    let backtrace = compiled_backtrace(store, inst, func, offset, fp);
+    let race = store.rt.race.as_deref().expect("reported with --race");
+    race.report(&found, &backtrace, &store.rt.modules(), &store.rt.types);
 }
 
 /// The wasm backtrace of compiled code of instance `inst` stopped at `offset` of `func`, whose frame

@@ -11,7 +11,8 @@ use vmrace::{AccessKind, Race, Site, ThreadCtx};
 use super::gc_objects::OpExit;
 use crate::memory::LinearMemory;
 use crate::module::ModuleData;
-use crate::race::{RaceRuntime, RacyObject, site};
+use crate::race::{RaceLocation, RaceRuntime, RacyObject, site};
+use crate::tier::RaceHook;
 
 /// What a race-mode instruction needs: the detector and the running thread's context.
 pub(super) struct RaceHooks<'a> {
@@ -24,12 +25,10 @@ pub(super) fn site_of(module: &ModuleData, func: u32, pc: usize) -> Site {
     site(module, module.code[func as usize].wasm_offsets.get(pc).copied().unwrap_or(0))
 }
 
-/// A race the detector found, with the base of the memory it is in (reports show offsets), or the heap
-/// object it is in (reports name its type, field and allocation site; `base` is then 0).
+/// A race the detector found and where it is (a memory, a heap object or a shared global).
 pub(crate) struct FoundRace {
     pub race: Race,
-    pub base: u64,
-    pub object: Option<RacyObject>,
+    pub location: RaceLocation,
 }
 
 impl RaceHooks<'_> {
@@ -45,27 +44,46 @@ impl RaceHooks<'_> {
         let base = memory.base() as u64;
         match self.rt.detector.access(self.ctx, base + at, width as u8, kind, site) {
             None => Ok(()),
-            Some(race) => Err(OpExit::Race(Box::new(FoundRace { race, base, object: None }))),
+            Some(race) => Err(found(race, RaceLocation::Memory { base })),
         }
     }
 
-    /// Reports an access of `width` bytes at byte `offset` of the heap object `obj` (a field or element
-    /// of a shared type), made by the instruction at `site`.
+    /// Reports an access of `len` bytes (one field or element, or the range of a bulk operation) at byte
+    /// `offset` of the heap object `obj` (of a shared type), made by the instruction at `site`.
     pub fn object_access(
         &mut self,
         obj: gc::ObjRef,
         offset: usize,
-        width: u32,
+        len: u64,
         kind: AccessKind,
         site: Site,
     ) -> Result<(), OpExit> {
         let at = obj.raw() + offset as u64;
-        match self.rt.detector.access(self.ctx, at, width as u8, kind, site) {
+        let race = if len <= 8 {
+            self.rt.detector.access(self.ctx, at, len as u8, kind, site)
+        } else {
+            self.rt.detector.access_range(self.ctx, at, len, kind, site)
+        };
+        match race {
             None => Ok(()),
-            Some(race) => {
-                let object = Some(RacyObject { addr: obj.raw(), type_id: obj.type_id() });
-                Err(OpExit::Race(Box::new(FoundRace { race, base: 0, object })))
-            }
+            Some(race) => Err(found(race, object_location(obj))),
+        }
+    }
+
+    /// The [`crate::tier::RaceHook`] bits `what` on shared global `index` of the module whose runtime index
+    /// is `module`, whose cell is at host address `cell` and `width` bytes wide.
+    pub fn global_hook(
+        &mut self,
+        (cell, width): (u64, u64),
+        what: u32,
+        (module, index): (u32, u32),
+        site: Site,
+    ) -> Result<(), OpExit> {
+        let what =
+            if crate::race::planted_bug_skip_global_hook() { what & !(RaceHook::READ | RaceHook::WRITE) } else { what };
+        match self.rt.hook(self.ctx, cell, width, what, site) {
+            None => Ok(()),
+            Some(race) => Err(found(race, RaceLocation::Global { module, index })),
         }
     }
 
@@ -84,4 +102,13 @@ impl RaceHooks<'_> {
     pub fn sync(&mut self, memory: &LinearMemory, at: u64, acquire: bool, release: bool) {
         self.sync_at(memory.base() as u64 + at, acquire, release);
     }
+}
+
+fn found(race: Race, location: RaceLocation) -> OpExit {
+    OpExit::Race(Box::new(FoundRace { race, location }))
+}
+
+/// The location of a race in the live object `obj`.
+pub(crate) fn object_location(obj: gc::ObjRef) -> RaceLocation {
+    RaceLocation::Object(RacyObject { addr: obj.raw(), type_id: obj.type_id() })
 }

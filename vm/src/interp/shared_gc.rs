@@ -1,7 +1,8 @@
 //! Shared-everything threads in the interpreter: atomics on fields and elements of GC objects
 //! (`struct.atomic.*`, `array.atomic.*`), shared globals (`global.get`/`set` and `global.atomic.*` through
 //! the runtime-wide cell), and the `--race` hooks of plain accesses to shared objects (`RaceField`,
-//! `RaceElem`, emitted by `translate/shared_gc.rs` only under `--race`).
+//! `RaceElem`, `RaceRange` after bulk operations, `RaceGlobal` on shared globals; emitted by
+//! `translate/shared_gc.rs` only under `--race`).
 //!
 //! Every atomic is sequentially consistent (`gc::ObjRef::atomic_*` on the object's bytes, or the
 //! global's `AtomicU64`). Under `--race` an atomic is also a synchronization edge through the address of
@@ -20,6 +21,7 @@ use crate::TrapKind;
 use crate::bytecode::{FieldAccess, ObjAtomicOp, RmwOp, Slot, StorageKind};
 use crate::gcglue;
 use crate::state::GlobalEntity;
+use crate::tier::RaceHook;
 
 /// The value of a field or element of `kind` as `raw` bytes hold it, extended to a slot value.
 fn extend(kind: StorageKind, raw: u64) -> u64 {
@@ -93,7 +95,7 @@ fn atomic_at(
     if let Some(r) = race {
         r.sync_at(at, acquire, false);
         let access = if op == ObjAtomicOp::Get { AccessKind::AtomicRead } else { AccessKind::AtomicWrite };
-        r.object_access(o, offset, width as u32, access, site)?;
+        r.object_access(o, offset, width as u64, access, site)?;
     }
     Ok(())
 }
@@ -153,16 +155,18 @@ pub(super) fn global_set_shared(frame: &[u64], g: &mut GlobalEntity, src: Slot) 
 }
 
 /// `global.atomic.rmw.*` and `cmpxchg` on a `width`-byte global (an i32 global keeps its upper bits
-/// zero), operands in `args..`; the old value goes to `dst`.
+/// zero), operands in `args..`; the old value goes to `dst`. Under `--race` a shared global's is an
+/// atomic write with a release before and an acquire after; `id` names the global in a report (module
+/// index, global index).
 pub(super) fn global_atomic(
     frame: &mut [u64],
     g: &mut GlobalEntity,
     op: ObjAtomicOp,
-    width: u8,
-    dst: Slot,
-    args: Slot,
+    (width, dst, args): (u8, Slot, Slot),
     race: Option<&mut RaceHooks<'_>>,
-) {
+    id: (u32, u32),
+    site: Site,
+) -> Result<(), OpExit> {
     let mask = if width == 4 { u32::MAX as u64 } else { u64::MAX };
     let (a, b): (u64, u64) = (get(frame, args), get(frame, args + 1));
     let next = |old: u64| -> u64 {
@@ -172,7 +176,7 @@ pub(super) fn global_atomic(
             _ => old,
         }
     };
-    let old = match &g.shared {
+    match &g.shared {
         Some(cell) => {
             // The address of the cell is the global's identity for the race detector's edges.
             let at = std::sync::Arc::as_ptr(cell) as u64;
@@ -183,18 +187,51 @@ pub(super) fn global_atomic(
             let old = match cell.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |old| Some(next(old))) {
                 Ok(v) | Err(v) => v,
             };
+            set(frame, dst, old);
             if let Some(r) = race {
-                r.sync_at(at, true, false);
+                let what = RaceHook::ACQUIRE | RaceHook::WRITE | RaceHook::ATOMIC;
+                r.global_hook((at, width.into()), what, id, site)?;
             }
-            old
         }
         None => {
             let old = g.value;
             g.value = next(old);
-            old
+            set(frame, dst, old);
         }
-    };
-    set(frame, dst, old);
+    }
+    Ok(())
+}
+
+/// `--race`: the [`RaceHook`] bits `what` on the shared global `g` (`RaceGlobal`); `id` names it.
+pub(super) fn race_global(
+    g: &GlobalEntity,
+    what: u8,
+    race: Option<&mut RaceHooks<'_>>,
+    id: (u32, u32),
+    site: Site,
+) -> Result<(), OpExit> {
+    let (Some(r), Some(cell)) = (race, &g.shared) else { return Ok(()) };
+    let at = std::sync::Arc::as_ptr(cell) as u64;
+    r.global_hook((at, g.desc.ty.byte_width()), what.into(), id, site)
+}
+
+/// `--race`: the elements a bulk operation on the shared array in `args` read or wrote (`RaceRange`): from
+/// the index in `args + 1`, as many as `len` holds. The operation succeeded, so the range is in bounds.
+pub(super) fn race_range(
+    frame: &[u64],
+    kind: StorageKind,
+    write: bool,
+    (args, len): (Slot, Slot),
+    race: Option<&mut RaceHooks<'_>>,
+    site: Site,
+) -> Result<(), OpExit> {
+    let (Some(r), raw, n) = (race, get::<u64>(frame, args), get::<u32>(frame, len)) else { return Ok(()) };
+    if raw == 0 || n == 0 || crate::race::planted_bug_skip_range_hook() {
+        return Ok(());
+    }
+    let offset = gcglue::elem_offset(get(frame, args + 1), kind);
+    let access = if write { AccessKind::Write } else { AccessKind::Read };
+    r.object_access(gcglue::obj(raw), offset, u64::from(n) * u64::from(kind.size()), access, site)
 }
 
 /// `--race`: the plain access the next instruction makes to field `field` of the struct in `obj`.
@@ -211,7 +248,7 @@ pub(super) fn race_field(
         return Ok(()); // the access traps
     }
     let kind = if write { AccessKind::Write } else { AccessKind::Read };
-    r.object_access(gcglue::obj(raw), field.offset as usize, field.kind.size(), kind, site)
+    r.object_access(gcglue::obj(raw), field.offset as usize, field.kind.size().into(), kind, site)
 }
 
 /// `--race`: the plain access the next instruction makes to an element of the array in `args`.
@@ -226,5 +263,5 @@ pub(super) fn race_elem(
     let Some(r) = race else { return Ok(()) };
     let Ok((o, offset)) = element(frame, kind, args) else { return Ok(()) }; // the access traps
     let access = if write { AccessKind::Write } else { AccessKind::Read };
-    r.object_access(o, offset, kind.size(), access, site)
+    r.object_access(o, offset, kind.size().into(), access, site)
 }

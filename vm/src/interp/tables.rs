@@ -3,7 +3,8 @@
 //!
 //! The handlers get the table they work on already resolved from the instance's index space (`cold.rs`
 //! and the dispatch loop do that), so they see only [`TableEntity`]s and slots. Every index and range is
-//! checked against the table's current length; a table holds raw reference values (0 is null).
+//! checked against the table's current length; a table holds raw reference values (0 is null). A shared
+//! table's elements are behind a lock (`TableEntity::elems`), held for one instruction.
 
 use std::sync::Arc;
 
@@ -25,7 +26,7 @@ pub(super) fn indirect_callee(
     index: u32,
     type_id: u32,
 ) -> Result<u32, TrapKind> {
-    let raw = *table.elems.get(index as usize).ok_or(TrapKind::UndefinedElement)?;
+    let raw = *table.elems().get(index as usize).ok_or(TrapKind::UndefinedElement)?;
     if raw == 0 {
         return Err(TrapKind::UninitializedElement);
     }
@@ -49,7 +50,7 @@ pub(super) fn ref_callee(frame: &[u64], func: Slot) -> Result<u32, TrapKind> {
 #[inline(always)]
 #[track_caller]
 pub(super) fn table_get(frame: &mut [u64], table: &TableEntity, dst: Slot, index: Slot) -> Result<(), TrapKind> {
-    let v = *table.elems.get(get::<u32>(frame, index) as usize).ok_or(TrapKind::TableOutOfBounds)?;
+    let v = *table.elems().get(get::<u32>(frame, index) as usize).ok_or(TrapKind::TableOutOfBounds)?;
     set(frame, dst, v);
     Ok(())
 }
@@ -58,7 +59,8 @@ pub(super) fn table_get(frame: &mut [u64], table: &TableEntity, dst: Slot, index
 #[track_caller]
 pub(super) fn table_set(frame: &[u64], table: &mut TableEntity, index: Slot, value: Slot) -> Result<(), TrapKind> {
     let v: u64 = get(frame, value);
-    let e = table.elems.get_mut(get::<u32>(frame, index) as usize).ok_or(TrapKind::TableOutOfBounds)?;
+    let mut elems = table.elems_mut();
+    let e = elems.get_mut(get::<u32>(frame, index) as usize).ok_or(TrapKind::TableOutOfBounds)?;
     *e = v;
     Ok(())
 }
@@ -66,7 +68,7 @@ pub(super) fn table_set(frame: &[u64], table: &mut TableEntity, index: Slot, val
 #[inline(always)]
 #[track_caller]
 pub(super) fn table_size(frame: &mut [u64], table: &TableEntity, dst: Slot) {
-    set(frame, dst, table.elems.len() as u32);
+    set(frame, dst, table.elems().len() as u32);
 }
 
 /// `table.grow`: the initial value comes in `dst`, the old size (or -1) goes out there.
@@ -75,12 +77,14 @@ pub(super) fn table_size(frame: &mut [u64], table: &TableEntity, dst: Slot) {
 pub(super) fn table_grow(frame: &mut [u64], table: &mut TableEntity, dst: Slot, delta: Slot) {
     let init: u64 = get(frame, dst);
     let delta = get::<u32>(frame, delta) as u64;
-    let old = table.elems.len() as u64;
     let max = table.desc.max.unwrap_or(u32::MAX as u64).min(u32::MAX as u64);
-    if old + delta > max || table.elems.try_reserve(delta as usize).is_err() {
+    // One lock for the check and the growth: another thread's grow of a shared table comes before or after.
+    let mut elems = table.elems_mut();
+    let old = elems.len() as u64;
+    if old + delta > max || elems.try_reserve(delta as usize).is_err() {
         set(frame, dst, -1i32);
     } else {
-        table.elems.resize((old + delta) as usize, init);
+        elems.resize((old + delta) as usize, init);
         set(frame, dst, old as u32);
     }
 }
@@ -90,10 +94,11 @@ pub(super) fn table_grow(frame: &mut [u64], table: &mut TableEntity, dst: Slot, 
 #[track_caller]
 pub(super) fn table_fill(frame: &[u64], table: &mut TableEntity, args: Slot) -> Result<(), TrapKind> {
     let (i, val, n) = (get::<u32>(frame, args) as u64, get::<u64>(frame, args + 1), get::<u32>(frame, args + 2) as u64);
-    if !in_bounds(i, n, table.elems.len()) {
+    let mut elems = table.elems_mut();
+    if !in_bounds(i, n, elems.len()) {
         return Err(TrapKind::TableOutOfBounds);
     }
-    table.elems[i as usize..(i + n) as usize].fill(val);
+    elems[i as usize..(i + n) as usize].fill(val);
     Ok(())
 }
 
@@ -109,14 +114,28 @@ pub(super) fn table_copy(
     args: Slot,
 ) -> Result<(), TrapKind> {
     let [d, s, n] = get_u32s(frame, args);
-    if !in_bounds(d, n, tables[dst].elems.len()) || !in_bounds(s, n, tables[src].elems.len()) {
-        return Err(TrapKind::TableOutOfBounds);
-    }
     if dst == src {
-        tables[dst].elems.copy_within(s as usize..(s + n) as usize, d as usize);
+        let mut elems = tables[dst].elems_mut();
+        if !in_bounds(d, n, elems.len()) || !in_bounds(s, n, elems.len()) {
+            return Err(TrapKind::TableOutOfBounds);
+        }
+        elems.copy_within(s as usize..(s + n) as usize, d as usize);
     } else {
-        let from: Vec<u64> = tables[src].elems[s as usize..(s + n) as usize].to_vec();
-        tables[dst].elems[d as usize..(d + n) as usize].copy_from_slice(&from);
+        // One lock at a time (two imports may name one shared table): the source's elements are copied
+        // out first. Another thread may change either table in between, as it may between two
+        // instructions; the bounds are checked against the lengths each lock sees.
+        let from: Vec<u64> = {
+            let elems = tables[src].elems();
+            if !in_bounds(s, n, elems.len()) {
+                return Err(TrapKind::TableOutOfBounds);
+            }
+            elems[s as usize..(s + n) as usize].to_vec()
+        };
+        let mut elems = tables[dst].elems_mut();
+        if !in_bounds(d, n, elems.len()) {
+            return Err(TrapKind::TableOutOfBounds);
+        }
+        elems[d as usize..(d + n) as usize].copy_from_slice(&from);
     }
     Ok(())
 }
@@ -126,10 +145,11 @@ pub(super) fn table_copy(
 #[track_caller]
 pub(super) fn table_init(frame: &[u64], table: &mut TableEntity, seg: &[u64], args: Slot) -> Result<(), TrapKind> {
     let [d, s, n] = get_u32s(frame, args);
-    if !in_bounds(s, n, seg.len()) || !in_bounds(d, n, table.elems.len()) {
+    let mut elems = table.elems_mut();
+    if !in_bounds(s, n, seg.len()) || !in_bounds(d, n, elems.len()) {
         return Err(TrapKind::TableOutOfBounds);
     }
-    table.elems[d as usize..(d + n) as usize].copy_from_slice(&seg[s as usize..(s + n) as usize]);
+    elems[d as usize..(d + n) as usize].copy_from_slice(&seg[s as usize..(s + n) as usize]);
     Ok(())
 }
 

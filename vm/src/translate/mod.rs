@@ -48,6 +48,8 @@ pub struct ModuleEnv<'a> {
     /// By global index: declared `shared`, so read and written through the runtime-wide cell
     /// (`GlobalGetShared`/`GlobalSetShared`, `shared_gc.rs`).
     pub shared_globals: &'a [bool],
+    /// By global index: `--race` and a mutable shared global, whose accesses get `RaceGlobal` hooks.
+    pub race_globals: &'a [bool],
     /// `--race`: fields and elements of shared GC objects get the race detector's hooks (`shared_gc.rs`).
     pub race: bool,
 }

@@ -9,13 +9,19 @@
 //! **Race hooks are chosen here.** With `--race` (`ModuleEnv::race`) a `struct.get`/`struct.set`/
 //! `array.get`/`array.set` of a `shared` type is preceded by `RaceField`/`RaceElem`, which names the
 //! same object and field (the operands are made contiguous temps first, so the access that follows
-//! reads the same slots); the access itself is translated as always by `mod.rs`. Without `--race`,
-//! or for types that are not shared (no other thread can reach their objects), nothing is emitted.
+//! reads the same slots); the access itself is translated as always by `mod.rs`. A bulk operation on a
+//! shared array (`array.fill`/`copy`/`init_data`/`init_elem`) is followed by `RaceRange` for each range
+//! it read or wrote (its operands are still in their slots). A mutable shared global is a location: a
+//! plain `global.get`/`set` is followed by `RaceGlobal` (a read or write), `global.atomic.get/set` are
+//! atomic accesses with their acquire or release, `global.atomic.rmw.*` both (`GlobalAtomic`). Without
+//! `--race`, or for types that are not shared (no other thread can reach their objects), nothing is
+//! emitted.
 
 use wasmparser::{FuncValidator, Operator, ValType, ValidatorResources};
 
 use super::Translator;
 use crate::bytecode::{Instr, ObjAtomicOp, RmwOp, Slot};
+use crate::tier::RaceHook;
 
 impl Translator<'_> {
     /// Translate `op` if it is one of this file's instructions (true); emit the race hook of a plain
@@ -72,13 +78,26 @@ impl Translator<'_> {
                 let access = self.array_access(t, false);
                 self.array_atomic(ObjAtomicOp::Cmpxchg, 4, access, Self::result_is_ref(v, 0))
             }
-            O::GlobalGet { global_index: g } | O::GlobalAtomicGet { global_index: g, .. } if self.is_shared(g) => {
+            O::GlobalGet { global_index: g } if self.is_shared(g) => {
                 let dst = self.push_temp(Self::result_is_ref(v, 0));
                 self.emit(Instr::GlobalGetShared { dst, global: g });
+                self.race_global(g, RaceHook::READ);
             }
-            O::GlobalSet { global_index: g } | O::GlobalAtomicSet { global_index: g, .. } if self.is_shared(g) => {
+            O::GlobalAtomicGet { global_index: g, .. } if self.is_shared(g) => {
+                let dst = self.push_temp(Self::result_is_ref(v, 0));
+                self.emit(Instr::GlobalGetShared { dst, global: g });
+                self.race_global(g, RaceHook::ACQUIRE | RaceHook::READ | RaceHook::ATOMIC);
+            }
+            O::GlobalSet { global_index: g } if self.is_shared(g) => {
                 let src = self.pop_slot();
                 self.emit(Instr::GlobalSetShared { global: g, src });
+                self.race_global(g, RaceHook::WRITE);
+            }
+            O::GlobalAtomicSet { global_index: g, .. } if self.is_shared(g) => {
+                let src = self.pop_slot();
+                self.race_global(g, RaceHook::RELEASE);
+                self.emit(Instr::GlobalSetShared { global: g, src });
+                self.race_global(g, RaceHook::WRITE | RaceHook::ATOMIC);
             }
             // Atomics on a global that is not shared: no other thread sees it, so plain accesses do.
             O::GlobalAtomicGet { global_index: g, .. } => {
@@ -135,6 +154,38 @@ impl Translator<'_> {
                 self.emit(Instr::RaceElem { write: true, args, access });
                 return false;
             }
+            // ---- bulk operations on shared arrays under `--race`: the operation, then its ranges
+            O::ArrayFill { array_type_index: t } if self.race_hooked_type(t) => {
+                let access = self.array_access(t, false);
+                let args = self.atomic_args(4);
+                self.emit(Instr::ArrayFill { args, access });
+                self.emit(Instr::RaceRange { write: true, args, len: args + 3, access });
+            }
+            O::ArrayCopy { array_type_index_dst: d, array_type_index_src: s }
+                if self.race_hooked_type(d) || self.race_hooked_type(s) =>
+            {
+                let (dst_access, src_access) = (self.array_access(d, false), self.array_access(s, false));
+                let args = self.atomic_args(5);
+                self.emit(Instr::ArrayCopy { args, dst_access, src_access });
+                if self.race_hooked_type(s) {
+                    self.emit(Instr::RaceRange { write: false, args: args + 2, len: args + 4, access: src_access });
+                }
+                if self.race_hooked_type(d) {
+                    self.emit(Instr::RaceRange { write: true, args, len: args + 4, access: dst_access });
+                }
+            }
+            O::ArrayInitData { array_type_index: t, array_data_index: data } if self.race_hooked_type(t) => {
+                let access = self.array_access(t, false);
+                let args = self.atomic_args(4);
+                self.emit(Instr::ArrayInitData { args, access, data });
+                self.emit(Instr::RaceRange { write: true, args, len: args + 3, access });
+            }
+            O::ArrayInitElem { array_type_index: t, array_elem_index: elem } if self.race_hooked_type(t) => {
+                let access = self.array_access(t, false);
+                let args = self.atomic_args(4);
+                self.emit(Instr::ArrayInitElem { args, access, elem });
+                self.emit(Instr::RaceRange { write: true, args, len: args + 3, access });
+            }
             _ => return false,
         }
         true
@@ -143,6 +194,13 @@ impl Translator<'_> {
     /// Is global `g` declared `shared`?
     fn is_shared(&self, g: u32) -> bool {
         self.env.shared_globals.get(g as usize).copied().unwrap_or(false)
+    }
+
+    /// `--race` and `g` is a mutable shared global: emit the hook with [`RaceHook`] bits `what`.
+    fn race_global(&mut self, g: u32, what: u32) {
+        if self.env.race_globals.get(g as usize).copied().unwrap_or(false) {
+            self.emit(Instr::RaceGlobal { what: what as u8, global: g });
+        }
     }
 
     /// `--race` and module type `t` is a shared struct or array type.
