@@ -10,7 +10,7 @@
 //! callers read a returning frame's results. One per signature, cached like the array entries.
 
 use cranelift_codegen::ir::{self, InstBuilder, types};
-use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_frontend::FunctionBuilderContext;
 use vm::tier::{CodePtr, CompiledFunc, FuncInput, Libcalls, OsrEntry, Unsupported};
 use vm::types::RtValType;
 
@@ -65,15 +65,9 @@ fn build_osr_entry(
 ) -> Result<(), Unsupported> {
     let callee_sig = wasm_signature(params, results)?;
     let param_types: Vec<_> = params.iter().map(|&t| clif_type(t)).collect::<Result<_, _>>()?;
-    *func = ir::Function::with_name_signature(
-        ir::UserFuncName::default(),
-        abi::native_signature(target.call_conv, &[types::I64; 3], &[types::I32]),
-    );
-    let mut b = FunctionBuilder::new(func, fctx);
-    let entry = b.create_block();
-    b.append_block_params_for_function_params(entry);
-    b.switch_to_block(entry);
-    let [code, vmctx, slots] = b.block_params(entry).try_into().expect("three parameters");
+    let sig = abi::native_signature(target.call_conv, &[types::I64; 3], &[types::I32]);
+    let (mut b, params) = crate::trampolines::begin(func, fctx, sig);
+    let [code, vmctx, slots] = params.try_into().expect("three parameters");
     let mut call_args = vec![slots, vmctx];
     for &t in &param_types {
         call_args.push(abi::zero(&mut b, t));
@@ -85,7 +79,6 @@ fn build_osr_entry(
         store_slot(&mut b, v, slots, i);
     }
     b.ins().return_(&rets[..1]);
-    b.seal_all_blocks();
-    b.finalize(target.frontend);
+    crate::trampolines::finish(b, target);
     Ok(())
 }

@@ -22,6 +22,28 @@ use vm::types::RtValType;
 
 use crate::abi::{self, Target, clif_type, load_slot, store_slot, wasm_signature};
 
+/// Start `func` as a new function of signature `sig`: a builder positioned in its entry block, and the
+/// entry block's parameters (the function's arguments).
+pub(crate) fn begin<'b>(
+    func: &'b mut ir::Function,
+    fctx: &'b mut FunctionBuilderContext,
+    sig: ir::Signature,
+) -> (FunctionBuilder<'b>, Vec<ir::Value>) {
+    *func = ir::Function::with_name_signature(ir::UserFuncName::default(), sig);
+    let mut b = FunctionBuilder::new(func, fctx);
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    let params = b.block_params(entry).to_vec();
+    (b, params)
+}
+
+/// Seal and finish a function built with [`begin`].
+pub(crate) fn finish(mut b: FunctionBuilder, target: &Target) {
+    b.seal_all_blocks();
+    b.finalize(target.frontend);
+}
+
 pub fn array_entry(
     func: &mut ir::Function,
     fctx: &mut FunctionBuilderContext,
@@ -31,15 +53,9 @@ pub fn array_entry(
 ) -> Result<(), Unsupported> {
     let callee_sig = wasm_signature(params, results)?;
     let param_types: Vec<_> = params.iter().map(|&t| clif_type(t)).collect::<Result<_, _>>()?;
-    *func = ir::Function::with_name_signature(
-        ir::UserFuncName::default(),
-        abi::native_signature(target.call_conv, &[types::I64; 3], &[types::I32]),
-    );
-    let mut b = FunctionBuilder::new(func, fctx);
-    let entry = b.create_block();
-    b.append_block_params_for_function_params(entry);
-    b.switch_to_block(entry);
-    let [code, vmctx, args] = b.block_params(entry).try_into().expect("three parameters");
+    let sig = abi::native_signature(target.call_conv, &[types::I64; 3], &[types::I32]);
+    let (mut b, params) = begin(func, fctx, sig);
+    let [code, vmctx, args] = params.try_into().expect("three parameters");
     let mut call_args = vec![b.ins().iconst(types::I64, 0), vmctx];
     for (i, &t) in param_types.iter().enumerate() {
         call_args.push(load_slot(&mut b, t, args, i));
@@ -51,8 +67,7 @@ pub fn array_entry(
         store_slot(&mut b, v, args, i);
     }
     b.ins().return_(&rets[..1]);
-    b.seal_all_blocks();
-    b.finalize(target.frontend);
+    finish(b, target);
     Ok(())
 }
 
@@ -65,14 +80,9 @@ pub fn interpreter_stub(
     results: &[RtValType],
 ) -> Result<(), Unsupported> {
     let result_types: Vec<_> = results.iter().map(|&t| clif_type(t)).collect::<Result<_, _>>()?;
-    *func = ir::Function::with_name_signature(ir::UserFuncName::default(), wasm_signature(params, results)?);
     let slots = params.len().max(results.len()).max(1);
-    let mut b = FunctionBuilder::new(func, fctx);
+    let (mut b, values) = begin(func, fctx, wasm_signature(params, results)?);
     let buffer = b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, (slots * 8) as u32, 3));
-    let entry = b.create_block();
-    b.append_block_params_for_function_params(entry);
-    b.switch_to_block(entry);
-    let values = b.block_params(entry).to_vec();
     let (ctx, vmctx) = (values[0], values[1]);
     let args = b.ins().stack_addr(types::I64, buffer, 0);
     for (i, &v) in values[2..].iter().enumerate() {
@@ -90,8 +100,7 @@ pub fn interpreter_stub(
     }
     // On a trap the loaded results are whatever the buffer held; the caller ignores them.
     b.ins().return_(&rets);
-    b.seal_all_blocks();
-    b.finalize(target.frontend);
+    finish(b, target);
     Ok(())
 }
 
@@ -114,19 +123,14 @@ pub fn poll_trampoline(
     target: &Target,
     safepoint: usize,
 ) -> Result<(), Unsupported> {
-    *func = ir::Function::with_name_signature(ir::UserFuncName::default(), abi::poll_signature());
-    let mut b = FunctionBuilder::new(func, fctx);
-    let entry = b.create_block();
-    b.append_block_params_for_function_params(entry);
-    b.switch_to_block(entry);
-    let vmctx = b.block_params(entry)[0];
+    let (mut b, params) = begin(func, fctx, abi::poll_signature());
+    let vmctx = params[0];
     record_exit(&mut b, vmctx);
     let sig = b.import_signature(abi::native_signature(target.call_conv, &[types::I64], &[types::I64]));
     let callee = b.ins().iconst(types::I64, safepoint as i64);
     b.ins().call_indirect(sig, callee, &[vmctx]);
     b.ins().return_(&[]);
-    b.seal_all_blocks();
-    b.finalize(target.frontend);
+    finish(b, target);
     Ok(())
 }
 
@@ -140,19 +144,13 @@ pub fn exit_trampoline(
     target: &Target,
     args: usize,
 ) -> Result<(), Unsupported> {
-    *func = ir::Function::with_name_signature(ir::UserFuncName::default(), abi::exit_signature(target.call_conv, args));
-    let mut b = FunctionBuilder::new(func, fctx);
-    let entry = b.create_block();
-    b.append_block_params_for_function_params(entry);
-    b.switch_to_block(entry);
-    let params = b.block_params(entry).to_vec();
+    let (mut b, params) = begin(func, fctx, abi::exit_signature(target.call_conv, args));
     let (callee, vmctx) = (params[0], params[1]);
     record_exit(&mut b, vmctx);
     let sig = b.import_signature(abi::native_signature(target.call_conv, &vec![types::I64; 1 + args], &[types::I64]));
     let call = b.ins().call_indirect(sig, callee, &params[1..]);
     let r = b.inst_results(call)[0];
     b.ins().return_(&[r]);
-    b.seal_all_blocks();
-    b.finalize(target.frontend);
+    finish(b, target);
     Ok(())
 }
