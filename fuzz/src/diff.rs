@@ -31,6 +31,16 @@ pub struct Stats {
     pub instantiation_traps: u64,
     pub not_generated: u64,
     pub divergences: u64,
+    /// Modules on which the reference engine failed (panicked) while vmrun's two tiers agreed: wasmi's
+    /// bugs, kept for triage but not divergences of vmrun.
+    pub reference_failures: u64,
+}
+
+/// How an iteration ended when nothing diverged.
+enum Verdict {
+    Agree,
+    /// The reference engine failed (the message); vmrun's tiers were compared and agree.
+    ReferenceFailed(String),
 }
 
 fn same_value(a: &Value, b: &Value) -> bool {
@@ -132,7 +142,7 @@ fn iteration(
     wasmi: &wasmi::Engine,
     stats: &mut Stats,
     wd: &Watchdog,
-) -> Result<(), String> {
+) -> Result<Verdict, String> {
     let mut rng = SplitMix64::for_iteration(seed, i);
     let generated = match fixed {
         Some(wasm) => Some(generate::Generated { wasm: wasm.to_vec() }),
@@ -140,7 +150,7 @@ fn iteration(
     };
     let Some(g) = generated else {
         stats.not_generated += 1;
-        return Ok(());
+        return Ok(Verdict::Agree);
     };
     wd.arm(seed, i, &g.wasm);
     let guarded = |what: &str, f: &mut dyn FnMut() -> Outcome| -> Result<Outcome, String> {
@@ -151,7 +161,17 @@ fn iteration(
     let interp = guarded("vmrun interpreter", &mut || engines::run_vmrun(&g.wasm, &plan, &Tier::Interpreter))?;
     let jit_tier = Tier::Eager(compiler.clone());
     let jit = guarded("vmrun jit", &mut || engines::run_vmrun(&g.wasm, &plan, &jit_tier))?;
-    let reference = guarded("wasmi", &mut || engines::run_wasmi(wasmi, &g.wasm, &plan))?;
+    let reference = match guarded("wasmi", &mut || engines::run_wasmi(wasmi, &g.wasm, &plan)) {
+        Ok(r) => r,
+        Err(failure) => {
+            // Without a reference, the tiers still check each other.
+            stats.modules += 1;
+            return match compare("interpreter", &interp, "jit", &jit) {
+                Some(d) => Err(format!("{d} ({failure})")),
+                None => Ok(Verdict::ReferenceFailed(failure)),
+            };
+        }
+    };
     stats.modules += 1;
     stats.calls += reference.calls.len() as u64;
     stats.traps += reference.calls.iter().filter(|c| matches!(c.2, CallOutcome::Trapped(_))).count() as u64;
@@ -172,7 +192,15 @@ fn iteration(
     if let Some(d) = compare("interpreter", &interp, "jit", &jit) {
         return Err(d);
     }
-    Ok(())
+    Ok(Verdict::Agree)
+}
+
+/// Writes the module of iteration `i` to the output folder as `{kind}-{seed}-{i}.wasm`.
+fn keep_module(opts: &DiffOptions<'_>, wd: &Watchdog, kind: &str, i: u64) -> std::io::Result<std::path::PathBuf> {
+    let file = opts.out_dir.join(format!("{kind}-{}-{i}.wasm", opts.seed));
+    std::fs::create_dir_all(opts.out_dir)?;
+    std::fs::write(&file, wd.current_module())?;
+    Ok(file)
 }
 
 /// Runs the oracle; the stats say how many divergences were found.
@@ -181,14 +209,23 @@ pub fn run(opts: &DiffOptions<'_>, wd: &Watchdog) -> anyhow::Result<Stats> {
     let wasmi = engines::wasmi_engine();
     let mut stats = Stats::default();
     for i in opts.skip..opts.skip + opts.iterations {
-        if let Err(d) = iteration(opts.seed, i, opts.module.as_deref(), &compiler, &wasmi, &mut stats, wd) {
-            stats.divergences += 1;
-            let file = opts.out_dir.join(format!("diff-{}-{i}.wasm", opts.seed));
-            std::fs::create_dir_all(opts.out_dir)?;
-            std::fs::write(&file, wd.current_module())?;
-            println!("DIVERGENCE seed {} iteration {i}: {d}\n  module written to {}", opts.seed, file.display());
-        } else if opts.verbose {
-            println!("iteration {i}: ok");
+        match iteration(opts.seed, i, opts.module.as_deref(), &compiler, &wasmi, &mut stats, wd) {
+            Err(d) => {
+                stats.divergences += 1;
+                let file = keep_module(opts, wd, "diff", i)?;
+                println!("DIVERGENCE seed {} iteration {i}: {d}\n  module written to {}", opts.seed, file.display());
+            }
+            Ok(Verdict::ReferenceFailed(why)) => {
+                stats.reference_failures += 1;
+                let file = keep_module(opts, wd, "reference", i)?;
+                println!(
+                    "REFERENCE FAILED seed {} iteration {i}: {why} (vmrun's tiers agree)\n  module written to {}",
+                    opts.seed,
+                    file.display()
+                );
+            }
+            Ok(Verdict::Agree) if opts.verbose => println!("iteration {i}: ok"),
+            Ok(Verdict::Agree) => {}
         }
         wd.disarm();
     }

@@ -188,7 +188,7 @@ fn main() -> std::process::ExitCode {
             };
             diff::run(&opts, &wd).map(|s| {
                 println!(
-                    "diff: {} modules executed ({} calls, {} traps, {} instantiation traps, {} stopped at stack exhaustion, {} not generated) in {:.1}s: {} divergences",
+                    "diff: {} modules executed ({} calls, {} traps, {} instantiation traps, {} stopped at stack exhaustion, {} not generated) in {:.1}s: {} divergences, {} reference-engine failures (vmrun's tiers agreed)",
                     s.modules,
                     s.calls,
                     s.traps,
@@ -196,7 +196,8 @@ fn main() -> std::process::ExitCode {
                     s.exhausted,
                     s.not_generated,
                     start.elapsed().as_secs_f64(),
-                    s.divergences
+                    s.divergences,
+                    s.reference_failures
                 );
                 s.divergences
             })
