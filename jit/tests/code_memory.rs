@@ -58,4 +58,6 @@ fn code_memory_reuse_is_memcheck_clean() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "under Memcheck: {}\n{stderr}", String::from_utf8_lossy(&out.stdout));
     assert!(stderr.contains("ERROR SUMMARY: 0 errors"), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("test result: ok. 1 passed"), "the rounds did not run under Memcheck:\n{stdout}");
 }
