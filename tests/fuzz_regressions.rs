@@ -24,3 +24,15 @@ fn div_guard_with_local_copies_returns_the_dividend() {
         }
     }
 }
+
+/// Seed 2028, iteration 335512 of the million-module run (FUZZING.md): export `2` on `(-0.0, -1)` takes an
+/// `if` with parameters and seven results, grows a second memory and returns its `i64` parameter, -1.
+/// vmrun's tiers and wasmtime 48 give -1; wasmi 2.0 returns a different, run-dependent value.
+#[test]
+fn if_with_params_and_multi_value_results_returns_the_parameter() {
+    for mode in ["off", "eager"] {
+        let file = "tests/fixtures/fuzz/if_params_multivalue_2028_335512.wasm";
+        let got = run(mode, &["--invoke", "2", file, "--", "-0", "-1"]);
+        assert_eq!((got.0, got.1.as_str()), (Some(0), "-1\n"), "--jit={mode}: {}", got.2);
+    }
+}
