@@ -182,6 +182,9 @@ fn iteration(
         stats.exhausted += 1;
     }
     if let Some(d) = compare("interpreter", &interp, "wasmi", &reference) {
+        if verbose_plan() {
+            println!("plan (exports called in order, one instance): {:?}", plan.args);
+        }
         // Triage: when both vmrun tiers agree, the reference engine is the first suspect.
         let tiers = match compare("interpreter", &interp, "jit", &jit) {
             None => "vmrun's tiers agree".to_string(),
@@ -193,6 +196,12 @@ fn iteration(
         return Err(d);
     }
     Ok(Verdict::Agree)
+}
+
+/// `VMRUN_FUZZ_PLAN=1`: a divergence from the reference also prints the calls made (to rebuild them in
+/// another engine when triaging).
+fn verbose_plan() -> bool {
+    std::env::var_os("VMRUN_FUZZ_PLAN").is_some()
 }
 
 /// Writes the module of iteration `i` to the output folder as `{kind}-{seed}-{i}.wasm`.
