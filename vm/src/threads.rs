@@ -250,6 +250,46 @@ struct Spawner {
 }
 
 impl Spawner {
+    /// The next thread id, or `None` when wasi-threads' id space is used up.
+    fn next_tid(&self) -> Option<u32> {
+        let prev = self.last_tid.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| (t < MAX_TID).then_some(t + 1));
+        prev.ok().map(|p| p + 1)
+    }
+
+    /// Starts OS thread `tid` running `body`, then its finish (`finish`); whether it started. The handle
+    /// list is held while the thread starts, so the thread is listed before it can finish.
+    fn start(self: &Arc<Self>, tid: u32, body: impl FnOnce(&Spawner) + Send + 'static) -> bool {
+        let s = self.clone();
+        let mut handles = lock(&self.handles);
+        self.begin();
+        let started = std::thread::Builder::new().name(format!("wasm thread {tid}")).spawn(move || {
+            body(&s);
+            s.finish(tid);
+        });
+        match started {
+            Ok(handle) => {
+                handles.push((tid, handle));
+                true
+            }
+            Err(_) => {
+                self.finish(0);
+                false
+            }
+        }
+    }
+
+    /// Runs thread `tid`'s `body`, turning a panic into its exit: the outcome the embedder should hear of.
+    fn outcome(body: impl FnOnce() -> Result<(), ThreadExit>) -> Result<(), ThreadExit> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).unwrap_or_else(|panic| {
+            let msg = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("unknown panic");
+            Err(ThreadExit::Panicked(msg.to_string()))
+        })
+    }
+
     /// Thread `tid` ended by `exit`: the embedder hears of it, unless the program has ended already.
     fn report_exit(&self, tid: u32, exit: ThreadExit) {
         if !self.program_ended.load(Ordering::SeqCst) {
@@ -397,59 +437,27 @@ impl WasiThreads {
     }
 }
 
+/// `--race`: the race context of a thread the caller of `state` spawns (the spawn is an edge from
+/// everything the parent did so far to the child), created where the host call was made.
+fn spawned_race_ctx(state: &mut StoreState) -> Option<Box<vmrace::ThreadCtx>> {
+    let race = state.rt.race.clone()?;
+    let created_at = crate::interp::host_call_backtrace(state);
+    state.mutator.race.as_deref_mut().map(|ctx| race.spawn(ctx, created_at))
+}
+
 /// `thread-spawn`: the new thread's id, or -1 if it could not be started.
 fn spawn(spawner: &Arc<Spawner>, caller: &mut Caller<'_>, start_arg: i32) -> i32 {
     if spawner.program.get().is_none() {
         return -1;
     }
-    let Ok(prev) =
-        spawner.last_tid.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| (t < MAX_TID).then_some(t + 1))
-    else {
-        return -1;
-    };
-    let tid = prev + 1;
-    let s = spawner.clone();
-    // `--race`: the spawn is an edge from everything the parent did so far to the child.
-    let parent = &mut *caller.state;
-    let race_ctx = match parent.rt.race.clone() {
-        Some(race) => {
-            let created_at = crate::interp::host_call_backtrace(parent);
-            parent.mutator.race.as_deref_mut().map(|ctx| race.spawn(ctx, created_at))
-        }
-        None => None,
-    };
-    // Holding the list while the thread starts, so it is listed before it can finish.
-    let mut handles = lock(&spawner.handles);
-    spawner.begin();
-    let started = std::thread::Builder::new().name(format!("wasm thread {tid}")).spawn(move || {
-        run_thread(&s, tid, start_arg, race_ctx);
-        s.finish(tid);
-    });
-    match started {
-        Ok(handle) => {
-            handles.push((tid, handle));
-            tid as i32
-        }
-        Err(_) => {
-            spawner.finish(0);
-            -1
-        }
-    }
+    let Some(tid) = spawner.next_tid() else { return -1 };
+    let race_ctx = spawned_race_ctx(caller.state);
+    if spawner.start(tid, move |s| run_thread(s, tid, start_arg, race_ctx)) { tid as i32 } else { -1 }
 }
 
 /// The body of a spawned thread.
 fn run_thread(spawner: &Spawner, tid: u32, start_arg: i32, race: Option<Box<vmrace::ThreadCtx>>) {
-    let outcome =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| start_thread(spawner, tid, start_arg, race)));
-    let outcome = outcome.unwrap_or_else(|panic| {
-        let msg = panic
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| panic.downcast_ref::<&str>().copied())
-            .unwrap_or("unknown panic");
-        Err(ThreadExit::Panicked(msg.to_string()))
-    });
-    match outcome {
+    match Spawner::outcome(|| start_thread(spawner, tid, start_arg, race)) {
         // The planted bug of `tests/wasi_threads.rs`'s negative control: `proc_exit` on a thread ends the
         // thread only, so the program runs on with the wrong fate.
         Err(ThreadExit::Exit(_)) if planted_bug_thread_exit_ignored() => {}
@@ -529,38 +537,15 @@ fn spawn_ref(spawner: &Arc<Spawner>, caller: &mut Caller<'_>, args: &[Val]) -> i
     let Ok(imports) = ThreadImports::of_instance(state, instance) else { return -1 };
     let module = ModuleId(state.instances[instance as usize].module.index);
     let inherited = Inherited::of(state, instance);
-    let Ok(prev) =
-        spawner.last_tid.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| (t < MAX_TID).then_some(t + 1))
-    else {
-        return -1;
-    };
-    let tid = prev + 1;
+    let Some(tid) = spawner.next_tid() else { return -1 };
     lock(&state.rt.handoffs).push((tid, raw));
-    let race_ctx = match state.rt.race.clone() {
-        Some(race) => {
-            let created_at = crate::interp::host_call_backtrace(state);
-            state.mutator.race.as_deref_mut().map(|ctx| race.spawn(ctx, created_at))
-        }
-        None => None,
-    };
+    let race_ctx = spawned_race_ctx(state);
     let job = RefThread { module, imports, inherited, func: index };
-    let s = spawner.clone();
-    let mut handles = lock(&spawner.handles);
-    spawner.begin();
-    let started = std::thread::Builder::new().name(format!("wasm thread {tid}")).spawn(move || {
-        run_ref_thread(&s, tid, job, race_ctx);
-        s.finish(tid);
-    });
-    match started {
-        Ok(handle) => {
-            handles.push((tid, handle));
-            tid as i32
-        }
-        Err(_) => {
-            take_handoff(&spawner.rt, tid);
-            spawner.finish(0);
-            -1
-        }
+    if spawner.start(tid, move |s| run_ref_thread(s, tid, job, race_ctx)) {
+        tid as i32
+    } else {
+        take_handoff(&spawner.rt, tid);
+        -1
     }
 }
 
@@ -575,16 +560,7 @@ fn take_handoff(rt: &Runtime, tid: u32) -> u64 {
 
 /// The body of a thread started by `vmrun`.`thread_spawn`; how it ends goes to the embedder's handler.
 fn run_ref_thread(spawner: &Spawner, tid: u32, job: RefThread, race: Option<Box<vmrace::ThreadCtx>>) {
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| start_ref_thread(spawner, tid, &job, race)));
-    let outcome = outcome.unwrap_or_else(|panic| {
-        let msg = panic
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| panic.downcast_ref::<&str>().copied())
-            .unwrap_or("unknown panic");
-        Err(ThreadExit::Panicked(msg.to_string()))
-    });
-    if let Err(exit) = outcome {
+    if let Err(exit) = Spawner::outcome(|| start_ref_thread(spawner, tid, &job, race)) {
         spawner.report_exit(tid, exit);
     }
 }
