@@ -7,14 +7,14 @@
 //! (they are locals, read from the slots like the others). The *OSR entry* here is the matching array
 //! entry, `extern "C" fn(code, vmctx, slots) -> u32`: it calls `code` with `callee_ctx = slots` and zeros
 //! for the parameters, and stores the results over the slots, at the frame base, where the interpreter's
-//! callers read a returning frame's results. One per signature, cached like the array entries.
+//! callers read a returning frame's results (built by `trampolines::osr_entry`, with the array entry's
+//! code). One per signature, cached like the array entries.
 
-use cranelift_codegen::ir::{self, InstBuilder, types};
+use cranelift_codegen::ir;
 use cranelift_frontend::FunctionBuilderContext;
 use vm::tier::{CodePtr, CompiledFunc, FuncInput, Libcalls, OsrEntry, Unsupported};
 use vm::types::RtValType;
 
-use crate::abi::{self, Target, clif_type, store_slot, wasm_signature};
 use crate::{InjectedBugs, Inner};
 
 /// Compile the OSR variant of `input`'s function for the loop `entry` names.
@@ -50,35 +50,8 @@ fn osr_entry(inner: &mut Inner, params: &[RtValType], results: &[RtValType]) -> 
         return Ok(c);
     }
     let target = inner.target();
-    build_osr_entry(&mut inner.ctx.func, &mut inner.fctx, &target, params, results)?;
+    crate::trampolines::osr_entry(&mut inner.ctx.func, &mut inner.fctx, &target, params, results)?;
     let (code, _, _) = inner.define(None)?;
     inner.osr_entries.insert(key, code);
     Ok(code)
-}
-
-fn build_osr_entry(
-    func: &mut ir::Function,
-    fctx: &mut FunctionBuilderContext,
-    target: &Target,
-    params: &[RtValType],
-    results: &[RtValType],
-) -> Result<(), Unsupported> {
-    let callee_sig = wasm_signature(params, results)?;
-    let param_types: Vec<_> = params.iter().map(|&t| clif_type(t)).collect::<Result<_, _>>()?;
-    let sig = abi::native_signature(target.call_conv, &[types::I64; 3], &[types::I32]);
-    let (mut b, params) = crate::trampolines::begin(func, fctx, sig);
-    let [code, vmctx, slots] = params.try_into().expect("three parameters");
-    let mut call_args = vec![slots, vmctx];
-    for &t in &param_types {
-        call_args.push(abi::zero(&mut b, t));
-    }
-    let sig = b.import_signature(callee_sig);
-    let call = b.ins().call_indirect(sig, code, &call_args);
-    let rets = b.inst_results(call).to_vec();
-    for (i, &v) in rets[1..].iter().enumerate() {
-        store_slot(&mut b, v, slots, i);
-    }
-    b.ins().return_(&rets[..1]);
-    crate::trampolines::finish(b, target);
-    Ok(())
 }

@@ -51,20 +51,49 @@ pub fn array_entry(
     params: &[RtValType],
     results: &[RtValType],
 ) -> Result<(), Unsupported> {
+    entry(func, fctx, target, params, results, false)
+}
+
+/// The entry of on-stack-replacement variants (`osr.rs`): the array entry's shape, except that the
+/// variant gets the interpreter's slots as its callee context (it loads its locals and stack values from
+/// them itself) and zeros for its declared parameters.
+pub(crate) fn osr_entry(
+    func: &mut ir::Function,
+    fctx: &mut FunctionBuilderContext,
+    target: &Target,
+    params: &[RtValType],
+    results: &[RtValType],
+) -> Result<(), Unsupported> {
+    entry(func, fctx, target, params, results, true)
+}
+
+/// `extern "C" fn(code, vmctx, slots) -> u32`: calls `code` in the compiled convention and stores its
+/// results over the slots; the parameters come from the slots, or (`osr`) are zeros with the slots
+/// passed as the callee context.
+fn entry(
+    func: &mut ir::Function,
+    fctx: &mut FunctionBuilderContext,
+    target: &Target,
+    params: &[RtValType],
+    results: &[RtValType],
+    osr: bool,
+) -> Result<(), Unsupported> {
     let callee_sig = wasm_signature(params, results)?;
     let param_types: Vec<_> = params.iter().map(|&t| clif_type(t)).collect::<Result<_, _>>()?;
     let sig = abi::native_signature(target.call_conv, &[types::I64; 3], &[types::I32]);
     let (mut b, params) = begin(func, fctx, sig);
-    let [code, vmctx, args] = params.try_into().expect("three parameters");
-    let mut call_args = vec![b.ins().iconst(types::I64, 0), vmctx];
+    let [code, vmctx, slots] = params.try_into().expect("three parameters");
+    let callee_ctx = if osr { slots } else { b.ins().iconst(types::I64, 0) };
+    let mut call_args = vec![callee_ctx, vmctx];
     for (i, &t) in param_types.iter().enumerate() {
-        call_args.push(load_slot(&mut b, t, args, i));
+        let arg = if osr { abi::zero(&mut b, t) } else { load_slot(&mut b, t, slots, i) };
+        call_args.push(arg);
     }
     let sig = b.import_signature(callee_sig);
     let call = b.ins().call_indirect(sig, code, &call_args);
     let rets = b.inst_results(call).to_vec();
     for (i, &v) in rets[1..].iter().enumerate() {
-        store_slot(&mut b, v, args, i);
+        store_slot(&mut b, v, slots, i);
     }
     b.ins().return_(&rets[..1]);
     finish(b, target);
