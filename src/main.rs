@@ -153,6 +153,12 @@ struct JitOptions {
     #[arg(long, value_name = "N", default_value_t = vm::DEFAULT_JIT_THRESHOLD)]
     jit_threshold: u32,
 
+    /// How compiled code keeps memory accesses in bounds. `guard` (natively): an access whose static
+    /// offset fits the 32 MiB guard region past 4 GiB makes no check, and its fault is the trap;
+    /// `explicit`: a compare and branch before every access (always the case under Valgrind).
+    #[arg(long, value_name = "HOW", default_value = "guard", value_parser = ["guard", "explicit"])]
+    bounds_checks: String,
+
     /// Print what the compiled tier did to stderr at exit (compiled and interpreted functions, with the
     /// construct that kept each interpreted; OSR entries; compile time; code bytes).
     #[arg(long)]
@@ -171,7 +177,8 @@ impl JitOptions {
             JitMode::Off => None,
             _ => Some(std::sync::Arc::new(jit::CraneliftCompiler::new().map_err(|e| anyhow!(e))?)),
         };
-        Ok(vm::JitConfig { mode, threshold: self.jit_threshold.max(1), compiler })
+        let explicit_bounds_checks = self.bounds_checks == "explicit";
+        Ok(vm::JitConfig { mode, threshold: self.jit_threshold.max(1), compiler, explicit_bounds_checks })
     }
 }
 

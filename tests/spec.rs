@@ -322,6 +322,7 @@ fn core_wasm_3_0_jit_auto_osr() {
             mode: vm::tier::JitMode::Auto,
             threshold: 1,
             compiler: Some(std::sync::Arc::new(compiler)),
+            ..Default::default()
         };
         WastOptions { jit, ..WastOptions::default() }
     };

@@ -7,7 +7,13 @@
 
 use std::process::{Command, Output};
 
-const TIERS: [&[&str]; 3] = [&["--jit=off"], &["--jit=eager"], &["--jit=auto", "--jit-threshold", "1"]];
+/// The interpreter, then compiled code (natively with guard regions, and with explicit bounds checks).
+const TIERS: [&[&str]; 4] = [
+    &["--jit=off"],
+    &["--jit=eager"],
+    &["--jit=auto", "--jit-threshold", "1"],
+    &["--jit=eager", "--bounds-checks=explicit"],
+];
 
 /// Runs vmrun; functions named `$interp_*` stay interpreted (`VMRUN_JIT_INTERPRET`), for mixed frames.
 fn run(tier: &[&str], args: &[&str]) -> Output {
@@ -69,6 +75,67 @@ fn loads_at_the_edges_of_memory() {
     traps(EDGES, "load32_offset", &["1"], OOB);
 }
 
+/// Natively the compiled tier leaves accesses whose offset fits the guard region to the hardware
+/// (`vm/src/fault.rs`): the edges of that choice, and a fault's backtrace through compiled and
+/// interpreted callers, must look exactly like the interpreter's explicit checks.
+#[test]
+fn accesses_checked_by_the_guard_region_trap_like_explicit_checks() {
+    // The memory is one page: with these offsets every address is past it, checked either way.
+    for a in ["0", "1", "65536", "-1"] {
+        traps(EDGES, "load32_guard_edge", &[a], OOB);
+        traps(EDGES, "load32_past_guard", &[a], OOB);
+    }
+    for a in ["0", "1073741824", "-1"] {
+        traps(EDGES, "store64_far", &[a], OOB);
+    }
+    ok(EDGES, "load_three_deep", &["65532"], "1\n");
+    let err = traps(EDGES, "load_three_deep", &["65533"], OOB);
+    for (i, f) in ["leaf_load", "mid_load", "interp_mid_load", "load_three_deep"].iter().enumerate() {
+        assert!(err.contains(&format!("{i}: edges!{f} at {EDGES}:")), "frame {i} is {f}: {err}");
+    }
+}
+
+/// A store that straddles the end of memory traps and writes none of its bytes, in every tier.
+#[test]
+fn straddling_stores_write_nothing() {
+    for tier in TIERS {
+        let out = Command::new(env!("CARGO_BIN_EXE_vmrun"))
+            .arg("wast")
+            .args(tier)
+            .arg("tests/fixtures/straddling_stores.wast")
+            .output()
+            .expect("vmrun starts");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{tier:?}: {text}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(text.contains("8 passed, 0 failed"), "{tier:?}: {text}");
+    }
+}
+
+/// Negative controls of the guard-region tests: with the guard trusted for any offset
+/// (`VMRUN_JIT_DEBUG=guard-any-offset`) an access far past the memory is not refused, and with a
+/// fault's trap naming only the faulting frame (`VMRUN_VM_DEBUG=fault-drops-callers`) the backtrace
+/// differs from the interpreter's.
+#[test]
+fn planted_guard_region_bugs_are_caught() {
+    let eager = |env: (&str, &str), args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_vmrun"))
+            .env("VMRUN_JIT_INTERPRET", "interp_")
+            .env(env.0, env.1)
+            .arg("--jit=eager")
+            .args(["--invoke"])
+            .args(args)
+            .output()
+            .expect("vmrun starts");
+        seen(&o)
+    };
+    let reference = seen(&run(TIERS[0], &["--invoke", "store64_far", EDGES, "-1"]));
+    let planted = eager(("VMRUN_JIT_DEBUG", "guard-any-offset"), &["store64_far", EDGES, "-1"]);
+    assert_ne!(planted, reference, "guard-any-offset went unnoticed");
+    let reference = seen(&run(TIERS[0], &["--invoke", "load_three_deep", EDGES, "65533"]));
+    let planted = eager(("VMRUN_VM_DEBUG", "fault-drops-callers"), &["load_three_deep", EDGES, "65533"]);
+    assert_ne!(planted, reference, "fault-drops-callers went unnoticed");
+}
+
 #[test]
 fn stores_at_the_edges_of_memory() {
     ok(EDGES, "store32", &["65532", "-7"], "-7\n");
@@ -123,7 +190,7 @@ fn every_access_to_an_empty_memory_is_out_of_bounds() {
 fn a_stale_memory_length_is_caught() {
     let out = Command::new(env!("CARGO_BIN_EXE_vmrun"))
         .env("VMRUN_JIT_DEBUG", "stale-memory-length")
-        .args(["--jit=eager", "--invoke", "grow_in_callee_then_store", EDGES, "65536", "0"])
+        .args(["--jit=eager", "--bounds-checks=explicit", "--invoke", "grow_in_callee_then_store", EDGES, "65536", "0"])
         .output()
         .expect("vmrun starts");
     assert_eq!(out.status.code(), Some(134), "the planted bug went unnoticed: {out:?}");

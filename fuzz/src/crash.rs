@@ -274,6 +274,7 @@ pub fn run(
                 mode: vm::tier::JitMode::Eager,
                 threshold: 1,
                 compiler: Some(Arc::new(jit::CraneliftCompiler::new().map_err(|e| anyhow::anyhow!(e))?)),
+                ..vm::JitConfig::default()
             },
             memory_reservation_bytes: 64 << 20,
             ..vm::Config::default()

@@ -76,11 +76,12 @@ impl Tier {
     fn config(&self) -> vm::Config {
         use vm::tier::JitMode;
         let jit = match self {
-            Tier::Interpreter => vm::JitConfig { mode: JitMode::Off, threshold: 1, compiler: None },
+            Tier::Interpreter => vm::JitConfig { mode: JitMode::Off, threshold: 1, ..vm::JitConfig::default() },
             Tier::Eager(c) => vm::JitConfig {
                 mode: JitMode::Eager,
                 threshold: 1,
                 compiler: Some(c.clone() as Arc<dyn vm::tier::Compiler>),
+                ..vm::JitConfig::default()
             },
         };
         // The default 4 GiB reservation per memory is needless here: generated memories are small.

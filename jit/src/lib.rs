@@ -18,12 +18,13 @@
 //!   the *array entry* Rust calls compiled code through and the *interpreter stub* compiled code calls a
 //!   non-compiled function through (`trampolines.rs`).
 //! - `translate/`: one function's operators → Cranelift IR (control stack, value stack, locals,
-//!   memory accesses with explicit bounds checks, calls through the instance's entry table, traps as
-//!   status returns).
+//!   memory accesses with explicit bounds checks or, natively, guard regions, calls through the
+//!   instance's entry table, traps as status returns).
 //! - `abi.rs`: the calling convention both share (signatures, value types, slot loads and stores).
-//! - With `--race`, a map from code address to each compiled function's wasm offsets (Cranelift's source
-//!   locations), so a race hook can report a backtrace by walking frame pointers through compiled frames
-//!   without unwinding them ([`Compiler::caller_frames`]); nothing is recorded otherwise.
+//! - A map from code address to each compiled function's wasm offsets (Cranelift's source locations), so
+//!   a race hook or a guarded memory's fault can report a backtrace by walking frame pointers through
+//!   compiled frames without unwinding them ([`Compiler::caller_frames`], [`Compiler::fault_frames`]).
+//!   Every function's heap-trap sites go to `vm`'s fault registry (`vm/src/fault.rs`).
 //! - `osr.rs` (with `translate/osr.rs`): on-stack-replacement variants, entered from a looping
 //!   interpreted frame at a loop header.
 //!
@@ -84,6 +85,9 @@ pub(crate) struct InjectedBugs {
     /// `no-caught-exn-maps`: a caught exception is not declared for stack maps, so a collection during a
     /// call in the catch arm frees it before `rethrow` (or a `catch_ref` label) uses it.
     pub no_caught_exn_maps: bool,
+    /// `guard-any-offset`: accesses of guarded memories make no bounds check whatever their static offset,
+    /// so one whose offset passes the guard region reaches past the memory's mapping.
+    pub guard_any_offset: bool,
 }
 
 impl InjectedBugs {
@@ -107,6 +111,7 @@ impl InjectedBugs {
             no_atomic_alignment_check: has("no-atomic-alignment-check"),
             osr_wrong_local: has("osr-wrong-local"),
             stale_memory_length: has("stale-memory-length"),
+            guard_any_offset: has("guard-any-offset"),
             delegate_skips_a_level: has("delegate-skips-a-level"),
             no_caught_exn_maps: has("no-caught-exn-maps"),
         }
@@ -131,8 +136,8 @@ pub struct CraneliftCompiler {
     /// `VMRUN_JIT_INTERPRET=prefix`: functions whose name starts with it stay interpreted, so tests can
     /// mix the tiers in one program deterministically.
     interpret_prefix: Option<String>,
-    /// With `--race`: each compiled function by code address, to walk compiled frames
-    /// ([`Compiler::caller_frames`]). Without it nothing is recorded.
+    /// Each compiled function by code address, to walk compiled frames ([`Compiler::caller_frames`],
+    /// [`Compiler::fault_frames`]).
     frames: RwLock<BTreeMap<usize, FrameInfo>>,
 }
 
@@ -182,6 +187,7 @@ impl Drop for CraneliftCompiler {
         // Valgrind also drops translations of memory that is unmapped, which is how cranelift-jit frees
         // today; the request keeps this right for a memory provider that reuses pages instead.
         for &(at, len) in &inner.code_ranges {
+            vm::tier::unregister_guarded_code(at);
             valgrind_bridge::discard_translations(at as *const u8, len);
         }
         // SAFETY: the module is taken once, here, and `inner` is not used after. Compiled code runs only
@@ -193,6 +199,13 @@ impl Drop for CraneliftCompiler {
 }
 
 impl CraneliftCompiler {
+    /// Records where compiled function `input.func_index` is, for the frame-pointer walks of race reports
+    /// and memory faults.
+    fn add_frame_info(&self, input: &FuncInput<'_>, code: CodePtr, len: usize, srclocs: Vec<(u32, u32, u32)>) {
+        let info = FrameInfo { len, module: input.module_index(), func: input.func_index, srclocs };
+        self.frames.write().unwrap_or_else(PoisonError::into_inner).insert(code.0, info);
+    }
+
     /// The compiler, with the planted bugs `VMRUN_JIT_DEBUG` names (none normally).
     pub fn new() -> Result<CraneliftCompiler, String> {
         let mut c = CraneliftCompiler::new_clean()?;
@@ -274,11 +287,24 @@ impl Inner {
             let locs = code.buffer.get_srclocs_sorted().iter().filter(|l| !l.loc.is_default());
             out.extend(locs.map(|l| (l.start, l.end, l.loc.bits())));
         }
+        let heap_traps: Vec<u32> = match self.ctx.compiled_code() {
+            Some(c) => c
+                .buffer
+                .traps()
+                .iter()
+                .filter(|t| t.code == ir::TrapCode::HEAP_OUT_OF_BOUNDS)
+                .map(|t| t.offset)
+                .collect(),
+            None => Vec::new(),
+        };
         self.module.clear_context(&mut self.ctx);
         r.map_err(|e| Unsupported::new(format!("cranelift: {e:?}")))?;
         self.module.finalize_definitions().map_err(|e| Unsupported::new(format!("cranelift: {e}")))?;
         let code = self.module.get_finalized_function(id) as usize;
         self.code_ranges.push((code, size));
+        // Accesses of guarded memories without an explicit check (`translate/multimem.rs`): a fault there
+        // is the access's trap (`vm/src/fault.rs`).
+        vm::tier::register_guarded_code(code, size, heap_traps);
         Ok((CodePtr(code), size, maps))
     }
 
@@ -335,17 +361,17 @@ impl Compiler for CraneliftCompiler {
             return Err(e);
         }
         let mut srclocs = Vec::new();
-        let (code, code_bytes, stack_maps) = inner.define(input.race.then_some(&mut srclocs))?;
-        if input.race {
-            let info = FrameInfo { len: code_bytes, module: input.module_index(), func: input.func_index, srclocs };
-            self.frames.write().unwrap_or_else(PoisonError::into_inner).insert(code.0, info);
-        }
+        let (code, code_bytes, stack_maps) = inner.define(Some(&mut srclocs))?;
+        self.add_frame_info(input, code, code_bytes, srclocs);
         Ok(CompiledFunc { code, array_entry, code_bytes, stack_maps })
     }
 
     fn compile_osr(&self, input: &FuncInput<'_>, entry: OsrEntry) -> Result<CompiledFunc, Unsupported> {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        osr::compile(&mut inner, input, entry, &self.libcalls, self.bugs)
+        let mut srclocs = Vec::new();
+        let compiled = osr::compile(&mut inner, input, entry, &self.libcalls, self.bugs, &mut srclocs)?;
+        self.add_frame_info(input, compiled.code, compiled.code_bytes, srclocs);
+        Ok(compiled)
     }
 
     fn interpreter_stub(&self, params: &[RtValType], results: &[RtValType]) -> Result<CodePtr, Unsupported> {
@@ -360,6 +386,17 @@ impl Compiler for CraneliftCompiler {
         let (code, _, _) = inner.define(None)?;
         inner.stubs.insert(key, code);
         Ok(code)
+    }
+
+    unsafe fn fault_frames(&self, pc: usize, fp: usize) -> Vec<(u32, u32, u32)> {
+        let frames = self.frames.read().unwrap_or_else(PoisonError::into_inner);
+        let at = frames.range(..=pc).next_back().filter(|(start, info)| pc - **start < info.len);
+        let Some((&start, info)) = at else { return Vec::new() };
+        let mut out = vec![(info.module, info.func, info.offset_at((pc - start) as u32))];
+        drop(frames);
+        // SAFETY: the caller guarantees `fp` is the frame pointer of the live compiled frame holding `pc`.
+        out.extend(unsafe { self.caller_frames(fp) });
+        out
     }
 
     /// Walks the frame-pointer chain: every compiled frame starts with `push rbp; mov rbp, rsp`

@@ -24,6 +24,7 @@ pub(crate) fn compile(
     entry: OsrEntry,
     libcalls: &Libcalls,
     bugs: InjectedBugs,
+    srclocs: &mut Vec<(u32, u32, u32)>,
 ) -> Result<CompiledFunc, Unsupported> {
     let (params, results) = input.func_signature(input.func_index);
     let array_entry = osr_entry(inner, params, results)?;
@@ -39,7 +40,7 @@ pub(crate) fn compile(
         inner.fctx = FunctionBuilderContext::new();
         return Err(e);
     }
-    let (code, code_bytes, stack_maps) = inner.define(None)?;
+    let (code, code_bytes, stack_maps) = inner.define(Some(srclocs))?;
     Ok(CompiledFunc { code, array_entry, code_bytes, stack_maps })
 }
 

@@ -20,7 +20,8 @@ fn run_rounds(rounds: i32) -> Vec<i32> {
     (0..rounds)
         .map(|k| {
             let compiler = Arc::new(jit::CraneliftCompiler::new().expect("a compiler for this machine"));
-            let jit = JitConfig { mode: JitMode::Eager, threshold: 1, compiler: Some(compiler) };
+            let jit =
+                JitConfig { mode: JitMode::Eager, threshold: 1, compiler: Some(compiler), ..JitConfig::default() };
             let rt = Runtime::new(Config { jit, ..Config::default() });
             let wat = format!("(module (func (export \"f\") (result i32) (i32.add (i32.const {k}) (i32.const 1000))))");
             let m = rt.load_module(Source::from_text("round.wat", &wat).expect("valid text")).expect("valid module");

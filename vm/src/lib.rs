@@ -10,6 +10,7 @@
 
 pub mod bytecode;
 mod convert;
+mod fault;
 mod gcglue;
 mod handles;
 mod instantiate;

@@ -29,6 +29,10 @@
 //! - **Guard.** `GUARD_BYTES` of `PROT_NONE` after the reservation, so that a wrong bounds check at a
 //!   full memory faults instead of touching a neighbouring mapping, and so that a zero-page
 //!   reservation still has a real, unique base.
+//! - **Guarded memories.** With a reservation of 4 GiB (natively), a memory maps 4 GiB plus
+//!   [`guard_bytes`] (32 MiB) whatever its maximum, and registers the mapping with `fault.rs`: no 32-bit
+//!   index plus an offset within the guard leaves it, so compiled code leaves such accesses' bounds to
+//!   the hardware. `limit_pages` (the maximum) still bounds `grow`.
 //!
 //! # Threads
 //!
@@ -90,6 +94,17 @@ pub(crate) const NATIVE_RESERVE_BYTES: u64 = MAX_WASM_PAGES * WASM_PAGE_SIZE;
 pub(crate) const VALGRIND_RESERVE_BYTES: u64 = (256 << 20) - GUARD_BYTES;
 /// No-access bytes after the reservation. One Wasm page: a multiple of every host page size.
 const GUARD_BYTES: u64 = WASM_PAGE_SIZE;
+/// No-access bytes after a 4 GiB reservation: compiled accesses whose static offset plus size fit here
+/// need no explicit bounds check (`fault.rs`). 32 MiB covers the offsets compilers fold static data
+/// addresses into (clang puts a C global's address in the offset) at little address space.
+const GUARDED_GUARD_BYTES: u64 = 32 << 20;
+
+/// The guard every memory created with reservation `reserve_bytes` has past 4 GiB: all of its mapping
+/// from the committed length to `4 GiB + guard` is no-access, so no 32-bit index plus an offset up to
+/// the guard leaves it. Zero when the reservation is smaller (under Valgrind).
+pub(crate) fn guard_bytes(reserve_bytes: u64) -> u64 {
+    if reserve_bytes >= NATIVE_RESERVE_BYTES { GUARDED_GUARD_BYTES } else { 0 }
+}
 
 /// The reservation the VM should pass to [`LinearMemory::new`]: [`NATIVE_RESERVE_BYTES`], or
 /// [`VALGRIND_RESERVE_BYTES`] when running under Valgrind (one client request; call it once).
@@ -125,7 +140,7 @@ pub(crate) struct OutOfBounds;
 pub(crate) struct LinearMemory {
     /// First byte of the mapping. Never changes while the memory lives.
     base: NonNull<u8>,
-    /// Bytes mapped: `limit_pages` pages plus `GUARD_BYTES`.
+    /// Bytes mapped: `limit_pages` pages plus `GUARD_BYTES`, or 4 GiB plus the guard when guarded.
     map_len: usize,
     /// Pages `grow` can reach: the declared maximum, capped at `MAX_WASM_PAGES` and the reservation.
     limit_pages: u64,
@@ -139,6 +154,8 @@ pub(crate) struct LinearMemory {
     grow_lock: Mutex<()>,
     /// Threads blocked in `memory.atomic.wait` on this memory (`memory_atomic.rs`).
     wait_queues: WaitQueues,
+    /// Mapped for every 32-bit index plus [`guard_bytes`] and registered with `fault.rs`.
+    guarded: bool,
 }
 
 // SAFETY: the memory owns its mapping alone (created in `new`, unmapped only by `Drop`), and nothing
@@ -184,7 +201,11 @@ impl LinearMemory {
         if min_pages > limit_pages {
             return Err(MemoryError::OverReservation { min_pages, reserve_bytes });
         }
-        let map_bytes = limit_pages * WASM_PAGE_SIZE + GUARD_BYTES;
+        // A guarded memory maps every 32-bit index and its guard whatever its maximum, so that compiled
+        // code can leave the bounds check to the hardware (`fault.rs`).
+        let guard = guard_bytes(reserve_bytes);
+        let map_bytes =
+            if guard > 0 { NATIVE_RESERVE_BYTES + guard } else { limit_pages * WASM_PAGE_SIZE + GUARD_BYTES };
         let map_len = usize::try_from(map_bytes).map_err(|_| MemoryError::Reserve {
             bytes: map_bytes,
             source: io::Error::other("larger than the address space"),
@@ -215,7 +236,11 @@ impl LinearMemory {
             shared,
             grow_lock: Mutex::new(()),
             wait_queues: WaitQueues::default(),
+            guarded: guard > 0,
         };
+        if memory.guarded {
+            crate::fault::register_memory(addr as usize, map_len);
+        }
         // From here on, a failure unmaps through `memory`'s drop.
         let min_len = (min_pages * WASM_PAGE_SIZE) as usize;
         memory
@@ -402,6 +427,9 @@ impl Drop for LinearMemory {
         // SAFETY: exactly the mapping `new` made; `&mut self` means no accessor is running, and the
         // contracts of `base` and the slice views say no pointer into it outlives the memory.
         // Memcheck marks the range no-access on munmap by itself.
+        if self.guarded {
+            crate::fault::unregister_memory(self.base() as usize);
+        }
         let rc = unsafe { libc::munmap(self.base().cast(), self.map_len) };
         debug_assert_eq!(rc, 0, "munmap of a memory failed: {}", io::Error::last_os_error());
     }
@@ -628,7 +656,9 @@ mod tests {
         let _maps = MAPS.write().unwrap_or_else(PoisonError::into_inner);
         let m = mem(2, Some(10), false, default_reserve_bytes());
         let (start, end) = (m.base() as usize, m.base() as usize + m.map_len);
-        assert_eq!(m.map_len as u64, 10 * PAGE + GUARD_BYTES);
+        let guard = guard_bytes(default_reserve_bytes());
+        let mapped = if guard > 0 { NATIVE_RESERVE_BYTES + guard } else { 10 * PAGE + GUARD_BYTES };
+        assert_eq!(m.map_len as u64, mapped);
         let before = maps_overlapping(start, end);
         assert!(before.iter().any(|l| l.contains(" rw-p ")), "committed part: {before:?}");
         assert!(before.iter().any(|l| l.contains(" ---p ")), "reserved part: {before:?}");

@@ -52,11 +52,20 @@ pub struct JitConfig {
     /// Calls plus loop back-edges of a function before `auto` compiles it.
     pub threshold: u32,
     pub compiler: Option<Arc<dyn Compiler>>,
+    /// Compiled code checks every memory access explicitly, also where a guarded memory's guard region
+    /// would catch it (`fault.rs`): for tests of the explicit checks, and for hosts whose own `SIGSEGV`
+    /// handling must not be chained. Under Valgrind no memory is guarded, so checks are explicit anyway.
+    pub explicit_bounds_checks: bool,
 }
 
 impl Default for JitConfig {
     fn default() -> Self {
-        JitConfig { mode: JitMode::Auto, threshold: DEFAULT_JIT_THRESHOLD, compiler: None }
+        JitConfig {
+            mode: JitMode::Auto,
+            threshold: DEFAULT_JIT_THRESHOLD,
+            compiler: None,
+            explicit_bounds_checks: false,
+        }
     }
 }
 

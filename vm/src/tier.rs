@@ -178,6 +178,26 @@ pub trait Compiler: Send + Sync {
         let _ = fp;
         Vec::new()
     }
+    /// The wasm frames of a guarded memory's fault at instruction `pc` of the compiled frame whose frame
+    /// pointer is `fp`: that frame (at the faulting access) and then [`Compiler::caller_frames`]'s.
+    ///
+    /// # Safety
+    /// As for `caller_frames`; `pc` is inside the function of the frame at `fp`.
+    unsafe fn fault_frames(&self, pc: usize, fp: usize) -> Vec<(u32, u32, u32)> {
+        let _ = (pc, fp);
+        Vec::new()
+    }
+}
+
+/// Registers compiled code at `start..start + len` whose instructions at offsets `heap_trap_sites`
+/// access a guarded memory without a bounds check (see [`FuncInput::memory_guard`]).
+pub fn register_guarded_code(start: usize, len: usize, heap_trap_sites: Vec<u32>) {
+    crate::fault::register_code(start, len, heap_trap_sites);
+}
+
+/// Forgets code registered with [`register_guarded_code`], before its memory is freed.
+pub fn unregister_guarded_code(start: usize) {
+    crate::fault::unregister_code(start);
 }
 
 /// What the compiler reads about one function and its module.
@@ -188,9 +208,21 @@ pub struct FuncInput<'a> {
     pub func_index: u32,
     /// `--race` ([`crate::Config::race`]): compiled code calls the race hooks ([`MemLibcalls::race`]).
     pub race: bool,
+    /// Bytes of no-access guard every memory of the runtime has past 4 GiB (0: none, e.g. under
+    /// Valgrind). An access whose static offset plus size fits needs no explicit bounds check: a wrong
+    /// index faults, and `vm/src/fault.rs` turns the fault of a [`register_guarded_code`] site into the
+    /// trap.
+    pub memory_guard: u64,
 }
 
 impl<'a> FuncInput<'a> {
+    /// The input of function `func_index` (index space) of `module`, for runtime `rt`.
+    pub(crate) fn new(rt: &'a crate::Runtime, module: &'a ModuleData, func_index: u32) -> FuncInput<'a> {
+        let guard = crate::memory::guard_bytes(rt.config.memory_reservation_bytes);
+        let memory_guard = if rt.config.jit.explicit_bounds_checks { 0 } else { guard };
+        FuncInput { module, registry: &rt.types, func_index, race: rt.race.is_some(), memory_guard }
+    }
+
     /// The module's binary; offsets of operators are offsets into it.
     pub fn wasm(&self) -> &'a [u8] {
         &self.module.source.wasm

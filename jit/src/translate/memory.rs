@@ -1,7 +1,8 @@
 //! Plain loads and stores of any memory, with explicit bounds checks (`multimem.rs` says where each
-//! memory is and checks the bounds).
+//! memory is and checks the bounds) or, where the memory's guard region covers the access, the
+//! hardware's (`vm/src/fault.rs`).
 
-use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
+use cranelift_codegen::ir::{InstBuilder, MemFlagsData, TrapCode, Value, types};
 use vm::tier::{RaceHook, Unsupported};
 use wasmparser::{MemArg, Operator};
 
@@ -10,18 +11,28 @@ use super::multimem::memarg_memory;
 
 impl FuncTranslator<'_, '_> {
     /// The native address of `addr + memarg.offset` after checking that `size` bytes there are inside
-    /// the memory `memarg` names (traps otherwise), with the memory and the effective address.
+    /// the memory `memarg` names (traps otherwise), with the memory, the effective address and the flags
+    /// the access must use. When the memory's guard covers the access (`vm/src/fault.rs`), the check is
+    /// the hardware's: no instruction here, and flags that mark the access as a heap-trap site.
     fn checked_address(
         &mut self,
         addr: Value,
         memarg: &MemArg,
         size: u64,
         offset: u32,
-    ) -> Result<(Value, u32, Value), Unsupported> {
+    ) -> Result<(Value, u32, Value, MemFlagsData), Unsupported> {
         let m = memarg_memory(memarg)?;
         let at = self.effective_address(addr, memarg);
-        self.bounds_check(m, at, size, offset);
-        Ok((self.native_address(m, at), m, at))
+        let planted_unchecked = self.bugs.no_bounds_check || (m != 0 && self.bugs.no_bounds_check_memory_n);
+        let guarded = memarg.offset.saturating_add(size) <= self.input.memory_guard
+            || (self.bugs.guard_any_offset && self.input.memory_guard > 0);
+        let flags = if guarded && !planted_unchecked {
+            MemFlagsData::new().with_trap_code(Some(TrapCode::HEAP_OUT_OF_BOUNDS))
+        } else {
+            self.bounds_check(m, at, size, offset);
+            MemFlagsData::new().with_notrap()
+        };
+        Ok((self.native_address(m, at), m, at, flags))
     }
 
     /// Loads and stores of any memory; false if `op` is not one. With `--race`, a shared memory's
@@ -39,7 +50,6 @@ impl FuncTranslator<'_, '_> {
             S32,
             U32,
         }
-        let heap = MemFlagsData::new().with_notrap();
         let (memarg, load) = match op {
             O::I32Load { memarg } => (memarg, Some((I32, Ext::None, 4))),
             O::I64Load { memarg } => (memarg, Some((I64, Ext::None, 8))),
@@ -68,7 +78,7 @@ impl FuncTranslator<'_, '_> {
         };
         if let Some((ty, ext, size)) = load {
             let addr = self.pop();
-            let (p, m, at) = self.checked_address(addr, memarg, size, offset)?;
+            let (p, m, at, heap) = self.checked_address(addr, memarg, size, offset)?;
             let ins = self.b.ins();
             let v = match ext {
                 Ext::None => ins.load(ty, heap, p, 0),
@@ -93,7 +103,7 @@ impl FuncTranslator<'_, '_> {
             O::I64Store32 { .. } => 4,
             _ => self.b.func.dfg.value_type(value).bytes() as u64,
         };
-        let (p, m, at) = self.checked_address(addr, memarg, size, offset)?;
+        let (p, m, at, heap) = self.checked_address(addr, memarg, size, offset)?;
         let ins = self.b.ins();
         match size {
             1 if !matches!(op, O::I32Store { .. } | O::F32Store { .. }) => ins.istore8(heap, value, p, 0),

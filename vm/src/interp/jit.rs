@@ -80,7 +80,7 @@ pub(crate) fn compiled_code<'m>(rt: &Runtime, module: &'m ModuleData, index: u32
         .get_or_init(|| {
             fresh = true;
             let func_index = module.num_imported_funcs + index;
-            let input = crate::tier::FuncInput { module, registry: &rt.types, func_index, race: rt.race.is_some() };
+            let input = crate::tier::FuncInput::new(rt, module, func_index);
             let start = std::time::Instant::now();
             let r = compiler.compile(&input);
             let name = || {
@@ -250,11 +250,9 @@ pub(super) fn call_compiled(
     // "C" fn(code, vmctx, args) -> u32`); `args` points at `slots` committed value-stack slots, which
     // nothing else uses until the call returns (`exec.sp` is above them). The store is reached again only
     // through `vmctx.store`, derived from `store` just above, and `store` is not used until the call
-    // returns. We run on the native stack (every caller is inside `invoke`).
-    let status = unsafe {
-        let entry: extern "C" fn(usize, *mut VmCtx, *mut u64) -> u32 = std::mem::transmute(code.array_entry.0);
-        entry(code.code.0, vmctx, args)
-    };
+    // returns. We run on the native stack (every caller is inside `invoke`). A guarded memory's fault in
+    // the compiled frames returns here as status 1 with the trap pending (`fault.rs`).
+    let status = unsafe { crate::fault::call_entry(code.array_entry.0, code.code.0, vmctx, args) };
     store.mutator.exec.sp = saved_sp;
     if outer_exit.fp != 0 {
         store.mutator.exec.jit_segments.pop();
@@ -353,6 +351,26 @@ extern "C" fn lib_trap(vmctx: *mut VmCtx, code: u32, func: u32, offset: u32) -> 
             backtrace.push(wasm_frame(&store.instances[inst as usize].module, func, offset));
         }
         Err(Trap { kind: TrapCode::from_u32(code), backtrace })
+    })
+}
+
+/// The trap of an access of compiled code that faulted on a guarded memory at instruction `pc` of the
+/// compiled frame whose frame pointer is `fp` (`fault.rs`), with the backtrace lib_trap and lib_unwind
+/// would have built, made pending for the entry of `vmctx`. Status 1.
+pub(crate) fn memory_fault_trap(vmctx: *mut VmCtx, fp: usize, pc: usize) -> u32 {
+    with_store(vmctx, |store, _| {
+        let compiler = store.rt.config.jit.compiler.as_ref().expect("compiled code has a compiler");
+        let modules = store.rt.modules();
+        // SAFETY: `fault.rs` passes the faulting compiled frame's frame pointer and instruction, on this
+        // thread's stack below the entry, and the frames are intact until it resumes the entry.
+        let mut frames = unsafe { compiler.fault_frames(pc, fp) };
+        if crate::fault::planted_short_backtrace() {
+            frames.truncate(1);
+        }
+        let module = |m: u32| modules.iter().find(|md| md.index == m);
+        let backtrace =
+            frames.into_iter().filter_map(|(m, f, off)| module(m).map(|md| wasm_frame(md, f, off))).collect();
+        Err(Trap { kind: TrapKind::MemoryOutOfBounds, backtrace })
     })
 }
 

@@ -81,7 +81,9 @@ use std::sync::atomic::Ordering;
 
 use self::dispatch::{Exit, execute};
 use self::host::call_host;
-pub(crate) use self::jit::{compiled_code, initial_slot, libcalls, link_eager, refresh_global_addresses};
+pub(crate) use self::jit::{
+    compiled_code, initial_slot, libcalls, link_eager, memory_fault_trap, refresh_global_addresses,
+};
 pub(crate) use self::race_hooks::FoundRace;
 use crate::mutator::{Frame, Position};
 use crate::native_stack::REENTRY_MARGIN;
