@@ -198,6 +198,19 @@ fn threads_that_cannot_run_fail_cleanly() {
     assert_eq!(code, Some(134), "{err}");
     assert!(err.starts_with("error: wasm trap in thread 1: integer divide by zero\nwasm backtrace:\n"), "{err}");
     assert!(err.contains("boom at tests/fixtures/threads/trap_in_thread.wat:"), "{err}");
+    // The same for an out-of-bounds access, whether compiled code checks it or the guard region faults.
+    for tier in
+        [["--jit=off", "--jit=off"], ["--jit=eager", "--jit=eager"], ["--jit=eager", "--bounds-checks=explicit"]]
+    {
+        let (code, _, err) = vmrun_fixture(&[tier[0], tier[1], "tests/fixtures/threads/oob_in_thread.wat"]);
+        assert_eq!(code, Some(134), "{tier:?}: {err}");
+        assert!(
+            err.starts_with("error: wasm trap in thread 1: out of bounds memory access\nwasm backtrace:\n"),
+            "{err}"
+        );
+        let frames: Vec<&str> = err.lines().skip(2).collect();
+        assert!(frames[0].contains("load at ") && frames[1].contains("reader at "), "{tier:?}: {err}");
+    }
     // No `wasi_thread_start`: one line, exit 1.
     let (code, _, err) = vmrun_fixture(&["tests/fixtures/threads/no_thread_start.wat"]);
     assert_eq!((code, err.lines().count()), (Some(1), 1), "{err}");
