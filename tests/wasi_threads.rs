@@ -199,9 +199,11 @@ fn threads_that_cannot_run_fail_cleanly() {
     assert!(err.starts_with("error: wasm trap in thread 1: integer divide by zero\nwasm backtrace:\n"), "{err}");
     assert!(err.contains("boom at tests/fixtures/threads/trap_in_thread.wat:"), "{err}");
     // The same for an out-of-bounds access, whether compiled code checks it or the guard region faults.
-    for tier in
-        [["--jit=off", "--jit=off"], ["--jit=eager", "--jit=eager"], ["--jit=eager", "--bounds-checks=explicit"]]
-    {
+    for tier in [
+        ["--jit=off", "--bounds-checks=guard"],
+        ["--jit=eager", "--bounds-checks=guard"],
+        ["--jit=eager", "--bounds-checks=explicit"],
+    ] {
         let (code, _, err) = vmrun_fixture(&[tier[0], tier[1], "tests/fixtures/threads/oob_in_thread.wat"]);
         assert_eq!(code, Some(134), "{tier:?}: {err}");
         assert!(
