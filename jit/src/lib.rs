@@ -84,6 +84,9 @@ pub(crate) struct InjectedBugs {
     /// `no-caught-exn-maps`: a caught exception is not declared for stack maps, so a collection during a
     /// call in the catch arm frees it before `rethrow` (or a `catch_ref` label) uses it.
     pub no_caught_exn_maps: bool,
+    /// `indirect-no-signature-check`: the inline `call_indirect` lookup calls a function of the instance
+    /// without comparing its type with the expected one.
+    pub indirect_no_signature_check: bool,
 }
 
 impl InjectedBugs {
@@ -109,6 +112,7 @@ impl InjectedBugs {
             stale_memory_length: has("stale-memory-length"),
             delegate_skips_a_level: has("delegate-skips-a-level"),
             no_caught_exn_maps: has("no-caught-exn-maps"),
+            indirect_no_signature_check: has("indirect-no-signature-check"),
         }
     }
 }

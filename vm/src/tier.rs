@@ -392,6 +392,35 @@ pub struct VmCtx {
     /// Address of the [`VmMemory`] array: one per memory of the instance's index space (memory 0
     /// included, the same as `mem0_base`/`mem0_len`, which stay for the common case's shorter path).
     pub memories: usize,
+    /// Address of an array with the address of each table's [`VmTable`] (index space): `call_indirect`
+    /// reads the element there and calls a function of this instance without leaving compiled code.
+    pub tables: usize,
+    /// Address of the module's canonical type id of each function (`u32`s, index space): what an inline
+    /// `call_indirect` compares with the expected type.
+    pub func_types: usize,
+    /// The function reference (`gc::value::from_func`) of the instance's first defined function: a
+    /// table element `raw` names defined function `(raw - defined_func_ref) / 8` of this instance when
+    /// that is below the number of defined functions (a null element or another instance's function
+    /// wraps around to a large number, so one unsigned comparison covers both).
+    pub defined_func_ref: u64,
+}
+
+/// A table as compiled code reads it ([`VmCtx::tables`]): its elements (raw references, 0 for null) and
+/// how many there are. One per table entity (`state::TableEntity`, boxed: its address is fixed), shared
+/// by every instance that imports the table, and rewritten by every change of the table's element vector
+/// (`ElemsMut`'s drop: `table.set`/`grow`/`fill`/`copy`/`init`, element segments, the host), so compiled
+/// code reloads both words after each call and never sees a stale one. A `shared` table (other threads
+/// change it under its lock) keeps `len` 0: compiled code always takes the library call for it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct VmTable {
+    pub base: usize,
+    pub len: usize,
+}
+
+impl VmTable {
+    pub const BASE: i32 = std::mem::offset_of!(VmTable, base) as i32;
+    pub const LEN: i32 = std::mem::offset_of!(VmTable, len) as i32;
 }
 
 /// One memory as compiled code reaches it ([`VmCtx::memories`]). Both words are fixed for the instance's
@@ -429,6 +458,9 @@ impl VmCtx {
     pub const FUNCS: i32 = offset!(funcs);
     pub const DEFINED_BASE: i32 = offset!(defined_base);
     pub const MEMORIES: i32 = offset!(memories);
+    pub const TABLES: i32 = offset!(tables);
+    pub const FUNC_TYPES: i32 = offset!(func_types);
+    pub const DEFINED_FUNC_REF: i32 = offset!(defined_func_ref);
 }
 
 /// Addresses of the `extern "C"` functions compiled code calls (`interp/jit.rs` implements them). All
@@ -441,7 +473,10 @@ pub struct Libcalls {
     pub call: usize,
     /// `fn(vmctx, table: u32, type_id: u32, index: u32, out: *mut FuncEntry) -> u32`: the entry to call
     /// for `call_indirect` and `return_call_indirect` (the element checked as the interpreter checks it),
-    /// which compiled code then calls (or tail-calls) with its own `vmctx`.
+    /// which compiled code then calls (or tail-calls) with its own `vmctx`. The slow path: compiled code
+    /// resolves an element naming a function of its own instance of exactly the expected type itself
+    /// ([`VmTable`]) and asks here for everything else (traps, subtypes, other instances, host functions,
+    /// shared tables).
     pub resolve_indirect: usize,
     /// `fn(vmctx, trap_code: u32, func: u32, offset: u32) -> u32`: raise a trap ([`TrapCode`]).
     pub trap: usize,

@@ -177,7 +177,11 @@ fn ensure_tier(store: &mut StoreState, inst: u32) {
         jit_exit: 0,
         funcs: store.instances[inst as usize].funcs.as_ptr() as usize,
         memories: 0,
+        tables: 0,
+        func_types: module.func_types.as_ptr() as usize,
+        defined_func_ref: 0,
     });
+    vmctx.defined_func_ref = gc::value::from_func(vmctx.defined_base);
     vmctx.mem0_len = &vmctx.zero as *const usize as usize;
     if let Some(&m) = store.instances[inst as usize].memories.first() {
         let mem = &store.memories[m as usize];
@@ -193,7 +197,10 @@ fn ensure_tier(store: &mut StoreState, inst: u32) {
         })
         .collect();
     vmctx.memories = memories.as_ptr() as usize;
-    let mut t = InstanceTier { vmctx, entries, global_ptrs: Box::new([]), memories };
+    let tables: Box<[usize]> =
+        store.instances[inst as usize].tables.iter().map(|&t| store.tables[t as usize].view_address()).collect();
+    vmctx.tables = tables.as_ptr() as usize;
+    let mut t = InstanceTier { vmctx, entries, global_ptrs: Box::new([]), memories, tables };
     t.global_ptrs = global_addresses(store, inst);
     t.vmctx.globals = t.global_ptrs.as_ptr() as usize;
     store.instances[inst as usize].tier = Some(Box::new(t));
