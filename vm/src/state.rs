@@ -130,11 +130,12 @@ impl TableEntity {
     }
 }
 
-/// `VMRUN_VM_DEBUG=stale-table-view`: the planted bug `tests/indirect_calls.rs` shows the tests catch:
-/// a table's [`VmTable`] keeps its length (and element address) after the table grows.
-fn stale_table_view_planted() -> bool {
+/// `VMRUN_VM_DEBUG=stale-table-base`: the planted bug `tests/indirect_calls.rs` shows the tests catch:
+/// a table's [`VmTable`] keeps its first element address when the elements move (a growth), so compiled
+/// code reads the freed vector.
+fn stale_table_base_planted() -> bool {
     static BUG: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *BUG.get_or_init(|| std::env::var_os("VMRUN_VM_DEBUG").is_some_and(|v| v == "stale-table-view"))
+    *BUG.get_or_init(|| std::env::var_os("VMRUN_VM_DEBUG").is_some_and(|v| v == "stale-table-base"))
 }
 
 /// A table's elements while they are read (a shared table's lock is held).
@@ -183,10 +184,8 @@ impl std::ops::DerefMut for ElemsMut<'_> {
 impl Drop for ElemsMut<'_> {
     fn drop(&mut self) {
         if let ElemsMut::Own { elems, view } = self {
-            if view.len != 0 && stale_table_view_planted() {
-                return;
-            }
-            **view = VmTable { base: elems.as_ptr() as usize, len: elems.len() };
+            let base = if view.base != 0 && stale_table_base_planted() { view.base } else { elems.as_ptr() as usize };
+            **view = VmTable { base, len: elems.len() };
         }
     }
 }
