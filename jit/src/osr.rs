@@ -39,7 +39,7 @@ pub(crate) fn compile(
         inner.fctx = FunctionBuilderContext::new();
         return Err(e);
     }
-    let (code, code_bytes, stack_maps) = inner.define(None)?;
+    let (code, code_bytes, stack_maps) = inner.define(&format!("{}@osr", crate::wasm_name(input)), None)?;
     Ok(CompiledFunc { code, array_entry, code_bytes, stack_maps })
 }
 
@@ -51,7 +51,7 @@ fn osr_entry(inner: &mut Inner, params: &[RtValType], results: &[RtValType]) -> 
     }
     let target = inner.target();
     crate::trampolines::osr_entry(&mut inner.ctx.func, &mut inner.fctx, &target, params, results)?;
-    let (code, _, _) = inner.define(None)?;
+    let (code, _, _) = inner.define("osr_entry", None)?;
     inner.osr_entries.insert(key, code);
     Ok(code)
 }
