@@ -351,13 +351,27 @@ impl<'a> FuncInput<'a> {
     }
 }
 
-/// One entry of [`VmCtx::entries`].
+/// One entry of [`VmCtx::entries`]: 32 bytes, so an index scales by a shift.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct FuncEntry {
     pub code: usize,
     /// Passed as the callee's first argument (see the module comment).
     pub ctx: usize,
+    /// The function's canonical type id: what an inline `call_indirect` compares with the expected type.
+    pub ty: u64,
+    pub unused: u64,
+}
+
+impl FuncEntry {
+    pub const SIZE: i64 = std::mem::size_of::<FuncEntry>() as i64;
+    pub const CODE: i32 = std::mem::offset_of!(FuncEntry, code) as i32;
+    pub const CTX: i32 = std::mem::offset_of!(FuncEntry, ctx) as i32;
+    pub const TYPE: i32 = std::mem::offset_of!(FuncEntry, ty) as i32;
+
+    pub fn new(code: usize, ctx: usize, ty: u32) -> FuncEntry {
+        FuncEntry { code, ctx, ty: ty as u64, unused: 0 }
+    }
 }
 
 /// What compiled code reads at run time, one per instance (boxed: its address never changes). The
@@ -395,9 +409,6 @@ pub struct VmCtx {
     /// Address of an array with the address of each table's [`VmTable`] (index space): `call_indirect`
     /// reads the element there and calls a function of this instance without leaving compiled code.
     pub tables: usize,
-    /// Address of the module's canonical type id of each function (`u32`s, index space): what an inline
-    /// `call_indirect` compares with the expected type.
-    pub func_types: usize,
     /// The function reference (`gc::value::from_func`) of the instance's first defined function: a
     /// table element `raw` names defined function `(raw - defined_func_ref) / 8` of this instance when
     /// that is below the number of defined functions (a null element or another instance's function
@@ -459,7 +470,6 @@ impl VmCtx {
     pub const DEFINED_BASE: i32 = offset!(defined_base);
     pub const MEMORIES: i32 = offset!(memories);
     pub const TABLES: i32 = offset!(tables);
-    pub const FUNC_TYPES: i32 = offset!(func_types);
     pub const DEFINED_FUNC_REF: i32 = offset!(defined_func_ref);
 }
 

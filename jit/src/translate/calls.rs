@@ -10,7 +10,7 @@
 
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{Block, BlockArg, InstBuilder, SigRef, StackSlotData, StackSlotKind, Value, types};
-use vm::tier::{TrapCode, Unsupported, VmCtx, VmTable};
+use vm::tier::{FuncEntry, TrapCode, Unsupported, VmCtx, VmTable};
 use vm::types::RtValType;
 
 use super::FuncTranslator;
@@ -21,7 +21,7 @@ impl FuncTranslator<'_, '_> {
         let (params, results) = self.input.func_signature(func);
         let sig = self.b.import_signature(wasm_signature(params, results)?);
         let args = self.pop_n(params.len());
-        let entry = self.b.ins().iconst(types::I64, func as i64 * 16);
+        let entry = self.b.ins().iconst(types::I64, func as i64 * FuncEntry::SIZE);
         let entry = self.b.ins().iadd(self.entries, entry);
         self.call_entry(sig, entry, args, results, offset, tail);
         Ok(())
@@ -37,8 +37,8 @@ impl FuncTranslator<'_, '_> {
         offset: u32,
         tail: bool,
     ) {
-        let code = self.b.ins().load(types::I64, trusted(), entry, 0);
-        let ctx = self.b.ins().load(types::I64, trusted(), entry, 8);
+        let code = self.b.ins().load(types::I64, trusted(), entry, FuncEntry::CODE);
+        let ctx = self.b.ins().load(types::I64, trusted(), entry, FuncEntry::CTX);
         let mut call_args = vec![ctx, self.vmctx];
         call_args.extend(args);
         if tail {
@@ -107,10 +107,10 @@ impl FuncTranslator<'_, '_> {
         let join = self.block_with_params(&join_types)?;
         self.b.switch_to_block(local);
         let index = self.b.ins().iadd_imm_s(defined, self.input.num_imported_funcs() as i64);
-        let entry = self.b.ins().imul_imm_s(index, 16);
+        let entry = self.b.ins().imul_imm_s(index, FuncEntry::SIZE);
         let entry = self.b.ins().iadd(self.entries, entry);
-        let code = self.b.ins().load(types::I64, trusted(), entry, 0);
-        let ctx = self.b.ins().load(types::I64, trusted(), entry, 8);
+        let code = self.b.ins().load(types::I64, trusted(), entry, FuncEntry::CODE);
+        let ctx = self.b.ins().load(types::I64, trusted(), entry, FuncEntry::CTX);
         let mut call_args = vec![ctx, self.vmctx];
         call_args.extend(&args);
         if tail {
@@ -169,7 +169,7 @@ impl FuncTranslator<'_, '_> {
         self.inline_indirect_entry(table, index, expected, call, slow);
 
         self.b.switch_to_block(slow);
-        let slot = StackSlotData::new(StackSlotKind::ExplicitSlot, 16, 3);
+        let slot = StackSlotData::new(StackSlotKind::ExplicitSlot, FuncEntry::SIZE as u32, 3);
         let out_slot = self.b.create_sized_stack_slot(slot);
         let out = self.b.ins().stack_addr(types::I64, out_slot, 0);
         let t = self.b.ins().iconst(types::I32, table as i64);
@@ -188,7 +188,7 @@ impl FuncTranslator<'_, '_> {
     /// `FuncEntry`, or to `slow`. Three tests, each failing to `slow`: the index is below the table's
     /// length; the element minus this instance's first function reference is below 8 times the number
     /// of defined functions (a null element, another instance's function and a host function all wrap
-    /// around above it); the function's canonical type is `expected`.
+    /// around above it); the entry's canonical type is `expected`.
     fn inline_indirect_entry(&mut self, table: u32, index: Value, expected: u32, found: Block, slow: Block) {
         let tables = self.b.ins().load(types::I64, fixed(), self.vmctx, VmCtx::TABLES);
         let view = self.b.ins().load(types::I64, fixed(), tables, (table * 8) as i32);
@@ -214,17 +214,15 @@ impl FuncTranslator<'_, '_> {
 
         self.b.switch_to_block(typed);
         let imported = self.input.num_imported_funcs() as i64;
-        let entry = self.b.ins().ishl_imm_u(scaled, 1);
+        let entry = self.b.ins().imul_imm_s(scaled, FuncEntry::SIZE / 8);
         let entry = self.b.ins().iadd(self.entries, entry);
-        let entry = self.b.ins().iadd_imm_s(entry, imported * 16);
+        let entry = self.b.ins().iadd_imm_s(entry, imported * FuncEntry::SIZE);
         if self.bugs.indirect_no_signature_check {
             self.b.ins().jump(found, &[BlockArg::Value(entry)]);
             return;
         }
-        let func_types = self.b.ins().load(types::I64, fixed(), self.vmctx, VmCtx::FUNC_TYPES);
-        let type_at = self.b.ins().ushr_imm_u(scaled, 1);
-        let type_at = self.b.ins().iadd(func_types, type_at);
-        let ty = self.b.ins().load(types::I32, fixed(), type_at, (imported * 4) as i32);
+        // Entries never change type (tier-up rewrites the code only), but a plain load: cheap and safe.
+        let ty = self.b.ins().load(types::I32, trusted(), entry, FuncEntry::TYPE);
         let matches = self.b.ins().icmp_imm_s(IntCC::Equal, ty, expected as i64);
         self.b.ins().brif(matches, found, &[BlockArg::Value(entry)], slow, &[]);
     }

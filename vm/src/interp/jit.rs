@@ -144,8 +144,9 @@ fn ensure_tier(store: &mut StoreState, inst: u32) {
             }
             _ => None,
         };
+        let ty = module.func_types[i];
         let entry = match compiled {
-            Some(c) => FuncEntry { code: c.code.0, ctx: 0 },
+            Some(c) => FuncEntry::new(c.code.0, 0, ty),
             None => {
                 let (params, results) = match &store.rt.types.get(module.func_types[i]).kind {
                     TypeKind::Func { params, results } => (params, results),
@@ -153,7 +154,7 @@ fn ensure_tier(store: &mut StoreState, inst: u32) {
                 };
                 // A signature the compiler cannot pass is one no compiled caller uses.
                 let code = compiler.interpreter_stub(params, results).map_or(0, |c| c.0);
-                FuncEntry { code, ctx: sf as usize }
+                FuncEntry::new(code, sf as usize, ty)
             }
         };
         entries.push(entry);
@@ -178,7 +179,6 @@ fn ensure_tier(store: &mut StoreState, inst: u32) {
         funcs: store.instances[inst as usize].funcs.as_ptr() as usize,
         memories: 0,
         tables: 0,
-        func_types: module.func_types.as_ptr() as usize,
         defined_func_ref: 0,
     });
     vmctx.defined_func_ref = gc::value::from_func(vmctx.defined_base);
