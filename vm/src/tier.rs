@@ -30,7 +30,12 @@
 //! Calls go through tables so a function can change tier with one store and no caller is recompiled:
 //!
 //! - **[`VmCtx::entries`]**, one [`FuncEntry`] per function of the instance's index space (imports
-//!   first), read by compiled code at each call: the compiled code, or the interpreter stub.
+//!   first), read by compiled code at each call: the compiled code, or the interpreter stub, and the
+//!   function's type id (for `call_indirect`).
+//! - **[`VmCtx::tables`]**, the address of each table's [`VmTable`] (its elements and length, owned by
+//!   the table entity and rewritten by every change of the table): `call_indirect` reads the element
+//!   and, for a function of the instance of exactly the expected type, calls its entry without asking
+//!   the VM ([`Libcalls::resolve_indirect`] handles everything else).
 //! - **`Instance::tier_slots`** (in `state.rs`), one word per defined function, read by the
 //!   interpreter at each call and each loop back-edge: 0 means *interpreted*, an odd value is a
 //!   countdown to tier-up (`auto`; calls and back-edges both count), an even one points at the
