@@ -17,7 +17,7 @@ WORKLOADS=(
   "mandelbrot 1200|mandelbrot|programs/mandelbrot.wat|1200|571628"
   "binary-trees 16|run|programs/binary_trees.wat|16|14985902"
   "gc_cycles 5e6|run|programs/gc_cycles.wat|5000000|12500002500000"
-  "matmul (C, wasi-libc)|_start|bench/c/matmul.wasm||393150060.0"
+  "matmul (C, wasi-libc)|_start|bench/c/matmul.wasm||8052633550.0"
   "sort + hash (C, wasi-libc)|_start|bench/c/sort.wasm||395351 3344477188"
 )
 

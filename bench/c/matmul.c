@@ -2,7 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#define N 160
+#define N 256
 
 int main(void) {
     double *a = malloc(sizeof(double) * N * N), *b = malloc(sizeof(double) * N * N);
@@ -11,7 +11,7 @@ int main(void) {
         a[i] = (double)(i % 17) * 0.5;
         b[i] = (double)(i % 13) * 0.25;
     }
-    for (int rep = 0; rep < 16; rep++)
+    for (int rep = 0; rep < 80; rep++)
         for (int i = 0; i < N; i++)
             for (int k = 0; k < N; k++) {
                 double aik = a[i * N + k];

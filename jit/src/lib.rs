@@ -88,6 +88,9 @@ pub(crate) struct InjectedBugs {
     /// `guard-any-offset`: accesses of guarded memories make no bounds check whatever their static offset,
     /// so one whose offset passes the guard region reaches past the memory's mapping.
     pub guard_any_offset: bool,
+    /// `indirect-no-signature-check`: the inline `call_indirect` lookup calls a function of the instance
+    /// without comparing its type with the expected one.
+    pub indirect_no_signature_check: bool,
 }
 
 impl InjectedBugs {
@@ -114,6 +117,7 @@ impl InjectedBugs {
             guard_any_offset: has("guard-any-offset"),
             delegate_skips_a_level: has("delegate-skips-a-level"),
             no_caught_exn_maps: has("no-caught-exn-maps"),
+            indirect_no_signature_check: has("indirect-no-signature-check"),
         }
     }
 }
@@ -171,6 +175,8 @@ struct Inner {
     exit: Option<translate::Exits>,
     /// On-stack-replacement entries by signature (`osr.rs`).
     osr_entries: HashMap<SigKey, CodePtr>,
+    /// Functions declared so far: the number that makes each declared name unique.
+    declared: u64,
 }
 
 // SAFETY: `JITModule` holds raw pointers to the code memory it owns and is not `Send` for that reason
@@ -247,6 +253,7 @@ impl CraneliftCompiler {
                 stubs: HashMap::new(),
                 exit: None,
                 osr_entries: HashMap::new(),
+                declared: 0,
             }),
             libcalls: vm::libcalls(),
             bugs: InjectedBugs::default(),
@@ -262,18 +269,26 @@ impl Inner {
     }
 
     /// Define `ctx.func` as a new function and return its address, code size and stack maps, and with
-    /// `srclocs` the source locations of its code (see [`FrameInfo`]).
+    /// `srclocs` the source locations of its code (see [`FrameInfo`]). `name` (made unique with a
+    /// number) is what `perf` shows for the code (cranelift-jit writes `/tmp/perf-PID.map` under `perf
+    /// record`) and what `VMRUN_JIT_DUMP` prints above it.
     fn define(
         &mut self,
+        name: &str,
         srclocs: Option<&mut Vec<(u32, u32, u32)>>,
     ) -> Result<(CodePtr, usize, Box<[StackMap]>), Unsupported> {
         let sig = self.ctx.func.signature.clone();
-        let id =
-            self.module.declare_anonymous_function(&sig).map_err(|e| Unsupported::new(format!("cranelift: {e}")))?;
+        let name = format!("{name}#{}", self.declared);
+        self.declared += 1;
+        let id = self
+            .module
+            .declare_function(&name, cranelift_module::Linkage::Local, &sig)
+            .map_err(|e| Unsupported::new(format!("cranelift: {e}")))?;
         self.ctx.func.name = UserFuncName::user(0, id.as_u32());
         let dump = dump_requested();
         if dump {
             self.ctx.set_disasm(true);
+            eprintln!("; {name}");
         }
         let r = self.module.define_function(id, &mut self.ctx);
         if dump && let Some(code) = self.ctx.compiled_code() {
@@ -315,11 +330,11 @@ impl Inner {
         }
         let target = self.target();
         trampolines::exit_trampoline(&mut self.ctx.func, &mut self.fctx, &target, abi::EXIT_ARGS)?;
-        let (narrow, _, _) = self.define(None)?;
+        let (narrow, _, _) = self.define("exit", None)?;
         trampolines::exit_trampoline(&mut self.ctx.func, &mut self.fctx, &target, abi::EXIT_ARGS_WIDE)?;
-        let (wide, _, _) = self.define(None)?;
+        let (wide, _, _) = self.define("exit_wide", None)?;
         trampolines::poll_trampoline(&mut self.ctx.func, &mut self.fctx, &target, libcalls.safepoint)?;
-        let (poll, _, _) = self.define(None)?;
+        let (poll, _, _) = self.define("poll", None)?;
         let exits = translate::Exits { narrow: narrow.0, wide: wide.0, poll: poll.0 };
         self.exit = Some(exits);
         Ok(exits)
@@ -332,7 +347,7 @@ impl Inner {
         }
         let target = self.target();
         trampolines::array_entry(&mut self.ctx.func, &mut self.fctx, &target, params, results)?;
-        let (code, _, _) = self.define(None)?;
+        let (code, _, _) = self.define("array_entry", None)?;
         self.array_entries.insert(key, code);
         Ok(code)
     }
@@ -361,7 +376,7 @@ impl Compiler for CraneliftCompiler {
             return Err(e);
         }
         let mut srclocs = Vec::new();
-        let (code, code_bytes, stack_maps) = inner.define(Some(&mut srclocs))?;
+        let (code, code_bytes, stack_maps) = inner.define(&wasm_name(input), Some(&mut srclocs))?;
         self.add_frame_info(input, code, code_bytes, srclocs);
         Ok(CompiledFunc { code, array_entry, code_bytes, stack_maps })
     }
@@ -383,7 +398,7 @@ impl Compiler for CraneliftCompiler {
         let inner = &mut *inner;
         let target = inner.target();
         trampolines::interpreter_stub(&mut inner.ctx.func, &mut inner.fctx, &self.libcalls, &target, params, results)?;
-        let (code, _, _) = inner.define(None)?;
+        let (code, _, _) = inner.define("interpreter_stub", None)?;
         inner.stubs.insert(key, code);
         Ok(code)
     }
@@ -422,6 +437,14 @@ impl Compiler for CraneliftCompiler {
             fp = next;
         }
         out
+    }
+}
+
+/// A compiled function's name for profilers: the wasm function's, else its index.
+pub(crate) fn wasm_name(input: &FuncInput<'_>) -> String {
+    match input.func_name() {
+        Some(n) => format!("wasm[{}]::{n}", input.module_index()),
+        None => format!("wasm[{}]::func[{}]", input.module_index(), input.func_index),
     }
 }
 

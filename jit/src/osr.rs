@@ -40,7 +40,7 @@ pub(crate) fn compile(
         inner.fctx = FunctionBuilderContext::new();
         return Err(e);
     }
-    let (code, code_bytes, stack_maps) = inner.define(Some(srclocs))?;
+    let (code, code_bytes, stack_maps) = inner.define(&format!("{}@osr", crate::wasm_name(input)), Some(srclocs))?;
     Ok(CompiledFunc { code, array_entry, code_bytes, stack_maps })
 }
 
@@ -52,7 +52,7 @@ fn osr_entry(inner: &mut Inner, params: &[RtValType], results: &[RtValType]) -> 
     }
     let target = inner.target();
     crate::trampolines::osr_entry(&mut inner.ctx.func, &mut inner.fctx, &target, params, results)?;
-    let (code, _, _) = inner.define(None)?;
+    let (code, _, _) = inner.define("osr_entry", None)?;
     inner.osr_entries.insert(key, code);
     Ok(code)
 }

@@ -15,7 +15,7 @@ use crate::memory::LinearMemory;
 use crate::module::{GlobalDesc, ModuleData, TableDesc};
 use crate::mutator::Mutator;
 use crate::runtime::Runtime;
-use crate::tier::{FuncEntry, VmCtx};
+use crate::tier::{FuncEntry, VmCtx, VmTable};
 use crate::{Extern, Trap, Val};
 
 /// A host function. It reads `params` and writes exactly `results.len()` results. Host functions may
@@ -68,6 +68,10 @@ pub(crate) struct TagEntity {
 pub(crate) struct TableEntity {
     elems: TableElems,
     pub desc: TableDesc,
+    /// Where the elements are, for compiled code (`tier::VmTable`): boxed, so its address, which the
+    /// `VmCtx` of every instance holding the table keeps, never changes. Rewritten whenever an
+    /// [`ElemsMut`] of an own table is dropped; `len` stays 0 for a shared table.
+    view: Box<VmTable>,
 }
 
 /// A table's elements: the store's own, or (a `shared` table, shared-everything threads) one vector every
@@ -86,12 +90,19 @@ impl TableEntity {
     pub fn new(desc: TableDesc, len: usize, value: u64) -> TableEntity {
         let elems = vec![value; len];
         let elems = if desc.shared { TableElems::Shared(Arc::new(Mutex::new(elems))) } else { TableElems::Own(elems) };
-        TableEntity { elems, desc }
+        let mut table = TableEntity { elems, desc, view: Box::default() };
+        drop(table.elems_mut());
+        table
     }
 
     /// A thread's instance of a shared table: the spawning instance's elements.
     pub fn inherited(elems: Arc<SharedTable>, desc: TableDesc) -> TableEntity {
-        TableEntity { elems: TableElems::Shared(elems), desc }
+        TableEntity { elems: TableElems::Shared(elems), desc, view: Box::default() }
+    }
+
+    /// The address of the table's [`VmTable`] (fixed for the table's life).
+    pub fn view_address(&self) -> usize {
+        &*self.view as *const VmTable as usize
     }
 
     /// The shared elements, if the table is shared.
@@ -113,10 +124,18 @@ impl TableEntity {
     /// The elements, to change.
     pub fn elems_mut(&mut self) -> ElemsMut<'_> {
         match &mut self.elems {
-            TableElems::Own(v) => ElemsMut::Own(v),
+            TableElems::Own(elems) => ElemsMut::Own { elems, view: &mut self.view },
             TableElems::Shared(t) => ElemsMut::Shared(t.lock().unwrap_or_else(PoisonError::into_inner)),
         }
     }
+}
+
+/// `VMRUN_VM_DEBUG=stale-table-base`: the planted bug `tests/indirect_calls.rs` shows the tests catch:
+/// a table's [`VmTable`] keeps its first element address when the elements move (a growth), so compiled
+/// code reads the freed vector.
+fn stale_table_base_planted() -> bool {
+    static BUG: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *BUG.get_or_init(|| std::env::var_os("VMRUN_VM_DEBUG").is_some_and(|v| v == "stale-table-base"))
 }
 
 /// A table's elements while they are read (a shared table's lock is held).
@@ -135,9 +154,11 @@ impl std::ops::Deref for ElemsRef<'_> {
     }
 }
 
-/// A table's elements while they are changed (a shared table's lock is held).
+/// A table's elements while they are changed (a shared table's lock is held). Dropping it publishes
+/// an own table's elements to compiled code (its [`VmTable`]): every change of a table goes through
+/// here, so the view is never stale once the change is done.
 pub(crate) enum ElemsMut<'a> {
-    Own(&'a mut Vec<u64>),
+    Own { elems: &'a mut Vec<u64>, view: &'a mut VmTable },
     Shared(MutexGuard<'a, Vec<u64>>),
 }
 
@@ -145,7 +166,7 @@ impl std::ops::Deref for ElemsMut<'_> {
     type Target = Vec<u64>;
     fn deref(&self) -> &Vec<u64> {
         match self {
-            ElemsMut::Own(v) => v,
+            ElemsMut::Own { elems, .. } => elems,
             ElemsMut::Shared(g) => g,
         }
     }
@@ -154,8 +175,17 @@ impl std::ops::Deref for ElemsMut<'_> {
 impl std::ops::DerefMut for ElemsMut<'_> {
     fn deref_mut(&mut self) -> &mut Vec<u64> {
         match self {
-            ElemsMut::Own(v) => v,
+            ElemsMut::Own { elems, .. } => elems,
             ElemsMut::Shared(g) => g,
+        }
+    }
+}
+
+impl Drop for ElemsMut<'_> {
+    fn drop(&mut self) {
+        if let ElemsMut::Own { elems, view } = self {
+            let base = if view.base != 0 && stale_table_base_planted() { view.base } else { elems.as_ptr() as usize };
+            **view = VmTable { base, len: elems.len() };
         }
     }
 }
@@ -234,6 +264,10 @@ pub(crate) struct InstanceTier {
     /// One per memory of the index space; `vmctx.memories` points here.
     #[allow(dead_code)] // Owned here for `vmctx.memories`; only compiled code reads it.
     pub memories: Box<[crate::tier::VmMemory]>,
+    /// The address of each table's [`VmTable`] (index space; the tables own them); `vmctx.tables` points
+    /// here.
+    #[allow(dead_code)] // Owned here for `vmctx.tables`; only compiled code reads it.
+    pub tables: Box<[usize]>,
 }
 
 /// Everything one store owns; the public [`crate::Store`] holds it boxed (the collector reaches it through

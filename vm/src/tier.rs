@@ -30,7 +30,12 @@
 //! Calls go through tables so a function can change tier with one store and no caller is recompiled:
 //!
 //! - **[`VmCtx::entries`]**, one [`FuncEntry`] per function of the instance's index space (imports
-//!   first), read by compiled code at each call: the compiled code, or the interpreter stub.
+//!   first), read by compiled code at each call: the compiled code, or the interpreter stub, and the
+//!   function's type id (for `call_indirect`).
+//! - **[`VmCtx::tables`]**, the address of each table's [`VmTable`] (its elements and length, owned by
+//!   the table entity and rewritten by every change of the table): `call_indirect` reads the element
+//!   and, for a function of the instance of exactly the expected type, calls its entry without asking
+//!   the VM ([`Libcalls::resolve_indirect`] handles everything else).
 //! - **`Instance::tier_slots`** (in `state.rs`), one word per defined function, read by the
 //!   interpreter at each call and each loop back-edge: 0 means *interpreted*, an odd value is a
 //!   countdown to tier-up (`auto`; calls and back-edges both count), an even one points at the
@@ -383,13 +388,27 @@ impl<'a> FuncInput<'a> {
     }
 }
 
-/// One entry of [`VmCtx::entries`].
+/// One entry of [`VmCtx::entries`]: 32 bytes, so an index scales by a shift.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct FuncEntry {
     pub code: usize,
     /// Passed as the callee's first argument (see the module comment).
     pub ctx: usize,
+    /// The function's canonical type id: what an inline `call_indirect` compares with the expected type.
+    pub ty: u64,
+    pub unused: u64,
+}
+
+impl FuncEntry {
+    pub const SIZE: i64 = std::mem::size_of::<FuncEntry>() as i64;
+    pub const CODE: i32 = std::mem::offset_of!(FuncEntry, code) as i32;
+    pub const CTX: i32 = std::mem::offset_of!(FuncEntry, ctx) as i32;
+    pub const TYPE: i32 = std::mem::offset_of!(FuncEntry, ty) as i32;
+
+    pub fn new(code: usize, ctx: usize, ty: u32) -> FuncEntry {
+        FuncEntry { code, ctx, ty: ty as u64, unused: 0 }
+    }
 }
 
 /// What compiled code reads at run time, one per instance (boxed: its address never changes). The
@@ -424,6 +443,32 @@ pub struct VmCtx {
     /// Address of the [`VmMemory`] array: one per memory of the instance's index space (memory 0
     /// included, the same as `mem0_base`/`mem0_len`, which stay for the common case's shorter path).
     pub memories: usize,
+    /// Address of an array with the address of each table's [`VmTable`] (index space): `call_indirect`
+    /// reads the element there and calls a function of this instance without leaving compiled code.
+    pub tables: usize,
+    /// The function reference (`gc::value::from_func`) of the instance's first defined function: a
+    /// table element `raw` names defined function `(raw - defined_func_ref) / 8` of this instance when
+    /// that is below the number of defined functions (a null element or another instance's function
+    /// wraps around to a large number, so one unsigned comparison covers both).
+    pub defined_func_ref: u64,
+}
+
+/// A table as compiled code reads it ([`VmCtx::tables`]): its elements (raw references, 0 for null) and
+/// how many there are. One per table entity (`state::TableEntity`, boxed: its address is fixed), shared
+/// by every instance that imports the table, and rewritten by every change of the table's element vector
+/// (`ElemsMut`'s drop: `table.set`/`grow`/`fill`/`copy`/`init`, element segments, the host), so compiled
+/// code reloads both words after each call and never sees a stale one. A `shared` table (other threads
+/// change it under its lock) keeps `len` 0: compiled code always takes the library call for it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct VmTable {
+    pub base: usize,
+    pub len: usize,
+}
+
+impl VmTable {
+    pub const BASE: i32 = std::mem::offset_of!(VmTable, base) as i32;
+    pub const LEN: i32 = std::mem::offset_of!(VmTable, len) as i32;
 }
 
 /// One memory as compiled code reaches it ([`VmCtx::memories`]). Both words are fixed for the instance's
@@ -461,6 +506,8 @@ impl VmCtx {
     pub const FUNCS: i32 = offset!(funcs);
     pub const DEFINED_BASE: i32 = offset!(defined_base);
     pub const MEMORIES: i32 = offset!(memories);
+    pub const TABLES: i32 = offset!(tables);
+    pub const DEFINED_FUNC_REF: i32 = offset!(defined_func_ref);
 }
 
 /// Addresses of the `extern "C"` functions compiled code calls (`interp/jit.rs` implements them). All
@@ -473,7 +520,10 @@ pub struct Libcalls {
     pub call: usize,
     /// `fn(vmctx, table: u32, type_id: u32, index: u32, out: *mut FuncEntry) -> u32`: the entry to call
     /// for `call_indirect` and `return_call_indirect` (the element checked as the interpreter checks it),
-    /// which compiled code then calls (or tail-calls) with its own `vmctx`.
+    /// which compiled code then calls (or tail-calls) with its own `vmctx`. The slow path: compiled code
+    /// resolves an element naming a function of its own instance of exactly the expected type itself
+    /// ([`VmTable`]) and asks here for everything else (traps, subtypes, other instances, host functions,
+    /// shared tables).
     pub resolve_indirect: usize,
     /// `fn(vmctx, trap_code: u32, func: u32, offset: u32) -> u32`: raise a trap ([`TrapCode`]).
     pub trap: usize,

@@ -171,6 +171,8 @@ pub(crate) struct FuncTranslator<'a, 'b> {
     pub(crate) bugs: InjectedBugs,
     /// Set when translating an on-stack-replacement variant (`osr.rs`).
     osr: Option<osr::OsrTarget>,
+    /// Plain accesses already bounds-checked on every path to the current block (`memory.rs`).
+    checked: memory::CheckedAccesses,
 }
 
 impl<'a, 'b> FuncTranslator<'a, 'b> {
@@ -272,6 +274,7 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
             dead_depth: 0,
             bugs,
             osr: None,
+            checked: Default::default(),
         };
         t.stack_check();
         let end_block = t.block_with_params(&result_types)?;
@@ -434,10 +437,15 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
     pub(crate) fn trap_if(&mut self, cond: Value, code: TrapCode, offset: u32) {
         let cont = self.b.create_block();
         let site = self.cold_block();
+        let here = self.b.current_block();
         self.b.ins().brif(cond, site, &[], cont, &[]);
         self.b.switch_to_block(site);
         self.trap(code, offset);
         self.b.switch_to_block(cont);
+        // Its one predecessor is known: sealed now, a local read in it is the value from before the test
+        // (not a new block parameter), so later operators see the same values (`memory.rs`).
+        self.b.seal_block(cont);
+        self.checked.continued(here, cont);
     }
 
     /// A new block for a path taken only on a trap or an exception. Each such path gets its own, which
@@ -462,12 +470,17 @@ impl<'a, 'b> FuncTranslator<'a, 'b> {
     fn check_status(&mut self, status: Value, offset: u32) {
         let cont = self.b.create_block();
         let site = self.cold_block();
+        let here = self.b.current_block();
         self.b.ins().brif(status, site, &[], cont, &[]);
         self.b.switch_to_block(site);
         let off = self.b.ins().iconst(types::I32, offset as i64);
         let unwind = self.unwind_target();
         self.b.ins().jump(unwind, &[BlockArg::Value(off)]);
         self.b.switch_to_block(cont);
+        // Its one predecessor is known: sealed now, a local read in it is the value from before the test
+        // (not a new block parameter), so later operators see the same values (`memory.rs`).
+        self.b.seal_block(cont);
+        self.checked.continued(here, cont);
     }
 
     fn block_type(&self, bt: BlockType) -> Result<(Vec<RtValType>, Vec<RtValType>), Unsupported> {

@@ -144,8 +144,9 @@ fn ensure_tier(store: &mut StoreState, inst: u32) {
             }
             _ => None,
         };
+        let ty = module.func_types[i];
         let entry = match compiled {
-            Some(c) => FuncEntry { code: c.code.0, ctx: 0 },
+            Some(c) => FuncEntry::new(c.code.0, 0, ty),
             None => {
                 let (params, results) = match &store.rt.types.get(module.func_types[i]).kind {
                     TypeKind::Func { params, results } => (params, results),
@@ -153,7 +154,7 @@ fn ensure_tier(store: &mut StoreState, inst: u32) {
                 };
                 // A signature the compiler cannot pass is one no compiled caller uses.
                 let code = compiler.interpreter_stub(params, results).map_or(0, |c| c.0);
-                FuncEntry { code, ctx: sf as usize }
+                FuncEntry::new(code, sf as usize, ty)
             }
         };
         entries.push(entry);
@@ -177,7 +178,10 @@ fn ensure_tier(store: &mut StoreState, inst: u32) {
         jit_exit: 0,
         funcs: store.instances[inst as usize].funcs.as_ptr() as usize,
         memories: 0,
+        tables: 0,
+        defined_func_ref: 0,
     });
+    vmctx.defined_func_ref = gc::value::from_func(vmctx.defined_base);
     vmctx.mem0_len = &vmctx.zero as *const usize as usize;
     if let Some(&m) = store.instances[inst as usize].memories.first() {
         let mem = &store.memories[m as usize];
@@ -193,7 +197,10 @@ fn ensure_tier(store: &mut StoreState, inst: u32) {
         })
         .collect();
     vmctx.memories = memories.as_ptr() as usize;
-    let mut t = InstanceTier { vmctx, entries, global_ptrs: Box::new([]), memories };
+    let tables: Box<[usize]> =
+        store.instances[inst as usize].tables.iter().map(|&t| store.tables[t as usize].view_address()).collect();
+    vmctx.tables = tables.as_ptr() as usize;
+    let mut t = InstanceTier { vmctx, entries, global_ptrs: Box::new([]), memories, tables };
     t.global_ptrs = global_addresses(store, inst);
     t.vmctx.globals = t.global_ptrs.as_ptr() as usize;
     store.instances[inst as usize].tier = Some(Box::new(t));

@@ -257,10 +257,10 @@ pub(super) extern "C" fn lib_resolve_indirect(
                 let stub = compiler
                     .interpreter_stub(params, results)
                     .map_err(|u| Trap::new(TrapKind::Host(format!("no interpreter stub: {}", u.reason))))?;
-                FuncEntry { code: stub.0, ctx: f as usize }
+                FuncEntry::new(stub.0, f as usize, store.funcs[f as usize].ty)
             }
         };
-        // SAFETY: compiled code passes a 16-byte, 8-aligned stack slot.
+        // SAFETY: compiled code passes an 8-aligned stack slot of `FuncEntry::SIZE` bytes.
         unsafe { out.write(entry) };
         Ok(())
     })
