@@ -13,7 +13,7 @@ use std::sync::Arc;
 use super::gc_objects::{self, Allocator, OpExit};
 use super::memory::MemView;
 use super::operands::get;
-use super::race_hooks::{RaceHooks, site_of};
+use super::race_hooks::RaceHooks;
 use super::{atomics, exceptions, memory, shared_gc, tables};
 use crate::bytecode::Instr;
 use crate::memory::LinearMemory;
@@ -123,11 +123,21 @@ pub(super) fn cold_op(ctx: &mut Cold<'_>, instr: Instr, frame: &mut [u64]) -> Re
             }
         };
     }
+    // `--race`: the site of this instruction's access (its backtrace in the stack depot).
+    macro_rules! race_site {
+        () => {
+            match race.as_mut() {
+                Some(r) => r.site(instances, inst_id as u32, func, *pc),
+                None => vmrace::Site(0),
+            }
+        };
+    }
     macro_rules! race_atomic_at {
         ($m:expr, $at:expr, $width:expr, $kind:expr, $acquire:expr, $release:expr) => {
             if let Some(r) = race.as_mut() {
                 r.sync(memory_of!($m), $at, $acquire, false);
-                r.access(memory_of!($m), $at, $width as u32, $kind, site_of(module, func, *pc))?;
+                let site = r.site(instances, inst_id as u32, func, *pc);
+                r.access(memory_of!($m), $at, $width as u32, $kind, site)?;
             }
         };
     }
@@ -196,25 +206,27 @@ pub(super) fn cold_op(ctx: &mut Cold<'_>, instr: Instr, frame: &mut [u64]) -> Re
             let at = get::<u32>(frame, addr) as u64 + offset as u64;
             memory::load_any(frame, MemView::of(memory_of!(m)), kind, dst, addr, offset)?;
             if let Some(r) = race.as_mut() {
-                r.access(memory_of!(m), at, kind.width(), AccessKind::Read, site_of(module, func, *pc))?;
+                let site = r.site(instances, inst_id as u32, func, *pc);
+                r.access(memory_of!(m), at, kind.width(), AccessKind::Read, site)?;
             }
         }
         I::RaceStore { kind, mem: m, addr, value, offset } => {
             let at = get::<u32>(frame, addr) as u64 + offset as u64;
             memory::store_any(frame, MemView::of(memory_of!(m)), kind, addr, value, offset)?;
             if let Some(r) = race.as_mut() {
-                r.access(memory_of!(m), at, kind.width(), AccessKind::Write, site_of(module, func, *pc))?;
+                let site = r.site(instances, inst_id as u32, func, *pc);
+                r.access(memory_of!(m), at, kind.width(), AccessKind::Write, site)?;
             }
         }
         I::AtomicFence => std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst),
 
         // ---------------- shared-everything threads (`shared_gc.rs`)
         I::StructAtomic { op, dst, args, field } => {
-            let site = site_of(module, func, *pc);
+            let site = race_site!();
             shared_gc::struct_atomic(frame, code!().fields[field as usize], op, dst, args, race.as_mut(), site)?
         }
         I::ArrayAtomic { op, dst, args, access } => {
-            let (kind, site) = (code!().arrays[access as usize].kind, site_of(module, func, *pc));
+            let (kind, site) = (code!().arrays[access as usize].kind, race_site!());
             shared_gc::array_atomic(frame, kind, op, dst, args, race.as_mut(), site)?
         }
         I::GlobalGetShared { dst, global } => {
@@ -225,24 +237,24 @@ pub(super) fn cold_op(ctx: &mut Cold<'_>, instr: Instr, frame: &mut [u64]) -> Re
         }
         I::GlobalAtomic { op, width, dst, args, global } => {
             let g = &mut globals[instance!().globals[global as usize] as usize];
-            let (id, site) = ((module.index, global), site_of(module, func, *pc));
+            let (id, site) = ((module.index, global), race_site!());
             shared_gc::global_atomic(frame, g, op, (width, dst, args), race.as_mut(), id, site)?
         }
         I::RaceGlobal { what, global } => {
             let g = &globals[instance!().globals[global as usize] as usize];
-            let (id, site) = ((module.index, global), site_of(module, func, *pc));
+            let (id, site) = ((module.index, global), race_site!());
             shared_gc::race_global(g, what, race.as_mut(), id, site)?
         }
         I::RaceRange { write, args, len, access } => {
-            let (kind, site) = (code!().arrays[access as usize].kind, site_of(module, func, *pc));
+            let (kind, site) = (code!().arrays[access as usize].kind, race_site!());
             shared_gc::race_range(frame, kind, write, (args, len), race.as_mut(), site)?
         }
         I::RaceField { write, obj, field } => {
-            let site = site_of(module, func, *pc);
+            let site = race_site!();
             shared_gc::race_field(frame, code!().fields[field as usize], write, obj, race.as_mut(), site)?
         }
         I::RaceElem { write, args, access } => {
-            let (kind, site) = (code!().arrays[access as usize].kind, site_of(module, func, *pc));
+            let (kind, site) = (code!().arrays[access as usize].kind, race_site!());
             shared_gc::race_elem(frame, kind, write, args, race.as_mut(), site)?
         }
 

@@ -2,25 +2,36 @@
 //!
 //! Only instructions the translator chose for race mode (`RaceLoad`/`RaceStore`) and the atomics reach
 //! these functions, and only when the runtime has a detector: an access is reported after it was made
-//! (so a trap comes first and is not a race), at the host address of the bytes, with the instruction's
-//! site. A race found leaves the dispatch loop (`OpExit::Race`) so the report gets the full backtrace;
+//! (so a trap comes first and is not a race), at the host address of the bytes, with the thread's
+//! backtrace as its site (an id in the stack depot, [`RaceHooks::site`]). A race found leaves the dispatch loop (`OpExit::Race`) so the report gets the full backtrace;
 //! execution then goes on after the instruction, as Go's race detector goes on after a report.
 
 use vmrace::{AccessKind, Race, Site, ThreadCtx};
 
 use super::gc_objects::OpExit;
+use super::race_stack::{Innermost, StackWalk};
 use crate::memory::LinearMemory;
 use crate::module::ModuleData;
+use crate::mutator::{Frame, RaceSeg};
 use crate::race::{RaceLocation, RaceRuntime, RacyObject, site};
-use crate::tier::RaceHook;
+use crate::stack_depot::StackCache;
+use crate::state::Instance;
+use crate::tier::{Compiler, RaceHook};
 
-/// What a race-mode instruction needs: the detector and the running thread's context.
+/// What a race-mode instruction needs: the detector, the running thread's context, and what the site of an
+/// access (its backtrace's id in the stack depot) is walked from.
 pub(super) struct RaceHooks<'a> {
     pub rt: &'a RaceRuntime,
     pub ctx: &'a mut ThreadCtx,
+    /// The thread's interpreted frames (the running run's start at `depth0`) and compiled runs.
+    pub frames: &'a [Frame],
+    pub depth0: usize,
+    pub segs: &'a [RaceSeg],
+    pub stacks: &'a mut StackCache,
+    pub compiler: Option<&'a dyn Compiler>,
 }
 
-/// The site of the instruction at `pc` of `module`'s defined function `func`.
+/// The site of the instruction at `pc` of `module`'s defined function `func` (an allocation's site).
 pub(super) fn site_of(module: &ModuleData, func: u32, pc: usize) -> Site {
     site(module, module.code[func as usize].wasm_offsets.get(pc).copied().unwrap_or(0))
 }
@@ -32,6 +43,13 @@ pub(crate) struct FoundRace {
 }
 
 impl RaceHooks<'_> {
+    /// The site of an access by the instruction at `pc` of defined function `func` of instance `inst`: the
+    /// depot id of the thread's backtrace there (`race_stack.rs`).
+    pub fn site(&mut self, instances: &[Instance], inst: u32, func: u32, pc: usize) -> Site {
+        let walk = StackWalk { frames: self.frames, segs: self.segs, instances, compiler: self.compiler };
+        walk.site(Innermost::Interpreted { inst, func, pc, depth0: self.depth0 }, self.stacks, &self.rt.depot)
+    }
+
     /// Reports an access of `width` bytes at offset `at` of `memory`, made by the instruction at `site`.
     pub fn access(
         &mut self,
