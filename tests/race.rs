@@ -14,6 +14,11 @@
 //! and race-free hand-offs. Negative controls: `VMRUN_JIT_DEBUG=race-skip-object-hook` (compiled code
 //! skips the object and global hooks), `VMRUN_RACE_DEBUG=skip-range-hook|skip-global-hook` (both tiers),
 //! `VMRACE_DEBUG=ignore-acquire`, and the sweep's free / allocation's reset pair.
+//!
+//! The last part runs `tests/fixtures/race/stacks.wat`: both accesses of a report show their whole wasm
+//! backtraces (the previous one from the stack depot), in the interpreter, compiled, and with compiled and
+//! interpreted frames mixed, for memory, fields, elements and globals. Negative control:
+//! `VMRUN_RACE_DEBUG=one-frame-depot` (the depot keeps one frame per stack).
 
 use std::process::{Command, Output};
 
@@ -467,4 +472,101 @@ fn without_the_sweeps_free_the_detector_state_grows() {
     // Negative control: the sweep's frees do not reach the detector.
     let result = race_state_is_bounded(&[("VMRUN_RACE_DEBUG", "skip-racefree")]);
     assert!(result.is_err(), "the leak check passed with the planted leak");
+}
+
+// ---------------- both backtraces of a report (the stack depot)
+
+const STACKS: &str = "tests/fixtures/race/stacks.wat";
+
+/// The tiers of the backtrace checks: interpreted, compiled, and compiled with the `$interp_*` functions
+/// interpreted (compiled → interpreted → compiled frames on both threads).
+const STACK_TIERS: [(&str, &[(&str, &str)]); 3] =
+    [("--jit=off", &[]), ("--jit=eager", &[]), ("--jit=eager", &[("VMRUN_JIT_INTERPRET", "interp_")])];
+
+/// `file:line:col` of the instruction the folded expression `text` (unique in the fixture) starts with.
+fn instr_position(text: &str) -> String {
+    let fixture = std::fs::read_to_string(STACKS).expect("fixture");
+    let at = fixture.find(text).unwrap_or_else(|| panic!("`{text}` in the fixture"));
+    let line = fixture[..at].matches('\n').count() + 1;
+    // The keyword after the parenthesis.
+    let col = at - fixture[..at].rfind('\n').map_or(0, |n| n + 1) + 2;
+    format!("{STACKS}:{line}:{col}")
+}
+
+/// The backtrace of the write of `kind` by the spawned thread (or the main thread), innermost first.
+fn write_backtrace(kind: u32, spawned: bool) -> Vec<String> {
+    let (write, middle, outer, base) =
+        if spawned { ("thread_write", "interp_thread", "child", 100) } else { ("main_write", "interp_main", "run", 200) };
+    let value = base + kind;
+    let access = match kind {
+        0 => format!("(i32.store (i32.const 64) (i32.const {value}))"),
+        1 => format!("(struct.set $obj $x (local.get $o) (i32.const {value}))"),
+        2 => format!("(array.set $arr (local.get $a) (i32.const 1) (i32.const {value}))"),
+        _ => format!("(global.set $g (i32.const {value}))"),
+    };
+    vec![
+        format!("{write} at {}", instr_position(&access)),
+        format!("{middle} at {}", instr_position(&format!("(call ${write}"))),
+        format!("{outer} at {}", instr_position(&format!("(call ${middle}"))),
+    ]
+}
+
+/// The frames printed after the line of the report that starts with `header`.
+fn frames_after(report: &str, header: impl Fn(&str) -> bool) -> Vec<String> {
+    let mut lines = report.lines().skip_while(|l| !header(l));
+    lines.next();
+    lines
+        .take_while(|l| !l.is_empty())
+        .map(|l| l.trim_start().split_once(": ").map_or(l.to_string(), |(_, frame)| frame.to_string()))
+        .collect()
+}
+
+/// Runs `kind` of the stacks fixture in `order` and checks that both accesses of the one report show
+/// their whole backtraces (function names and `file:line:col` of the access and of each call).
+fn check_both_backtraces(tier: &str, env: &[(&str, &str)], kind: u32, order: u32) -> Result<(), String> {
+    let (code, _, err) = in_order(order, || {
+        let (k, o) = (kind.to_string(), order.to_string());
+        let out = vmrun(&["--race", tier, "--invoke", "run", STACKS, &k, &o], env);
+        (out.status.code(), String::new(), String::from_utf8_lossy(&out.stderr).into_owned())
+    });
+    let what = format!("{tier} {env:?} kind {kind} order {order}:\n{err}");
+    if code != Some(66) || err.matches("WARNING: DATA RACE").count() != 1 {
+        return Err(format!("want one report, exit 66: {what}"));
+    }
+    // Order 0: the thread wrote first, so its write is the previous access.
+    let (current, previous) = (write_backtrace(kind, order == 1), write_backtrace(kind, order == 0));
+    let now = frames_after(&err, |l| l.starts_with("Write") && l.contains(" by thread "));
+    let before = frames_after(&err, |l| l.starts_with("Previous write"));
+    if now != current {
+        return Err(format!("current access: got {now:?}, want {current:?}\n{what}"));
+    }
+    if before != previous {
+        return Err(format!("previous access: got {before:?}, want {previous:?}\n{what}"));
+    }
+    Ok(())
+}
+
+#[test]
+fn both_accesses_of_a_report_show_their_whole_backtraces_in_every_tier() {
+    // Linear memory, a shared struct field, a shared array element and a shared global; both orders.
+    for (tier, env) in STACK_TIERS {
+        for kind in 0..4 {
+            for order in [0, 1] {
+                check_both_backtraces(tier, env, kind, order).unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn a_depot_that_keeps_one_frame_fails_the_backtrace_check() {
+    // Negative control: the depot stores only each stack's innermost frame (the detector's cell site).
+    for (tier, env) in STACK_TIERS {
+        let mut env = env.to_vec();
+        env.push(("VMRUN_RACE_DEBUG", "one-frame-depot"));
+        for kind in [0, 1] {
+            let result = check_both_backtraces(tier, &env, kind, 0);
+            assert!(result.as_ref().is_err_and(|e| e.contains("got [\"")), "{tier} kind {kind}: {result:?}");
+        }
+    }
 }
