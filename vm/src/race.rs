@@ -44,7 +44,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use vmrace::{AccessKind, Detector, Site, ThreadCtx, ThreadId};
 
@@ -52,6 +52,7 @@ use crate::WasmFrame;
 use crate::interp::FoundRace;
 use crate::module::ModuleData;
 use crate::stack_depot::StackDepot;
+use crate::state::SharedTable;
 use crate::types::{TypeKind, TypeRegistry};
 
 /// The runtime's race detector and what the reports need.
@@ -68,7 +69,15 @@ pub(crate) struct RaceRuntime {
     alloc_sites: Box<[Mutex<HashMap<u64, Site>>]>,
     /// Every access's backtrace, interned: an access's `Site` is its id here (`stack_depot.rs`).
     pub depot: StackDepot,
+    /// The detector's address of element 0 of each shared table (by the address of its elements' lock):
+    /// tables get addresses of their own, since the vector of elements moves when a table grows.
+    table_bases: Mutex<HashMap<usize, (Weak<SharedTable>, u64)>>,
 }
+
+/// Where shared tables' elements are for the detector: far above any host address (user space ends below
+/// 2^48), each table `2^TABLE_SPAN_BITS` bytes, 8 bytes an element (a table has at most 2^32 elements).
+const TABLE_SPACE: u64 = 1 << 62;
+const TABLE_SPAN_BITS: u32 = 35;
 
 /// Shards of [`RaceRuntime::alloc_sites`] (objects are 8-aligned; the shard is from the bits above).
 const SITE_SHARDS: usize = 64;
@@ -84,6 +93,7 @@ impl RaceRuntime {
             reported: AtomicUsize::new(0),
             alloc_sites: (0..SITE_SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             depot: StackDepot::default(),
+            table_bases: Mutex::new(HashMap::new()),
         }
     }
 
@@ -116,6 +126,23 @@ impl RaceRuntime {
         let child = self.detector.spawn(parent);
         lock(&self.created_at).insert(child.id(), backtrace);
         Box::new(child)
+    }
+
+    /// The detector's address of element 0 of the shared table `elems` (given out on first use; a table
+    /// freed and another made at its address gets a new one).
+    pub fn table_base(&self, elems: &Arc<SharedTable>) -> u64 {
+        let mut bases = lock(&self.table_bases);
+        let key = Arc::as_ptr(elems) as usize;
+        if let Some((table, base)) = bases.get(&key)
+            && table.upgrade().is_some_and(|t| Arc::ptr_eq(&t, elems))
+        {
+            return *base;
+        }
+        bases.retain(|_, (table, _)| table.strong_count() > 0);
+        let used: std::collections::HashSet<u64> = bases.values().map(|&(_, b)| b).collect();
+        let base = (0u64..).map(|i| TABLE_SPACE + (i << TABLE_SPAN_BITS)).find(|b| !used.contains(b)).unwrap_or(0);
+        bases.insert(key, (Arc::downgrade(elems), base));
+        base
     }
 
     /// Races reported so far.
@@ -210,6 +237,14 @@ fn describe_access(a: &vmrace::Access, location: &RaceLocation, modules: &[Arc<M
     match *location {
         RaceLocation::Memory { base } => format!("{what} at {:#x} ({} bytes)", a.addr.wrapping_sub(base), a.size),
         RaceLocation::Object(_) => format!("{what} at {:#x} ({} bytes)", a.addr, a.size),
+        RaceLocation::Table { module, index, base } => {
+            let element = a.addr.wrapping_sub(base) / 8;
+            let name = modules.iter().find(|m| m.index == module).and_then(|m| m.source.names().table_name(index));
+            match name {
+                Some(name) => format!("{what} of element {element} of shared table ${name} ({index})"),
+                None => format!("{what} of element {element} of shared table {index}"),
+            }
+        }
         RaceLocation::Global { module, index } => {
             let name = modules.iter().find(|m| m.index == module).and_then(|m| m.source.names().global_name(index));
             match name {
@@ -229,6 +264,10 @@ pub(crate) enum RaceLocation {
     /// A shared global: global `index` of the module whose runtime index is `module` (reports name it; its
     /// cell's host address means nothing to the program).
     Global { module: u32, index: u32 },
+    /// Elements of a shared table: table `index` of the module whose runtime index is `module`, whose
+    /// element 0 is at the detector's address `base` ([`RaceRuntime::table_base`]; reports name the
+    /// element).
+    Table { module: u32, index: u32, base: u64 },
 }
 
 impl RaceRuntime {
@@ -350,6 +389,11 @@ pub(crate) fn planted_bug_skip_range_hook() -> bool {
 /// frame per access (as before the depot).
 pub(crate) fn planted_bug_one_frame_depot() -> bool {
     planted_bug("one-frame-depot")
+}
+
+/// `skip-table-hook`: accesses to elements of shared tables are not checked (either tier).
+pub(crate) fn planted_bug_skip_table_hook() -> bool {
+    planted_bug("skip-table-hook")
 }
 
 /// `skip-global-hook`: plain and atomic accesses of shared globals are not checked (either tier; their

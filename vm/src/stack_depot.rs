@@ -110,7 +110,11 @@ impl StackCache {
     }
 
     /// What return address `ra` means, looked up with `symbolize` the first time.
-    pub fn return_frame(&mut self, ra: usize, symbolize: impl FnOnce(usize) -> Option<DepotFrame>) -> Option<DepotFrame> {
+    pub fn return_frame(
+        &mut self,
+        ra: usize,
+        symbolize: impl FnOnce(usize) -> Option<DepotFrame>,
+    ) -> Option<DepotFrame> {
         if let Some(&frame) = self.returns.get(&ra) {
             return frame;
         }

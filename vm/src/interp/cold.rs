@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use super::gc_objects::{self, Allocator, OpExit};
 use super::memory::MemView;
-use super::operands::get;
+use super::operands::{get, get_u32s};
 use super::race_hooks::RaceHooks;
 use super::{atomics, exceptions, memory, shared_gc, tables};
 use crate::bytecode::Instr;
@@ -129,6 +129,18 @@ pub(super) fn cold_op(ctx: &mut Cold<'_>, instr: Instr, frame: &mut [u64]) -> Re
             match race.as_mut() {
                 Some(r) => r.site(instances, inst_id as u32, func, *pc),
                 None => vmrace::Site(0),
+            }
+        };
+    }
+    // `--race`: the elements `$range` (first, count) of the instance's table `$t` were read or written.
+    macro_rules! race_table {
+        ($t:expr, $range:expr, $write:expr) => {
+            if let Some(r) = race.as_mut() {
+                let t = &tables[instance!().tables[$t as usize] as usize];
+                if t.shared().is_some() {
+                    let site = r.site(instances, inst_id as u32, func, *pc);
+                    r.table(t, (module.index, $t), $range, $write, site)?;
+                }
             }
         };
     }
@@ -258,18 +270,42 @@ pub(super) fn cold_op(ctx: &mut Cold<'_>, instr: Instr, frame: &mut [u64]) -> Re
             shared_gc::race_elem(frame, kind, write, args, race.as_mut(), site)?
         }
 
-        // ---------------- tables and references (`tables.rs`)
-        I::TableGet { table, dst, index } => tables::table_get(frame, &table_of!(table), dst, index)?,
-        I::TableSet { table, index, value } => tables::table_set(frame, &mut table_of!(table), index, value)?,
+        // ---------------- tables and references (`tables.rs`; `race_table!` checks a shared table's
+        // elements after the instruction succeeded)
+        I::TableGet { table, dst, index } => {
+            let i = get::<u32>(frame, index) as u64;
+            tables::table_get(frame, &table_of!(table), dst, index)?;
+            race_table!(table, (i, 1), false);
+        }
+        I::TableSet { table, index, value } => {
+            tables::table_set(frame, &mut table_of!(table), index, value)?;
+            race_table!(table, (get::<u32>(frame, index) as u64, 1), true);
+        }
         I::TableSize { table, dst } => tables::table_size(frame, &table_of!(table), dst),
-        I::TableGrow { table, dst, delta } => tables::table_grow(frame, &mut table_of!(table), dst, delta),
-        I::TableFill { table, args } => tables::table_fill(frame, &mut table_of!(table), args)?,
+        I::TableGrow { table, dst, delta } => {
+            let n = get::<u32>(frame, delta) as u64;
+            tables::table_grow(frame, &mut table_of!(table), dst, delta);
+            // The new elements are written (with the initial value) unless the table could not grow.
+            if let Ok(old) = u32::try_from(get::<i32>(frame, dst)) {
+                race_table!(table, (old as u64, n), true);
+            }
+        }
+        I::TableFill { table, args } => {
+            tables::table_fill(frame, &mut table_of!(table), args)?;
+            let [i, _, n] = get_u32s(frame, args);
+            race_table!(table, (i, n), true);
+        }
         I::TableCopy { dst_table, src_table, args } => {
             let (d, s) = (instance!().tables[dst_table as usize], instance!().tables[src_table as usize]);
-            tables::table_copy(frame, tables, d as usize, s as usize, args)?
+            tables::table_copy(frame, tables, d as usize, s as usize, args)?;
+            let [di, si, n] = get_u32s(frame, args);
+            race_table!(src_table, (si, n), false);
+            race_table!(dst_table, (di, n), true);
         }
         I::TableInit { table, elem, args } => {
-            tables::table_init(frame, &mut table_of!(table), &instance!().elems[elem as usize], args)?
+            tables::table_init(frame, &mut table_of!(table), &instance!().elems[elem as usize], args)?;
+            let [d, _, n] = get_u32s(frame, args);
+            race_table!(table, (d, n), true);
         }
         I::ElemDrop { elem } => tables::elem_drop(&mut instance!().elems, elem),
         I::RefFunc { dst, func: f } => tables::ref_func(frame, dst, instance!().funcs[f as usize]),

@@ -15,7 +15,7 @@ use crate::module::ModuleData;
 use crate::mutator::{Frame, RaceSeg};
 use crate::race::{RaceLocation, RaceRuntime, RacyObject, site};
 use crate::stack_depot::StackCache;
-use crate::state::Instance;
+use crate::state::{Instance, TableEntity};
 use crate::tier::{Compiler, RaceHook};
 
 /// What a race-mode instruction needs: the detector, the running thread's context, and what the site of an
@@ -119,6 +119,45 @@ impl RaceHooks<'_> {
     /// a read-modify-write does both (the threads proposal's atomics are sequentially consistent).
     pub fn sync(&mut self, memory: &LinearMemory, at: u64, acquire: bool, release: bool) {
         self.sync_at(memory.base() as u64 + at, acquire, release);
+    }
+}
+
+/// `--race` on elements `[first, first + count)` of the table entity `table` if it is shared (table `index`
+/// of the module whose runtime index is `module`): a ranged read or write of 8 bytes an element, at the
+/// detector's addresses of the table ([`RaceRuntime::table_base`]). Both tiers call it after the table
+/// instruction succeeded.
+pub(crate) fn table_access(
+    (rt, ctx): (&RaceRuntime, &mut ThreadCtx),
+    table: &TableEntity,
+    (module, index): (u32, u32),
+    (first, count): (u64, u64),
+    write: bool,
+    site: Site,
+) -> Option<FoundRace> {
+    let elems = table.shared()?;
+    if count == 0 || crate::race::planted_bug_skip_table_hook() {
+        return None;
+    }
+    let base = rt.table_base(elems);
+    let kind = if write { AccessKind::Write } else { AccessKind::Read };
+    let race = rt.detector.access_range(ctx, base + first * 8, count * 8, kind, site)?;
+    Some(FoundRace { race, location: RaceLocation::Table { module, index, base } })
+}
+
+impl RaceHooks<'_> {
+    /// [`table_access`] by the interpreter: instance table `index` of `module`, store entity `table`.
+    pub fn table(
+        &mut self,
+        table: &TableEntity,
+        (module, index): (u32, u32),
+        range: (u64, u64),
+        write: bool,
+        site: Site,
+    ) -> Result<(), OpExit> {
+        match table_access((self.rt, self.ctx), table, (module, index), range, write, site) {
+            None => Ok(()),
+            Some(found) => Err(OpExit::Race(Box::new(found))),
+        }
     }
 }
 

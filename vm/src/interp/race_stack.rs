@@ -131,7 +131,11 @@ impl StackWalk<'_> {
             // stack, above the current frame, and nothing writes them while the walk runs.
             let (next, ra) = unsafe { (*(fp as *const usize), *((fp + 8) as *const usize)) };
             let symbolize = |ra| {
-                compiler.frame_of_return(ra).map(|(module, func_index, offset)| DepotFrame { module, func_index, offset })
+                compiler.frame_of_return(ra).map(|(module, func_index, offset)| DepotFrame {
+                    module,
+                    func_index,
+                    offset,
+                })
             };
             if cache.return_frame(ra, symbolize).is_none() {
                 return;
@@ -178,7 +182,6 @@ fn full(key: &[u64]) -> bool {
     key.len() >= 2 * MAX_FRAMES
 }
 
-
 /// The site of an access by compiled code of instance `inst` at wasm `offset` of function `func_index`
 /// (index space), whose frame pointer is `fp` (a race hook's arguments); `Site(0)` without `--race`.
 pub(crate) fn compiled_site(store: &mut StoreState, inst: u32, func_index: u32, offset: u32, fp: usize) -> Site {
@@ -191,4 +194,19 @@ pub(crate) fn compiled_site(store: &mut StoreState, inst: u32, func_index: u32, 
         compiler: rt.config.jit.compiler.as_deref(),
     };
     walk.site(Innermost::Compiled { inst, func_index, offset, fp }, &mut mutator.race_stacks, &race.depot)
+}
+
+/// The site of an access by the library call compiled code of instance `inst` is in, from the exit record
+/// its call through the exit trampoline wrote (the calling frame's frame pointer and the return address
+/// into it, whose call is at the operator's offset); `Site(0)` when the return address is not in a compiled
+/// function the compiler knows (an on-stack-replacement variant) or without `--race`.
+pub(crate) fn exit_site(store: &mut StoreState, inst: u32) -> Site {
+    let exit = store.mutator.exec.jit_exit;
+    let Some(compiler) = store.rt.config.jit.compiler.as_deref() else { return Site(0) };
+    let symbolize =
+        |ra| compiler.frame_of_return(ra).map(|(module, func_index, offset)| DepotFrame { module, func_index, offset });
+    match store.mutator.race_stacks.return_frame(exit.pc, symbolize) {
+        Some(f) => compiled_site(store, inst, f.func_index, f.offset, exit.fp),
+        None => Site(0),
+    }
 }
