@@ -6,13 +6,11 @@
 //! in semantics or trap messages: compiled code inlines only plain and atomic accesses, whose checks it
 //! repeats in the interpreter's order (alignment, then bounds).
 //!
-//! **Race reports from compiled code.** The interpreter leaves its dispatch loop to report a race with the
-//! full backtrace. Compiled code cannot leave without unwinding, so the hook reports where it is: its
-//! caller passes its own frame pointer, and the compiler walks the frame-pointer chain through the
-//! compiled frames above it (`Compiler::caller_frames`), mapping return addresses back to wasm offsets,
-//! and the interpreter frames that entered them follow. Execution then goes on, as after an interpreter
-//! report. (Compiled frames that called into the VM through a stub and back into compiled code of
-//! another instance are not in that walk: it stops at the Rust entry.)
+//! **Race reports from compiled code.** Every race hook gets its caller's frame pointer and wasm offset;
+//! the access's site, its whole backtrace in the stack depot, is walked from there up the compiled frames
+//! and on through the interpreter frames and compiled runs below them (`race_stack.rs`), and a race
+//! found is reported in place with both backtraces from the depot. Execution then goes on, as after an
+//! interpreter report.
 
 use std::sync::Arc;
 

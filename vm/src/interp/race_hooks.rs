@@ -3,8 +3,9 @@
 //! Only instructions the translator chose for race mode (`RaceLoad`/`RaceStore`) and the atomics reach
 //! these functions, and only when the runtime has a detector: an access is reported after it was made
 //! (so a trap comes first and is not a race), at the host address of the bytes, with the thread's
-//! backtrace as its site (an id in the stack depot, [`RaceHooks::site`]). A race found leaves the dispatch loop (`OpExit::Race`) so the report gets the full backtrace;
-//! execution then goes on after the instruction, as Go's race detector goes on after a report.
+//! backtrace as its site (an id in the stack depot, [`RaceHooks::site`]). A race found leaves the dispatch
+//! loop (`OpExit::Race`) to be reported (both backtraces come from the depot); execution then goes on after
+//! the instruction, as Go's race detector goes on after a report.
 
 use vmrace::{AccessKind, Race, Site, ThreadCtx};
 
