@@ -461,7 +461,11 @@ fn run(cli: Cli) -> Result<Outcome, Failure> {
         );
         // What the leak benchmark compares (`BENCHMARKS.md`): the process's peak resident memory.
         let peak = gc::peak_resident_bytes().map_or("unknown".to_string(), |b| b.to_string());
-        eprintln!("race: {} allocation sites kept, peak RSS {peak} bytes", store.race_alloc_sites());
+        eprintln!(
+            "race: {} allocation sites kept, {} stacks in the depot, peak RSS {peak} bytes",
+            store.race_alloc_sites(),
+            store.race_depot_stacks()
+        );
     }
     match store.races_found() {
         0 => outcome,

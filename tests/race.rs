@@ -14,6 +14,15 @@
 //! and race-free hand-offs. Negative controls: `VMRUN_JIT_DEBUG=race-skip-object-hook` (compiled code
 //! skips the object and global hooks), `VMRUN_RACE_DEBUG=skip-range-hook|skip-global-hook` (both tiers),
 //! `VMRACE_DEBUG=ignore-acquire`, and the sweep's free / allocation's reset pair.
+//!
+//! The last part runs `tests/fixtures/race/stacks.wat`: both accesses of a report show their whole wasm
+//! backtraces (the previous one from the stack depot), in the interpreter, compiled, and with compiled and
+//! interpreted frames mixed, for memory, fields, elements and globals. Negative control:
+//! `VMRUN_RACE_DEBUG=one-frame-depot` (the depot keeps one frame per stack).
+//!
+//! Finally `tests/fixtures/race/tables.wat`: elements of a shared table read and written by `table.get`,
+//! `set`, `fill`, `copy`, `init` and `grow`, racy in both orders and tiers, and race-free hand-offs.
+//! Negative controls: `VMRUN_RACE_DEBUG=skip-table-hook` and `VMRACE_DEBUG=ignore-acquire`.
 
 use std::process::{Command, Output};
 
@@ -467,4 +476,190 @@ fn without_the_sweeps_free_the_detector_state_grows() {
     // Negative control: the sweep's frees do not reach the detector.
     let result = race_state_is_bounded(&[("VMRUN_RACE_DEBUG", "skip-racefree")]);
     assert!(result.is_err(), "the leak check passed with the planted leak");
+}
+
+// ---------------- both backtraces of a report (the stack depot)
+
+const STACKS: &str = "tests/fixtures/race/stacks.wat";
+
+/// The tiers of the backtrace checks: interpreted, compiled, and compiled with the `$interp_*` functions
+/// interpreted (compiled → interpreted → compiled frames on both threads).
+const STACK_TIERS: [(&str, &[(&str, &str)]); 3] =
+    [("--jit=off", &[]), ("--jit=eager", &[]), ("--jit=eager", &[("VMRUN_JIT_INTERPRET", "interp_")])];
+
+/// `file:line:col` of the instruction the folded expression `text` (unique in the fixture) starts with.
+fn instr_position(text: &str) -> String {
+    let fixture = std::fs::read_to_string(STACKS).expect("fixture");
+    let at = fixture.find(text).unwrap_or_else(|| panic!("`{text}` in the fixture"));
+    let line = fixture[..at].matches('\n').count() + 1;
+    // The keyword after the parenthesis.
+    let col = at - fixture[..at].rfind('\n').map_or(0, |n| n + 1) + 2;
+    format!("{STACKS}:{line}:{col}")
+}
+
+/// The backtrace of the write of `kind` by the spawned thread (or the main thread), innermost first.
+fn write_backtrace(kind: u32, spawned: bool) -> Vec<String> {
+    let (write, middle, outer, base) = if spawned {
+        ("thread_write", "interp_thread", "child", 100)
+    } else {
+        ("main_write", "interp_main", "run", 200)
+    };
+    let value = base + kind;
+    let access = match kind {
+        0 => format!("(i32.store (i32.const 64) (i32.const {value}))"),
+        1 => format!("(struct.set $obj $x (local.get $o) (i32.const {value}))"),
+        2 => format!("(array.set $arr (local.get $a) (i32.const 1) (i32.const {value}))"),
+        _ => format!("(global.set $g (i32.const {value}))"),
+    };
+    vec![
+        format!("{write} at {}", instr_position(&access)),
+        format!("{middle} at {}", instr_position(&format!("(call ${write}"))),
+        format!("{outer} at {}", instr_position(&format!("(call ${middle}"))),
+    ]
+}
+
+/// The frames printed after the line of the report that starts with `header`.
+fn frames_after(report: &str, header: impl Fn(&str) -> bool) -> Vec<String> {
+    let mut lines = report.lines().skip_while(|l| !header(l));
+    lines.next();
+    lines
+        .take_while(|l| !l.is_empty())
+        .map(|l| l.trim_start().split_once(": ").map_or(l.to_string(), |(_, frame)| frame.to_string()))
+        .collect()
+}
+
+/// Runs `kind` of the stacks fixture in `order` and checks that both accesses of the one report show
+/// their whole backtraces (function names and `file:line:col` of the access and of each call).
+fn check_both_backtraces(tier: &str, env: &[(&str, &str)], kind: u32, order: u32) -> Result<(), String> {
+    let (code, _, err) = in_order(order, || {
+        let (k, o) = (kind.to_string(), order.to_string());
+        let out = vmrun(&["--race", tier, "--invoke", "run", STACKS, &k, &o], env);
+        (out.status.code(), String::new(), String::from_utf8_lossy(&out.stderr).into_owned())
+    });
+    let what = format!("{tier} {env:?} kind {kind} order {order}:\n{err}");
+    if code != Some(66) || err.matches("WARNING: DATA RACE").count() != 1 {
+        return Err(format!("want one report, exit 66: {what}"));
+    }
+    // Order 0: the thread wrote first, so its write is the previous access.
+    let (current, previous) = (write_backtrace(kind, order == 1), write_backtrace(kind, order == 0));
+    let now = frames_after(&err, |l| l.starts_with("Write") && l.contains(" by thread "));
+    let before = frames_after(&err, |l| l.starts_with("Previous write"));
+    if now != current {
+        return Err(format!("current access: got {now:?}, want {current:?}\n{what}"));
+    }
+    if before != previous {
+        return Err(format!("previous access: got {before:?}, want {previous:?}\n{what}"));
+    }
+    Ok(())
+}
+
+#[test]
+fn both_accesses_of_a_report_show_their_whole_backtraces_in_every_tier() {
+    // Linear memory, a shared struct field, a shared array element and a shared global; both orders.
+    for (tier, env) in STACK_TIERS {
+        for kind in 0..4 {
+            for order in [0, 1] {
+                check_both_backtraces(tier, env, kind, order).unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn a_depot_that_keeps_one_frame_fails_the_backtrace_check() {
+    // Negative control: the depot stores only each stack's innermost frame (the detector's cell site).
+    for (tier, env) in STACK_TIERS {
+        let mut env = env.to_vec();
+        env.push(("VMRUN_RACE_DEBUG", "one-frame-depot"));
+        for kind in [0, 1] {
+            let result = check_both_backtraces(tier, &env, kind, 0);
+            assert!(result.as_ref().is_err_and(|e| e.contains("got [\"")), "{tier} kind {kind}: {result:?}");
+        }
+    }
+}
+
+// ---------------- shared tables
+
+const TABLES: &str = "tests/fixtures/race/tables.wat";
+
+/// Runs scenario `s` of the shared-table fixture in `order` with `--race` in `tier`.
+fn table_scenario(tier: &str, s: u32, order: u32, env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    in_order(order, || {
+        let (s, order) = (s.to_string(), order.to_string());
+        let out = vmrun(&["--race", tier, "--invoke", "run", TABLES, &s, &order], env);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+}
+
+/// (scenario, the main thread's access, the thread's access) of the racy table scenarios, on element 2.
+const TABLE_RACY: &[(u32, &str, &str)] = &[
+    (1, "Read", "write"),  // table.get against table.set
+    (2, "Read", "write"),  // table.get against table.fill's range
+    (3, "Write", "read"),  // table.set against table.copy's source range
+    (4, "Write", "write"), // table.set against table.init's range
+];
+
+#[test]
+fn races_on_shared_table_elements_are_reported_once_in_both_orders_and_tiers() {
+    let cap = |a: &str| a[..1].to_uppercase() + &a[1..];
+    for &(s, main, thread) in TABLE_RACY {
+        for order in [0, 1] {
+            let (code, _, err) = table_scenario(TIERS[0], s, order, &[]);
+            let what = format!("table scenario {s} order {order}:\n{err}");
+            assert_eq!(code, Some(66), "{what}");
+            assert_eq!(err.matches("WARNING: DATA RACE").count(), 1, "{what}");
+            assert!(err.trim_end().ends_with("Found 1 data race(s)"), "{what}");
+            let at = " of element 2 of shared table $t (0)";
+            let (now, before) = if order == 0 {
+                (format!("{main}{at} by thread 1:"), format!("Previous {thread}{at} by thread 2:"))
+            } else {
+                (
+                    format!("{}{at} by thread 2:", cap(thread)),
+                    format!("Previous {}{at} by thread 1:", main.to_lowercase()),
+                )
+            };
+            assert!(err.lines().any(|l| l == now), "{what}\nwant `{now}`");
+            assert!(err.lines().any(|l| l == before), "{what}\nwant `{before}`");
+            assert!(err.contains("thread_access at ") && err.contains("main_access at "), "{what}");
+            // Compiled code checks the same elements in its table library call: the same report.
+            let (jcode, _, jerr) = table_scenario(TIERS[1], s, order, &[]);
+            assert_eq!((jcode, jerr.as_str()), (code, err.as_str()), "compiled {what}");
+        }
+    }
+}
+
+#[test]
+fn race_free_uses_of_shared_tables_report_nothing() {
+    // 5: a table.set published by global.atomic.set; 6: a grow and a set published the same way, then
+    // the new elements used by the main thread; 7: different elements.
+    for tier in TIERS {
+        for (s, out_want) in [(5, "5"), (6, "6"), (7, "0")] {
+            for order in [0, 1] {
+                let (code, out, err) = table_scenario(tier, s, order, &[]);
+                assert_eq!((code, err.as_str()), (Some(0), ""), "{tier} table scenario {s} order {order}");
+                assert_eq!(out.trim(), out_want, "{tier} table scenario {s} order {order}");
+            }
+        }
+    }
+}
+
+#[test]
+fn without_the_table_hook_or_with_acquires_ignored_the_table_checks_fail() {
+    // Negative controls: unchecked table elements miss the races (both tiers); a detector that drops
+    // acquires reports the atomic hand-offs.
+    for tier in TIERS {
+        for &(s, _, _) in TABLE_RACY {
+            let (code, _, err) = table_scenario(tier, s, 0, &[("VMRUN_RACE_DEBUG", "skip-table-hook")]);
+            assert_eq!((code, err.as_str()), (Some(0), ""), "{tier} table scenario {s} with skip-table-hook");
+        }
+        for s in [5, 6] {
+            let (code, _, err) = table_scenario(tier, s, 0, &[("VMRACE_DEBUG", "ignore-acquire")]);
+            assert_eq!(code, Some(66), "{tier} table scenario {s} with ignore-acquire: {err}");
+            assert!(err.contains("of shared table $t (0)"), "{tier} table scenario {s}: {err}");
+        }
+    }
 }

@@ -5,7 +5,9 @@
 //! the proposal's semantics in the fixture's comments, in both tiers (compiled code does them inline). Threads sharing objects are `programs/shared_gc.wat`
 //! (tests/programs.rs, tests/gc.rs, tests/valgrind.rs) and `tests/race.rs`. A shared table used by two
 //! threads is `tests/fixtures/shared_table.wat` (both tiers, under `--gc-stress --gc-verify`, with the
-//! planted bug `VMRUN_VM_DEBUG=shared-table-unrooted` as the negative control).
+//! planted bug `VMRUN_VM_DEBUG=shared-table-unrooted` as the negative control). Function references in
+//! shared fields and globals are refused at spawn (`tests/fixtures/shared_func_refs.wat`, planted bug
+//! `VMRUN_VM_DEBUG=allow-shared-func-refs`).
 
 use std::process::Command;
 
@@ -122,4 +124,46 @@ fn a_shared_table_of_function_references_is_not_shared_with_threads() {
         .output()
         .expect("vmrun starts");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "-1", "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+// ---------------- function references in shared places
+
+const FUNC_REFS: &str = "tests/fixtures/shared_func_refs.wat";
+
+fn func_refs_run(jit: &str, kind: u32, env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vmrun"));
+    cmd.env_remove("VMRUN_VM_DEBUG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.args([jit, "--invoke", "run", FUNC_REFS, &kind.to_string()]).output().expect("vmrun starts");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_spawn_with_function_references_in_shared_fields_or_globals_is_refused() {
+    // A function reference is a store function index: in another thread's store it names another
+    // function or none. `thread_spawn` refuses (-1) for a shared struct type with a function field and
+    // for a shared global of a function type, in both tiers.
+    for jit in ["--jit=off", "--jit=eager"] {
+        for kind in [0, 1] {
+            let (code, out, err) = func_refs_run(jit, kind, &[]);
+            assert_eq!((code, out.as_str(), err.as_str()), (Some(0), "-1", ""), "{jit} kind {kind}");
+        }
+    }
+}
+
+#[test]
+fn without_the_refusal_a_function_reference_reaches_another_store() {
+    // Negative control: with the refusal skipped the thread gets the index and the run no longer ends
+    // with the refusal (it fails, or calls whatever that index is in the thread's store).
+    let bug = [("VMRUN_VM_DEBUG", "allow-shared-func-refs")];
+    for kind in [0, 1] {
+        let (code, out, err) = func_refs_run("--jit=off", kind, &bug);
+        assert_ne!((code, out.as_str()), (Some(0), "-1"), "kind {kind}: the planted bug went unnoticed: {err}");
+    }
 }

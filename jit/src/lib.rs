@@ -426,11 +426,8 @@ impl Compiler for CraneliftCompiler {
             // is read only after the return address showed the caller is compiled code too (so it also
             // saved its frame pointer); the words are on this thread's stack, above the current frame.
             let (next, ra) = unsafe { (*(fp as *const usize), *((fp + 8) as *const usize)) };
-            let Some((&start, info)) = frames.range(..ra).next_back() else { break };
-            if ra - start > info.len {
-                break;
-            }
-            out.push((info.module, info.func, info.offset_at((ra - 1 - start) as u32)));
+            let Some(frame) = frame_at(&frames, ra) else { break };
+            out.push(frame);
             if next <= fp {
                 break;
             }
@@ -438,6 +435,16 @@ impl Compiler for CraneliftCompiler {
         }
         out
     }
+
+    fn frame_of_return(&self, ra: usize) -> Option<(u32, u32, u32)> {
+        frame_at(&self.frames.read().unwrap_or_else(PoisonError::into_inner), ra)
+    }
+}
+
+/// The wasm frame of the call whose return address is `ra`, if `ra` is in a compiled function of `frames`.
+fn frame_at(frames: &BTreeMap<usize, FrameInfo>, ra: usize) -> Option<(u32, u32, u32)> {
+    let (&start, info) = frames.range(..ra).next_back()?;
+    (ra - start <= info.len).then(|| (info.module, info.func, info.offset_at((ra - 1 - start) as u32)))
 }
 
 /// A compiled function's name for profilers: the wasm function's, else its index.

@@ -26,6 +26,7 @@ mod race;
 mod runtime;
 mod safepoint;
 mod stack;
+mod stack_depot;
 mod state;
 mod store;
 pub mod threads;

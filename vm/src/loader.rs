@@ -88,6 +88,7 @@ pub struct NameMap {
     fields: HashMap<(u32, u32), String>,
     tags: HashMap<u32, String>,
     globals: HashMap<u32, String>,
+    tables: HashMap<u32, String>,
 }
 
 impl NameMap {
@@ -114,6 +115,11 @@ impl NameMap {
     /// A tag's name (`(tag $name ...)` in text), by index in the tag index space (imports first).
     pub fn tag_name(&self, index: u32) -> Option<&str> {
         self.tags.get(&index).map(String::as_str)
+    }
+
+    /// A table's name (`(table $name ...)` in text), by index in the table index space (imports first).
+    pub fn table_name(&self, index: u32) -> Option<&str> {
+        self.tables.get(&index).map(String::as_str)
     }
 
     /// A global's name (`(global $name ...)` in text), by index in the global index space (imports first).
@@ -352,6 +358,11 @@ fn read_names(reader: wasmparser::NameSectionReader<'_>) -> NameMap {
             Ok(wasmparser::Name::Global(map)) => {
                 for naming in map.into_iter().map_while(Result::ok) {
                     names.globals.insert(naming.index, naming.name.to_string());
+                }
+            }
+            Ok(wasmparser::Name::Table(map)) => {
+                for naming in map.into_iter().map_while(Result::ok) {
+                    names.tables.insert(naming.index, naming.name.to_string());
                 }
             }
             Ok(_) => {}

@@ -210,7 +210,7 @@ fn const_expr(expr: &wasmparser::ConstExpr<'_>, type_ids: &[u32]) -> Result<Cons
             Operator::I64Add => ConstOp::I64Add,
             Operator::I64Sub => ConstOp::I64Sub,
             Operator::I64Mul => ConstOp::I64Mul,
-            Operator::RefI31 => ConstOp::RefI31,
+            Operator::RefI31 | Operator::RefI31Shared => ConstOp::RefI31,
             Operator::StructNew { struct_type_index } => ConstOp::StructNew(type_ids[struct_type_index as usize]),
             Operator::StructNewDefault { struct_type_index } => {
                 ConstOp::StructNewDefault(type_ids[struct_type_index as usize])

@@ -55,6 +55,23 @@ pub(crate) struct ExecState {
     /// The exits of the outer runs of compiled frames, suspended under a nested entry (compiled code
     /// called the VM, which entered compiled code again), innermost last.
     pub jit_segments: Vec<crate::tier::JitExit>,
+    /// With `--race`: the runs of compiled frames in progress, outermost first, for the race detector's
+    /// stack walks (`interp/race_stack.rs`).
+    pub race_segs: Vec<RaceSeg>,
+}
+
+/// With `--race`, a run of compiled frames the interpreter entered (`interp::jit::call_compiled`), so that a
+/// stack walk can put the interpreted and compiled frames of a thread in order.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RaceSeg {
+    /// `frames.len()` when it was entered: the interpreted frames below it.
+    pub frames_len: usize,
+    /// `top` when it was entered: its interpreted caller, not among those frames (a nested invocation the
+    /// run calls out to pushes it as `frames[frames_len]`).
+    pub top: Option<Position>,
+    /// While the run calls out to the VM (`Libcalls::call`): the frame pointer the call passed (its
+    /// interpreter stub's), from which its compiled frames are walked; 0 otherwise.
+    pub out_fp: usize,
 }
 
 impl ExecState {
@@ -66,6 +83,7 @@ impl ExecState {
             top: None,
             jit_exit: Default::default(),
             jit_segments: Vec::new(),
+            race_segs: Vec::new(),
         })
     }
 }
@@ -105,6 +123,9 @@ pub(crate) struct Mutator {
     /// The race detector's context for this thread (`--race`; `race.rs`). Boxed: the thread cache holds its
     /// address as the heap's per-thread `race_ctx`.
     pub race: Option<Box<vmrace::ThreadCtx>>,
+    /// This thread's cache in front of the race detector's stack depot (`stack_depot.rs`; empty without
+    /// `--race`).
+    pub race_stacks: crate::stack_depot::StackCache,
 }
 
 impl Mutator {
@@ -142,6 +163,7 @@ impl Mutator {
             jit_panic: None,
             jit_host_frames: None,
             race,
+            race_stacks: Default::default(),
         }
     }
 

@@ -35,20 +35,24 @@
 //! # Reports
 //!
 //! A race is printed when it is found, Go-style: the access with its wasm backtrace, the earlier conflicting
-//! access (its site: function and `file:line:col`; the detector keeps one site per shadow cell, not a
-//! stack), and where each thread was created. A race in a shared global names the global instead of
+//! access with its backtrace, and where each thread was created. The site the detector keeps per shadow
+//! cell is the id of the access's whole backtrace in the stack depot (`stack_depot.rs`, walked by
+//! `interp/race_stack.rs`), so both backtraces come from there; an object's allocation is one site
+//! (module and offset). A race in a shared global names the global instead of
 //! an address. The CLI ends with `Found N data race(s)` and exit code 66.
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use vmrace::{AccessKind, Detector, Site, ThreadCtx, ThreadId};
 
 use crate::WasmFrame;
 use crate::interp::FoundRace;
 use crate::module::ModuleData;
+use crate::stack_depot::StackDepot;
+use crate::state::SharedTable;
 use crate::types::{TypeKind, TypeRegistry};
 
 /// The runtime's race detector and what the reports need.
@@ -63,7 +67,17 @@ pub(crate) struct RaceRuntime {
     /// Where each live object of a shared type was allocated (by address), for reports on its fields;
     /// sharded by address, entries removed when the sweep frees the object.
     alloc_sites: Box<[Mutex<HashMap<u64, Site>>]>,
+    /// Every access's backtrace, interned: an access's `Site` is its id here (`stack_depot.rs`).
+    pub depot: StackDepot,
+    /// The detector's address of element 0 of each shared table (by the address of its elements' lock):
+    /// tables get addresses of their own, since the vector of elements moves when a table grows.
+    table_bases: Mutex<HashMap<usize, (Weak<SharedTable>, u64)>>,
 }
+
+/// Where shared tables' elements are for the detector: far above any host address (user space ends below
+/// 2^48), each table `2^TABLE_SPAN_BITS` bytes, 8 bytes an element (a table has at most 2^32 elements).
+const TABLE_SPACE: u64 = 1 << 62;
+const TABLE_SPAN_BITS: u32 = 35;
 
 /// Shards of [`RaceRuntime::alloc_sites`] (objects are 8-aligned; the shard is from the bits above).
 const SITE_SHARDS: usize = 64;
@@ -78,6 +92,8 @@ impl RaceRuntime {
             created_at: Mutex::new(HashMap::new()),
             reported: AtomicUsize::new(0),
             alloc_sites: (0..SITE_SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            depot: StackDepot::default(),
+            table_bases: Mutex::new(HashMap::new()),
         }
     }
 
@@ -112,31 +128,40 @@ impl RaceRuntime {
         Box::new(child)
     }
 
+    /// The detector's address of element 0 of the shared table `elems` (given out on first use; a table
+    /// freed and another made at its address gets a new one).
+    pub fn table_base(&self, elems: &Arc<SharedTable>) -> u64 {
+        let mut bases = lock(&self.table_bases);
+        let key = Arc::as_ptr(elems) as usize;
+        if let Some((table, base)) = bases.get(&key)
+            && table.upgrade().is_some_and(|t| Arc::ptr_eq(&t, elems))
+        {
+            return *base;
+        }
+        bases.retain(|_, (table, _)| table.strong_count() > 0);
+        let used: std::collections::HashSet<u64> = bases.values().map(|&(_, b)| b).collect();
+        let base = (0u64..).map(|i| TABLE_SPACE + (i << TABLE_SPAN_BITS)).find(|b| !used.contains(b)).unwrap_or(0);
+        bases.insert(key, (Arc::downgrade(elems), base));
+        base
+    }
+
     /// Races reported so far.
     pub fn races(&self) -> usize {
         self.reported.load(Ordering::Relaxed)
     }
 
     /// Prints the report of `race`, found at `backtrace` (innermost first), to stderr.
-    pub fn report(
-        &self,
-        found: &FoundRace,
-        backtrace: &[WasmFrame],
-        modules: &[Arc<ModuleData>],
-        types: &TypeRegistry,
-    ) {
+    pub fn report(&self, found: &FoundRace, modules: &[Arc<ModuleData>], types: &TypeRegistry) {
         let race = &found.race;
         self.reported.fetch_add(1, Ordering::Relaxed);
         let created_at = lock(&self.created_at);
         let mut out = String::from("==================\nWARNING: DATA RACE\n");
         let (cur, prev) = (&race.current, &race.previous);
         out += &format!("{} by thread {}:\n", describe_access(cur, &found.location, modules), cur.thread);
-        for (i, f) in backtrace.iter().enumerate() {
-            out += &format!("  {i:>3}: {}\n", f);
-        }
+        out += &self.stack_lines(cur.site, modules);
         let previous = describe_access(prev, &found.location, modules);
         out += &format!("\nPrevious {}{} by thread {}:\n", previous[..1].to_lowercase(), &previous[1..], prev.thread);
-        out += &format!("    0: {}\n", describe_site(prev.site, modules));
+        out += &self.stack_lines(prev.site, modules);
         if let RaceLocation::Object(obj) = &found.location {
             // The first byte both accesses touched (a ranged access may start elements before it).
             let at = cur.addr.max(prev.addr);
@@ -166,7 +191,37 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The site of an access: the module's index in the runtime and the wasm offset of the instruction.
+impl RaceRuntime {
+    /// The backtrace of an access whose site is the depot stack `site`, a line per frame, innermost first.
+    fn stack_lines(&self, site: Site, modules: &[Arc<ModuleData>]) -> String {
+        let Some(stack) = u32::try_from(site.0).ok().and_then(|id| self.depot.get(id)) else {
+            return "    0: (unknown)\n".to_string();
+        };
+        let mut out = String::new();
+        for (i, f) in stack.iter().enumerate() {
+            let frame = match modules.iter().find(|m| m.index == f.module) {
+                Some(m) => wasm_frame(m, f.func_index, f.offset).to_string(),
+                None => format!("offset {:#x}", f.offset),
+            };
+            out += &format!("  {i:>3}: {frame}\n");
+        }
+        out
+    }
+}
+
+/// The frame of function `func_index` (index space) of `m` at wasm `offset`, as backtraces print it.
+fn wasm_frame(m: &ModuleData, func_index: u32, offset: u32) -> WasmFrame {
+    WasmFrame {
+        module: m.source.module_name().map(str::to_string),
+        func_index,
+        func_name: m.source.func_name(func_index).map(str::to_string),
+        offset,
+        source: m.source.location(offset as usize),
+    }
+}
+
+/// The site of an object's allocation: the module's index in the runtime and the wasm offset of the
+/// instruction (accesses have depot stacks as their sites instead).
 pub(crate) fn site(module: &ModuleData, offset: u32) -> Site {
     Site((module.index as u64) << 32 | offset as u64)
 }
@@ -182,6 +237,14 @@ fn describe_access(a: &vmrace::Access, location: &RaceLocation, modules: &[Arc<M
     match *location {
         RaceLocation::Memory { base } => format!("{what} at {:#x} ({} bytes)", a.addr.wrapping_sub(base), a.size),
         RaceLocation::Object(_) => format!("{what} at {:#x} ({} bytes)", a.addr, a.size),
+        RaceLocation::Table { module, index, base } => {
+            let element = a.addr.wrapping_sub(base) / 8;
+            let name = modules.iter().find(|m| m.index == module).and_then(|m| m.source.names().table_name(index));
+            match name {
+                Some(name) => format!("{what} of element {element} of shared table ${name} ({index})"),
+                None => format!("{what} of element {element} of shared table {index}"),
+            }
+        }
         RaceLocation::Global { module, index } => {
             let name = modules.iter().find(|m| m.index == module).and_then(|m| m.source.names().global_name(index));
             match name {
@@ -201,6 +264,10 @@ pub(crate) enum RaceLocation {
     /// A shared global: global `index` of the module whose runtime index is `module` (reports name it; its
     /// cell's host address means nothing to the program).
     Global { module: u32, index: u32 },
+    /// Elements of a shared table: table `index` of the module whose runtime index is `module`, whose
+    /// element 0 is at the detector's address `base` ([`RaceRuntime::table_base`]; reports name the
+    /// element).
+    Table { module: u32, index: u32, base: u64 },
 }
 
 impl RaceRuntime {
@@ -238,15 +305,8 @@ fn describe_site(site: Site, modules: &[Arc<ModuleData>]) -> String {
     let Some(m) = modules.get(index) else { return format!("offset {offset:#x}") };
     // The function whose instructions came from `offset`.
     let func = m.code.iter().position(|c| c.wasm_offsets.contains(&offset));
-    let func_index = func.map(|f| m.num_imported_funcs + f as u32);
-    let frame = WasmFrame {
-        module: m.source.module_name().map(str::to_string),
-        func_index: func_index.unwrap_or(u32::MAX),
-        func_name: func_index.and_then(|f| m.source.func_name(f)).map(str::to_string),
-        offset,
-        source: m.source.location(offset as usize),
-    };
-    frame.to_string()
+    let func_index = func.map_or(u32::MAX, |f| m.num_imported_funcs + f as u32);
+    wasm_frame(m, func_index, offset).to_string()
 }
 
 /// The heap's side: allocations reset shadow state, the sweep's frees release it (see the module comment).
@@ -323,6 +383,17 @@ fn planted_bug_skip_reset_on_alloc() -> bool {
 /// `skip-range-hook`: bulk operations on shared arrays are not checked (either tier).
 pub(crate) fn planted_bug_skip_range_hook() -> bool {
     planted_bug("skip-range-hook")
+}
+
+/// `one-frame-depot`: the stack depot keeps only the innermost frame of each stack, so a report shows one
+/// frame per access (as before the depot).
+pub(crate) fn planted_bug_one_frame_depot() -> bool {
+    planted_bug("one-frame-depot")
+}
+
+/// `skip-table-hook`: accesses to elements of shared tables are not checked (either tier).
+pub(crate) fn planted_bug_skip_table_hook() -> bool {
+    planted_bug("skip-table-hook")
 }
 
 /// `skip-global-hook`: plain and atomic accesses of shared globals are not checked (either tier; their

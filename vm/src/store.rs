@@ -94,6 +94,11 @@ impl Store {
         self.s.rt.race.as_ref().map_or(0, |r| r.alloc_sites_kept())
     }
 
+    /// `--race`: distinct access backtraces in the detector's stack depot.
+    pub fn race_depot_stacks(&self) -> usize {
+        self.s.rt.race.as_ref().map_or(0, |r| r.depot.len())
+    }
+
     /// Sends every allocation and free, with sites, type names and heap snapshots, to `tracer` until
     /// [`Store::finish_trace`]. Types of the modules loaded so far are defined to it at once.
     pub fn trace_allocations(&mut self, tracer: Arc<vmtrace::Tracer>) {

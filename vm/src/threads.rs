@@ -29,7 +29,8 @@
 //! inheriting the instance's own shared memories, globals and tables (`instantiate::Inherited`: the same
 //! `Arc`s, not initialized again, no start function), and calls `f(arg)`. A shared table is one vector
 //! behind a lock (`state::TableEntity`); its elements are roots of every store that holds it. Function
-//! references are store function indices, so a shared table of them cannot be shared: such a spawn fails. The argument is a root of every collection
+//! references are store function indices, so a shared table of them cannot be shared, nor can a shared
+//! global or a shared struct or array type that holds them: such a spawn fails. The argument is a root of every collection
 //! from the spawn until the new thread holds it in its store (`Runtime::handoffs`). Thread ids, the
 //! OS threads' handles and the end-of-thread handling are the wasi-threads ones.
 
@@ -171,6 +172,12 @@ impl ThreadImports {
             };
             defs.push((imp.module.clone(), imp.name.clone(), portable));
         }
+        // Function references in shared globals, fields and elements would reach the thread too.
+        if let Some(what) = shared_func_refs(state, i).filter(|_| !planted_bug_allow_shared_func_refs()) {
+            return Err(Error::Link(format!(
+                "{what} holds function references (a function reference names a function of one thread's store), which threads cannot share"
+            )));
+        }
         // The tables the instance defines: a shared one is inherited, so it must be one a thread can use.
         for &t in tables {
             let table = &state.tables[t as usize];
@@ -195,6 +202,34 @@ fn portable_table(state: &StoreState, t: u32, module: &str, name: &str) -> Resul
         Some(_) if holds_functions(state, table) => Err(unshareable(module, name, FUNC_TABLE)),
         Some(elems) => Ok(PortableExtern::Table(elems.clone(), table.desc.clone())),
     }
+}
+
+/// A shared global of a function reference type, or a shared struct or array type whose fields or
+/// elements are function references, of instance `inst` (named for the error), if it has one.
+fn shared_func_refs(state: &StoreState, inst: &crate::state::Instance) -> Option<String> {
+    let names = inst.module.source.names();
+    for (index, &g) in inst.globals.iter().enumerate() {
+        let desc = &state.globals[g as usize].desc;
+        if let (true, crate::types::RtValType::Ref { heap, .. }) = (desc.shared, desc.ty)
+            && heap.top(&state.rt.types) == crate::types::RtHeapType::Func
+        {
+            let name = names.global_name(index as u32).map_or(String::new(), |n| format!(" ${n}"));
+            return Some(format!("shared global{name} ({index})"));
+        }
+    }
+    inst.module.type_ids.iter().enumerate().find_map(|(index, &id)| {
+        let t = state.rt.types.get(id);
+        (t.shared && t.func_refs).then(|| {
+            let name = inst.module.source.type_name(index as u32).map_or(String::new(), |n| format!(" ${n}"));
+            format!("shared type{name} ({index})")
+        })
+    })
+}
+
+/// `VMRUN_VM_DEBUG=allow-shared-func-refs`: the planted bug `tests/shared_gc.rs` shows the refusal is
+/// needed (function references then reach another thread's store).
+fn planted_bug_allow_shared_func_refs() -> bool {
+    std::env::var_os("VMRUN_VM_DEBUG").is_some_and(|v| v == "allow-shared-func-refs")
 }
 
 fn holds_functions(state: &StoreState, table: &TableEntity) -> bool {

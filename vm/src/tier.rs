@@ -192,6 +192,15 @@ pub trait Compiler: Send + Sync {
         let _ = (pc, fp);
         Vec::new()
     }
+    /// The wasm frame `(module index, function index, wasm offset of the call)` of the compiled call whose
+    /// return address is `ra`, or `None` when `ra` is not in a compiled wasm function (the array entry
+    /// Rust entered by returns into Rust). One step of [`Compiler::caller_frames`], for callers that walk
+    /// the frame-pointer chain themselves and cache what each return address means (the race detector's
+    /// stack depot, `interp/race_stack.rs`).
+    fn frame_of_return(&self, ra: usize) -> Option<(u32, u32, u32)> {
+        let _ = ra;
+        None
+    }
 }
 
 /// Registers compiled code at `start..start + len` whose instructions at offsets `heap_trap_sites`

@@ -129,6 +129,10 @@ pub struct TypeInfo {
     /// Declared `shared` (shared-everything threads): its objects may be used by several threads at once,
     /// so `--race` instruments their fields and elements.
     pub shared: bool,
+    /// A struct with a field, or an array with elements, of a function reference type. Function
+    /// references are store function indices, so threads cannot pass them to each other
+    /// (`threads.rs` refuses to spawn with a shared type that holds them).
+    pub func_refs: bool,
 }
 
 /// All canonical types seen by a runtime, indexed by canonical id.
@@ -236,6 +240,7 @@ impl TypeRegistry {
             display: vec![id].into(),
             struct_size,
             shared: false,
+            func_refs: false,
         };
         on_new(id, &info);
         self.insert(id, info);
@@ -297,6 +302,11 @@ impl TypeRegistry {
         };
         let sub: &SubType = &types[id];
         let canon = |vt: ValType| canonical_val_type(types, vt, Some(id));
+        let func_refs = match &sub.composite_type.inner {
+            CompositeInnerType::Struct(s) => s.fields.iter().any(|f| is_func_ref(types, f.element_type, id)),
+            CompositeInnerType::Array(a) => is_func_ref(types, a.0.element_type, id),
+            _ => false,
+        };
         let (kind, struct_size) = match &sub.composite_type.inner {
             CompositeInnerType::Func(f) => (
                 TypeKind::Func {
@@ -317,10 +327,26 @@ impl TypeRegistry {
             }
             CompositeInnerType::Cont(_) => (TypeKind::Struct { fields: Box::new([]) }, 0),
         };
-        let info = TypeInfo { kind, display, struct_size, shared: sub.composite_type.shared };
+        let info = TypeInfo { kind, display, struct_size, shared: sub.composite_type.shared, func_refs };
         on_new(idx as u32, &info);
         self.insert(idx as u32, info);
     }
+}
+
+/// Whether a field or element of the type `within` holds function references.
+fn is_func_ref(types: &Types, st: StorageType, within: CoreTypeId) -> bool {
+    let StorageType::Val(ValType::Ref(r)) = st else { return false };
+    let id = match r.heap_type() {
+        HeapType::Abstract { ty, .. } => return matches!(ty, AbstractHeapType::Func | AbstractHeapType::NoFunc),
+        HeapType::Concrete(idx) | HeapType::Exact(idx) => match idx {
+            UnpackedIndex::Id(id) => Some(id),
+            UnpackedIndex::Module(i) => Some(types.as_ref().core_type_at_in_module(i)),
+            UnpackedIndex::RecGroup(i) => {
+                types.as_ref().rec_group_elements(types.as_ref().rec_group_id_of(within)).nth(i as usize)
+            }
+        },
+    };
+    id.is_some_and(|id| matches!(types[id].composite_type.inner, CompositeInnerType::Func(_)))
 }
 
 /// Fields in declaration order after the object header, each at its natural alignment; returns them and the

@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use super::gc_objects::{self, Allocator, OpExit};
 use super::memory::MemView;
-use super::operands::get;
-use super::race_hooks::{RaceHooks, site_of};
+use super::operands::{get, get_u32s};
+use super::race_hooks::RaceHooks;
 use super::{atomics, exceptions, memory, shared_gc, tables};
 use crate::bytecode::Instr;
 use crate::memory::LinearMemory;
@@ -123,11 +123,33 @@ pub(super) fn cold_op(ctx: &mut Cold<'_>, instr: Instr, frame: &mut [u64]) -> Re
             }
         };
     }
+    // `--race`: the site of this instruction's access (its backtrace in the stack depot).
+    macro_rules! race_site {
+        () => {
+            match race.as_mut() {
+                Some(r) => r.site(instances, inst_id as u32, func, *pc),
+                None => vmrace::Site(0),
+            }
+        };
+    }
+    // `--race`: the elements `$range` (first, count) of the instance's table `$t` were read or written.
+    macro_rules! race_table {
+        ($t:expr, $range:expr, $write:expr) => {
+            if let Some(r) = race.as_mut() {
+                let t = &tables[instance!().tables[$t as usize] as usize];
+                if t.shared().is_some() {
+                    let site = r.site(instances, inst_id as u32, func, *pc);
+                    r.table(t, (module.index, $t), $range, $write, site)?;
+                }
+            }
+        };
+    }
     macro_rules! race_atomic_at {
         ($m:expr, $at:expr, $width:expr, $kind:expr, $acquire:expr, $release:expr) => {
             if let Some(r) = race.as_mut() {
                 r.sync(memory_of!($m), $at, $acquire, false);
-                r.access(memory_of!($m), $at, $width as u32, $kind, site_of(module, func, *pc))?;
+                let site = r.site(instances, inst_id as u32, func, *pc);
+                r.access(memory_of!($m), $at, $width as u32, $kind, site)?;
             }
         };
     }
@@ -196,25 +218,27 @@ pub(super) fn cold_op(ctx: &mut Cold<'_>, instr: Instr, frame: &mut [u64]) -> Re
             let at = get::<u32>(frame, addr) as u64 + offset as u64;
             memory::load_any(frame, MemView::of(memory_of!(m)), kind, dst, addr, offset)?;
             if let Some(r) = race.as_mut() {
-                r.access(memory_of!(m), at, kind.width(), AccessKind::Read, site_of(module, func, *pc))?;
+                let site = r.site(instances, inst_id as u32, func, *pc);
+                r.access(memory_of!(m), at, kind.width(), AccessKind::Read, site)?;
             }
         }
         I::RaceStore { kind, mem: m, addr, value, offset } => {
             let at = get::<u32>(frame, addr) as u64 + offset as u64;
             memory::store_any(frame, MemView::of(memory_of!(m)), kind, addr, value, offset)?;
             if let Some(r) = race.as_mut() {
-                r.access(memory_of!(m), at, kind.width(), AccessKind::Write, site_of(module, func, *pc))?;
+                let site = r.site(instances, inst_id as u32, func, *pc);
+                r.access(memory_of!(m), at, kind.width(), AccessKind::Write, site)?;
             }
         }
         I::AtomicFence => std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst),
 
         // ---------------- shared-everything threads (`shared_gc.rs`)
         I::StructAtomic { op, dst, args, field } => {
-            let site = site_of(module, func, *pc);
+            let site = race_site!();
             shared_gc::struct_atomic(frame, code!().fields[field as usize], op, dst, args, race.as_mut(), site)?
         }
         I::ArrayAtomic { op, dst, args, access } => {
-            let (kind, site) = (code!().arrays[access as usize].kind, site_of(module, func, *pc));
+            let (kind, site) = (code!().arrays[access as usize].kind, race_site!());
             shared_gc::array_atomic(frame, kind, op, dst, args, race.as_mut(), site)?
         }
         I::GlobalGetShared { dst, global } => {
@@ -225,39 +249,63 @@ pub(super) fn cold_op(ctx: &mut Cold<'_>, instr: Instr, frame: &mut [u64]) -> Re
         }
         I::GlobalAtomic { op, width, dst, args, global } => {
             let g = &mut globals[instance!().globals[global as usize] as usize];
-            let (id, site) = ((module.index, global), site_of(module, func, *pc));
+            let (id, site) = ((module.index, global), race_site!());
             shared_gc::global_atomic(frame, g, op, (width, dst, args), race.as_mut(), id, site)?
         }
         I::RaceGlobal { what, global } => {
             let g = &globals[instance!().globals[global as usize] as usize];
-            let (id, site) = ((module.index, global), site_of(module, func, *pc));
+            let (id, site) = ((module.index, global), race_site!());
             shared_gc::race_global(g, what, race.as_mut(), id, site)?
         }
         I::RaceRange { write, args, len, access } => {
-            let (kind, site) = (code!().arrays[access as usize].kind, site_of(module, func, *pc));
+            let (kind, site) = (code!().arrays[access as usize].kind, race_site!());
             shared_gc::race_range(frame, kind, write, (args, len), race.as_mut(), site)?
         }
         I::RaceField { write, obj, field } => {
-            let site = site_of(module, func, *pc);
+            let site = race_site!();
             shared_gc::race_field(frame, code!().fields[field as usize], write, obj, race.as_mut(), site)?
         }
         I::RaceElem { write, args, access } => {
-            let (kind, site) = (code!().arrays[access as usize].kind, site_of(module, func, *pc));
+            let (kind, site) = (code!().arrays[access as usize].kind, race_site!());
             shared_gc::race_elem(frame, kind, write, args, race.as_mut(), site)?
         }
 
-        // ---------------- tables and references (`tables.rs`)
-        I::TableGet { table, dst, index } => tables::table_get(frame, &table_of!(table), dst, index)?,
-        I::TableSet { table, index, value } => tables::table_set(frame, &mut table_of!(table), index, value)?,
+        // ---------------- tables and references (`tables.rs`; `race_table!` checks a shared table's
+        // elements after the instruction succeeded)
+        I::TableGet { table, dst, index } => {
+            let i = get::<u32>(frame, index) as u64;
+            tables::table_get(frame, &table_of!(table), dst, index)?;
+            race_table!(table, (i, 1), false);
+        }
+        I::TableSet { table, index, value } => {
+            tables::table_set(frame, &mut table_of!(table), index, value)?;
+            race_table!(table, (get::<u32>(frame, index) as u64, 1), true);
+        }
         I::TableSize { table, dst } => tables::table_size(frame, &table_of!(table), dst),
-        I::TableGrow { table, dst, delta } => tables::table_grow(frame, &mut table_of!(table), dst, delta),
-        I::TableFill { table, args } => tables::table_fill(frame, &mut table_of!(table), args)?,
+        I::TableGrow { table, dst, delta } => {
+            let n = get::<u32>(frame, delta) as u64;
+            tables::table_grow(frame, &mut table_of!(table), dst, delta);
+            // The new elements are written (with the initial value) unless the table could not grow.
+            if let Ok(old) = u32::try_from(get::<i32>(frame, dst)) {
+                race_table!(table, (old as u64, n), true);
+            }
+        }
+        I::TableFill { table, args } => {
+            tables::table_fill(frame, &mut table_of!(table), args)?;
+            let [i, _, n] = get_u32s(frame, args);
+            race_table!(table, (i, n), true);
+        }
         I::TableCopy { dst_table, src_table, args } => {
             let (d, s) = (instance!().tables[dst_table as usize], instance!().tables[src_table as usize]);
-            tables::table_copy(frame, tables, d as usize, s as usize, args)?
+            tables::table_copy(frame, tables, d as usize, s as usize, args)?;
+            let [di, si, n] = get_u32s(frame, args);
+            race_table!(src_table, (si, n), false);
+            race_table!(dst_table, (di, n), true);
         }
         I::TableInit { table, elem, args } => {
-            tables::table_init(frame, &mut table_of!(table), &instance!().elems[elem as usize], args)?
+            tables::table_init(frame, &mut table_of!(table), &instance!().elems[elem as usize], args)?;
+            let [d, _, n] = get_u32s(frame, args);
+            race_table!(table, (d, n), true);
         }
         I::ElemDrop { elem } => tables::elem_drop(&mut instance!().elems, elem),
         I::RefFunc { dst, func: f } => tables::ref_func(frame, dst, instance!().funcs[f as usize]),

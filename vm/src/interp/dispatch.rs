@@ -125,7 +125,8 @@ fn dispatch<const COUNT_BACK_EDGES: bool>(
     let max_depth = store.rt.config.max_call_depth;
     let StoreState { rt, mutator, instances, funcs, memories, tables, globals, .. } = store;
     let (registry, heap) = (&rt.types, &rt.heap);
-    let crate::mutator::Mutator { exec, cache, alloc, link, race: race_ctx, .. } = mutator;
+    let crate::mutator::Mutator { exec, cache, alloc, link, race: race_ctx, race_stacks, .. } = mutator;
+    let compiler = rt.config.jit.compiler.as_deref();
     let race_rt = rt.race.as_deref();
     let stop: &AtomicBool = link.stop_flag();
     let stack_len = exec.stack.len();
@@ -659,7 +660,15 @@ fn dispatch<const COUNT_BACK_EDGES: bool>(
                     alloc: &mut *alloc,
                     pc,
                     race: match (race_rt, race_ctx.as_deref_mut()) {
-                        (Some(rt), Some(ctx)) => Some(RaceHooks { rt, ctx }),
+                        (Some(rt), Some(ctx)) => Some(RaceHooks {
+                            rt,
+                            ctx,
+                            frames: &frames[..],
+                            depth0,
+                            segs: &exec.race_segs,
+                            stacks: &mut *race_stacks,
+                            compiler,
+                        }),
                         _ => None,
                     },
                 };

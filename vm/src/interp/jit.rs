@@ -247,6 +247,12 @@ pub(super) fn call_compiled(
     if outer_exit.fp != 0 {
         store.mutator.exec.jit_segments.push(outer_exit);
     }
+    // `--race`: the run's place among the interpreted frames, for the detector's stack walks.
+    let race = store.rt.race.is_some();
+    if race {
+        let exec = &mut store.mutator.exec;
+        exec.race_segs.push(crate::mutator::RaceSeg { frames_len: exec.frames.len(), top: exec.top, out_fp: 0 });
+    }
     let exit_cell = &mut store.mutator.exec.jit_exit as *mut crate::tier::JitExit as usize;
     // SAFETY: `vmctx` is boxed in the instance (stable address) and lives while the store does.
     unsafe {
@@ -261,6 +267,9 @@ pub(super) fn call_compiled(
     // the compiled frames returns here as status 1 with the trap pending (`fault.rs`).
     let status = unsafe { crate::fault::call_entry(code.array_entry.0, code.code.0, vmctx, args) };
     store.mutator.exec.sp = saved_sp;
+    if race {
+        store.mutator.exec.race_segs.pop();
+    }
     if outer_exit.fp != 0 {
         store.mutator.exec.jit_segments.pop();
     }
@@ -314,6 +323,16 @@ fn param_result_counts(store: &StoreState, func: u32) -> (usize, usize) {
 /// Call store function `func` from compiled code of instance `inst` with the arguments at `args`,
 /// writing its results there.
 fn call_store_func(store: &mut StoreState, inst: u32, func: u32, args: *mut u64, fp: usize) -> Result<(), Trap> {
+    // `--race`: what runs in the callee walks this run's compiled frames from `fp`.
+    let seg = store.mutator.exec.race_segs.last_mut().map(|seg| std::mem::replace(&mut seg.out_fp, fp));
+    let result = call_store_func_here(store, inst, func, args, fp);
+    if let (Some(out_fp), Some(seg)) = (seg, store.mutator.exec.race_segs.last_mut()) {
+        seg.out_fp = out_fp;
+    }
+    result
+}
+
+fn call_store_func_here(store: &mut StoreState, inst: u32, func: u32, args: *mut u64, fp: usize) -> Result<(), Trap> {
     let (np, nr) = param_result_counts(store, func);
     // SAFETY: the caller (a stub or compiled code) passes a buffer of max(params, results) slots.
     let params = unsafe { std::slice::from_raw_parts(args, np) }.to_vec();

@@ -159,16 +159,16 @@ fn race_bulk(
             continue;
         }
         let kind = store.rt.types.array_elem(ty);
-        let StoreState { rt, mutator, instances, .. } = &mut *store;
+        let site = super::race_stack::compiled_site(store, inst, func, offset, fp);
+        let StoreState { rt, mutator, .. } = &mut *store;
         let (Some(race), Some(ctx)) = (rt.race.as_deref(), mutator.race.as_deref_mut()) else { return };
         let o = gcglue::obj(raw);
         let at = o.raw() + gcglue::elem_offset(frame[index] as u32, kind) as u64;
         let what = if write { RaceHook::WRITE } else { RaceHook::READ };
-        let site = crate::race::site(&instances[inst as usize].module, offset);
         let len = u64::from(n) * u64::from(kind.size());
         if let Some(found) = race.hook(ctx, at, len, what, site) {
             let found = super::race_hooks::FoundRace { race: found, location: super::race_hooks::object_location(o) };
-            super::jit_memory::report_compiled(store, inst, (func, offset), fp, found);
+            super::jit_memory::report_compiled(store, found);
         }
     }
 }

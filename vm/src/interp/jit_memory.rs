@@ -6,13 +6,11 @@
 //! in semantics or trap messages: compiled code inlines only plain and atomic accesses, whose checks it
 //! repeats in the interpreter's order (alignment, then bounds).
 //!
-//! **Race reports from compiled code.** The interpreter leaves its dispatch loop to report a race with the
-//! full backtrace. Compiled code cannot leave without unwinding, so the hook reports where it is: its
-//! caller passes its own frame pointer, and the compiler walks the frame-pointer chain through the
-//! compiled frames above it (`Compiler::caller_frames`), mapping return addresses back to wasm offsets,
-//! and the interpreter frames that entered them follow. Execution then goes on, as after an interpreter
-//! report. (Compiled frames that called into the VM through a stub and back into compiled code of
-//! another instance are not in that walk: it stops at the Rust entry.)
+//! **Race reports from compiled code.** Every race hook gets its caller's frame pointer and wasm offset;
+//! the access's site, its whole backtrace in the stack depot, is walked from there up the compiled frames
+//! and on through the interpreter frames and compiled runs below them (`race_stack.rs`), and a race
+//! found is reported in place with both backtraces from the depot. Execution then goes on, as after an
+//! interpreter report.
 
 use std::sync::Arc;
 
@@ -140,21 +138,15 @@ fn race_hook(
     (func, offset): (u32, u32),
     fp: usize,
 ) {
+    let site = super::race_stack::compiled_site(store, inst, func, offset, fp);
     // Borrowed in place, never cloned: every thread runs this at every access, and a shared count
     // (an `Arc`'s) would bounce between their caches.
     let StoreState { rt, mutator, instances, memories, .. } = &mut *store;
     let (Some(race), Some(ctx)) = (rt.race.as_deref(), mutator.race.as_deref_mut()) else { return };
     let instance = &instances[inst as usize];
     let base = memories[instance.memories[mem as usize] as usize].base() as u64;
-    let site = crate::race::site(&instance.module, offset);
     if let Some(found) = race.hook(ctx, base + at, width.into(), what, site) {
-        report_compiled(
-            store,
-            inst,
-            (func, offset),
-            fp,
-            FoundRace { race: found, location: RaceLocation::Memory { base } },
-        );
+        report_compiled(store, FoundRace { race: found, location: RaceLocation::Memory { base } });
     }
 }
 
@@ -172,6 +164,7 @@ extern "C" fn lib_race_object(
     fp: u64,
 ) {
     with_store(vmctx, |store, inst| {
+        let site = super::race_stack::compiled_site(store, inst, func, offset, fp as usize);
         let StoreState { rt, mutator, instances, globals, .. } = &mut *store;
         let (Some(race), Some(ctx)) = (rt.race.as_deref(), mutator.race.as_deref_mut()) else { return Ok(()) };
         let instance = &instances[inst as usize];
@@ -186,35 +179,21 @@ extern "C" fn lib_race_object(
         } else {
             (addr, u64::from(width), super::race_hooks::object_location(crate::gcglue::obj(obj)))
         };
-        let site = crate::race::site(&instance.module, offset);
         let mut what = what & !RaceHook::GLOBAL;
         if matches!(location, RaceLocation::Global { .. }) && crate::race::planted_bug_skip_global_hook() {
             what &= !(RaceHook::READ | RaceHook::WRITE);
         }
         if let Some(found) = race.hook(ctx, at, width, what, site) {
-            report_compiled(store, inst, (func, offset), fp as usize, FoundRace { race: found, location });
+            report_compiled(store, FoundRace { race: found, location });
         }
         Ok(())
     });
 }
 
-/// Reports `found`, made by the compiled code of instance `inst` at `offset` of `func` whose frame
-/// pointer is `fp`, with the backtrace walked from there.
-pub(super) fn report_compiled(store: &StoreState, inst: u32, (func, offset): (u32, u32), fp: usize, found: FoundRace) {
-    let backtrace = compiled_backtrace(store, inst, func, offset, fp);
+/// Reports `found`, made by compiled code (its backtraces are in the stack depot).
+pub(super) fn report_compiled(store: &StoreState, found: FoundRace) {
     let race = store.rt.race.as_deref().expect("reported with --race");
-    race.report(&found, &backtrace, &store.rt.modules(), &store.rt.types);
-}
-
-/// The wasm backtrace of compiled code of instance `inst` stopped at `offset` of `func`, whose frame
-/// pointer is `fp`.
-fn compiled_backtrace(store: &StoreState, inst: u32, func: u32, offset: u32, fp: usize) -> Vec<WasmFrame> {
-    let mut out = vec![wasm_frame(&store.instances[inst as usize].module, func, offset)];
-    out.extend(compiled_frames(store, fp));
-    // Below the compiled frames: the interpreted caller that entered them (`exec.top`, with `auto`) or the
-    // frames above a host call that called back into wasm, as a host function would see them.
-    out.extend(super::host_call_backtrace(store));
-    out
+    race.report(&found, &store.rt.modules(), &store.rt.types);
 }
 
 /// The wasm frames of the compiled callers of the frame whose frame pointer is `fp`, innermost first.

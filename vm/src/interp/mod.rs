@@ -71,6 +71,7 @@ mod numeric;
 mod operands;
 mod osr;
 mod race_hooks;
+mod race_stack;
 mod shared_gc;
 mod tables;
 
@@ -317,8 +318,7 @@ fn run(store: &mut StoreState, mut pos: Position, depth0: usize) -> Result<(), T
             Exit::Throw(exn) => rethrow(store, &mut pos, depth0, exn, false, Vec::new())?,
             Exit::Race(found) => {
                 if let Some(race) = &store.rt.race {
-                    let bt = backtrace(store, pos, depth0);
-                    race.report(&found, &bt, &store.rt.modules(), &store.rt.types);
+                    race.report(&found, &store.rt.modules(), &store.rt.types);
                 }
                 pos.pc += 1;
             }

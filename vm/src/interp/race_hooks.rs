@@ -2,25 +2,37 @@
 //!
 //! Only instructions the translator chose for race mode (`RaceLoad`/`RaceStore`) and the atomics reach
 //! these functions, and only when the runtime has a detector: an access is reported after it was made
-//! (so a trap comes first and is not a race), at the host address of the bytes, with the instruction's
-//! site. A race found leaves the dispatch loop (`OpExit::Race`) so the report gets the full backtrace;
-//! execution then goes on after the instruction, as Go's race detector goes on after a report.
+//! (so a trap comes first and is not a race), at the host address of the bytes, with the thread's
+//! backtrace as its site (an id in the stack depot, [`RaceHooks::site`]). A race found leaves the dispatch
+//! loop (`OpExit::Race`) to be reported (both backtraces come from the depot); execution then goes on after
+//! the instruction, as Go's race detector goes on after a report.
 
 use vmrace::{AccessKind, Race, Site, ThreadCtx};
 
 use super::gc_objects::OpExit;
+use super::race_stack::{Innermost, StackWalk};
 use crate::memory::LinearMemory;
 use crate::module::ModuleData;
+use crate::mutator::{Frame, RaceSeg};
 use crate::race::{RaceLocation, RaceRuntime, RacyObject, site};
-use crate::tier::RaceHook;
+use crate::stack_depot::StackCache;
+use crate::state::{Instance, TableEntity};
+use crate::tier::{Compiler, RaceHook};
 
-/// What a race-mode instruction needs: the detector and the running thread's context.
+/// What a race-mode instruction needs: the detector, the running thread's context, and what the site of an
+/// access (its backtrace's id in the stack depot) is walked from.
 pub(super) struct RaceHooks<'a> {
     pub rt: &'a RaceRuntime,
     pub ctx: &'a mut ThreadCtx,
+    /// The thread's interpreted frames (the running run's start at `depth0`) and compiled runs.
+    pub frames: &'a [Frame],
+    pub depth0: usize,
+    pub segs: &'a [RaceSeg],
+    pub stacks: &'a mut StackCache,
+    pub compiler: Option<&'a dyn Compiler>,
 }
 
-/// The site of the instruction at `pc` of `module`'s defined function `func`.
+/// The site of the instruction at `pc` of `module`'s defined function `func` (an allocation's site).
 pub(super) fn site_of(module: &ModuleData, func: u32, pc: usize) -> Site {
     site(module, module.code[func as usize].wasm_offsets.get(pc).copied().unwrap_or(0))
 }
@@ -32,6 +44,13 @@ pub(crate) struct FoundRace {
 }
 
 impl RaceHooks<'_> {
+    /// The site of an access by the instruction at `pc` of defined function `func` of instance `inst`: the
+    /// depot id of the thread's backtrace there (`race_stack.rs`).
+    pub fn site(&mut self, instances: &[Instance], inst: u32, func: u32, pc: usize) -> Site {
+        let walk = StackWalk { frames: self.frames, segs: self.segs, instances, compiler: self.compiler };
+        walk.site(Innermost::Interpreted { inst, func, pc, depth0: self.depth0 }, self.stacks, &self.rt.depot)
+    }
+
     /// Reports an access of `width` bytes at offset `at` of `memory`, made by the instruction at `site`.
     pub fn access(
         &mut self,
@@ -101,6 +120,45 @@ impl RaceHooks<'_> {
     /// a read-modify-write does both (the threads proposal's atomics are sequentially consistent).
     pub fn sync(&mut self, memory: &LinearMemory, at: u64, acquire: bool, release: bool) {
         self.sync_at(memory.base() as u64 + at, acquire, release);
+    }
+}
+
+/// `--race` on elements `[first, first + count)` of the table entity `table` if it is shared (table `index`
+/// of the module whose runtime index is `module`): a ranged read or write of 8 bytes an element, at the
+/// detector's addresses of the table ([`RaceRuntime::table_base`]). Both tiers call it after the table
+/// instruction succeeded.
+pub(crate) fn table_access(
+    (rt, ctx): (&RaceRuntime, &mut ThreadCtx),
+    table: &TableEntity,
+    (module, index): (u32, u32),
+    (first, count): (u64, u64),
+    write: bool,
+    site: Site,
+) -> Option<FoundRace> {
+    let elems = table.shared()?;
+    if count == 0 || crate::race::planted_bug_skip_table_hook() {
+        return None;
+    }
+    let base = rt.table_base(elems);
+    let kind = if write { AccessKind::Write } else { AccessKind::Read };
+    let race = rt.detector.access_range(ctx, base + first * 8, count * 8, kind, site)?;
+    Some(FoundRace { race, location: RaceLocation::Table { module, index, base } })
+}
+
+impl RaceHooks<'_> {
+    /// [`table_access`] by the interpreter: instance table `index` of `module`, store entity `table`.
+    pub fn table(
+        &mut self,
+        table: &TableEntity,
+        (module, index): (u32, u32),
+        range: (u64, u64),
+        write: bool,
+        site: Site,
+    ) -> Result<(), OpExit> {
+        match table_access((self.rt, self.ctx), table, (module, index), range, write, site) {
+            None => Ok(()),
+            Some(found) => Err(OpExit::Race(Box::new(found))),
+        }
     }
 }
 
