@@ -5,7 +5,8 @@
 //! 2. Mark: every object root goes through [`Marker::mark`] (set its mark bit, push it on the mark stack);
 //!    then the stack is drained, each popped object's reference fields (from its type's [`Layout`]) are
 //!    marked in turn. The stack is a heap-allocated `Vec`, so depth of the object graph costs memory, never
-//!    native stack: a 10-million-node list needs a stack of one entry at a time.
+//!    native stack: a 10-million-node list needs a stack of one entry at a time. Popped objects pass
+//!    through a small prefetch queue ([`PrefetchQueue`]) before they are scanned, to hide cache misses.
 //! 3. Verify (debug): an independent traversal checks that everything reachable is marked and well formed.
 //! 4. Sweep (eager, every span): report each allocated-but-unmarked slot (`object_free`), make the mark
 //!    bits the alloc bits, return empty spans to the page heap (`span_free`), rebuild the central lists.
@@ -149,7 +150,18 @@ impl Marker<'_> {
         let mut past_end = 0u64;
         // Objects of one type tend to come in runs (lists, trees, arrays of structs): remember the last one.
         let mut last: Option<(u32, &TypeInfo)> = None;
-        while let Some(addr) = self.stack.pop() {
+        let mut ahead = PrefetchQueue::default();
+        loop {
+            let addr = match self.stack.pop() {
+                Some(next) => match ahead.push(next) {
+                    Some(addr) => addr,
+                    None => continue,
+                },
+                None => match ahead.pop() {
+                    Some(addr) => addr,
+                    None => break,
+                },
+            };
             // SAFETY: only marked (hence allocated, initialised) objects are pushed.
             let (type_id, len) = unsafe { read_header(addr) };
             let info = match last {
@@ -189,6 +201,62 @@ impl Marker<'_> {
         }
         std::hint::black_box(past_end);
     }
+}
+
+/// How many popped objects the marker keeps in flight between prefetching one and scanning it.
+const PREFETCH_DISTANCE: usize = 8;
+
+/// Prefetch on pop (Cher, Hosking and Vijaykumar, "Software prefetching for mark-sweep garbage
+/// collection", 2004): an object popped from the mark stack is prefetched and joins a small FIFO, and the
+/// marker scans the one that leaves it, so the cache miss on an object's header and fields overlaps with
+/// the scanning of the objects ahead of it instead of stalling the marker. Scanning order changes, the
+/// set of marked objects does not.
+#[derive(Default)]
+struct PrefetchQueue {
+    ring: [usize; PREFETCH_DISTANCE],
+    head: usize,
+    len: usize,
+}
+
+impl PrefetchQueue {
+    /// Prefetches `addr` and queues it; returns the oldest queued object once the queue is full.
+    #[inline(always)]
+    fn push(&mut self, addr: usize) -> Option<usize> {
+        prefetch(addr);
+        if self.len < PREFETCH_DISTANCE {
+            self.ring[(self.head + self.len) % PREFETCH_DISTANCE] = addr;
+            self.len += 1;
+            return None;
+        }
+        let oldest = std::mem::replace(&mut self.ring[self.head], addr);
+        self.head = (self.head + 1) % PREFETCH_DISTANCE;
+        Some(oldest)
+    }
+
+    /// The oldest queued object, when the mark stack is empty.
+    #[inline(always)]
+    fn pop(&mut self) -> Option<usize> {
+        if self.len == 0 {
+            return None;
+        }
+        let oldest = self.ring[self.head];
+        self.head = (self.head + 1) % PREFETCH_DISTANCE;
+        self.len -= 1;
+        Some(oldest)
+    }
+}
+
+/// Asks the CPU to bring the cache line at `addr` in (a hint: it never faults, whatever `addr` is).
+#[inline(always)]
+fn prefetch(addr: usize) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `prefetcht0` has no architectural effect besides the cache (no fault, no memory access
+    // visible to the program); SSE is part of the x86-64 baseline.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(addr as *const i8);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = addr;
 }
 
 #[derive(Default)]

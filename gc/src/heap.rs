@@ -169,6 +169,20 @@ impl Heap {
         crate::collect::collect(&self.shared, &cache.ctx, &mut all);
     }
 
+    /// Whether every allocation must take the instrumented path (observers attached, e.g. the Memcheck
+    /// annotations, the tracer or the race detector, or stress mode on). Once true, stays true. Code
+    /// generators decide with it whether to inline the allocation fast path at all ([`crate::inline_alloc`]).
+    pub fn allocation_observed(&self) -> bool {
+        self.shared.hooks.load(Ordering::Acquire)
+    }
+
+    /// The address of the byte behind [`Heap::allocation_observed`] (non-zero: observed), which inline
+    /// allocation fast paths test at run time in case an observer is attached after they were generated.
+    /// Valid while the heap lives.
+    pub fn hooks_address(&self) -> usize {
+        self.shared.hooks.as_ptr() as usize
+    }
+
     /// Attaches an observer. Attach observers before mutators start: a thread already inside an allocation
     /// may miss the first events.
     pub fn add_observer(&self, obs: Arc<dyn HeapObserver>) {

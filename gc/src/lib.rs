@@ -134,6 +134,7 @@ mod collect;
 mod config;
 mod heap;
 mod inject;
+pub mod inline_alloc;
 mod memcheck;
 mod object;
 pub mod observer;

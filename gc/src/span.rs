@@ -72,6 +72,9 @@ pub(crate) struct Span {
     state: UnsafeCell<SpanState>,
 }
 
+/// Offset of a span's mutable state, for generated allocation code (`inline_alloc.rs`).
+pub(crate) const STATE_OFFSET: usize = std::mem::offset_of!(Span, state);
+
 /// Bits past `nelems` in the last bitmap word (kept set in `alloc_bits`).
 fn padding(nelems: u32) -> (usize, u64) {
     let last = (nelems as usize - 1) / 64;

@@ -84,6 +84,10 @@ pub(crate) struct InjectedBugs {
     /// `no-caught-exn-maps`: a caught exception is not declared for stack maps, so a collection during a
     /// call in the catch arm frees it before `rethrow` (or a `catch_ref` label) uses it.
     pub no_caught_exn_maps: bool,
+    /// `alloc-no-zero`: inline allocation does not zero a reused slot (stale bytes show in new objects).
+    pub alloc_no_zero: bool,
+    /// `alloc-no-header`: inline allocation does not write the object header.
+    pub alloc_no_header: bool,
 }
 
 impl InjectedBugs {
@@ -109,6 +113,8 @@ impl InjectedBugs {
             stale_memory_length: has("stale-memory-length"),
             delegate_skips_a_level: has("delegate-skips-a-level"),
             no_caught_exn_maps: has("no-caught-exn-maps"),
+            alloc_no_zero: has("alloc-no-zero"),
+            alloc_no_header: has("alloc-no-header"),
         }
     }
 }

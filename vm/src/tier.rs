@@ -63,6 +63,8 @@
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub use gc::inline_alloc;
+
 use crate::module::ModuleData;
 use crate::types::{FieldLayout, RtHeapType, RtValType, StorageKind, TypeKind, TypeRegistry};
 
@@ -188,6 +190,11 @@ pub struct FuncInput<'a> {
     pub func_index: u32,
     /// `--race` ([`crate::Config::race`]): compiled code calls the race hooks ([`MemLibcalls::race`]).
     pub race: bool,
+    /// Whether compiled code may take small objects from the thread cache inline (`gc::inline_alloc`, through
+    /// [`VmCtx::alloc_spans`] and [`VmCtx::alloc_hooks`]) instead of calling [`Libcalls::struct_new`] and
+    /// [`Libcalls::array_new`]: false when the heap's allocations are observed (Memcheck annotations under
+    /// Valgrind, `--trace`, `--race`, `--gc-stress`), whose events only the library path sends.
+    pub inline_alloc: bool,
 }
 
 impl<'a> FuncInput<'a> {
@@ -274,6 +281,11 @@ impl<'a> FuncInput<'a> {
             TypeKind::Struct { fields } => fields,
             _ => &[],
         }
+    }
+
+    /// Bytes the fields of the module's struct type `type_index` take after the object header.
+    pub fn struct_payload_size(&self, type_index: u32) -> u32 {
+        self.registry.get(self.canonical_type(type_index)).struct_size
     }
 
     /// Element storage of the module's array type `type_index`, and whether elements are floats.
@@ -392,6 +404,12 @@ pub struct VmCtx {
     /// Address of the [`VmMemory`] array: one per memory of the instance's index space (memory 0
     /// included, the same as `mem0_base`/`mem0_len`, which stay for the common case's shorter path).
     pub memories: usize,
+    /// Address of the running mutator's thread-cache span array (`gc::ThreadCache::spans_address`), set
+    /// with `store` on every entry: inline allocation takes slots from it (`gc::inline_alloc`).
+    pub alloc_spans: usize,
+    /// Address of the heap's "allocations are observed" byte (`gc::Heap::hooks_address`): inline
+    /// allocation takes the library call when it is set (an observer attached after the code was made).
+    pub alloc_hooks: usize,
 }
 
 /// One memory as compiled code reaches it ([`VmCtx::memories`]). Both words are fixed for the instance's
@@ -429,6 +447,8 @@ impl VmCtx {
     pub const FUNCS: i32 = offset!(funcs);
     pub const DEFINED_BASE: i32 = offset!(defined_base);
     pub const MEMORIES: i32 = offset!(memories);
+    pub const ALLOC_SPANS: i32 = offset!(alloc_spans);
+    pub const ALLOC_HOOKS: i32 = offset!(alloc_hooks);
 }
 
 /// Addresses of the `extern "C"` functions compiled code calls (`interp/jit.rs` implements them). All

@@ -80,7 +80,13 @@ pub(crate) fn compiled_code<'m>(rt: &Runtime, module: &'m ModuleData, index: u32
         .get_or_init(|| {
             fresh = true;
             let func_index = module.num_imported_funcs + index;
-            let input = crate::tier::FuncInput { module, registry: &rt.types, func_index, race: rt.race.is_some() };
+            let input = crate::tier::FuncInput {
+                module,
+                registry: &rt.types,
+                func_index,
+                race: rt.race.is_some(),
+                inline_alloc: !rt.heap.allocation_observed(),
+            };
             let start = std::time::Instant::now();
             let r = compiler.compile(&input);
             let name = || {
@@ -177,6 +183,8 @@ fn ensure_tier(store: &mut StoreState, inst: u32) {
         jit_exit: 0,
         funcs: store.instances[inst as usize].funcs.as_ptr() as usize,
         memories: 0,
+        alloc_spans: 0,
+        alloc_hooks: store.rt.heap.hooks_address(),
     });
     vmctx.mem0_len = &vmctx.zero as *const usize as usize;
     if let Some(&m) = store.instances[inst as usize].memories.first() {
@@ -241,10 +249,12 @@ pub(super) fn call_compiled(
         store.mutator.exec.jit_segments.push(outer_exit);
     }
     let exit_cell = &mut store.mutator.exec.jit_exit as *mut crate::tier::JitExit as usize;
+    let alloc_spans = store.mutator.cache.spans_address();
     // SAFETY: `vmctx` is boxed in the instance (stable address) and lives while the store does.
     unsafe {
         (*vmctx).store = state as usize;
         (*vmctx).jit_exit = exit_cell;
+        (*vmctx).alloc_spans = alloc_spans;
     }
     // SAFETY: `array_entry` is the compiler's entry for this function's signature (`tier.rs`: `extern
     // "C" fn(code, vmctx, args) -> u32`); `args` points at `slots` committed value-stack slots, which

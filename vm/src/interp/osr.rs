@@ -124,7 +124,13 @@ fn osr_variant(store: &StoreState, module: &crate::module::ModuleData, func: u32
             let entry =
                 OsrEntry { loop_offset: header.wasm_offset, stack_slot: cf.num_locals as u32 + cf.consts.len() as u32 };
             let func_index = module.num_imported_funcs + func;
-            let input = crate::tier::FuncInput { module, registry: &rt.types, func_index, race: rt.race.is_some() };
+            let input = crate::tier::FuncInput {
+                module,
+                registry: &rt.types,
+                func_index,
+                race: rt.race.is_some(),
+                inline_alloc: !rt.heap.allocation_observed(),
+            };
             let start = std::time::Instant::now();
             let r = compiler.compile_osr(&input, entry);
             let name = || {
