@@ -23,12 +23,13 @@ use std::time::Instant;
 use crate::arena::{ChunkTable, PageHeap, span_of};
 use crate::inject::InjectedBug;
 use crate::object::{HEADER_SIZE, read_header};
-use crate::observer::{GcBeginInfo, GcEndInfo, ObjectInfo, ObserverCtx, Observers};
+use crate::observer::{GcBeginInfo, GcEndInfo, HeapObserver, ObjectInfo, ObserverCtx, Observers};
 use crate::os;
 use crate::roots::RootSet;
 use crate::shared::{Shared, lock};
 use crate::size_class::{NUM_CLASSES, PAGE_SIZE};
 use crate::span::{Owner, Span, SpanPtr};
+use crate::sweep::finish_sweep;
 use crate::types::{Layout, TypeInfo, TypeTable};
 use crate::value::is_object;
 
@@ -275,6 +276,13 @@ pub(crate) fn collect(shared: &Shared, ctx: &ObserverCtx, roots: &mut dyn RootSe
     let start = Instant::now();
     let mut gc = lock(&shared.gc);
     let mut ph = lock(&shared.page_heap);
+    // What the last cycle left to the mutators is swept now, with that cycle's marks.
+    finish_sweep(shared, &mut ph, ctx);
+    gc.objects_freed += shared.lazy_freed_objects.swap(0, Ordering::Relaxed);
+    gc.bytes_freed += shared.lazy_freed_bytes.swap(0, Ordering::Relaxed);
+    if let Some(reachable) = gc.pending_verify.take() {
+        verify_after_sweep(&reachable);
+    }
     gc.cycles += 1;
     let cycle = gc.cycles;
     let ctx = *ctx;
@@ -317,26 +325,39 @@ pub(crate) fn collect(shared: &Shared, ctx: &ObserverCtx, roots: &mut dyn RootSe
 
     // Sweep.
     let write_freed_span = shared.config.inject == Some(InjectedBug::UseFreedSpan) && !gc.freed_span_written;
-    let totals = sweep(shared, &mut ph, &observers, &ctx, write_freed_span);
-    gc.freed_span_written |= totals.wrote_freed_span;
-    if let Some(reachable) = &reachable {
-        verify_after_sweep(reachable);
-    }
-
-    // Pace.
+    // The pacer's goal (step 6) and the memory the heap keeps (step 7) follow from what was marked.
     let live = marker.live_bytes;
     let goal = match shared.config.gc_percent {
         Some(p) => live.saturating_add(live.saturating_mul(p as usize) / 100).max(shared.config.min_heap_bytes),
         None => usize::MAX,
     };
+    let retain_bytes = |in_use: usize| {
+        let target = if goal == usize::MAX { in_use } else { goal.max(in_use) };
+        target.saturating_add(target / 10)
+    };
+    // Lazy unless someone must see the frees now (`sweep.rs`), or the heap is larger than it will grow
+    // to again (after a spike): then the garbage's pages go back to the OS in this cycle.
+    let in_use = ph.pages_in_use * PAGE_SIZE;
+    let lazy = !shared.hooks.load(Ordering::Relaxed)
+        && !shared.quarantine
+        && shared.config.inject.is_none()
+        && in_use <= retain_bytes(goal);
+    let totals = sweep(shared, &mut ph, &observers, &ctx, write_freed_span, lazy);
+    gc.freed_span_written |= totals.wrote_freed_span;
+    if let Some(reachable) = reachable {
+        verify_after_sweep(&reachable);
+        if lazy {
+            gc.pending_verify = Some(reachable);
+        }
+    }
+
+    // Pace.
     shared.next_gc.store(goal, Ordering::Relaxed);
     shared.heap_live.store(live + totals.cached_free_bytes, Ordering::Relaxed);
 
     // Scavenge: keep in-use + free-resident pages within 110% of what the heap will grow to before the
     // next collection; the rest goes back to the OS.
-    let in_use = ph.pages_in_use * PAGE_SIZE;
-    let target = if goal == usize::MAX { in_use } else { goal.max(in_use) };
-    let retain_pages = (target + target / 10).div_ceil(PAGE_SIZE);
+    let retain_pages = retain_bytes(ph.pages_in_use * PAGE_SIZE).div_ceil(PAGE_SIZE);
     if ph.pages_in_use + ph.free_resident_pages > retain_pages {
         // The kernel's VmHWM is not always raised before MADV_DONTNEED drops pages, so sample the
         // resident size while it is still at its peak.
@@ -374,27 +395,44 @@ pub(crate) fn collect(shared: &Shared, ctx: &ObserverCtx, roots: &mut dyn RootSe
     }
 }
 
-/// Sweeps every span (eagerly): see step 4.
+/// Sweeps every span (step 4): all of them now, or with `lazy` only those thread caches hold and large
+/// ones, the others going to their class's unswept list (`sweep.rs`). Destroys tombstones.
 fn sweep(
     shared: &Shared,
     ph: &mut PageHeap,
     observers: &Observers,
     ctx: &ObserverCtx,
     write_freed_span: bool,
+    lazy: bool,
 ) -> SweepTotals {
     let mut totals = SweepTotals::default();
     let mut central: Vec<Vec<SpanPtr>> = vec![Vec::new(); NUM_CLASSES];
+    let mut unswept: Vec<Vec<SpanPtr>> = vec![Vec::new(); NUM_CLASSES];
+    let mut unswept_count = 0;
     let spans = std::mem::take(&mut ph.spans);
     let mut kept = Vec::with_capacity(spans.len());
     for span in spans {
         // SAFETY: registered spans are alive; the world is stopped and the page heap is locked, so the
         // collector has exclusive access to every span's state.
         let s: &Span = unsafe { span.get() };
+        // SAFETY: as above.
+        let st = unsafe { s.state() };
+        if st.owner == Owner::Freed {
+            // SAFETY: a tombstone: its pages went back when a mutator swept it empty, and only the
+            // registry (which drops it here) still refers to it.
+            unsafe { span.destroy() };
+            continue;
+        }
+        if lazy && st.owner != Owner::InCache && s.class != 0 {
+            st.owner = Owner::Unswept;
+            unswept[s.class as usize].push(span);
+            unswept_count += 1;
+            kept.push(span);
+            continue;
+        }
         let freed = sweep_span(shared, s, observers, ctx);
         totals.freed_objects += freed;
         totals.freed_bytes += freed * s.elem_size;
-        // SAFETY: as above.
-        let st = unsafe { s.state() };
         let live = st.alloc_count as usize;
         let nelems = s.nelems as usize;
         match st.owner {
@@ -431,12 +469,17 @@ fn sweep(
     for (class, list) in central.into_iter().enumerate().skip(1) {
         *lock(&shared.central[class]) = list;
     }
+    for (class, list) in unswept.into_iter().enumerate().skip(1) {
+        *lock(&shared.unswept[class]) = list;
+    }
+    shared.unswept_count.store(unswept_count, Ordering::Relaxed);
     totals
 }
 
 /// Frees the unmarked objects of one span and resets its bitmaps. Returns the number of objects freed.
-fn sweep_span(shared: &Shared, s: &Span, observers: &Observers, ctx: &ObserverCtx) -> usize {
-    // SAFETY: the collector has exclusive access (see `sweep`).
+/// The caller has the span to itself (the collector, or a mutator that popped it from an unswept list).
+pub(crate) fn sweep_span(shared: &Shared, s: &Span, observers: &[Arc<dyn HeapObserver>], ctx: &ObserverCtx) -> usize {
+    // SAFETY: the caller has the span to itself (see above).
     let st = unsafe { s.state() };
     shared.flush_counts(s, st);
     let mut freed = 0;

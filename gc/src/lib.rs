@@ -143,6 +143,7 @@ mod roots;
 mod shared;
 pub mod size_class;
 mod span;
+mod sweep;
 mod types;
 pub mod value;
 mod world;
