@@ -65,6 +65,42 @@ fn a_reference_missing_from_a_stack_map_is_caught() {
     assert_ne!(planted, (Some(0), "4398".to_string()), "the planted bug went unnoticed");
 }
 
+/// Compiled code allocates small objects inline from the thread cache (`jit/src/translate/alloc.rs`) when no
+/// observer watches allocations: with the heap verifier (which does not turn the fast path off) every GC
+/// program gives its result, and the fixture's fresh objects, in slots swept and reused, are all zero with
+/// the right header, in every tier.
+#[test]
+fn inline_allocation_gives_zeroed_objects_with_their_headers() {
+    for tier in TIERS {
+        for (program, arg, expected) in GC_PROGRAMS {
+            let verified = ok_stdout(&[tier, "--gc-verify", "--invoke", "run", program, arg]);
+            assert_eq!(verified.trim(), *expected, "{tier} {program} {arg} under --gc-verify");
+        }
+        let out = ok_stdout(&[tier, "--invoke", "run", "tests/fixtures/inline_alloc.wat", "3000"]);
+        assert_eq!(out.trim(), "0", "{tier}: failed checks of fresh objects");
+    }
+}
+
+/// The negative controls of inline allocation: a fast path that skips zeroing a reused slot, or writing
+/// the header (`VMRUN_JIT_DEBUG=alloc-no-zero`, `alloc-no-header`), makes the fixture fail.
+#[test]
+fn inline_allocation_without_zeroing_or_header_is_caught() {
+    let args = ["--jit=eager", "--invoke", "run", "tests/fixtures/inline_alloc.wat", "3000"];
+    let run = |bug: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vmrun"));
+        cmd.args(args).env_remove("VMRUN_JIT_DEBUG");
+        if let Some(bug) = bug {
+            cmd.env("VMRUN_JIT_DEBUG", bug);
+        }
+        let out = cmd.output().expect("vmrun starts");
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    assert_eq!(run(None), (Some(0), "0".to_string()));
+    for bug in ["alloc-no-zero", "alloc-no-header"] {
+        assert_ne!(run(Some(bug)), (Some(0), "0".to_string()), "the planted bug {bug} went unnoticed");
+    }
+}
+
 /// The negative control of the exception programs' check: with the reference payload left out of exception
 /// objects' reference maps (`VMRUN_VM_DEBUG=exn-untraced-payload`), a struct only a kept exception holds is
 /// swept and reused under stress, and the result is wrong. Without stress nothing is collected in time.

@@ -202,6 +202,27 @@ fn a_compiled_access_without_its_bounds_check_is_caught() {
     assert!(clean.stderr.contains("out of bounds memory access") && !clean.stderr.contains("Invalid read"));
 }
 
+/// Under Valgrind the Memcheck annotations observe every allocation, so compiled code must not allocate
+/// inline (the annotations would miss those objects): with the inline path's zeroing planted away
+/// (`VMRUN_JIT_DEBUG=alloc-no-zero`, which natively makes this fixture fail, `tests/gc.rs`), the run is
+/// still correct and clean, because every allocation took the library call.
+#[test]
+fn compiled_code_does_not_allocate_inline_under_memcheck() {
+    if !valgrind_available() {
+        return;
+    }
+    let mut cmd = Command::new("valgrind");
+    cmd.args(["--error-exitcode=99", "--leak-check=full"]).arg(env!("CARGO_BIN_EXE_vmrun"));
+    cmd.args(["--jit=eager", "--invoke", "run", "tests/fixtures/inline_alloc.wat", "1000"]);
+    let out = cmd.env_remove("VMRUN_GC_DEBUG").env("VMRUN_JIT_DEBUG", "alloc-no-zero").output().expect("run valgrind");
+    let run = Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    run.assert_clean("0", "vmrun --jit=eager inline_alloc.wat under Memcheck with alloc-no-zero planted");
+}
+
 #[test]
 fn a_threaded_gc_program_is_memcheck_clean_under_stress_and_verification() {
     if !valgrind_available() {

@@ -83,9 +83,10 @@ impl Shared {
             return Err(AllocError::CollectionNeeded);
         }
         let popped = lock(&self.central[class]).pop();
-        let span = match popped {
+        let span = match popped.or_else(|| self.sweep_for_class(class, &cache.ctx)) {
             Some(span) => span,
             None => {
+                self.reclaim(sc.npages as usize, &cache.ctx);
                 let q = self.quarantine;
                 let made = self.carve_span(cache, sc.npages as usize, |base, nz| Span::new_small(base, class, nz, q));
                 let span = made.map_err(|e| self.page_error(e, may_collect))?;
@@ -93,7 +94,8 @@ impl Shared {
                 span
             }
         };
-        // SAFETY: the span was just popped from the central list or created: nobody else holds it.
+        // SAFETY: the span was just popped from the central list, swept from the unswept list or created:
+        // nobody else holds it.
         let s = unsafe { span.get() };
         // SAFETY: as above.
         let st = unsafe { s.state() };
@@ -120,6 +122,7 @@ impl Shared {
             return Err(AllocError::CollectionNeeded);
         }
         let npages = size.div_ceil(PAGE_SIZE);
+        self.reclaim(npages, &cache.ctx);
         let q = self.quarantine;
         let made = self.carve_span(cache, npages, |base, nz| Span::new_large(base, npages, size, nz, q));
         let span = made.map_err(|e| self.page_error(e, may_collect))?;

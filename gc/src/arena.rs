@@ -315,7 +315,16 @@ impl PageHeap {
     /// Returns a span's pages to the free bitmaps and destroys the span. The caller has removed it from
     /// `spans` and from every central list and cache.
     pub fn free_span(&mut self, span: SpanPtr) {
-        // SAFETY: the span is in use and owned by the page heap; the caller removed every other reference.
+        self.release_span_pages(span);
+        // SAFETY: created by `Box::into_raw` in `alloc_span`; no reference to it remains.
+        unsafe { span.destroy() };
+    }
+
+    /// Gives a span's pages back (they may be carved again at once) but keeps the `Span` itself, which
+    /// the registry still lists: the caller makes it a tombstone (`Owner::Freed`) that the next sweep
+    /// destroys. For mutators sweeping lazily, which cannot take the span out of the registry cheaply.
+    pub fn release_span_pages(&mut self, span: SpanPtr) {
+        // SAFETY: the span is in use; the caller owns it and nothing else allocates from it.
         let s = unsafe { span.get() };
         let (base, npages) = (s.base, s.npages);
         self.set_span_pages(base, npages, std::ptr::null_mut());
@@ -327,8 +336,6 @@ impl PageHeap {
         arena.first_free = arena.first_free.min(first);
         self.pages_in_use -= npages;
         self.free_resident_pages += npages;
-        // SAFETY: created by `Box::into_raw` in `alloc_span`; no reference to it remains.
-        unsafe { span.destroy() };
     }
 
     /// Returns free resident pages to the OS (`MADV_DONTNEED`), highest addresses first, until at most

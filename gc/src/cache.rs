@@ -80,6 +80,13 @@ impl ThreadCache {
         }
     }
 
+    /// The address of this cache's current-span array (one pointer per size class, class 0 unused), for
+    /// allocation fast paths in generated code ([`crate::inline_alloc`]). Valid while the cache lives and
+    /// is not moved; only the cache's own thread may use it, and only while it is running (not parked).
+    pub fn spans_address(&mut self) -> usize {
+        self.spans.as_mut_ptr() as usize
+    }
+
     pub(crate) fn is_sentinel(&self, span: NonNull<Span>) -> bool {
         span == self.sentinel
     }

@@ -17,6 +17,7 @@ use crate::os;
 use crate::roots::RootSet;
 use crate::shared::{GcState, Shared, lock};
 use crate::size_class::{MAX_SMALL_SIZE, PAGE_SIZE, SIZE_CLASSES, class_for_size};
+use crate::span::Owner;
 use crate::types::Layout;
 use crate::world::{MutatorLink, StoppedWorld, World};
 
@@ -169,6 +170,33 @@ impl Heap {
         crate::collect::collect(&self.shared, &cache.ctx, &mut all);
     }
 
+    /// Sweeps every span the last collection left to the mutators (`sweep.rs`), in the stopped `world`:
+    /// afterwards the statistics count every object that collection found dead, and its empty spans are
+    /// back in the page heap. Collections do this themselves before they mark; call it for exact counts
+    /// (Go's `runtime.GC` likewise finishes the sweep before it returns).
+    pub fn finish_sweep(&self, world: &StoppedWorld<'_>, cache: &ThreadCache) {
+        self.check_world(world);
+        let mut gc = lock(&self.shared.gc);
+        let mut ph = lock(&self.shared.page_heap);
+        crate::sweep::finish_sweep(&self.shared, &mut ph, &cache.ctx);
+        gc.objects_freed += self.shared.lazy_freed_objects.swap(0, Ordering::Relaxed);
+        gc.bytes_freed += self.shared.lazy_freed_bytes.swap(0, Ordering::Relaxed);
+    }
+
+    /// Whether every allocation must take the instrumented path (observers attached, e.g. the Memcheck
+    /// annotations, the tracer or the race detector, or stress mode on). Once true, stays true. Code
+    /// generators decide with it whether to inline the allocation fast path at all ([`crate::inline_alloc`]).
+    pub fn allocation_observed(&self) -> bool {
+        self.shared.hooks.load(Ordering::Acquire)
+    }
+
+    /// The address of the byte behind [`Heap::allocation_observed`] (non-zero: observed), which inline
+    /// allocation fast paths test at run time in case an observer is attached after they were generated.
+    /// Valid while the heap lives.
+    pub fn hooks_address(&self) -> usize {
+        self.shared.hooks.as_ptr() as usize
+    }
+
     /// Attaches an observer. Attach observers before mutators start: a thread already inside an allocation
     /// may miss the first events.
     pub fn add_observer(&self, obs: Arc<dyn HeapObserver>) {
@@ -226,8 +254,8 @@ impl Heap {
             max_pause: gc.max_pause,
             bytes_allocated: shared.bytes_allocated.load(Ordering::Relaxed),
             objects_allocated: shared.objects_allocated.load(Ordering::Relaxed),
-            bytes_freed: gc.bytes_freed,
-            objects_freed: gc.objects_freed,
+            bytes_freed: gc.bytes_freed + shared.lazy_freed_bytes.load(Ordering::Relaxed),
+            objects_freed: gc.objects_freed + shared.lazy_freed_objects.load(Ordering::Relaxed),
             heap_bytes: ph.pages_in_use * PAGE_SIZE,
             peak_heap_bytes: ph.peak_pages_in_use * PAGE_SIZE,
             mapped_bytes: ph.mapped_bytes,
@@ -256,12 +284,17 @@ impl Heap {
         let ph = lock(&self.shared.page_heap);
         for span in &ph.spans {
             // SAFETY: registered spans are alive while the page-heap lock is held.
-            f(&unsafe { span.get() }.info());
+            let s = unsafe { span.get() };
+            // SAFETY: the world is stopped and the collector lock is held: nobody else touches the state.
+            if unsafe { s.state() }.owner != Owner::Freed {
+                f(&s.info());
+            }
         }
     }
 
-    /// Calls `f` for every allocated object (live, or dead but not yet swept: with an eager sweep that is
-    /// only what was allocated since the last collection), in the stopped `world`.
+    /// Calls `f` for every allocated object (live, or dead but not yet swept: what was allocated since the
+    /// last collection, and with a lazy sweep what it found dead in spans nobody has swept yet), in the
+    /// stopped `world`.
     pub fn for_each_object(&self, world: &StoppedWorld<'_>, f: &mut dyn FnMut(&ObjectInfo)) {
         self.check_world(world);
         let _collector = lock(&self.shared.gc);
@@ -272,6 +305,9 @@ impl Heap {
             // SAFETY: the world is stopped (no mutator allocates from a span it caches) and the collector
             // lock keeps cache drops and sweeps away, so nobody else touches the state.
             let st = unsafe { s.state() };
+            if st.owner == Owner::Freed {
+                continue;
+            }
             for index in 0..s.nelems as usize {
                 if st.is_allocated(index) && !st.is_quarantined(index) {
                     let addr = s.slot_addr(index);

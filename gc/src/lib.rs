@@ -43,12 +43,14 @@
 //! 2. Look up the type's packed allocation entry (two loads in a lock-free table) → size class.
 //! 3. Fast path: in the cache's span for that class, `trailing_zeros` of the 64-bit `alloc_cache` gives the
 //!    next free slot; advance `freeindex`, shift the cache, count it. Zero the slot if the span may hold stale
-//!    bytes, write the header. No lock, no atomic read-modify-write.
+//!    bytes, write the header. No lock, no atomic read-modify-write. Compiled code does this step inline
+//!    ([`inline_alloc`] gives it the offsets and the class table) and calls in only for the rest.
 //! 4. Cache word empty → `refill`: look for the next free slot further in the span's bitmap.
 //! 5. Span full → hand it back (it becomes `Full`), ask the pacer (if the caller may collect and the heap
 //!    would pass its goal, return [`AllocError::CollectionNeeded`]), then pop a span with free slots from the
-//!    class's central list (lock), or else carve a new span from the page heap (lock), mapping a new arena
-//!    if needed. The heap limit is enforced here.
+//!    class's central list (lock), or sweep one from the class's unswept list (`sweep.rs`), or else sweep
+//!    unswept spans of any class until enough pages came back (reclaim) and carve a new span from the page
+//!    heap (lock), mapping a new arena if needed. The heap limit is enforced here.
 //!
 //! **Large objects** (> 32 KiB) skip the cache: each gets a span of its own straight from the page heap.
 //!
@@ -67,14 +69,18 @@
 //! so the token proves that no other thread touches the heap. Then it calls `collect` with the token and
 //! its own roots ([`RootSet`]), to which the collector adds every root set the others published:
 //!
-//! 1. `gc_begin`; lock the collector state and the page heap.
+//! 1. Lock the collector state and the page heap; finish the last cycle's lazy sweep; `gc_begin`.
 //! 2. Mark from the roots with an explicit, heap-allocated mark stack (graph depth never touches the native
 //!    stack), following each object's reference map.
 //! 3. With `verify`: re-walk the graph independently and check every reachable object is marked and sane.
-//! 4. Sweep **eagerly**, every span: report each allocated but unmarked object (`object_free`), turn mark
-//!    bits into alloc bits, return empty spans to the page heap, rebuild the central lists. Spans held by
-//!    thread caches are swept in place and stay with their cache.
-//! 5. With `verify`: check no reachable object was freed.
+//! 4. Sweep: report each allocated but unmarked object (`object_free`), turn mark bits into alloc bits,
+//!    return empty spans to the page heap, rebuild the central lists. Spans held by thread caches are swept
+//!    in place and stay with their cache. **Eagerly** (every span, now) when observers or Memcheck's
+//!    quarantine are on or the heap is past 110 % of its next goal (a spike to give back); otherwise
+//!    **lazily**: the other spans go to per-class unswept lists, swept by the threads that allocate
+//!    (`sweep.rs`, Go's `mgcsweep.go`), outside the pause and in parallel.
+//! 5. With `verify`: check no reachable object was freed (after a lazy sweep, again once the next cycle
+//!    has finished it).
 //! 6. Pace: next goal = max(`min_heap_bytes`, live × (1 + `gc_percent`/100)).
 //! 7. Scavenge: release free pages (highest addresses first) until in-use plus free-but-resident memory is
 //!    within 110 % of max(goal, in use).
@@ -84,9 +90,11 @@
 //!
 //! # Invariants
 //!
-//! - A span is owned by exactly one of: one thread cache (`InCache`), a central list (`Central`), nobody
-//!   (`Full`); only its owner touches its allocation state, and only the collector (world stopped) touches
-//!   mark bits. Only the sweeper frees spans, and never a cached one.
+//! - A span is owned by exactly one of: one thread cache (`InCache`), a central list (`Central`), an unswept
+//!   list (`Unswept`), nobody (`Full`; `Freed`, a tombstone whose pages went back); only its owner (or
+//!   whoever popped it from its list) touches its allocation state, and only the collector (world stopped)
+//!   sets mark bits. Only sweepers free spans, and never a cached one. No span is unswept when a mark
+//!   starts.
 //! - Collections and heap walks run only with the [`StoppedWorld`] token: every other registered mutator is
 //!   parked or native, and a mutator becomes running only while no stop is in progress. A published root
 //!   set stays valid and untouched by its owner until the world is released.
@@ -94,8 +102,8 @@
 //! - Every allocated slot holds an initialised object: zeroed payload, header written before the VM sees it.
 //! - Every reference field of a live object holds a valid encoding; object references point at headers of
 //!   allocated objects (checked by `verify`).
-//! - Lock order: collector state → page heap → central lists; a mutator never holds a central lock and the
-//!   page-heap lock at once. The world's mutex is taken with no heap lock held, and no heap lock is taken
+//! - Lock order: collector state → page heap → central and unswept lists; a mutator never holds two of
+//!   the last three at once. The world's mutex is taken with no heap lock held, and no heap lock is taken
 //!   under it.
 //!
 //! # Why these choices
@@ -103,9 +111,11 @@
 //! - **Non-moving mark-sweep** keeps a reference's bits stable (they are the object's address), needs no
 //!   second semispace (peak memory), collects cycles (wasmtime's DRC cannot), and lets Memcheck see each
 //!   object as a malloc-like block.
-//! - **Eager sweep** makes every `object_free` happen inside the collection that found the object dead, in
-//!   a deterministic order, which the tracer and the Valgrind bridge want; sweeping is a bitmap pass per
-//!   span (it reads an object only to report it to an observer), so it is cheap next to marking.
+//! - **Eager sweep when observed** makes every `object_free` happen inside the collection that found the
+//!   object dead, in a deterministic order, which the tracer, the race detector and the Valgrind bridge
+//!   want. **Lazy sweep otherwise**: a bitmap pass per span is cheap, but a pause that sweeps every span
+//!   stops every thread for it; swept by the allocating threads, it runs in parallel, and an empty span is
+//!   reused in place.
 //! - **Bitmaps, not free lists**, because freed memory must stay untouched (and Memcheck-inaccessible).
 //! - **Thread caches** make allocation lock-free for the common case and keep mutator threads apart.
 //! - **Lazy zeroing**: fresh or scavenged pages are known zero and are not zeroed again.
@@ -134,6 +144,7 @@ mod collect;
 mod config;
 mod heap;
 mod inject;
+pub mod inline_alloc;
 mod memcheck;
 mod object;
 pub mod observer;
@@ -142,6 +153,7 @@ mod roots;
 mod shared;
 pub mod size_class;
 mod span;
+mod sweep;
 mod types;
 pub mod value;
 mod world;

@@ -157,6 +157,33 @@ impl ObjRef {
         unsafe { std::ptr::copy(src.ptr(src_offset), self.ptr(dst_offset), len) }
     }
 
+    /// Copies `count` 8-byte words from `src` at `src_offset` to this object at `dst_offset` (memmove
+    /// semantics), each with one whole load and store, never split: for reference elements, which another
+    /// thread may read meanwhile in a shared array and must never see torn. Offsets are multiples of 8.
+    #[inline]
+    pub fn copy_words_from(self, dst_offset: usize, src: ObjRef, src_offset: usize, count: usize) {
+        if count == 0 {
+            return;
+        }
+        src.check(src_offset, count * 8);
+        self.check_store(dst_offset, count * 8);
+        debug_assert!(dst_offset.is_multiple_of(8) && src_offset.is_multiple_of(8), "gc: unaligned word copy");
+        let word = |o: ObjRef, offset: usize, i: usize| {
+            // SAFETY: the word lies inside a live object (checked in debug builds) and is 8-aligned (objects
+            // are, and so are the offsets); concurrent accesses to it are atomic or the guest's own race.
+            // Relaxed atomics are plain moves that the compiler may not merge into a byte-wise memmove.
+            unsafe { std::sync::atomic::AtomicU64::from_ptr(o.ptr(offset + i * 8) as *mut u64) }
+        };
+        let copy = |i: usize| {
+            word(self, dst_offset, i).store(word(src, src_offset, i).load(Ordering::Relaxed), Ordering::Relaxed)
+        };
+        if self == src && dst_offset > src_offset {
+            (0..count).rev().for_each(copy);
+        } else {
+            (0..count).for_each(copy);
+        }
+    }
+
     /// Writes `count` copies of the low `elem_size` bytes of `value` (little-endian) starting at `offset`.
     /// `elem_size` is 1, 2, 4 or 8. Used for `array.fill` and `array.new`.
     #[inline]

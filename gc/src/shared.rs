@@ -12,8 +12,8 @@
 //! lazily ([`Shared::flush_counts`]): when it leaves its cache, when the sweep reaches it, and for
 //! [`crate::Heap::stats_for`].
 //!
-//! **Lock order:** `gc` → `page_heap` → `central[_]`. A mutator never holds a central lock and the
-//! page-heap lock at once. Observers may be called with any of these held (`arena_map` under the page-heap
+//! **Lock order:** `gc` → `page_heap` → `central[_]`, `unswept[_]`. A mutator never holds two of these at
+//! once (it pops a span from an unswept or central list, lets go, then hands the span over). Observers may be called with any of these held (`arena_map` under the page-heap
 //! lock, the sweep's events under `gc` and `page_heap`), which is why they must not call back into the heap.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -50,6 +50,9 @@ pub(crate) struct GcState {
     pub skip_mark_done: bool,
     /// `InjectedBug::UseFreedSpan` has written to its span.
     pub freed_span_written: bool,
+    /// With `verify`, after a lazy sweep: the objects the cycle found reachable, checked once the next
+    /// collection has finished that sweep (none of them may have been freed by it).
+    pub pending_verify: Option<Vec<(usize, (u32, u32))>>,
 }
 
 /// Everything the heap and its thread caches share; see the module comment.
@@ -59,6 +62,13 @@ pub(crate) struct Shared {
     pub page_heap: Mutex<PageHeap>,
     /// Per size class: spans with free slots that no cache holds.
     pub central: Box<[Mutex<Vec<SpanPtr>>]>,
+    /// Per size class: spans the last collection marked but left for the mutators to sweep (`sweep.rs`).
+    pub unswept: Box<[Mutex<Vec<SpanPtr>>]>,
+    /// Spans in all unswept lists (a hint that lets allocation skip the lists when they are empty).
+    pub unswept_count: AtomicUsize,
+    /// Objects and bytes freed by lazy sweeping since the last collection folded them into `GcState`.
+    pub lazy_freed_objects: AtomicU64,
+    pub lazy_freed_bytes: AtomicU64,
     pub gc: Mutex<GcState>,
     /// True when the instrumented allocation path must run (observers attached or stress mode).
     pub hooks: AtomicBool,
@@ -95,6 +105,10 @@ impl Shared {
             types: TypeTable::new(),
             page_heap: Mutex::new(PageHeap::new(config.max_heap_bytes)),
             central: (0..NUM_CLASSES).map(|_| Mutex::new(Vec::new())).collect(),
+            unswept: (0..NUM_CLASSES).map(|_| Mutex::new(Vec::new())).collect(),
+            unswept_count: AtomicUsize::new(0),
+            lazy_freed_objects: AtomicU64::new(0),
+            lazy_freed_bytes: AtomicU64::new(0),
             gc: Mutex::new(GcState::default()),
             hooks: AtomicBool::new(hooks),
             quarantine: memcheck.is_some(),

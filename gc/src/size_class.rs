@@ -49,6 +49,11 @@ static CLASS_BY_8: [u8; 1024 / 8 + 1] = build_lookup::<{ 1024 / 8 + 1 }>(8);
 /// Class for sizes in (1024, MAX_SMALL_SIZE]: index `(size + 127) / 128`.
 static CLASS_BY_128: [u8; MAX_SMALL_SIZE / 128 + 1] = build_lookup::<{ MAX_SMALL_SIZE / 128 + 1 }>(128);
 
+/// The address of `CLASS_BY_8`, for generated code ([`crate::inline_alloc`]).
+pub(crate) fn class_by_8_address() -> usize {
+    CLASS_BY_8.as_ptr() as usize
+}
+
 /// The size class for an object of `size` bytes (header included), or 0 if it is a large object.
 #[inline]
 pub fn class_for_size(size: usize) -> usize {

@@ -21,9 +21,10 @@
 //! slot again. A quarantined slot holds no object: heap walks and the verifier skip it.
 //!
 //! **Ownership** ([`Owner`]) says who may allocate from the span: exactly one thread cache (`InCache`), or
-//! nobody because it sits in its class's central list (`Central`) or is full (`Full`). Mutable state is in an
-//! `UnsafeCell`; it is touched only by the owning cache's thread, by whoever holds the central list's lock,
-//! or by the collector while the world is stopped.
+//! nobody because it sits in its class's central list (`Central`), is full (`Full`), waits in its class's
+//! unswept list (`Unswept`) or has been given back (`Freed`). Mutable state is in an `UnsafeCell`; it is
+//! touched only by the owning cache's thread, by whoever holds (or popped the span from) the central or
+//! unswept list's lock, or by the collector while the world is stopped.
 
 use std::cell::UnsafeCell;
 use std::ptr::NonNull;
@@ -40,6 +41,12 @@ pub(crate) enum Owner {
     Central,
     /// Full (or a large-object span): only the registry refers to it until a sweep frees slots.
     Full,
+    /// Marked by the last collection but not swept yet: in its class's unswept list (`sweep.rs`), where
+    /// an allocating thread that needs a span of its class, or the next collection, sweeps it.
+    Unswept,
+    /// Swept empty by a mutator, its pages given back to the page heap: a tombstone the registry still
+    /// lists (nothing else refers to it), destroyed by the next collection's sweep.
+    Freed,
 }
 
 pub(crate) struct SpanState {
@@ -71,6 +78,9 @@ pub(crate) struct Span {
     div_magic: u32,
     state: UnsafeCell<SpanState>,
 }
+
+/// Offset of a span's mutable state, for generated allocation code (`inline_alloc.rs`).
+pub(crate) const STATE_OFFSET: usize = std::mem::offset_of!(Span, state);
 
 /// Bits past `nelems` in the last bitmap word (kept set in `alloc_bits`).
 fn padding(nelems: u32) -> (usize, u64) {

@@ -91,6 +91,10 @@ pub(crate) struct InjectedBugs {
     /// `indirect-no-signature-check`: the inline `call_indirect` lookup calls a function of the instance
     /// without comparing its type with the expected one.
     pub indirect_no_signature_check: bool,
+    /// `alloc-no-zero`: inline allocation does not zero a reused slot (stale bytes show in new objects).
+    pub alloc_no_zero: bool,
+    /// `alloc-no-header`: inline allocation does not write the object header.
+    pub alloc_no_header: bool,
 }
 
 impl InjectedBugs {
@@ -118,6 +122,8 @@ impl InjectedBugs {
             delegate_skips_a_level: has("delegate-skips-a-level"),
             no_caught_exn_maps: has("no-caught-exn-maps"),
             indirect_no_signature_check: has("indirect-no-signature-check"),
+            alloc_no_zero: has("alloc-no-zero"),
+            alloc_no_header: has("alloc-no-header"),
         }
     }
 }

@@ -68,6 +68,8 @@
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub use gc::inline_alloc;
+
 use crate::module::ModuleData;
 use crate::types::{FieldLayout, RtHeapType, RtValType, StorageKind, TypeKind, TypeRegistry};
 
@@ -227,6 +229,11 @@ pub struct FuncInput<'a> {
     /// index faults, and `vm/src/fault.rs` turns the fault of a [`register_guarded_code`] site into the
     /// trap.
     pub memory_guard: u64,
+    /// Whether compiled code may take small objects from the thread cache inline (`gc::inline_alloc`, through
+    /// [`VmCtx::alloc_spans`] and [`VmCtx::alloc_hooks`]) instead of calling [`Libcalls::struct_new`] and
+    /// [`Libcalls::array_new`]: false when the heap's allocations are observed (Memcheck annotations under
+    /// Valgrind, `--trace`, `--race`, `--gc-stress`), whose events only the library path sends.
+    pub inline_alloc: bool,
 }
 
 impl<'a> FuncInput<'a> {
@@ -234,7 +241,8 @@ impl<'a> FuncInput<'a> {
     pub(crate) fn new(rt: &'a crate::Runtime, module: &'a ModuleData, func_index: u32) -> FuncInput<'a> {
         let guard = crate::memory::guard_bytes(rt.config.memory_reservation_bytes);
         let memory_guard = if rt.config.jit.explicit_bounds_checks { 0 } else { guard };
-        FuncInput { module, registry: &rt.types, func_index, race: rt.race.is_some(), memory_guard }
+        let inline_alloc = !rt.heap.allocation_observed();
+        FuncInput { module, registry: &rt.types, func_index, race: rt.race.is_some(), memory_guard, inline_alloc }
     }
 
     /// The module's binary; offsets of operators are offsets into it.
@@ -320,6 +328,11 @@ impl<'a> FuncInput<'a> {
             TypeKind::Struct { fields } => fields,
             _ => &[],
         }
+    }
+
+    /// Bytes the fields of the module's struct type `type_index` take after the object header.
+    pub fn struct_payload_size(&self, type_index: u32) -> u32 {
+        self.registry.get(self.canonical_type(type_index)).struct_size
     }
 
     /// Element storage of the module's array type `type_index`, and whether elements are floats.
@@ -460,6 +473,12 @@ pub struct VmCtx {
     /// that is below the number of defined functions (a null element or another instance's function
     /// wraps around to a large number, so one unsigned comparison covers both).
     pub defined_func_ref: u64,
+    /// Address of the running mutator's thread-cache span array (`gc::ThreadCache::spans_address`), set
+    /// with `store` on every entry: inline allocation takes slots from it (`gc::inline_alloc`).
+    pub alloc_spans: usize,
+    /// Address of the heap's "allocations are observed" byte (`gc::Heap::hooks_address`): inline
+    /// allocation takes the library call when it is set (an observer attached after the code was made).
+    pub alloc_hooks: usize,
 }
 
 /// A table as compiled code reads it ([`VmCtx::tables`]): its elements (raw references, 0 for null) and
@@ -517,6 +536,8 @@ impl VmCtx {
     pub const MEMORIES: i32 = offset!(memories);
     pub const TABLES: i32 = offset!(tables);
     pub const DEFINED_FUNC_REF: i32 = offset!(defined_func_ref);
+    pub const ALLOC_SPANS: i32 = offset!(alloc_spans);
+    pub const ALLOC_HOOKS: i32 = offset!(alloc_hooks);
 }
 
 /// Addresses of the `extern "C"` functions compiled code calls (`interp/jit.rs` implements them). All

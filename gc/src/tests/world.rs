@@ -306,6 +306,7 @@ fn a_mutator_dropped_during_a_stop_does_not_block_it() {
     flagged_rx.recv().unwrap();
     let world = heap.stop_the_world(&link, &mut roots).expect("only this thread stops the world");
     heap.collect(&world, &mut cache, &mut roots);
+    heap.finish_sweep(&world, &cache);
     drop(world);
     b.join().unwrap();
     assert_eq!(heap.stats().objects_freed, 500);

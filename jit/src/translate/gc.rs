@@ -3,9 +3,10 @@
 //! Field and element accesses are inline: a null check, for arrays a bounds check against the length in
 //! the object header (`gc/src/object.rs`: type id at 0, length at 4, payload from 8), then one load or
 //! store at the offset the VM's layout gives (`vm::types::FieldLayout`). The heap does not move objects
-//! and the collector stops the world, so there is no barrier. Allocation is a library call (`struct_new`,
-//! `array_new`; it may collect, which is why every reference live across it is in its stack map); the
-//! initial values are stored inline after it. The bulk and segment instructions are library calls
+//! and the collector stops the world, so there is no barrier. Allocation takes a slot from the thread
+//! cache inline when it can (`alloc.rs`), else it is a library call (`struct_new`, `array_new`; it may
+//! collect, which is why every reference live across it is in its stack map); the initial values are
+//! stored inline after it. The bulk and segment instructions are library calls
 //! (`array_op`) with their operands in a stack buffer.
 //!
 //! **`--race`**: a plain access to a field or element of a `shared` type calls the object race hook
@@ -22,7 +23,7 @@ use super::FuncTranslator;
 use crate::abi::{load_slot, store_slot};
 
 /// Object memory after the null check: never traps, may alias anything else on the heap.
-fn heap_flags() -> MemFlagsData {
+pub(super) fn heap_flags() -> MemFlagsData {
     MemFlagsData::new().with_notrap()
 }
 
@@ -165,18 +166,26 @@ impl FuncTranslator<'_, '_> {
         obj
     }
 
+    /// A new struct, zeroed: inline from the thread cache when possible (`alloc.rs`), else a library call.
     fn new_struct(&mut self, type_index: u32, offset: u32) -> Value {
-        let id = self.b.ins().iconst(types::I32, self.input.canonical_type(type_index) as i64);
-        let site = self.site(offset);
-        let obj = self.call_vm(self.libcalls.struct_new, &[id, site], Some(types::I64)).expect("a result");
-        self.allocated(obj, offset)
+        let slot = self.struct_slot(type_index);
+        self.allocate(slot, |t| {
+            let id = t.b.ins().iconst(types::I32, t.input.canonical_type(type_index) as i64);
+            let site = t.site(offset);
+            let obj = t.call_vm(t.libcalls.struct_new, &[id, site], Some(types::I64)).expect("a result");
+            t.allocated(obj, offset)
+        })
     }
 
+    /// A new array of `len` elements, zeroed: inline when possible (`alloc.rs`), else a library call.
     fn new_array(&mut self, type_index: u32, len: Value, offset: u32) -> Value {
-        let id = self.b.ins().iconst(types::I32, self.input.canonical_type(type_index) as i64);
-        let site = self.site(offset);
-        let obj = self.call_vm(self.libcalls.array_new, &[id, len, site], Some(types::I64)).expect("a result");
-        self.allocated(obj, offset)
+        let slot = self.array_slot(type_index, len);
+        self.allocate(slot, |t| {
+            let id = t.b.ins().iconst(types::I32, t.input.canonical_type(type_index) as i64);
+            let site = t.site(offset);
+            let obj = t.call_vm(t.libcalls.array_new, &[id, len, site], Some(types::I64)).expect("a result");
+            t.allocated(obj, offset)
+        })
     }
 
     /// `array.new`'s initial value in every element (a fresh array is zeroed: skip a zero value).

@@ -23,7 +23,8 @@
 //! either tier) returns [`Unsupported`] with the operator's name. Operator families live in their own
 //! files: `memory.rs` (plain loads and stores), `multimem.rs` (where each memory is, bounds checks,
 //! size/grow/bulk/segments, race hooks), `atomics.rs` (the threads proposal), `numeric.rs`, `calls.rs`,
-//! `refs.rs`, `tables.rs`, `gc.rs`, `shared_gc.rs` (shared-everything atomics and race hooks), and
+//! `refs.rs`, `tables.rs`, `gc.rs`, `alloc.rs` (inline allocation), `shared_gc.rs` (shared-everything
+//! atomics and race hooks), and
 //! `exceptions.rs` (`try_table`, `throw`, `throw_ref` and the legacy
 //! `try`/`catch`/`catch_all`/`delegate`/`rethrow`).
 
@@ -37,6 +38,7 @@ use wasmparser::{BinaryReader, BlockType, FunctionBody, Operator};
 use crate::InjectedBugs;
 use crate::abi::{self, Target, clif_type, fixed, store_slot, trusted, wasm_signature};
 
+mod alloc;
 mod atomics;
 mod calls;
 mod exceptions;

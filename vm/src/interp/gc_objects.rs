@@ -422,9 +422,8 @@ pub(super) fn array_fill(frame: &[u64], kind: StorageKind, args: Slot) -> Result
     if !in_bounds(off, n, o.array_len() as usize) {
         return Err(TrapKind::ArrayOutOfBounds);
     }
-    for i in off..off + n {
-        gcglue::write(o, gcglue::elem_offset(i as u32, kind), kind, value);
-    }
+    // One store per element, each a single aligned store for references (never torn for another thread).
+    o.fill(gcglue::elem_offset(off as u32, kind), kind.size() as usize, n as usize, value);
     Ok(())
 }
 
@@ -439,6 +438,18 @@ pub(super) fn array_copy(frame: &[u64], dk: StorageKind, sk: StorageKind, args: 
     let (soff, n) = (get::<u32>(frame, args + 3) as u64, get::<u32>(frame, args + 4) as u64);
     if !in_bounds(doff, n, d.array_len() as usize) || !in_bounds(soff, n, src.array_len() as usize) {
         return Err(TrapKind::ArrayOutOfBounds);
+    }
+    // Same storage on both sides (always, for validated code): numbers are bytes, copied as one memmove;
+    // references are copied one 8-byte load and store at a time, so another thread reading a shared array
+    // meanwhile never sees a torn reference (which a byte-wise memmove could give it).
+    if dk == sk {
+        let (dst_at, src_at) = (gcglue::elem_offset(doff as u32, dk), gcglue::elem_offset(soff as u32, sk));
+        if dk != StorageKind::Ref {
+            d.copy_from(dst_at, src, src_at, n as usize * dk.size() as usize);
+        } else {
+            d.copy_words_from(dst_at, src, src_at, n as usize);
+        }
+        return Ok(());
     }
     // memmove semantics: copy backwards when the ranges overlap with dst after src.
     let backwards = d.raw() == src.raw() && doff > soff;

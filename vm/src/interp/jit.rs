@@ -180,6 +180,8 @@ fn ensure_tier(store: &mut StoreState, inst: u32) {
         memories: 0,
         tables: 0,
         defined_func_ref: 0,
+        alloc_spans: 0,
+        alloc_hooks: store.rt.heap.hooks_address(),
     });
     vmctx.defined_func_ref = gc::value::from_func(vmctx.defined_base);
     vmctx.mem0_len = &vmctx.zero as *const usize as usize;
@@ -254,10 +256,12 @@ pub(super) fn call_compiled(
         exec.race_segs.push(crate::mutator::RaceSeg { frames_len: exec.frames.len(), top: exec.top, out_fp: 0 });
     }
     let exit_cell = &mut store.mutator.exec.jit_exit as *mut crate::tier::JitExit as usize;
+    let alloc_spans = store.mutator.cache.spans_address();
     // SAFETY: `vmctx` is boxed in the instance (stable address) and lives while the store does.
     unsafe {
         (*vmctx).store = state as usize;
         (*vmctx).jit_exit = exit_cell;
+        (*vmctx).alloc_spans = alloc_spans;
     }
     // SAFETY: `array_entry` is the compiler's entry for this function's signature (`tier.rs`: `extern
     // "C" fn(code, vmctx, args) -> u32`); `args` points at `slots` committed value-stack slots, which
