@@ -51,18 +51,21 @@ fn gc_programs_agree_with_and_without_stress_and_verification() {
 #[test]
 fn a_reference_missing_from_a_stack_map_is_caught() {
     let args = ["--jit=eager", "--gc-stress", "--gc-verify", "--invoke", "run", "programs/binary_trees.wat", "6"];
-    let run = |bug: Option<&str>| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vmrun"));
-        cmd.args(args).env_remove("VMRUN_JIT_DEBUG");
-        if let Some(bug) = bug {
-            cmd.env("VMRUN_JIT_DEBUG", bug);
-        }
-        let out = cmd.output().expect("vmrun starts");
-        (out.status.code(), String::from_utf8_lossy(&out.stdout).trim().to_string())
-    };
+    let run = |bug: Option<&str>| run_with_jit_bug(&args, bug);
     assert_eq!(run(None), (Some(0), "4398".to_string()));
     let planted = run(Some("no-call-result-maps"));
     assert_ne!(planted, (Some(0), "4398".to_string()), "the planted bug went unnoticed");
+}
+
+/// (exit code, trimmed stdout) of vmrun with `args` and the compiler's planted bug `bug`, if any.
+fn run_with_jit_bug(args: &[&str], bug: Option<&str>) -> (Option<i32>, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vmrun"));
+    cmd.args(args).env_remove("VMRUN_JIT_DEBUG");
+    if let Some(bug) = bug {
+        cmd.env("VMRUN_JIT_DEBUG", bug);
+    }
+    let out = cmd.output().expect("vmrun starts");
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// Compiled code allocates small objects inline from the thread cache (`jit/src/translate/alloc.rs`) when no
@@ -86,15 +89,7 @@ fn inline_allocation_gives_zeroed_objects_with_their_headers() {
 #[test]
 fn inline_allocation_without_zeroing_or_header_is_caught() {
     let args = ["--jit=eager", "--invoke", "run", "tests/fixtures/inline_alloc.wat", "3000"];
-    let run = |bug: Option<&str>| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vmrun"));
-        cmd.args(args).env_remove("VMRUN_JIT_DEBUG");
-        if let Some(bug) = bug {
-            cmd.env("VMRUN_JIT_DEBUG", bug);
-        }
-        let out = cmd.output().expect("vmrun starts");
-        (out.status.code(), String::from_utf8_lossy(&out.stdout).trim().to_string())
-    };
+    let run = |bug: Option<&str>| run_with_jit_bug(&args, bug);
     assert_eq!(run(None), (Some(0), "0".to_string()));
     for bug in ["alloc-no-zero", "alloc-no-header"] {
         assert_ne!(run(Some(bug)), (Some(0), "0".to_string()), "the planted bug {bug} went unnoticed");

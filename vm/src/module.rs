@@ -177,6 +177,17 @@ pub struct ModuleData {
 }
 
 impl ModuleData {
+    /// The frame of function `func_index` (index space) at wasm byte `offset`, as backtraces print it.
+    pub(crate) fn wasm_frame(&self, func_index: u32, offset: u32) -> crate::WasmFrame {
+        crate::WasmFrame {
+            module: self.source.module_name().map(str::to_string),
+            func_index,
+            func_name: self.source.func_name(func_index).map(str::to_string),
+            offset,
+            source: self.source.location(offset as usize),
+        }
+    }
+
     /// Memories the module imports (the first indices of its memory index space).
     pub fn num_imported_memories(&self) -> usize {
         self.imports.iter().filter(|i| matches!(i.desc, ImportDesc::Memory(_))).count()

@@ -211,13 +211,7 @@ impl RaceRuntime {
 
 /// The frame of function `func_index` (index space) of `m` at wasm `offset`, as backtraces print it.
 fn wasm_frame(m: &ModuleData, func_index: u32, offset: u32) -> WasmFrame {
-    WasmFrame {
-        module: m.source.module_name().map(str::to_string),
-        func_index,
-        func_name: m.source.func_name(func_index).map(str::to_string),
-        offset,
-        source: m.source.location(offset as usize),
-    }
+    m.wasm_frame(func_index, offset)
 }
 
 /// The site of an object's allocation: the module's index in the runtime and the wasm offset of the

@@ -289,13 +289,7 @@ pub(super) fn call_compiled(
 
 /// The wasm frame of function `func_index` (index space) of `module` at byte `offset`.
 pub(super) fn wasm_frame(module: &ModuleData, func_index: u32, offset: u32) -> WasmFrame {
-    WasmFrame {
-        module: module.source.module_name().map(str::to_string),
-        func_index,
-        func_name: module.source.func_name(func_index).map(str::to_string),
-        offset,
-        source: module.source.location(offset as usize),
-    }
+    module.wasm_frame(func_index, offset)
 }
 
 /// Run a library call's body with the store; a trap becomes the pending trap and status 1, a panic is
